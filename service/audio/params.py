@@ -1,0 +1,72 @@
+"""Every fingerprinting tunable, in one place, with its unit.
+
+The parameters are part of the index format: hashes made with other values do not match the
+stored ones. `FingerprintParams.version` is recorded in the store when it is created, and the
+service refuses to start against a store built with another version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class FingerprintParams:
+    # --- signal -----------------------------------------------------------------------------
+    #: Rate (Hz) everything is resampled to. 8 kHz keeps the band that survives telephone lines
+    #: and low-bitrate codecs (up to 4 kHz) and makes the STFT cheap.
+    sample_rate_hz: int = 8000
+    #: STFT window length (samples); 1024 at 8 kHz is 128 ms, long enough to resolve tonal peaks
+    #: 7.8 Hz apart and to average broadband noise down.
+    n_fft: int = 1024
+    #: STFT hop (samples); 256 at 8 kHz is 32 ms, the time unit of every offset in the index.
+    hop: int = 256
+    #: Lowest and highest FFT bin searched for peaks (bin 13 is ~100 Hz; hum and rumble below it
+    #: carry little identity, and bins near Nyquist are mostly codec artefacts).
+    min_bin: int = 13
+    max_bin: int = 480
+
+    # --- peaks ------------------------------------------------------------------------------
+    #: Half-size of the local-maximum neighbourhood in bins and frames: a peak dominates
+    #: +-peak_bins x +-peak_frames around it, which spreads landmarks over the plane.
+    peak_bins: int = 12
+    peak_frames: int = 8
+    #: A peak must stand this many dB above the local mean spectrum (computed over a wider
+    #: window) so that flat noise floors produce no landmarks.
+    peak_over_mean_db: float = 6.0
+    #: Half-size of the local mean window in bins and frames.
+    mean_bins: int = 32
+    mean_frames: int = 32
+    #: Peaks are ranked by prominence in blocks of this many frames and only the strongest
+    #: `peaks_per_block` kept: this bounds the density (peaks per second) whatever the music.
+    block_frames: int = 32
+    peaks_per_block: int = 20
+    #: Magnitude floor (dBFS of a full-scale sine); digital silence yields no peaks at all.
+    floor_db: float = -90.0
+
+    # --- pairing ----------------------------------------------------------------------------
+    #: Target zone: frames after the anchor (inclusive range) and +-bins around it.
+    min_dt_frames: int = 1
+    max_dt_frames: int = 63
+    max_df_bins: int = 127
+    #: Targets paired with each anchor (nearest in time first).
+    fan_out: int = 10
+
+    #: Bumped by hand when the meaning of the hash layout changes without a field changing.
+    layout_revision: int = 1
+
+    @property
+    def frame_s(self) -> float:
+        """Seconds per STFT frame: the unit of every stored offset."""
+        return self.hop / self.sample_rate_hz
+
+    @property
+    def version(self) -> str:
+        """Short stable digest of every field; stored with the index."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return "fp1-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+DEFAULT_PARAMS = FingerprintParams()

@@ -1,0 +1,91 @@
+"""Typed configuration, read once from the environment.
+
+Every knob the service, the worker and the CLI share lives here so that one `DATABASE_URL`
+(or one `.env` file) points all three at the same catalogue.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field maps to the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["development", "production", "test"] = Field(
+        "development",
+        description="`production` refuses unsafe values (no API key, SQLite store).",
+    )
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="`postgresql://user:pass@host:port/db` or `sqlite:///path/to/file.sqlite3`.",
+    )
+    db_pool_min_size: int = Field(2, ge=0, description="Connections kept open in the asyncpg pool.")
+    db_pool_max_size: int = Field(10, ge=1, description="Upper bound of the asyncpg pool.")
+    db_command_timeout_s: float = Field(60.0, gt=0, description="Per-statement timeout.")
+    migrate_on_start: bool = Field(
+        True, description="Apply pending migrations (under an advisory lock) when the app starts."
+    )
+    upload_max_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="Largest accepted upload; larger ones get HTTP 413."
+    )
+    api_key: str | None = Field(
+        None,
+        description="When set, every endpoint except health checks requires `X-API-Key`.",
+    )
+    cpu_workers: int = Field(
+        0,
+        ge=0,
+        description="Processes for decoding and fingerprinting; 0 means one per CPU core.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = Field("127.0.0.1", description="Bind address of `song-detection serve`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `song-detection serve`.")
+    min_confidence: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="A match is reported only when chance would produce its score with "
+        "probability below 1 - min_confidence across the whole catalogue.",
+    )
+    max_matches: int = Field(5, ge=1, le=100, description="Most matches returned per query.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://", "sqlite://")):
+            raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite://")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_for_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.api_key:
+                raise ValueError("API_KEY must be set when ENVIRONMENT=production")
+            if self.is_sqlite:
+                raise ValueError("ENVIRONMENT=production needs a PostgreSQL DATABASE_URL")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite://")
+
+    @cached_property
+    def sqlite_path(self) -> str:
+        """File path of the SQLite store (`sqlite:///rel/path` or `sqlite:////abs/path`)."""
+        return self.database_url.removeprefix("sqlite:///") or DEFAULT_DATABASE_URL[10:]
+
+    @property
+    def effective_cpu_workers(self) -> int:
+        return self.cpu_workers or max(1, os.cpu_count() or 1)
