@@ -82,3 +82,11 @@ class StoreUnavailable(ServiceError):
 
     code = "store_unavailable"
     status = 503
+
+
+class NoFingerprints(ServiceError):
+    """Audio decoded but yielded no landmarks (silence, a pure tone): nothing to index."""
+
+    code = "no_fingerprints"
+    status = 422
+    permanent = True

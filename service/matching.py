@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import poisson
 
-from service.audio.hashes import Fingerprints
+from service.audio.hashes import Fingerprints, anchor_bins
 from service.audio.params import FingerprintParams
 
 
@@ -68,9 +68,7 @@ class Match:
     speed: float = 1.0
 
 
-def join_hits(
-    query: Fingerprints, hits: Hits
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def join_hits(query: Fingerprints, hits: Hits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (song_id, delta_frames, query_frame) triples where a stored hash meets the query's.
 
     A hash may occur several times in the query; every occurrence pairs with every stored one.
@@ -91,7 +89,14 @@ def join_hits(
     qt = q_time[q_idx]
     songs = hits.song_ids[hit_idx].astype(np.int64)
     delta = hits.offsets[hit_idx].astype(np.int64) - qt
-    return songs, delta, qt
+    return songs, delta, qt, anchor_bins(q_hash[q_idx])
+
+
+def _distinct(
+    songs: np.ndarray, delta: np.ndarray, qt: np.ndarray, anchor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = np.unique(np.stack([songs, delta, qt, anchor], axis=1), axis=0)
+    return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
 def score_offsets(
@@ -158,9 +163,13 @@ def find_matches(
     The family-wise chance level multiplies each song's tail probability by the number of
     candidate songs.
     """
-    songs, delta, qt = join_hits(query, hits)
+    songs, delta, qt, anchor = join_hits(query, hits)
     if len(songs) == 0:
         return []
+    # Pairs sharing an anchor peak are not independent evidence (a chord that happens to match
+    # matches through several of its targets at once): count each anchor once per
+    # (song, offset).
+    songs, delta, qt = _distinct(songs, delta, qt, anchor)
     song_ids, best_delta, best_score, totals = score_offsets(songs, delta)
     query_frames = int(query.offsets.max()) + 1 if len(query) else 0
     hit_songs, first_hit = np.unique(hits.song_ids, return_index=True)

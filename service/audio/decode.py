@@ -76,9 +76,8 @@ def _open(source: Source) -> av.container.InputContainer:
         if not source:
             raise EmptyFile("the uploaded file is empty")
         source = io.BytesIO(source)
-    elif isinstance(source, str | os.PathLike):
-        if os.path.getsize(source) == 0:
-            raise EmptyFile("the uploaded file is empty")
+    elif isinstance(source, str | os.PathLike) and os.path.getsize(source) == 0:
+        raise EmptyFile("the uploaded file is empty")
     try:
         return av.open(source, mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, ValueError, OSError) as exc:

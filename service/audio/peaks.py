@@ -53,9 +53,7 @@ def _peaks_in_chunk(
     )
     prominence = band - local_mean
     is_peak = (
-        (band == local_max)
-        & (band > params.floor_db)
-        & (prominence >= params.peak_over_mean_db)
+        (band == local_max) & (band > params.floor_db) & (prominence >= params.peak_over_mean_db)
     )
     is_peak[:lo] = False
     is_peak[hi:] = False

@@ -25,7 +25,10 @@ def frame_count(n_samples: int, params: FingerprintParams) -> int:
 
 
 def spectrogram_db(
-    samples: np.ndarray, params: FingerprintParams, first_frame: int = 0, n_frames: int | None = None
+    samples: np.ndarray,
+    params: FingerprintParams,
+    first_frame: int = 0,
+    n_frames: int | None = None,
 ) -> np.ndarray:
     """Log-magnitude STFT of frames [first_frame, first_frame + n_frames) of `samples`.
 

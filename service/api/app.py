@@ -1,0 +1,59 @@
+"""App factory and lifespan: open the store and the CPU pool once, close them in reverse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from service import __version__
+from service.api import routes_health, routes_identify, routes_songs
+from service.api.deps import require_api_key
+from service.api.errors import install_error_handlers
+from service.api.uploads import BodySizeLimit
+from service.audio.params import DEFAULT_PARAMS
+from service.core.cpu import CpuPool
+from service.matching import MatchParams
+from service.settings import Settings
+from service.store import create_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = create_store(settings, DEFAULT_PARAMS.version)
+        await store.open()
+        pool = CpuPool(settings.effective_cpu_workers)
+        try:
+            await pool.warm_up()
+            app.state.settings = settings
+            app.state.store = store
+            app.state.pool = pool
+            app.state.match_params = MatchParams(
+                min_confidence=settings.min_confidence, max_matches=settings.max_matches
+            )
+            log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
+            yield
+        finally:
+            pool.close()
+            await store.close()
+
+    app = FastAPI(
+        title="song-detection",
+        version=__version__,
+        description="Identify songs of your catalogue in audio files and live streams.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.upload_max_bytes + 64 * 1024)
+    guarded = [Depends(require_api_key)]
+    app.include_router(routes_health.router)
+    app.include_router(routes_songs.router, dependencies=guarded)
+    app.include_router(routes_identify.router, dependencies=guarded)
+    return app

@@ -1,0 +1,28 @@
+"""Identification route."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+
+from service.api.deps import MatchParamsDep, PoolDep, SettingsDep, StoreDep
+from service.api.schemas import IdentifyOut
+from service.api.uploads import saved_upload
+from service.core.catalogue import identify_file
+
+router = APIRouter(tags=["identify"])
+
+
+@router.post("/identify", response_model=IdentifyOut)
+async def identify(
+    store: StoreDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    match_params: MatchParamsDep,
+    file: Annotated[UploadFile, File(description="Audio or video clip to identify.")],
+) -> IdentifyOut:
+    """Which catalogue songs play in this clip, where, and how sure we are (best first)."""
+    async with saved_upload(file, settings.upload_max_bytes) as path:
+        result = await identify_file(store, pool, path, match_params)
+    return IdentifyOut.of(result)

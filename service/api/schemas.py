@@ -1,0 +1,117 @@
+"""The public JSON contract of the HTTP API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.core.catalogue import IdentifyResult, SongMatch
+from service.store.base import Song, SongPage
+
+
+class SongOut(BaseModel):
+    id: int
+    title: str
+    artist: str | None
+    album: str | None
+    isrc: str | None
+    external_id: str | None
+    duration_s: float = Field(description="Length of the decoded audio in seconds.")
+    fingerprint_count: int
+
+    @classmethod
+    def of(cls, song: Song) -> SongOut:
+        return cls(
+            id=song.id,
+            title=song.title,
+            artist=song.artist,
+            album=song.album,
+            isrc=song.isrc,
+            external_id=song.external_id,
+            duration_s=round(song.duration_s, 3),
+            fingerprint_count=song.fingerprint_count,
+        )
+
+
+class SongIndexedOut(SongOut):
+    created: bool = Field(description="False when the same audio was already in the catalogue.")
+
+
+class SongPageOut(BaseModel):
+    items: list[SongOut]
+    total: int
+    limit: int
+    offset: int
+
+    @classmethod
+    def of(cls, page: SongPage) -> SongPageOut:
+        return cls(
+            items=[SongOut.of(s) for s in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+
+class SongPatch(BaseModel):
+    """Fields to change; omitted fields stay as they are, null clears an optional field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=1, max_length=500)
+    artist: str | None = Field(None, max_length=500)
+    album: str | None = Field(None, max_length=500)
+    isrc: str | None = Field(None, max_length=64)
+    external_id: str | None = Field(None, max_length=500)
+
+
+class MatchOut(BaseModel):
+    song: SongOut
+    score: int = Field(description="Aligned fingerprint hashes supporting this match.")
+    confidence: float = Field(
+        description="1 minus the probability that chance alone produces this score for any "
+        "song of the catalogue."
+    )
+    song_offset_s: float = Field(description="Position in the song where the clip starts.")
+    query_start_s: float = Field(description="Start of the matched span within the clip.")
+    query_end_s: float = Field(description="End of the matched span within the clip.")
+    speed: float = Field(description="Playback speed of the clip relative to the song.")
+
+    @classmethod
+    def of(cls, found: SongMatch) -> MatchOut:
+        m = found.match
+        return cls(
+            song=SongOut.of(found.song),
+            score=m.score,
+            confidence=round(m.confidence, 6),
+            song_offset_s=round(m.song_offset_s, 3),
+            query_start_s=round(m.query_start_s, 3),
+            query_end_s=round(m.query_end_s, 3),
+            speed=round(m.speed, 4),
+        )
+
+
+class IdentifyOut(BaseModel):
+    duration_s: float
+    matches: list[MatchOut]
+    elapsed_ms: float
+
+    @classmethod
+    def of(cls, result: IdentifyResult) -> IdentifyOut:
+        return cls(
+            duration_s=round(result.duration_s, 3),
+            matches=[MatchOut.of(m) for m in result.matches],
+            elapsed_ms=round(result.elapsed_ms, 1),
+        )
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class HealthOut(BaseModel):
+    status: str

@@ -1,0 +1,50 @@
+"""Bytes on disk -> everything the catalogue needs to know about a piece of audio.
+
+These functions run inside worker processes (see cpu.py), so they take a path, not an open
+file, and return only small, picklable results: never the decoded samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from service.audio.decode import decode_audio
+from service.audio.fingerprint import fingerprint
+from service.audio.hashes import Fingerprints
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.spectrogram import frame_count
+from service.errors import AudioTooShort
+
+#: Shortest audio worth fingerprinting: below one STFT window plus a target zone, no landmark
+#: pair can form.
+MIN_DURATION_S = 1.0
+
+
+@dataclass(frozen=True)
+class AnalysedAudio:
+    duration_s: float
+    n_frames: int
+    content_sha256: str
+    fingerprints: Fingerprints
+    start_pts_s: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def analyse_file(
+    path: str | os.PathLike[str], params: FingerprintParams = DEFAULT_PARAMS
+) -> AnalysedAudio:
+    """Decode and fingerprint a file. Raises the audio ServiceErrors on bad input."""
+    audio = decode_audio(path, params.sample_rate_hz)
+    if audio.duration_s < MIN_DURATION_S:
+        raise AudioTooShort(
+            f"audio lasts {audio.duration_s:.2f} s; at least {MIN_DURATION_S:.0f} s is needed"
+        )
+    return AnalysedAudio(
+        duration_s=audio.duration_s,
+        n_frames=frame_count(len(audio.samples), params),
+        content_sha256=audio.content_sha256,
+        fingerprints=fingerprint(audio.samples, params),
+        start_pts_s=audio.start_pts_s,
+        tags=audio.tags,
+    )

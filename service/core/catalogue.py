@@ -1,0 +1,114 @@
+"""Use cases: index a song, identify a clip.
+
+The HTTP API, the CLI and the SQS worker all call these, so a song indexed by any of them is
+found by all of them the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.core.analysis import AnalysedAudio, analyse_file
+from service.core.cpu import CpuPool
+from service.errors import NoFingerprints
+from service.matching import Match, MatchParams, find_matches
+from service.store.base import NewSong, Song, SongMeta, Store
+
+
+@dataclass(frozen=True)
+class SongMatch:
+    song: Song
+    match: Match
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    duration_s: float
+    matches: list[SongMatch]
+    elapsed_ms: float
+
+
+def _clean(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | None) -> SongMeta:
+    """Metadata precedence: what the caller gave, then the file's tags, then its name."""
+    given = given or SongMeta(title="")
+    stem = PurePath(filename).stem if filename else ""
+    title = _clean(given.title) or _clean(tags.get("title")) or _clean(stem) or "Untitled"
+    return SongMeta(
+        title=title,
+        artist=_clean(given.artist) or _clean(tags.get("artist")),
+        album=_clean(given.album) or _clean(tags.get("album")),
+        isrc=_clean(given.isrc) or _clean(tags.get("isrc")),
+        external_id=_clean(given.external_id),
+    )
+
+
+async def index_analysed(
+    store: Store, audio: AnalysedAudio, meta: SongMeta | None, filename: str | None
+) -> tuple[Song, bool]:
+    """Store analysed audio as a song; returns (song, created). Same content -> same song."""
+    existing = await store.find_by_content(audio.content_sha256)
+    if existing is not None:
+        return existing, False
+    if len(audio.fingerprints) == 0:
+        raise NoFingerprints("the audio yields no fingerprints (silence or a steady tone?)")
+    return await store.add_song(
+        NewSong(
+            meta=resolve_meta(meta, audio.tags, filename),
+            duration_s=audio.duration_s,
+            n_frames=audio.n_frames,
+            content_sha256=audio.content_sha256,
+            fingerprints=audio.fingerprints,
+        )
+    )
+
+
+async def index_file(
+    store: Store,
+    pool: CpuPool,
+    path: str | os.PathLike[str],
+    meta: SongMeta | None = None,
+    filename: str | None = None,
+    params: FingerprintParams = DEFAULT_PARAMS,
+) -> tuple[Song, bool]:
+    audio = await pool.run(analyse_file, os.fspath(path), params)
+    return await index_analysed(store, audio, meta, filename or os.fspath(path))
+
+
+async def identify_analysed(
+    store: Store,
+    audio: AnalysedAudio,
+    match_params: MatchParams,
+    params: FingerprintParams = DEFAULT_PARAMS,
+) -> list[SongMatch]:
+    hits = await store.lookup(audio.fingerprints.hashes)
+    matches = await asyncio.to_thread(find_matches, audio.fingerprints, hits, params, match_params)
+    songs = await store.get_songs([m.song_id for m in matches])
+    # A song deleted between lookup and fetch simply drops out of the answer.
+    return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]
+
+
+async def identify_file(
+    store: Store,
+    pool: CpuPool,
+    path: str | os.PathLike[str],
+    match_params: MatchParams,
+    params: FingerprintParams = DEFAULT_PARAMS,
+) -> IdentifyResult:
+    started = time.perf_counter()
+    audio = await pool.run(analyse_file, os.fspath(path), params)
+    matches = await identify_analysed(store, audio, match_params, params)
+    return IdentifyResult(
+        duration_s=audio.duration_s,
+        matches=matches,
+        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+    )
