@@ -39,10 +39,12 @@ class FingerprintParams:
     #: Half-size of the local mean window in bins and frames.
     mean_bins: int = 32
     mean_frames: int = 32
-    #: Peaks are ranked by prominence in blocks of this many frames and only the strongest
-    #: `peaks_per_block` kept: this bounds the density (peaks per second) whatever the music.
-    block_frames: int = 32
-    peaks_per_block: int = 20
+    #: A peak survives only if fewer than `density_peaks` more prominent peaks lie within
+    #: +-density_frames of it. This bounds the density (about density_peaks per
+    #: 2 * density_frames + 1 frames) whatever the music, and unlike fixed blocks it does not
+    #: depend on where the clip happens to start.
+    density_frames: int = 16
+    density_peaks: int = 20
     #: Magnitude floor (dBFS of a full-scale sine); digital silence yields no peaks at all.
     floor_db: float = -90.0
 

@@ -26,24 +26,37 @@ class Peaks:
         return len(self.frames)
 
 
-def _keep_strongest_per_block(
-    frames: np.ndarray, strength: np.ndarray, block_frames: int, per_block: int
+def _keep_strongest_nearby(
+    frames: np.ndarray, strength: np.ndarray, half_window: int, keep_count: int
 ) -> np.ndarray:
-    """Boolean mask keeping the `per_block` strongest peaks of each block of frames."""
-    blocks = frames // block_frames
-    order = np.lexsort((-strength, blocks))
-    sorted_blocks = blocks[order]
-    first_of_block = np.searchsorted(sorted_blocks, sorted_blocks, side="left")
-    rank = np.arange(len(order)) - first_of_block
-    keep = np.zeros(len(frames), dtype=bool)
-    keep[order[rank < per_block]] = True
-    return keep
+    """Mask of peaks with fewer than `keep_count` stronger peaks within +-half_window frames.
+
+    `frames` must be sorted. Comparing each peak with its k-th neighbour on both sides, one
+    vectorised pass per k, stops as soon as no peak has a k-th neighbour inside the window.
+    """
+    n = len(frames)
+    stronger = np.zeros(n, dtype=np.int32)
+    # Ties are broken by index so that equal prominences give a deterministic, total order.
+    rank_key = np.lexsort((np.arange(n), strength))
+    order = np.empty(n, dtype=np.int64)
+    order[rank_key] = np.arange(n)
+    for k in range(1, n):
+        i = np.arange(n - k)
+        j = i + k
+        near = frames[j] - frames[i] <= half_window
+        if not near.any():
+            break
+        i, j = i[near], j[near]
+        j_wins = order[j] > order[i]
+        np.add.at(stronger, i[j_wins], 1)
+        np.add.at(stronger, j[~j_wins], 1)
+    return stronger < keep_count
 
 
-def _peaks_in_chunk(
-    spec: np.ndarray, params: FingerprintParams, lo: int, hi: int
+def _candidate_peaks(
+    spec: np.ndarray, params: FingerprintParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Peaks of `spec` (frames x bins) whose frame lies in [lo, hi) of this chunk."""
+    """(frame, bin, prominence) of every prominent local maximum of `spec` (frames x bins)."""
     band = spec[:, params.min_bin : params.max_bin + 1]
     local_max = maximum_filter(
         band, size=(2 * params.peak_frames + 1, 2 * params.peak_bins + 1), mode="nearest"
@@ -55,8 +68,6 @@ def _peaks_in_chunk(
     is_peak = (
         (band == local_max) & (band > params.floor_db) & (prominence >= params.peak_over_mean_db)
     )
-    is_peak[:lo] = False
-    is_peak[hi:] = False
     f, b = np.nonzero(is_peak)
     return f.astype(np.int32), (b + params.min_bin).astype(np.int32), prominence[f, b]
 
@@ -67,31 +78,37 @@ def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
     A peak is the maximum of its +-peak_frames x +-peak_bins neighbourhood, stands
     `peak_over_mean_db` above the local mean (an adaptive threshold that follows the loudness
     of each region of the time-frequency plane, so it is gain-invariant) and above the
-    silence floor. Of those, the `peaks_per_block` most prominent of each block survive.
+    silence floor. Of those, a peak survives if fewer than `density_peaks` more prominent ones
+    lie within +-density_frames.
     The signal is processed in chunks with a halo wide enough for both filters, so the result
     equals the whole-signal computation while memory stays bounded.
     """
     total = frame_count(len(samples), params)
-    halo = max(params.peak_frames, params.mean_frames)
-    chunk = max(params.block_frames, _CHUNK_FRAMES // params.block_frames * params.block_frames)
+    # Candidates in the outer halo are needed (complete) for the density test of the inner
+    # ones, so the spectrogram reaches out by both filter sizes plus the density window.
+    halo = params.density_frames
+    filter_halo = max(params.peak_frames, params.mean_frames)
     out_f: list[np.ndarray] = []
     out_b: list[np.ndarray] = []
     out_p: list[np.ndarray] = []
-    for start in range(0, total, chunk):
-        first = max(0, start - halo)
-        stop = min(total, start + chunk + halo)
-        spec = spectrogram_db(samples, params, first, stop - first)
-        f, b, p = _peaks_in_chunk(spec, params, start - first, min(start + chunk, total) - first)
+    for start in range(0, total, _CHUNK_FRAMES):
+        stop = min(total, start + _CHUNK_FRAMES)
+        first = max(0, start - halo - filter_halo)
+        last = min(total, stop + halo + filter_halo)
+        f, b, p = _candidate_peaks(spectrogram_db(samples, params, first, last - first), params)
         f += first
-        keep = _keep_strongest_per_block(f, p, params.block_frames, params.peaks_per_block)
+        usable = (f >= start - halo) & (f < stop + halo)
+        f, b, p = f[usable], b[usable], p[usable]
+        order = np.lexsort((b, f))
+        f, b, p = f[order], b[order], p[order]
+        keep = _keep_strongest_nearby(f, p, params.density_frames, params.density_peaks)
+        keep &= (f >= start) & (f < stop)
         out_f.append(f[keep])
         out_b.append(b[keep])
         out_p.append(p[keep])
     if not out_f:
         empty = np.empty(0, dtype=np.int32)
         return Peaks(empty, empty.copy(), np.empty(0, dtype=np.float32))
-    frames = np.concatenate(out_f)
-    bins = np.concatenate(out_b)
-    prominence = np.concatenate(out_p).astype(np.float32)
-    order = np.lexsort((bins, frames))
-    return Peaks(frames[order], bins[order], prominence[order])
+    return Peaks(
+        np.concatenate(out_f), np.concatenate(out_b), np.concatenate(out_p).astype(np.float32)
+    )
