@@ -1,0 +1,71 @@
+"""Choosing the catalogue store from `DATABASE_URL`.
+
+The implementations are imported only when chosen, so a SQLite deployment never loads asyncpg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from service.audio.hashes import Fingerprints
+from service.settings import Settings
+from service.store.base import EDITABLE_FIELDS, Store
+
+
+def create_store(settings: Settings, params_version: str) -> Store:
+    """An unopened store for `settings.database_url`; `params_version` is the index format
+    the caller fingerprints with (`FingerprintParams.version`)."""
+    if settings.is_sqlite:
+        from service.store.sqlite import SqliteStore
+
+        path = settings.sqlite_path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(
+            path,
+            params_version,
+            migrate_on_start=settings.migrate_on_start,
+            busy_timeout_s=settings.db_command_timeout_s,
+        )
+    from service.store.postgres import PostgresStore
+
+    return PostgresStore(
+        settings.database_url,
+        params_version,
+        migrate_on_start=settings.migrate_on_start,
+        pool_min_size=settings.db_pool_min_size,
+        pool_max_size=settings.db_pool_max_size,
+        command_timeout_s=settings.db_command_timeout_s,
+    )
+
+
+def unique_fingerprints(fingerprints: Fingerprints) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, frames) as int32 without repeated pairs, sorted by hash then frame.
+
+    Both stores keep each (hash, song, frame) once so that fingerprint_count and lookups agree
+    across backends; hash order also makes the index inserts nearly sequential.
+    """
+    key = (fingerprints.hashes.astype(np.int64) << 32) | (
+        fingerprints.offsets.astype(np.int64) & 0xFFFFFFFF
+    )
+    key = np.unique(key)
+    return (key >> 32).astype(np.int32), (key & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+
+
+def editable_changes(fields: dict[str, str | None]) -> list[str]:
+    """Names of the columns `fields` sets, in EDITABLE_FIELDS order (safe to put in SQL).
+
+    Raises ValueError for a field clients may not set, or an empty title (every song must
+    be listable by name).
+    """
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if "title" in fields and not (fields["title"] or "").strip():
+        raise ValueError("title cannot be empty")
+    return [name for name in EDITABLE_FIELDS if name in fields]
+
+
+__all__ = ["Store", "create_store", "editable_changes", "unique_fingerprints"]
