@@ -1,0 +1,456 @@
+"""Both catalogue stores against real databases, through `create_store` as the service uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from service.audio.hashes import Fingerprints
+from service.errors import IndexMismatch, StoreUnavailable
+from service.settings import Settings
+from service.store import create_store
+from service.store.base import NewSong, SongMeta, Store
+from service.store.migrations import list_migrations
+from service.store.sqlite import SqliteStore
+
+VERSION = "fp1-test00000000"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _settings(url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": url,
+        "environment": "test",
+        "db_pool_min_size": 1,
+        "db_pool_max_size": 4,
+        "db_command_timeout_s": 30.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def opened(url: str, version: str = VERSION, **overrides: object) -> AsyncIterator[Store]:
+    store = create_store(_settings(url, **overrides), version)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_fingerprints(
+    rng: np.random.Generator, n: int, low: int = INT32_MIN, high: int = INT32_MAX
+) -> Fingerprints:
+    hashes = rng.integers(low, high, n, endpoint=True).astype(np.int32)
+    frames = rng.integers(0, 6000, n).astype(np.int32)
+    return Fingerprints(hashes=hashes, offsets=frames)
+
+
+def make_song(
+    fingerprints: Fingerprints,
+    sha: str,
+    title: str = "A Song",
+    n_frames: int = 6000,
+    **meta: str | None,
+) -> NewSong:
+    return NewSong(
+        meta=SongMeta(title=title, **meta),
+        duration_s=n_frames * 0.032,
+        n_frames=n_frames,
+        content_sha256=sha,
+        fingerprints=fingerprints,
+    )
+
+
+def stored_rows(song_id: int, n_frames: int, fp: Fingerprints) -> set[tuple[int, int, int, int]]:
+    return {(int(h), song_id, int(f), n_frames) for h, f in zip(fp.hashes, fp.offsets, strict=True)}
+
+
+def hit_rows(hits) -> list[tuple[int, int, int, int]]:
+    return list(
+        zip(
+            hits.hashes.tolist(),
+            hits.song_ids.tolist(),
+            hits.offsets.tolist(),
+            hits.song_frames.tolist(),
+            strict=True,
+        )
+    )
+
+
+async def count_rows(url: str, sql: str) -> int:
+    """A count straight from the database, bypassing the store under test."""
+    settings = _settings(url)
+    if settings.is_sqlite:
+        with sqlite3.connect(settings.sqlite_path) as conn:
+            return conn.execute(sql).fetchone()[0]
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each backend that has never been migrated."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_empty_url")
+    return f"sqlite:///{tmp_path / 'fresh' / 'catalogue.sqlite3'}"
+
+
+# --- songs ------------------------------------------------------------------------------------
+
+
+async def test_add_and_get(store_url: str) -> None:
+    rng = np.random.default_rng(1)
+    fp = make_fingerprints(rng, 5000)
+    # A repeated (hash, frame) pair is stored once.
+    fp = Fingerprints(np.append(fp.hashes, fp.hashes[:10]), np.append(fp.offsets, fp.offsets[:10]))
+    new = make_song(fp, "a" * 64, "Título", 4321, artist="Ärtist", isrc="GBAYE0601498")
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    async with opened(store_url) as store:
+        song, created = await store.add_song(new)
+        assert created
+        assert song.id > 0
+        assert (song.title, song.artist, song.album, song.isrc, song.external_id) == (
+            "Título",
+            "Ärtist",
+            None,
+            "GBAYE0601498",
+            None,
+        )
+        assert song.n_frames == 4321
+        assert song.duration_s == pytest.approx(4321 * 0.032)
+        assert song.content_sha256 == "a" * 64
+        assert song.fingerprint_count == 5000
+        assert song.created_at.utcoffset() == timedelta(0)
+        assert before <= song.created_at <= datetime.now(UTC) + timedelta(seconds=5)
+
+        assert await store.get_song(song.id) == song
+        assert await store.find_by_content("a" * 64) == song
+        assert await store.get_song(song.id + 1000) is None
+        assert await store.find_by_content("b" * 64) is None
+        assert await store.get_songs([song.id, song.id, song.id + 1000]) == {song.id: song}
+        assert await store.get_songs([]) == {}
+
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (1, 5000)
+    assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 5000
+
+
+async def test_same_content_is_stored_once(store_url: str) -> None:
+    rng = np.random.default_rng(2)
+    first_fp, other_fp = make_fingerprints(rng, 3000), make_fingerprints(rng, 4000)
+    async with opened(store_url) as store:
+        first, created = await store.add_song(make_song(first_fp, "c" * 64, "First"))
+        again, created_again = await store.add_song(make_song(other_fp, "c" * 64, "Renamed"))
+        assert created and not created_again
+        assert again == first  # the stored song, not the new metadata
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (1, 3000)
+        # None of the second upload's fingerprints were written.
+        leaked = set(hit_rows(await store.lookup(other_fp.hashes))) - stored_rows(
+            first.id, 6000, first_fp
+        )
+        assert leaked == set()
+    assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 3000
+
+
+async def test_concurrent_adds_of_the_same_content_yield_one_song(store_url: str) -> None:
+    rng = np.random.default_rng(3)
+    songs = [make_song(make_fingerprints(rng, 20_000), "d" * 64, f"Upload {i}") for i in range(4)]
+    async with opened(store_url) as store:
+        results = await asyncio.gather(*(store.add_song(s) for s in songs))
+        assert sorted(created for _, created in results) == [False, False, False, True]
+        assert len({song.id for song, _ in results}) == 1
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (1, 20_000)
+    assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 20_000
+
+
+async def test_lookup_returns_exactly_the_stored_rows(store_url: str) -> None:
+    rng = np.random.default_rng(4)
+    # Hashes from a narrow range collide within and across songs; the int32 extremes check
+    # that signs survive the binary round trip.
+    fp_a = make_fingerprints(rng, 20_000, -3000, 3000)
+    fp_a = Fingerprints(
+        np.append(fp_a.hashes, np.array([INT32_MIN, INT32_MAX], np.int32)),
+        np.append(fp_a.offsets, np.array([0, 5999], np.int32)),
+    )
+    fp_b = make_fingerprints(rng, 8000, -3000, 3000)
+    async with opened(store_url) as store:
+        a, _ = await store.add_song(make_song(fp_a, "e" * 64, "A", n_frames=7000))
+        b, _ = await store.add_song(make_song(fp_b, "f" * 64, "B", n_frames=2500))
+        rows = stored_rows(a.id, 7000, fp_a) | stored_rows(b.id, 2500, fp_b)
+
+        query = np.concatenate(
+            [
+                rng.choice(fp_a.hashes, 500),
+                rng.choice(fp_b.hashes, 500),
+                np.array([INT32_MIN, INT32_MAX, INT32_MAX], np.int32),
+                rng.integers(10_000, 20_000, 300).astype(np.int32),  # never stored
+            ]
+        ).astype(np.int32)
+        hits = await store.lookup(query)
+        wanted = set(query.tolist())
+        expected = {row for row in rows if row[0] in wanted}
+        got = hit_rows(hits)
+        assert len(got) == len(expected)  # each stored row once, however often it was asked
+        assert set(got) == expected
+        assert {row[1] for row in got} == {a.id, b.id}
+        for array in (hits.hashes, hits.song_ids, hits.offsets, hits.song_frames):
+            assert array.dtype.kind == "i"
+
+        everything = await store.lookup(np.concatenate([fp_a.hashes, fp_b.hashes]))
+        assert set(hit_rows(everything)) == rows
+        assert len(everything) == len(rows)
+
+        assert len(await store.lookup(np.array([], dtype=np.int32))) == 0
+        assert len(await store.lookup(np.arange(10_000, 10_100, dtype=np.int32))) == 0
+
+
+async def test_delete_removes_the_song_and_its_fingerprints(store_url: str) -> None:
+    rng = np.random.default_rng(5)
+    fp_keep, fp_gone = make_fingerprints(rng, 3000, -500, 500), make_fingerprints(rng, 3000)
+    async with opened(store_url) as store:
+        keep, _ = await store.add_song(make_song(fp_keep, "1" * 64, "Keep"))
+        gone, _ = await store.add_song(make_song(fp_gone, "2" * 64, "Gone"))
+
+        assert await store.delete_song(gone.id)
+        assert await store.get_song(gone.id) is None
+        assert await store.find_by_content("2" * 64) is None
+        gone_hashes = set(fp_gone.hashes.tolist())
+        assert set(hit_rows(await store.lookup(fp_gone.hashes))) == {
+            row for row in stored_rows(keep.id, 6000, fp_keep) if row[0] in gone_hashes
+        }
+        assert set(hit_rows(await store.lookup(fp_keep.hashes))) == stored_rows(
+            keep.id, 6000, fp_keep
+        )
+        assert not await store.delete_song(gone.id)
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (1, 3000)
+
+        # The same audio can be indexed again, as a new song.
+        again, created = await store.add_song(make_song(fp_gone, "2" * 64, "Back"))
+        assert created and again.id != gone.id
+    assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 6000
+
+
+async def test_update_song(store_url: str) -> None:
+    rng = np.random.default_rng(6)
+    async with opened(store_url) as store:
+        song, _ = await store.add_song(
+            make_song(make_fingerprints(rng, 100), "3" * 64, "Old", artist="Someone")
+        )
+        updated = await store.update_song(
+            song.id, {"title": "New", "album": "LP", "artist": None, "external_id": "cat-7"}
+        )
+        assert updated is not None
+        assert (updated.title, updated.artist, updated.album, updated.external_id) == (
+            "New",
+            None,
+            "LP",
+            "cat-7",
+        )
+        assert (updated.id, updated.content_sha256, updated.fingerprint_count) == (
+            song.id,
+            song.content_sha256,
+            song.fingerprint_count,
+        )
+        assert await store.get_song(song.id) == updated
+        assert await store.update_song(song.id, {}) == updated
+        assert await store.update_song(song.id + 1000, {"title": "Nobody"}) is None
+
+        for bad in ({"content_sha256": "x"}, {"n_frames": "1"}, {"title": None}, {"title": " "}):
+            with pytest.raises(ValueError):
+                await store.update_song(song.id, bad)  # type: ignore[arg-type]
+        assert await store.get_song(song.id) == updated
+
+
+async def test_list_filters_and_paginates(store_url: str) -> None:
+    rng = np.random.default_rng(7)
+    metas = [
+        {"title": "Yesterday", "artist": "The Beatles", "album": "Help!"},
+        {"title": "Let It Be", "artist": "the beatles"},
+        {"title": "Halo", "artist": "Beyoncé", "isrc": "USSM10804555"},
+        {"title": "50% Off", "external_id": "shop_01"},
+        {"title": "500 Off"},
+        {"title": "Blackbird", "album": "The White Album", "external_id": "BEAT-9"},
+        {"title": "Zebra"},
+    ]
+    async with opened(store_url) as store:
+        ids = []
+        for i, meta in enumerate(metas):
+            fp = make_fingerprints(rng, 50)
+            song, _ = await store.add_song(make_song(fp, f"{i:064d}", **meta))
+            ids.append(song.id)
+        assert ids == sorted(ids)
+
+        first = await store.list_songs(limit=3, offset=0)
+        assert (first.total, first.limit, first.offset) == (7, 3, 0)
+        assert [s.id for s in first.items] == ids[:3]
+        last = await store.list_songs(limit=3, offset=6)
+        assert [s.id for s in last.items] == ids[6:]
+        past = await store.list_songs(limit=3, offset=50)
+        assert (past.items, past.total) == ([], 7)
+
+        async def titles(query: str, limit: int = 100, offset: int = 0) -> tuple[list[str], int]:
+            page = await store.list_songs(limit=limit, offset=offset, query=query)
+            return [s.title for s in page.items], page.total
+
+        # Any field, any case; the filter applies before pagination.
+        assert await titles("BEATLES") == (["Yesterday", "Let It Be"], 2)
+        assert await titles("beat") == (["Yesterday", "Let It Be", "Blackbird"], 3)
+        assert await titles("beat", limit=1, offset=1) == (["Let It Be"], 3)
+        assert await titles("help") == (["Yesterday"], 1)
+        assert await titles("ussm1080") == (["Halo"], 1)
+        assert await titles("BEYONCÉ") == (["Halo"], 1)
+        assert await titles("white album") == (["Blackbird"], 1)
+        # LIKE wildcards in the query are literal characters.
+        assert await titles("50%") == (["50% Off"], 1)
+        assert await titles("p_0") == (["50% Off"], 1)
+        assert await titles("p_") == (["50% Off"], 1)
+        assert await titles("nothing like this") == ([], 0)
+
+
+# --- schema and lifecycle -------------------------------------------------------------------
+
+
+async def test_migrate_on_a_migrated_database_is_a_no_op(store_url: str) -> None:
+    store = create_store(_settings(store_url), VERSION)
+    try:
+        assert await store.migrate() == []
+        assert await store.migrate() == []
+    finally:
+        await store.close()
+    versions = len(list_migrations("sqlite" if "sqlite" in store_url else "postgres"))
+    assert await count_rows(store_url, "SELECT count(*) FROM schema_migrations") == versions
+
+
+async def test_fresh_database_is_not_ready_until_migrated(fresh_url: str) -> None:
+    dialect = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
+    versions = [m.version for m in list_migrations(dialect)]
+    settings = _settings(fresh_url, migrate_on_start=False)
+
+    unopened = create_store(settings, VERSION)  # probes may ask before open()
+    try:
+        assert not await unopened.ready()
+    finally:
+        await unopened.close()
+
+    store = create_store(settings, VERSION)
+    await store.open()
+    try:
+        assert not await store.ready()
+        assert await store.migrate() == versions
+        assert await store.ready()
+        assert await store.migrate() == []
+    finally:
+        await store.close()
+    assert await count_rows(fresh_url, "SELECT count(*) FROM schema_migrations") == len(versions)
+
+
+async def test_open_migrates_when_asked(fresh_url: str) -> None:
+    async with opened(fresh_url, migrate_on_start=True) as store:
+        assert await store.ready()
+        assert await store.migrate() == []
+        assert (await store.stats()).songs == 0
+
+
+async def test_concurrent_migrations_apply_each_migration_once(fresh_url: str) -> None:
+    dialect = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
+    versions = [m.version for m in list_migrations(dialect)]
+    # Separate stores: separate connections (and, for SQLite, threads), as separate replicas.
+    stores = [create_store(_settings(fresh_url), VERSION) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(s.migrate() for s in stores))
+        assert sorted(v for applied in results for v in applied) == sorted(versions)
+        assert all(await asyncio.gather(*(s.ready() for s in stores)))
+    finally:
+        for s in stores:
+            await s.close()
+    assert await count_rows(fresh_url, "SELECT count(*) FROM schema_migrations") == len(versions)
+
+
+async def test_index_built_with_other_parameters_is_refused(store_url: str) -> None:
+    async with opened(store_url, "fp1-aaaaaaaaaaaa"):
+        pass
+    with pytest.raises(IndexMismatch) as raised:
+        async with opened(store_url, "fp1-bbbbbbbbbbbb"):
+            pass
+    assert "fp1-aaaaaaaaaaaa" in raised.value.message
+    assert "fp1-bbbbbbbbbbbb" in raised.value.message
+    async with opened(store_url, "fp1-aaaaaaaaaaaa") as store:  # the right version still opens
+        assert await store.ready()
+
+
+async def test_replica_started_before_migration_checks_the_version_when_ready(
+    fresh_url: str,
+) -> None:
+    """Replicas that do not migrate start against a bare database and stay not-ready; once
+    the schema exists, ready() checks the index version they skipped at open()."""
+    replica = create_store(_settings(fresh_url, migrate_on_start=False), "fp1-bbbbbbbbbbbb")
+    await replica.open()
+    try:
+        assert not await replica.ready()
+        async with opened(fresh_url, "fp1-aaaaaaaaaaaa", migrate_on_start=True):
+            pass
+        with pytest.raises(IndexMismatch):
+            await replica.ready()
+    finally:
+        await replica.close()
+
+
+async def test_unreachable_postgres_is_store_unavailable(pg_url: str) -> None:
+    for url in ("postgresql://postgres@127.0.0.1:1/none", pg_url + "_missing"):
+        store = create_store(_settings(url), VERSION)
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+        with pytest.raises(StoreUnavailable):
+            await store.migrate()
+        with pytest.raises(StoreUnavailable):
+            await store.ready()
+
+
+async def test_unopenable_sqlite_is_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a directory")
+    store = SqliteStore(tmp_path / "a_file" / "catalogue.sqlite3", VERSION)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_sqlite_parent_folder_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "catalogue.sqlite3"
+    async with opened(f"sqlite:///{path}") as store:
+        assert await store.ready()
+    assert path.is_file()
+
+
+async def test_postgres_lookup_is_an_index_only_scan(pg_url: str) -> None:
+    rng = np.random.default_rng(8)
+    async with opened(pg_url) as store:
+        await store.add_song(make_song(make_fingerprints(rng, 2000), "9" * 64))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        # Tiny tables tempt the planner into a scan; forbid that to see which index serves.
+        await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT f.hash, f.song_id, f.frame FROM fingerprints f"
+                " WHERE f.hash = ANY('{1,2,3}'::int4[])"
+            )
+        )
+    finally:
+        await conn.close()
+    assert "Index Only Scan using fingerprints_hash_idx" in plan, plan
