@@ -1,0 +1,228 @@
+"""Accuracy benchmark on the development corpus (../shared/corpus).
+
+Indexes the corpus's indexed tracks, runs every degraded query clip, and prints a table per
+condition x clip length: correct, wrong song, no answer, false positives on unindexed clips,
+median offset error and query time; plus fingerprints per second and index size.
+
+    CORPUS_DIR=/path/to/corpus python -m benchmarks.accuracy [--quick] [--write]
+
+Build the corpus first with the scripts in ../shared/corpus (see its README). `--quick` runs
+one clip per track for a subset of conditions (a few minutes); `--write` replaces the accuracy
+section of BENCHMARKS.md with the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.memindex import MemoryIndex
+from service.audio.params import DEFAULT_PARAMS
+from service.core.analysis import analyse_file
+from service.matching import MatchParams, find_matches
+
+QUICK_CONDITIONS = (
+    "clean,mp3_64k,aac_48k,white_snr0,pink_snr0,white_snrm5,babble_snr0,ambient_snr0,"
+    "speed_p2,speed_m5,pitch_p1st,tempo_m5,telephone,gain_m20db,envelope"
+)
+OFFSET_TOLERANCE_S = 0.5
+
+
+@dataclass(frozen=True)
+class Query:
+    file: str
+    expected: str  # track id or "none"
+    start_s: float
+    clip_len_s: int
+    time_scale: float
+    condition: str
+    loop_period_s: float | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    query: Query
+    answer: str  # track id or "none"
+    offset_error_s: float | None
+    confidence: float
+    elapsed_ms: float
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get("CORPUS_DIR", Path.cwd() / "corpus"))
+
+
+def _fingerprint_track(args: tuple[str, str, str]) -> tuple[str, np.ndarray, np.ndarray, int]:
+    track_id, path, cache = args
+    cache_file = Path(cache) / f"{track_id}.npz"
+    if cache_file.exists():
+        data = np.load(cache_file)
+        return track_id, data["hashes"], data["offsets"], int(data["n_frames"])
+    audio = analyse_file(path)
+    fp = audio.fingerprints
+    np.savez(cache_file, hashes=fp.hashes, offsets=fp.offsets, n_frames=audio.n_frames)
+    return track_id, fp.hashes, fp.offsets, audio.n_frames
+
+
+_INDEX: MemoryIndex | None = None
+_TRACK_IDS: list[str] = []
+_MATCH = MatchParams()
+
+
+def _run_query(q: Query) -> Outcome:
+    assert _INDEX is not None
+    started = time.perf_counter()
+    audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file)
+    hits = _INDEX.lookup(audio.fingerprints.hashes)
+    matches = find_matches(audio.fingerprints, hits, DEFAULT_PARAMS, _MATCH)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if not matches:
+        return Outcome(q, "none", None, 0.0, elapsed_ms)
+    best = matches[0]
+    answer = _TRACK_IDS[best.song_id]
+    error = None
+    if answer == q.expected:
+        error = abs(best.song_offset_s - q.start_s)
+        if q.loop_period_s:
+            error = min(error % q.loop_period_s, q.loop_period_s - error % q.loop_period_s)
+    return Outcome(q, answer, error, best.confidence, elapsed_ms)
+
+
+def load_queries(root: Path, conditions: set[str] | None, lengths: set[int], quick: bool):
+    queries = []
+    seen: set[tuple[str, str, int]] = set()
+    with open(root / "queries" / "dev" / "queries.csv") as f:
+        for row in csv.DictReader(f):
+            length = int(float(row["clip_len_s"]))
+            if conditions and row["condition"] not in conditions or length not in lengths:
+                continue
+            key = (row["track_id"], row["condition"], length)
+            if quick and key in seen:
+                continue
+            seen.add(key)
+            queries.append(
+                Query(
+                    file=row["query_file"],
+                    expected=row["expected"],
+                    start_s=float(row["start_s"]),
+                    clip_len_s=length,
+                    time_scale=float(row["time_scale"]),
+                    condition=row["condition"],
+                    loop_period_s=float(row["loop_period_s"]) if row["loop_period_s"] else None,
+                )
+            )
+    return queries
+
+
+def build_index(root: Path, workers: int) -> tuple[MemoryIndex, list[str], float, float]:
+    with open(root / "queries" / "dev" / "index_tracks.csv") as f:
+        tracks = [(r["track_id"], str(root / r["path"])) for r in csv.DictReader(f)]
+    cache = root / ".fpcache" / DEFAULT_PARAMS.version
+    cache.mkdir(parents=True, exist_ok=True)
+    index = MemoryIndex()
+    track_ids: list[str] = []
+    total_frames = 0
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        args = [(t, p, str(cache)) for t, p in tracks]
+        for track_id, hashes, offsets, n_frames in pool.imap(_fingerprint_track, args):
+            index.add(len(track_ids), hashes, offsets, n_frames)
+            track_ids.append(track_id)
+            total_frames += n_frames
+    hours = total_frames * DEFAULT_PARAMS.frame_s / 3600
+    print(
+        f"indexed {len(track_ids)} tracks, {hours:.2f} h, {index.size} fingerprints "
+        f"({index.size / hours / 3600:.0f}/s of audio) in {time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
+    return index, track_ids, hours, index.size / hours / 3600
+
+
+def summarise(outcomes: list[Outcome]) -> list[str]:
+    cells: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        cells[(o.query.condition, o.query.clip_len_s)].append(o)
+    lines = [
+        "| condition | clip | n | correct | wrong song | no answer | offset ok | "
+        "median offset err | median query ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fp_by_len: dict[int, list[Outcome]] = defaultdict(list)
+    wrong_total = indexed_total = 0
+    for (cond, length), cell in sorted(cells.items()):
+        known = [o for o in cell if o.query.expected != "none"]
+        fp_by_len[length] += [o for o in cell if o.query.expected == "none"]
+        if not known:
+            continue
+        correct = [o for o in known if o.answer == o.query.expected]
+        wrong = [o for o in known if o.answer not in ("none", o.query.expected)]
+        none = [o for o in known if o.answer == "none"]
+        errors = [o.offset_error_s for o in correct if o.offset_error_s is not None]
+        offset_ok = sum(e <= OFFSET_TOLERANCE_S for e in errors)
+        wrong_total += len(wrong)
+        indexed_total += len(known)
+        n = len(known)
+        lines.append(
+            f"| {cond} | {length} s | {n} | {100 * len(correct) / n:.1f} % | "
+            f"{100 * len(wrong) / n:.1f} % | {100 * len(none) / n:.1f} % | "
+            f"{100 * offset_ok / max(len(correct), 1):.1f} % | "
+            f"{statistics.median(errors) if errors else float('nan'):.3f} s | "
+            f"{statistics.median(o.elapsed_ms for o in cell):.0f} |"
+        )
+    lines.append("")
+    lines.append("| clip | unindexed clips | answered with a song (false positives) |")
+    lines.append("|---|---|---|")
+    for length, fps in sorted(fp_by_len.items()):
+        answered = sum(o.answer != "none" for o in fps)
+        lines.append(f"| {length} s | {len(fps)} | {100 * answered / max(len(fps), 1):.2f} % |")
+    lines.append("")
+    lines.append(
+        f"Wrong song answered over all indexed clips: {wrong_total}/{indexed_total} "
+        f"({100 * wrong_total / max(indexed_total, 1):.2f} %)."
+    )
+    return lines
+
+
+def main() -> int:
+    global _INDEX, _TRACK_IDS
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one clip per track, fewer cases")
+    parser.add_argument("--conditions", help="comma-separated condition names")
+    parser.add_argument("--lengths", default="3,5,10")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = parser.parse_args()
+    root = corpus_dir()
+    conditions = args.conditions or (QUICK_CONDITIONS if args.quick else None)
+    queries = load_queries(
+        root,
+        set(conditions.split(",")) if conditions else None,
+        {int(x) for x in args.lengths.split(",")},
+        args.quick,
+    )
+    _INDEX, _TRACK_IDS, hours, fps = build_index(root, args.workers)
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        outcomes = pool.map(_run_query, queries, chunksize=16)
+    print(f"{len(queries)} queries in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    lines = summarise(outcomes)
+    lines.append(
+        f"Index: {len(_TRACK_IDS)} tracks, {hours:.2f} h, {fps:.0f} fingerprints per second "
+        f"of audio; parameters {DEFAULT_PARAMS.version}."
+    )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""An in-memory hash index with the Store's lookup contract, for fast parameter sweeps.
+
+The accuracy benchmark indexes through the real store by default; this index answers the same
+`lookup` with sorted numpy arrays so that dozens of parameter variants can be compared quickly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.matching import Hits
+
+
+class MemoryIndex:
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        self._built = False
+
+    def add(self, song_id: int, hashes: np.ndarray, offsets: np.ndarray, n_frames: int) -> None:
+        self._parts.append((hashes, offsets, np.full(len(hashes), song_id), n_frames))
+        self._built = False
+
+    def _build(self) -> None:
+        hashes = np.concatenate([p[0] for p in self._parts])
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.offsets = np.concatenate([p[1] for p in self._parts])[order]
+        self.songs = np.concatenate([p[2] for p in self._parts])[order]
+        self.frames = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])[order]
+        self._built = True
+
+    def lookup(self, hashes: np.ndarray) -> Hits:
+        if not self._built:
+            self._build()
+        wanted = np.unique(hashes)
+        lo = np.searchsorted(self.hashes, wanted, side="left")
+        hi = np.searchsorted(self.hashes, wanted, side="right")
+        counts = hi - lo
+        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        return Hits(self.hashes[idx], self.songs[idx], self.offsets[idx], self.frames[idx])
+
+    @property
+    def size(self) -> int:
+        return sum(len(p[0]) for p in self._parts)

@@ -1,0 +1,219 @@
+"""The HTTP API end to end: a real uvicorn server, real encoded audio, real databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.audio_fixtures import encode, excerpt
+from tests.conftest import CatalogueSong, LiveServer
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, module_store_url: str) -> Iterator[LiveServer]:
+    settings = Settings(database_url=module_store_url, cpu_workers=1, environment="test")
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def indexed(client: httpx.Client, catalogue: list[CatalogueSong]) -> dict[int, dict]:
+    """Index every catalogue song once per backend; seed -> response body."""
+    out = {}
+    for song in catalogue:
+        with song.path.open("rb") as f:
+            r = client.post("/songs", files={"file": (song.path.name, f)})
+        assert r.status_code == 201, r.text
+        out[song.seed] = r.json()
+    return out
+
+
+def _post_file(client: httpx.Client, url: str, path: Path, **data: str) -> httpx.Response:
+    with path.open("rb") as f:
+        return client.post(url, files={"file": (path.name, f)}, data=data)
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json() == {"status": "ready"}
+    assert client.get("/openapi.json").json()["info"]["title"] == "song-detection"
+    assert client.get("/docs").status_code == 200
+
+
+def test_index_reports_song_fields_from_tags(indexed, catalogue):
+    body = indexed[1]
+    assert body["title"] == "Song 1" and body["artist"] == "Artist 1"
+    assert body["created"] is True
+    assert body["duration_s"] == pytest.approx(40.0, abs=0.1)
+    assert body["fingerprint_count"] > 1000
+    assert set(body) == {
+        "id", "title", "artist", "album", "isrc", "external_id", "duration_s",
+        "fingerprint_count", "created",
+    }  # fmt: skip
+    # The MPEG-TS song (video + AAC) carries no tags: its title falls back to the file name.
+    assert indexed[2]["title"] == catalogue[1].path.stem
+
+
+def test_form_fields_override_tags_and_reupload_is_not_duplicated(client, tmp_path, catalogue):
+    song = catalogue[2]
+    path = encode(song.samples[: 22050 * 15], tmp_path / "fresh", "flac")
+    r = _post_file(client, "/songs", path, title="Given", artist="Someone", isrc="XX1234567890")
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert (first["title"], first["artist"], first["isrc"]) == ("Given", "Someone", "XX1234567890")
+    # The same audio again, in another lossless container, is recognised by its content.
+    same = encode(song.samples[: 22050 * 15], tmp_path / "again", "wav")
+    r = _post_file(client, "/songs", same, title="Other title")
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] is False and r.json()["id"] == first["id"]
+    total = client.get("/songs", params={"q": "Given"}).json()["total"]
+    assert total == 1
+    assert client.delete(f"/songs/{first['id']}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("seed", "start_s", "length_s", "fmt"),
+    [
+        (1, 12.3, 5.0, "aac_m4a"),  # indexed as MP3
+        (2, 3.0, 10.0, "mp3_64k"),  # indexed as AAC in MPEG-TS with video
+        (3, 25.7, 7.0, "opus"),  # indexed as Ogg Vorbis
+        (4, 30.0, 8.0, "ts_video"),  # indexed as AAC in M4A
+    ],
+)
+def test_identify_excerpt_in_another_codec(
+    client, indexed, catalogue, tmp_path, seed, start_s, length_s, fmt
+):
+    song = catalogue[seed - 1]
+    clip = encode(excerpt(song.samples, start_s, length_s), tmp_path / "clip", fmt)
+    r = _post_file(client, "/identify", clip)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration_s"] == pytest.approx(length_s, abs=0.1)
+    assert body["elapsed_ms"] > 0
+    best = body["matches"][0]
+    assert best["song"]["id"] == indexed[seed]["id"]
+    assert best["song_offset_s"] == pytest.approx(start_s, abs=0.5)
+    assert 0.99 <= best["confidence"] <= 1.0
+    assert 0 <= best["query_start_s"] < best["query_end_s"] <= length_s + 0.2
+    assert best["speed"] == 1.0
+    # Nothing else in the catalogue plays in this clip.
+    assert [m["song"]["id"] for m in body["matches"]] == [indexed[seed]["id"]]
+
+
+def test_unknown_clip_gets_no_match(client, indexed, unknown_song, tmp_path):
+    clip = encode(excerpt(unknown_song, 4.0, 10.0), tmp_path / "unknown", "mp3")
+    r = _post_file(client, "/identify", clip)
+    assert r.status_code == 200
+    assert r.json()["matches"] == []
+
+
+def test_catalogue_listing_paging_filter_and_edit(client, indexed):
+    page = client.get("/songs", params={"limit": 2, "offset": 0}).json()
+    assert page["total"] >= 4 and len(page["items"]) == 2 and page["limit"] == 2
+    second = client.get("/songs", params={"limit": 2, "offset": 2}).json()
+    assert {s["id"] for s in page["items"]}.isdisjoint({s["id"] for s in second["items"]})
+    found = client.get("/songs", params={"q": "artist 3"}).json()
+    assert [s["id"] for s in found["items"]] == [indexed[3]["id"]]
+    song_id = indexed[4]["id"]
+    r = client.patch(f"/songs/{song_id}", json={"album": "Greatest", "external_id": "cat-4"})
+    assert r.status_code == 200 and r.json()["album"] == "Greatest"
+    got = client.get(f"/songs/{song_id}").json()
+    assert (got["album"], got["external_id"], got["title"]) == ("Greatest", "cat-4", "Song 4")
+    assert client.patch(f"/songs/{song_id}", json={"title": ""}).status_code == 422
+    assert client.patch(f"/songs/{song_id}", json={"bogus": 1}).status_code == 422
+
+
+def test_deleted_song_is_no_longer_identified(client, tmp_path):
+    from tests.audio_fixtures import synth_song
+
+    samples = synth_song(555, 25.0)
+    r = _post_file(client, "/songs", encode(samples, tmp_path / "temp", "mp3"))
+    song_id = r.json()["id"]
+    clip = encode(excerpt(samples, 5.0, 8.0), tmp_path / "clip", "ogg")
+    assert _post_file(client, "/identify", clip).json()["matches"][0]["song"]["id"] == song_id
+    assert client.delete(f"/songs/{song_id}").status_code == 204
+    assert _post_file(client, "/identify", clip).json()["matches"] == []
+    assert client.get(f"/songs/{song_id}").status_code == 404
+    assert client.delete(f"/songs/{song_id}").status_code == 404
+
+
+def _assert_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_error_responses(client, tmp_path, catalogue):
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    _assert_error(_post_file(client, "/identify", empty), 400, "empty_file")
+    text = tmp_path / "readme.txt"
+    text.write_text("definitely not audio\n" * 100)
+    r = _post_file(client, "/songs", text)
+    assert r.status_code in (415, 422) and r.json()["error"]["code"] in (
+        "not_audio",
+        "undecodable_audio",
+    )
+    broken = tmp_path / "broken.m4a"
+    broken.write_bytes(catalogue[3].path.read_bytes()[:400])
+    r = _post_file(client, "/identify", broken)
+    assert r.status_code in (415, 422) and "error" in r.json()
+    short = encode(catalogue[0].samples[:5000], tmp_path / "short", "wav")
+    _assert_error(_post_file(client, "/identify", short), 422, "audio_too_short")
+    _assert_error(client.post("/identify"), 422, "validation_error")
+    _assert_error(client.get("/songs/999999"), 404, "not_found")
+    _assert_error(client.get("/songs", params={"limit": 0}), 422, "validation_error")
+    _assert_error(client.get("/nowhere"), 404, "not_found")
+
+
+def test_upload_limit_and_api_key(module_store_url, tmp_path, catalogue):
+    settings = Settings(
+        database_url=module_store_url,
+        cpu_workers=1,
+        upload_max_bytes=100_000,
+        api_key="s3cret",
+        environment="test",
+    )
+    with LiveServer(settings) as live, live.client() as c:
+        assert c.get("/healthz").status_code == 200  # health needs no key
+        _assert_error(c.get("/songs"), 401, "unauthorized")
+        _assert_error(c.get("/songs", headers={"X-API-Key": "wrong"}), 401, "unauthorized")
+        assert c.get("/songs", headers={"X-API-Key": "s3cret"}).status_code == 200
+        big = catalogue[0].path  # a 40-s MP3 is well over 100 kB
+        assert big.stat().st_size > 100_000
+        r = _post_file(c, "/identify", big)  # refused before the key is even checked
+        _assert_error(r, 413, "payload_too_large")
+
+        # A chunked multipart upload (no Content-Length) is counted as it streams in.
+        boundary = "b0undary"
+
+        def chunks():
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="big.mp3"\r\nContent-Type: audio/mpeg\r\n\r\n'
+            ).encode()
+            for _ in range(30):
+                yield b"x" * 10_000
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        r = c.post(
+            "/identify",
+            content=chunks(),
+            headers={
+                "X-API-Key": "s3cret",
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        _assert_error(r, 413, "payload_too_large")
