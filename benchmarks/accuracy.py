@@ -104,7 +104,7 @@ def load_queries(root: Path, conditions: set[str] | None, lengths: set[int], qui
     with open(root / "queries" / "dev" / "queries.csv") as f:
         for row in csv.DictReader(f):
             length = int(float(row["clip_len_s"]))
-            if conditions and row["condition"] not in conditions or length not in lengths:
+            if (conditions and row["condition"] not in conditions) or length not in lengths:
                 continue
             key = (row["track_id"], row["condition"], length)
             if quick and key in seen:
