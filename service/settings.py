@@ -10,7 +10,7 @@ import os
 from functools import cached_property
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
@@ -58,6 +58,49 @@ class Settings(BaseSettings):
         "probability below 1 - min_confidence across the whole catalogue.",
     )
     max_matches: int = Field(5, ge=1, le=100, description="Most matches returned per query.")
+
+    # --- AWS: S3 uploads -> SQS -> worker -> S3 reports + SNS -------------------------------
+    aws_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="Region of the bucket, queue and topic.",
+    )
+    aws_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint override for every AWS client (LocalStack, moto); unset on AWS.",
+    )
+    s3_bucket: str | None = Field(
+        None, description="Bucket users upload to (songs_to_index/, songs_to_check/)."
+    )
+    sqs_queue_url: str | None = Field(
+        None,
+        description="Queue of the bucket's event notifications. When set, `serve` also runs "
+        "the poller in-process unless RUN_WORKER_IN_API=false.",
+    )
+    sns_topic_arn: str | None = Field(None, description="Topic that receives result messages.")
+    run_worker_in_api: bool = Field(
+        True, description="Let `serve` run the SQS poller when SQS_QUEUE_URL is set."
+    )
+    sqs_wait_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
+    sqs_batch_size: int = Field(10, ge=1, le=10, description="Messages per receive call.")
+    sqs_visibility_timeout_s: int = Field(
+        120,
+        ge=10,
+        le=43200,
+        description="Visibility timeout the worker sets and keeps extending while it works.",
+    )
+    worker_concurrency: int = Field(
+        4, ge=1, le=64, description="Messages processed at once by one worker."
+    )
+    worker_shutdown_grace_s: float = Field(
+        25.0,
+        gt=0,
+        description="After SIGTERM, time to finish in-flight messages before releasing them "
+        "(ECS allows 30 s).",
+    )
+    worker_health_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the standalone worker's /healthz (0: off)."
+    )
 
     @field_validator("database_url")
     @classmethod
