@@ -19,7 +19,9 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
 class Settings(BaseSettings):
     """Service configuration; each field maps to the upper-case environment variable of its name."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     environment: Literal["development", "production", "test"] = Field(
         "development",
