@@ -71,6 +71,24 @@ class StoreStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProcessedObject:
+    """A row of the worker's idempotency ledger: one uploaded object version, processed.
+
+    `result_json` is the report of that processing (exactly what goes to S3 and, condensed,
+    to SNS); `published_at` stays None until both are out.
+    """
+
+    bucket: str
+    key: str
+    version_token: str
+    kind: str
+    result_json: str
+    created_at: datetime
+    claimed_at: datetime
+    published_at: datetime | None
+
+
 class Store(Protocol):
     """What the core needs from a catalogue."""
 
@@ -108,3 +126,25 @@ class Store(Protocol):
         """Remove a song and all its fingerprints; False if it did not exist."""
 
     async def stats(self) -> StoreStats: ...
+
+    # --- the SQS worker's idempotency ledger ------------------------------------------------
+
+    async def get_processed(
+        self, bucket: str, key: str, version_token: str
+    ) -> ProcessedObject | None:
+        """The ledger row of this object version, if it was processed."""
+
+    async def record_processed(
+        self, bucket: str, key: str, version_token: str, kind: str, result_json: str
+    ) -> tuple[ProcessedObject, bool]:
+        """Insert the row unless one exists; (row, True) when this call inserted it, which
+        makes the caller the publisher (its claim starts now), else (existing row, False)."""
+
+    async def claim_publication(
+        self, bucket: str, key: str, version_token: str, lease_s: float
+    ) -> bool:
+        """Take over publishing an unpublished row whose claim is older than `lease_s` (its
+        publisher died); True if this call now holds the claim."""
+
+    async def mark_published(self, bucket: str, key: str, version_token: str) -> None:
+        """Record that the row's report and SNS message are out."""

@@ -26,7 +26,7 @@ import numpy as np
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
-from service.store.base import NewSong, Song, SongPage, StoreStats
+from service.store.base import NewSong, ProcessedObject, Song, SongPage, StoreStats
 from service.store.migrations import list_migrations
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,22 @@ def _song(row: sqlite3.Row) -> Song:
     # SQLite hands back a whole REAL as an int from RETURNING.
     values["duration_s"] = float(values["duration_s"])
     return Song(**values)
+
+
+_PROCESSED_COLUMNS = (
+    "bucket, key, version_token, kind, result_json, created_at, claimed_at, published_at"
+)
+
+#: SQLite's clock as the ledger stores it (UTC, ISO 8601 with a Z, comparable as text).
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def _processed(row: sqlite3.Row) -> ProcessedObject:
+    values = dict(zip(row.keys(), row, strict=True))
+    for name in ("created_at", "claimed_at", "published_at"):
+        if values[name] is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    return ProcessedObject(**values)
 
 
 def _casefold(value: str | None) -> str | None:
@@ -414,4 +430,80 @@ class SqliteStore:
         ).fetchone()
         return StoreStats(
             songs=songs, fingerprints=fingerprints, extra={"database_bytes": database_bytes}
+        )
+
+    # --- the SQS worker's idempotency ledger ------------------------------------------------
+
+    async def get_processed(
+        self, bucket: str, key: str, version_token: str
+    ) -> ProcessedObject | None:
+        return await self._run(self._get_processed, bucket, key, version_token)
+
+    def _get_processed(
+        self, conn: sqlite3.Connection, bucket: str, key: str, version_token: str
+    ) -> ProcessedObject | None:
+        row = conn.execute(
+            f"SELECT {_PROCESSED_COLUMNS} FROM processed_objects"
+            " WHERE bucket = ? AND key = ? AND version_token = ?",
+            (bucket, key, version_token),
+        ).fetchone()
+        return None if row is None else _processed(row)
+
+    async def record_processed(
+        self, bucket: str, key: str, version_token: str, kind: str, result_json: str
+    ) -> tuple[ProcessedObject, bool]:
+        return await self._run(
+            self._record_processed, bucket, key, version_token, kind, result_json
+        )
+
+    def _record_processed(
+        self,
+        conn: sqlite3.Connection,
+        bucket: str,
+        key: str,
+        version_token: str,
+        kind: str,
+        result_json: str,
+    ) -> tuple[ProcessedObject, bool]:
+        with _transaction(conn):
+            rows = conn.execute(
+                "INSERT INTO processed_objects (bucket, key, version_token, kind, result_json)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                f" RETURNING {_PROCESSED_COLUMNS}",
+                (bucket, key, version_token, kind, result_json),
+            ).fetchall()
+            if rows:
+                return _processed(rows[0]), True
+            # The write lock is held, so the conflicting row is there.
+            existing = self._get_processed(conn, bucket, key, version_token)
+        assert existing is not None
+        return existing, False
+
+    async def claim_publication(
+        self, bucket: str, key: str, version_token: str, lease_s: float
+    ) -> bool:
+        return await self._run(self._claim_publication, bucket, key, version_token, lease_s)
+
+    def _claim_publication(
+        self, conn: sqlite3.Connection, bucket: str, key: str, version_token: str, lease_s: float
+    ) -> bool:
+        rows = conn.execute(
+            f"UPDATE processed_objects SET claimed_at = {_NOW}"
+            " WHERE bucket = ? AND key = ? AND version_token = ? AND published_at IS NULL"
+            " AND claimed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)"
+            " RETURNING 1",
+            (bucket, key, version_token, f"-{float(lease_s):.3f} seconds"),
+        ).fetchall()
+        return bool(rows)
+
+    async def mark_published(self, bucket: str, key: str, version_token: str) -> None:
+        await self._run(self._mark_published, bucket, key, version_token)
+
+    def _mark_published(
+        self, conn: sqlite3.Connection, bucket: str, key: str, version_token: str
+    ) -> None:
+        conn.execute(
+            f"UPDATE processed_objects SET published_at = {_NOW}"
+            " WHERE bucket = ? AND key = ? AND version_token = ? AND published_at IS NULL",
+            (bucket, key, version_token),
         )
