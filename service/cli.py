@@ -1,4 +1,4 @@
-"""One entry point: `song-detection serve | migrate | index | identify | songs`.
+"""One entry point: `song-detection serve | worker | migrate | index | identify | songs`.
 
 Every command reads the same settings (DATABASE_URL, ...) as the service, so a catalogue built
 from the command line is the one the API answers from, and vice versa.
@@ -216,6 +216,15 @@ async def cmd_songs(settings: Settings, query: str | None, limit: int, as_json: 
     return 0
 
 
+async def cmd_worker(settings: Settings) -> int:
+    if not settings.sqs_queue_url:
+        print("configuration error: the worker needs SQS_QUEUE_URL", file=sys.stderr)
+        return 2
+    from service.worker.runtime import run_worker
+
+    return await run_worker(settings)
+
+
 def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
@@ -238,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", help="bind address (default: HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT or 8000)")
+    sub.add_parser(
+        "worker",
+        help="poll SQS_QUEUE_URL for S3 upload events: index, identify, report (until SIGTERM)",
+    )
     sub.add_parser("migrate", help="apply pending database migrations")
     index = sub.add_parser("index", help="index audio files or folders (recursively)")
     index.add_argument("paths", nargs="+")
@@ -271,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match args.command:
             case "serve":
                 return cmd_serve(settings)
+            case "worker":
+                return asyncio.run(cmd_worker(settings))
             case "migrate":
                 return asyncio.run(cmd_migrate(settings))
             case "index":

@@ -18,6 +18,7 @@ from service.core.cpu import CpuPool
 from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
+from service.worker.runtime import running_worker
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 min_confidence=settings.min_confidence, max_matches=settings.max_matches
             )
             log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
-            yield
+            if settings.sqs_queue_url and settings.run_worker_in_api:
+                # The SQS poller shares the store and CPU pool; it stops (drains within
+                # WORKER_SHUTDOWN_GRACE_S, releases the rest) before they close.
+                async with running_worker(
+                    settings, store, pool, app.state.match_params
+                ) as app.state.worker:
+                    yield
+            else:
+                app.state.worker = None
+                yield
         finally:
             pool.close()
             await store.close()

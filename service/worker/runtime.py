@@ -1,0 +1,122 @@
+"""Putting the worker together: AWS clients + handler + poller, in `serve` or on its own.
+
+`running_worker` is the one assembly both hosts use: the API's lifespan (when SQS_QUEUE_URL is
+set and RUN_WORKER_IN_API is true) and `song-detection worker`, which adds signal handling and
+the health endpoint (`run_worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from service.audio.params import DEFAULT_PARAMS
+from service.aws.clients import AwsClients
+from service.core.cpu import CpuPool
+from service.matching import MatchParams
+from service.settings import Settings
+from service.store import create_store
+from service.store.base import Store
+from service.worker.handlers import ObjectHandler
+from service.worker.health import start_health_server
+from service.worker.poller import SqsPoller
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings,
+    store: Store,
+    pool: CpuPool,
+    match_params: MatchParams,
+    **poller_options: Any,
+) -> AsyncIterator[SqsPoller]:
+    """The poller running as a background task for the duration of the block; leaving it
+    stops receiving, drains in-flight messages within WORKER_SHUTDOWN_GRACE_S, releases the
+    rest and closes the AWS clients. `poller_options` override SqsPoller's defaults."""
+    if not settings.sqs_queue_url:
+        raise ValueError("SQS_QUEUE_URL is not set")
+    clients = await AwsClients.open(settings)
+    try:
+        handler = ObjectHandler(
+            store=store,
+            pool=pool,
+            clients=clients,
+            match_params=match_params,
+            bucket=settings.s3_bucket,
+            topic_arn=settings.sns_topic_arn,
+        )
+        options: dict[str, Any] = {
+            "concurrency": settings.worker_concurrency,
+            "batch_size": settings.sqs_batch_size,
+            "wait_s": settings.sqs_wait_s,
+            "visibility_timeout_s": settings.sqs_visibility_timeout_s,
+            "shutdown_grace_s": settings.worker_shutdown_grace_s,
+        }
+        poller = SqsPoller(
+            clients.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options}
+        )
+        poller.start()
+        log.info(
+            "polling %s (%d at a time, bucket %s, topic %s)",
+            settings.sqs_queue_url,
+            poller.concurrency,
+            settings.s3_bucket or "any",
+            settings.sns_topic_arn or "none",
+        )
+        try:
+            yield poller
+        finally:
+            await poller.stop()
+    finally:
+        await clients.close()
+
+
+def match_params_of(settings: Settings) -> MatchParams:
+    return MatchParams(min_confidence=settings.min_confidence, max_matches=settings.max_matches)
+
+
+async def run_worker(settings: Settings) -> int:
+    """`song-detection worker`: poll until SIGTERM or SIGINT, then shut down cleanly; 0."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # First thing, so a SIGTERM during start-up also ends in an orderly exit.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store = create_store(settings, DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(settings.effective_cpu_workers)
+    status = 0
+    try:
+        await pool.warm_up()
+        async with running_worker(settings, store, pool, match_params_of(settings)) as poller:
+            health = None
+            if settings.worker_health_port:
+                health = await start_health_server(
+                    poller, settings.host, settings.worker_health_port
+                )
+            try:
+                stopped = asyncio.ensure_future(stop.wait())
+                loop_task = poller.start()
+                await asyncio.wait({stopped, loop_task}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if loop_task.done() and not stop.is_set():
+                    log.error("the SQS poller ended unexpectedly: %r", loop_task.exception())
+                    status = 1
+                log.info("stopping the worker")
+            finally:
+                if health is not None:
+                    health.close()
+        log.info("worker stopped")
+    finally:
+        # Waits for an analysis already running in a CPU process; queued ones are dropped.
+        pool.close()
+        await store.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return status
