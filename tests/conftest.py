@@ -19,7 +19,7 @@ from service.api.app import create_app
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
-pytest_plugins = ["tests.db_fixtures"]
+pytest_plugins = ["tests.db_fixtures", "tests.aws_fixtures"]
 
 # Tests must never pick up a developer's .env, credentials or database.
 for _var in ("DATABASE_URL", "API_KEY", "ENVIRONMENT", "AWS_PROFILE"):
