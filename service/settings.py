@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
@@ -30,6 +31,17 @@ class Settings(BaseSettings):
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         description="`postgresql://user:pass@host:port/db` or `sqlite:///path/to/file.sqlite3`.",
+    )
+    # On ECS the database arrives in parts: host, port and name from the stack, user and password
+    # as secrets from Secrets Manager. When DATABASE_URL is unset and DB_HOST is set, they are
+    # joined into DATABASE_URL (user and password percent-encoded).
+    db_host: str | None = Field(None, description="PostgreSQL host (when DATABASE_URL is unset).")
+    db_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port (with DB_HOST).")
+    db_name: str = Field("songs", min_length=1, description="Database name (with DB_HOST).")
+    db_user: str = Field("postgres", min_length=1, description="Database user (with DB_HOST).")
+    db_password: SecretStr | None = Field(None, description="Database password (with DB_HOST).")
+    db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        None, description="libpq-style sslmode appended to the composed URL (with DB_HOST)."
     )
     db_pool_min_size: int = Field(2, ge=0, description="Connections kept open in the asyncpg pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Upper bound of the asyncpg pool.")
@@ -110,6 +122,30 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://", "sqlite://")):
             raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite://")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compose_database_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("database_url") or not data.get("db_host"):
+            return data
+
+        def part(name: str, default: object = None) -> str | None:
+            value = data.get(name, default)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            return None if value is None else str(value)
+
+        auth = quote(part("db_user", "postgres") or "postgres", safe="")
+        password = part("db_password")
+        if password:
+            auth += ":" + quote(password, safe="")
+        url = (
+            f"postgresql://{auth}@{part('db_host')}:{part('db_port', 5432)}"
+            f"/{quote(part('db_name', 'songs') or 'songs', safe='')}"
+        )
+        if sslmode := part("db_sslmode"):
+            url += f"?sslmode={sslmode}"
+        return {**data, "database_url": url}
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:

@@ -1,0 +1,1 @@
+"""Deployment artefacts: container image, compose file, LocalStack init, CloudFormation."""
