@@ -14,6 +14,7 @@ section of BENCHMARKS.md with the tables.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import multiprocessing
 import os
@@ -26,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.memindex import MemoryIndex
+from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
-from service.matching import MatchParams, find_matches
+from service.core.catalogue import identify_analysed
+from service.matching import MatchParams
 
 QUICK_CONDITIONS = (
     "clean,mp3_64k,aac_48k,white_snr0,pink_snr0,white_snrm5,babble_snr0,ambient_snr0,"
@@ -55,6 +57,7 @@ class Outcome:
     answer: str  # track id or "none"
     offset_error_s: float | None
     confidence: float
+    speed: float
     elapsed_ms: float
 
 
@@ -83,19 +86,20 @@ def _run_query(q: Query) -> Outcome:
     assert _INDEX is not None
     started = time.perf_counter()
     audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file)
-    hits = _INDEX.lookup(audio.fingerprints.hashes)
-    matches = find_matches(audio.fingerprints, hits, DEFAULT_PARAMS, _MATCH)
+    catalogue = MemoryCatalogue(_INDEX, _TRACK_IDS)
+    found = asyncio.run(identify_analysed(catalogue, audio, _MATCH))  # type: ignore[arg-type]
     elapsed_ms = (time.perf_counter() - started) * 1000
-    if not matches:
-        return Outcome(q, "none", None, 0.0, elapsed_ms)
-    best = matches[0]
+    if not found:
+        return Outcome(q, "none", None, 0.0, 1.0, elapsed_ms)
+    best = found[0].match
     answer = _TRACK_IDS[best.song_id]
     error = None
     if answer == q.expected:
+        # The clip's first sample sits at start_s in the track whatever its speed.
         error = abs(best.song_offset_s - q.start_s)
         if q.loop_period_s:
             error = min(error % q.loop_period_s, q.loop_period_s - error % q.loop_period_s)
-    return Outcome(q, answer, error, best.confidence, elapsed_ms)
+    return Outcome(q, answer, error, best.confidence, best.speed, elapsed_ms)
 
 
 def load_queries(root: Path, conditions: set[str] | None, lengths: set[int], quick: bool):

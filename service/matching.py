@@ -1,23 +1,35 @@
-"""Hits -> scored, aligned matches.
+"""Hits -> scored, aligned matches, tolerant of speed and pitch changes.
 
 Each stored fingerprint that shares a hash with the query votes for (song, db_time - query_time).
 A true match piles its votes into one offset bin; chance hits spread over all the offsets a song
-could take. The score is the vote count of a song's best offset (+-1 frame, so a query whose
-frame grid falls between two of the song's still counts fully), and the confidence says how
-unlikely that count is by chance *for that song and that query*: the expected chance count per
-bin is the song's total hits divided by the number of offsets it could align at, which grows
-with the query's length and the song's, so one threshold serves 3-s and 60-s queries alike.
+could take. The score is the number of distinct query anchors at a song's best offset (+-1
+frame, so a query whose frame grid falls between two of the song's still counts fully), and the
+confidence says how unlikely that count is by chance *for that song and that query*: the
+expected chance count per bin is the song's hits divided by the number of offsets it could align
+at, which grows with the query's length and the song's, so one threshold serves 3-s and 60-s
+queries alike.
+
+Speed changes (a radio edit playing 2-5 % fast raises pitch and tempo together) move every
+landmark: frequencies scale by the speed and times by its inverse, so plain (f1, df, dt) hashes
+stop matching. The query's peaks are therefore mapped back to song coordinates under a grid of
+candidate speeds (`speed_variants`) before hashing; each variant is looked up like a query of its
+own. A residual time scale (tempo changed without pitch, or pitch without tempo) makes the
+offsets drift along the query instead of piling into one bin; `refine_time_scale` searches that
+drift for the best candidates. Every extra hypothesis tested is paid for in the chance model, so
+the search does not buy false positives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import poisson
 
-from service.audio.hashes import Fingerprints, anchor_bins
+from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
 from service.audio.params import FingerprintParams
+from service.audio.peaks import Peaks
 
 
 @dataclass(frozen=True)
@@ -43,15 +55,38 @@ class Hits:
 class MatchParams:
     #: Minimum confidence (1 - chance probability over the whole catalogue) to report a match.
     min_confidence: float = 0.99
-    #: Aligned hashes below which nothing is reported whatever the statistics say: a handful of
-    #: coincident hashes can look improbable under the independence model yet happen in music
-    #: that repeats itself.
+    #: Aligned anchors below which nothing is reported whatever the statistics say: a handful
+    #: of coincident hashes can look improbable under the independence model yet happen in
+    #: music that repeats itself.
     min_score: int = 5
-    #: Chance hits in music cluster more than independent draws would; inflating the expected
-    #: count per bin by this factor keeps the tail estimate honest (calibrated on real music).
-    dispersion: float = 2.0
+    #: Chance hits in music cluster more than independent draws would (repeated bars, shared
+    #: instruments, drones). Measured on the development corpus's unindexed clips, chance
+    #: alignments reach about 10^3 times the probability the independence model gives them,
+    #: so the model's probability is multiplied by 10^calibration_log10. Rescale it, rather
+    #: than the confidence threshold, when re-calibrating on other music.
+    calibration_log10: float = 3.0
+    #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
+    dispersion: float = 1.0
     #: Most matches returned, best first.
     max_matches: int = 5
+    #: Candidate speeds searched when the clip does not match at its own speed: from
+    #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
+    #: speed error of about a quarter of a percent, so the step is half a percent.
+    speed_range: float = 0.06
+    speed_step: float = 0.005
+    #: Residual time scales searched (tempo without pitch change and vice versa), +- this.
+    time_scale_range: float = 0.07
+    #: Candidate songs whose alignment is refined for a residual time scale.
+    refine_top: int = 8
+    #: A match at the clip's own speed this improbable by chance (log10) is final; anything
+    #: weaker is compared with the best match across the speed grid.
+    accept_without_speed_search_log10: float = -10.0
+
+    def speed_grid(self) -> list[float]:
+        """Every candidate speed, 1.0 first."""
+        steps = round(self.speed_range / self.speed_step)
+        grid = [1.0 + k * self.speed_step for k in range(-steps, steps + 1) if k != 0]
+        return [1.0, *sorted(grid, key=lambda f: abs(f - 1.0))]
 
 
 @dataclass(frozen=True)
@@ -65,72 +100,106 @@ class Match:
     #: Span of the query (s) covered by the aligned hashes.
     query_start_s: float
     query_end_s: float
+    #: Playback speed of the query relative to the song (time scale: 1.03 plays 3 % fast).
     speed: float = 1.0
+    #: log10 of the chance probability behind `confidence` (which saturates at 1.0).
+    chance_log10: float = 0.0
 
 
-def join_hits(query: Fingerprints, hits: Hits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (song_id, delta_frames, query_frame) triples where a stored hash meets the query's.
+@dataclass(frozen=True)
+class QueryVariant:
+    """The query's landmarks mapped to song coordinates under one assumed speed."""
+
+    #: Assumed speed: query frequencies are song frequencies x factor, query times / factor.
+    factor: float
+    hashes: np.ndarray  # int32
+    #: Anchor frame in song units (query frame x factor, rounded).
+    offsets: np.ndarray
+    #: Anchor frame in the query as recorded, for reporting the matched span.
+    query_frames: np.ndarray
+
+
+def speed_variants(
+    peaks: Peaks, factors: Sequence[float], params: FingerprintParams
+) -> list[QueryVariant]:
+    """Hashes of the query re-computed as if played at each speed in `factors`."""
+    variants = []
+    for factor in factors:
+        if factor == 1.0:
+            bins, frames = peaks.bins, peaks.frames
+        else:
+            bins = np.round(peaks.bins / factor).astype(np.int32)
+            frames = np.round(peaks.frames * factor).astype(np.int32)
+        inside = (bins >= params.min_bin) & (bins <= params.max_bin)
+        order = np.lexsort((bins[inside], frames[inside]))
+        moved = Peaks(
+            frames[inside][order], bins[inside][order], peaks.prominence_db[inside][order]
+        )
+        recorded = peaks.frames[inside][order]
+        a, t = pair_peaks(moved, params)
+        variants.append(
+            QueryVariant(
+                factor=factor,
+                hashes=pack_hashes(
+                    moved.bins[a], moved.bins[t], moved.frames[t] - moved.frames[a], params
+                ),
+                offsets=moved.frames[a].astype(np.int32),
+                query_frames=recorded[a].astype(np.int32),
+            )
+        )
+    return variants
+
+
+def variant_of(fingerprints: Fingerprints) -> QueryVariant:
+    """A query fingerprinted at its own speed, as a single variant."""
+    return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)
+
+
+def join_hits(hashes: np.ndarray, hits: Hits) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query index, hit index) pair that shares a hash.
 
     A hash may occur several times in the query; every occurrence pairs with every stored one.
     """
-    if len(hits) == 0 or len(query) == 0:
+    if len(hits) == 0 or len(hashes) == 0:
         e = np.empty(0, dtype=np.int64)
-        return e, e.copy(), e.copy()
-    order = np.argsort(query.hashes, kind="stable")
-    q_hash = query.hashes[order].astype(np.int64)
-    q_time = query.offsets[order].astype(np.int64)
+        return e, e.copy()
+    order = np.argsort(hashes, kind="stable")
+    q_hash = hashes[order].astype(np.int64)
     lo = np.searchsorted(q_hash, hits.hashes, side="left")
     hi = np.searchsorted(q_hash, hits.hashes, side="right")
     counts = hi - lo
     hit_idx = np.repeat(np.arange(len(hits)), counts)
     # Position of each pair within its hit's run of equal query hashes.
     starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-    q_idx = starts + np.arange(len(hit_idx))
-    qt = q_time[q_idx]
-    songs = hits.song_ids[hit_idx].astype(np.int64)
-    delta = hits.offsets[hit_idx].astype(np.int64) - qt
-    return songs, delta, qt, anchor_bins(q_hash[q_idx])
+    q_idx = order[starts + np.arange(len(hit_idx))]
+    return q_idx, hit_idx
 
 
-def _distinct(
-    songs: np.ndarray, delta: np.ndarray, qt: np.ndarray, anchor: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = np.unique(np.stack([songs, delta, qt, anchor], axis=1), axis=0)
-    return rows[:, 0], rows[:, 1], rows[:, 2]
-
-
-def score_offsets(
-    songs: np.ndarray, delta: np.ndarray
+def best_offsets(
+    groups: np.ndarray, delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best offset of each song.
+    """Best offset bin of each group (a song, or a song under one hypothesis).
 
-    Returns (song_ids, best_delta, best_score, total_hits) with one row per distinct song.
+    Returns (group_ids, best_delta, best_score, total_votes) with one row per distinct group.
     The score of an offset bin is its votes plus its two neighbours'.
     """
-    key = (songs << 32) + (delta + (1 << 31))
+    key = (groups << 32) + (delta + (1 << 31))
     uniq, counts = np.unique(key, return_counts=True)
-    pos_prev = np.searchsorted(uniq, uniq - 1)
-    pos_next = np.searchsorted(uniq, uniq + 1)
     n = len(uniq)
-    prev_counts = np.where(
-        (pos_prev < n) & (uniq[np.minimum(pos_prev, n - 1)] == uniq - 1),
-        counts[np.minimum(pos_prev, n - 1)],
-        0,
-    )
-    next_counts = np.where(
-        (pos_next < n) & (uniq[np.minimum(pos_next, n - 1)] == uniq + 1),
-        counts[np.minimum(pos_next, n - 1)],
-        0,
-    )
-    window = counts + prev_counts + next_counts
-    uniq_song = uniq >> 32
-    # Per song: total votes, and the bin with the highest windowed score (ties: most votes).
-    song_ids, first = np.unique(uniq_song, return_index=True)
+
+    def neighbour_counts(step: int) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(uniq, uniq + step), n - 1)
+        return np.where(uniq[pos] == uniq + step, counts[pos], 0)
+
+    window = counts + neighbour_counts(-1) + neighbour_counts(1)
+    uniq_group = uniq >> 32
+    group_ids, first = np.unique(uniq_group, return_index=True)
     totals = np.add.reduceat(counts, first)
-    order = np.lexsort((-counts, -window, uniq_song))
-    best = order[np.searchsorted(uniq_song[order], song_ids, side="left")]
+    # Per group, the bin with the highest windowed score (ties: most votes of its own).
+    order = np.lexsort((-counts, -window, uniq_group))
+    best = order[np.searchsorted(uniq_group[order], group_ids, side="left")]
     best_delta = (uniq[best] & 0xFFFFFFFF) - (1 << 31)
-    return song_ids, best_delta, window[best], totals
+    return group_ids, best_delta, window[best], totals
 
 
 def chance_log10_p(
@@ -152,8 +221,71 @@ def chance_log10_p(
     return np.minimum(0.0, log_sf + np.log10(bins))
 
 
+@dataclass(frozen=True)
+class _Votes:
+    """Query/stored hash pairs, one row per distinct (song, variant, offset, anchor)."""
+
+    songs: np.ndarray
+    variant: np.ndarray
+    db_frame: np.ndarray
+    q_frame: np.ndarray  # in song units under the variant's speed
+    q_recorded: np.ndarray  # as recorded in the query
+
+    def select(self, mask: np.ndarray) -> _Votes:
+        return _Votes(
+            self.songs[mask],
+            self.variant[mask],
+            self.db_frame[mask],
+            self.q_frame[mask],
+            self.q_recorded[mask],
+        )
+
+
+def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
+    cols: list[list[np.ndarray]] = [[], [], [], [], [], [], []]
+    for v_idx, v in enumerate(variants):
+        q_idx, hit_idx = join_hits(v.hashes, hits)
+        cols[0].append(hits.song_ids[hit_idx].astype(np.int64))
+        cols[1].append(np.full(len(q_idx), v_idx, dtype=np.int64))
+        cols[2].append(hits.offsets[hit_idx].astype(np.int64))
+        cols[3].append(v.offsets[q_idx].astype(np.int64))
+        cols[4].append(v.query_frames[q_idx].astype(np.int64))
+        cols[5].append(anchor_bins(v.hashes[q_idx]).astype(np.int64))
+        cols[6].append(v.hashes[q_idx].astype(np.int64))
+    songs, variant, db_frame, q_frame, q_recorded, anchor, hashes = (
+        np.concatenate(c) for c in cols
+    )
+    delta = db_frame - q_frame
+    # Votes that are not independent evidence count once per (song, variant, offset):
+    # - pairs sharing an anchor peak (a chord that happens to match matches through several
+    #   of its targets at once);
+    # - repeats of one hash value (a sustained tone yields the same hash frame after frame,
+    #   and two drones line up at many offsets by chance).
+    table = np.stack([songs, variant, delta, q_frame, anchor, db_frame, q_recorded, hashes], 1)
+    _, keep = np.unique(table[:, [0, 1, 2, 3, 4]], axis=0, return_index=True)
+    table = table[keep]
+    _, keep = np.unique(table[:, [0, 1, 2, 7]], axis=0, return_index=True)
+    rows = table[keep]
+    return _Votes(rows[:, 0], rows[:, 1], rows[:, 5], rows[:, 3], rows[:, 6])
+
+
+def refine_time_scale(
+    db_frame: np.ndarray, q_frame: np.ndarray, scales: np.ndarray
+) -> tuple[int, int, int]:
+    """Best (scale index, offset, score) when song time = offset + scale x query time.
+
+    A residual time scale makes offsets drift along the query; re-voting under each candidate
+    scale lines them up again.
+    """
+    d = np.round(db_frame[None, :] - scales[:, None] * q_frame[None, :]).astype(np.int64)
+    groups = np.broadcast_to(np.arange(len(scales))[:, None], d.shape)
+    ids, best_delta, score, _ = best_offsets(groups.ravel(), d.ravel())
+    top = int(np.argmax(score))
+    return int(ids[top]), int(best_delta[top]), int(score[top])
+
+
 def find_matches(
-    query: Fingerprints,
+    variants: Sequence[QueryVariant] | Fingerprints,
     hits: Hits,
     fp_params: FingerprintParams,
     params: MatchParams,
@@ -161,39 +293,61 @@ def find_matches(
     """Scored matches of a query, best first, empty when nothing beats chance.
 
     The family-wise chance level multiplies each song's tail probability by the number of
-    candidate songs.
+    candidate songs and of speed and time-scale hypotheses tried.
     """
-    songs, delta, qt, anchor = join_hits(query, hits)
-    if len(songs) == 0:
+    if isinstance(variants, Fingerprints):
+        variants = [variant_of(variants)]
+    votes = _collect_votes(variants, hits)
+    if len(votes.songs) == 0:
         return []
-    # Pairs sharing an anchor peak are not independent evidence (a chord that happens to match
-    # matches through several of its targets at once): count each anchor once per
-    # (song, offset).
-    songs, delta, qt = _distinct(songs, delta, qt, anchor)
-    song_ids, best_delta, best_score, totals = score_offsets(songs, delta)
-    query_frames = int(query.offsets.max()) + 1 if len(query) else 0
+    n_var = len(variants)
+    group_ids, best_delta, best_score, totals = best_offsets(
+        votes.songs * n_var + votes.variant, votes.db_frame - votes.q_frame
+    )
+    # Best variant per song.
+    song_of = group_ids // n_var
+    order = np.lexsort((-best_score, song_of))
+    first = np.searchsorted(song_of[order], np.unique(song_of), side="left")
+    best = order[first]
+    songs = song_of[best]
+    variant = group_ids[best] % n_var
+    delta, score, total = best_delta[best].copy(), best_score[best].copy(), totals[best]
+    scale = np.ones(len(songs))
+
+    query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
+    step = min(0.005, 1.0 / max(query_frames, 1))
+    n_scale_steps = int(np.ceil(params.time_scale_range / step))
+    scales = 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
+    for i in np.argsort(-score)[: params.refine_top]:
+        mine = votes.select((votes.songs == songs[i]) & (votes.variant == variant[i]))
+        s_idx, s_delta, s_score = refine_time_scale(mine.db_frame, mine.q_frame, scales)
+        if s_score > score[i]:
+            score[i], delta[i], scale[i] = s_score, s_delta, scales[s_idx]
+
     hit_songs, first_hit = np.unique(hits.song_ids, return_index=True)
-    lengths = hits.song_frames[first_hit[np.searchsorted(hit_songs, song_ids)]].astype(np.int64)
-    log_p = chance_log10_p(best_score, totals, lengths, query_frames, params.dispersion)
-    log_p += np.log10(max(len(song_ids), 1))
-    p_chance = np.clip(10.0**log_p, 0.0, 1.0)
-    confidence = 1.0 - p_chance
-    eligible = (best_score >= params.min_score) & (confidence >= params.min_confidence)
-    candidates = np.nonzero(eligible)[0]
-    candidates = candidates[np.lexsort((log_p[candidates], -best_score[candidates]))]
+    lengths = hits.song_frames[first_hit[np.searchsorted(hit_songs, songs)]].astype(np.int64)
+    log_p = chance_log10_p(score, total, lengths, query_frames, params.dispersion)
+    log_p += np.log10(max(len(songs), 1) * n_var * len(scales)) + params.calibration_log10
+    confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
+    eligible = np.nonzero((score >= params.min_score) & (confidence >= params.min_confidence))[0]
+    eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
     matches: list[Match] = []
-    for c in candidates[: params.max_matches]:
-        sel = (songs == song_ids[c]) & (np.abs(delta - best_delta[c]) <= 1)
-        span = qt[sel]
+    for c in eligible[: params.max_matches]:
+        mine = votes.select((votes.songs == songs[c]) & (votes.variant == variant[c]))
+        aligned = np.abs(mine.db_frame - scale[c] * mine.q_frame - delta[c]) <= 1.5
+        span = mine.q_recorded[aligned]
+        factor = variants[int(variant[c])].factor
         matches.append(
             Match(
-                song_id=int(song_ids[c]),
-                score=int(best_score[c]),
+                song_id=int(songs[c]),
+                score=int(score[c]),
                 confidence=float(confidence[c]),
-                song_offset_s=float(best_delta[c]) * fp_params.frame_s,
+                song_offset_s=float(delta[c]) * fp_params.frame_s,
                 query_start_s=float(span.min()) * fp_params.frame_s,
                 query_end_s=float(span.max() + 1) * fp_params.frame_s
                 + fp_params.n_fft / fp_params.sample_rate_hz,
+                speed=float(factor * scale[c]),
+                chance_log10=float(log_p[c]),
             )
         )
     return matches

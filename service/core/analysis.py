@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass, field
 
 from service.audio.decode import decode_audio
-from service.audio.fingerprint import fingerprint
-from service.audio.hashes import Fingerprints
+from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.peaks import Peaks, find_peaks
 from service.audio.spectrogram import frame_count
 from service.errors import AudioTooShort
 
@@ -27,6 +27,9 @@ class AnalysedAudio:
     n_frames: int
     content_sha256: str
     fingerprints: Fingerprints
+    #: The landmark peaks the fingerprints were built from; queries re-hash them under
+    #: candidate speeds (service.matching.speed_variants).
+    peaks: Peaks
     start_pts_s: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -40,11 +43,13 @@ def analyse_file(
         raise AudioTooShort(
             f"audio lasts {audio.duration_s:.2f} s; at least {MIN_DURATION_S:.0f} s is needed"
         )
+    peaks = find_peaks(audio.samples, params)
     return AnalysedAudio(
         duration_s=audio.duration_s,
         n_frames=frame_count(len(audio.samples), params),
         content_sha256=audio.content_sha256,
-        fingerprints=fingerprint(audio.samples, params),
+        fingerprints=landmark_hashes(peaks, params),
+        peaks=peaks,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
     )

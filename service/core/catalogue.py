@@ -12,11 +12,20 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import numpy as np
+
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
 from service.errors import NoFingerprints
-from service.matching import Match, MatchParams, find_matches
+from service.matching import (
+    Match,
+    MatchParams,
+    QueryVariant,
+    find_matches,
+    speed_variants,
+    variant_of,
+)
 from service.store.base import NewSong, Song, SongMeta, Store
 
 
@@ -90,11 +99,31 @@ async def identify_analysed(
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
 ) -> list[SongMatch]:
-    hits = await store.lookup(audio.fingerprints.hashes)
-    matches = await asyncio.to_thread(find_matches, audio.fingerprints, hits, params, match_params)
+    """Matches at the clip's own speed; failing that, across the grid of candidate speeds.
+
+    Nearly every real query matches clearly at its own speed, so the wider (and dearer) speed
+    search runs only for the rest, in one more lookup; it includes the clip's own speed, so
+    its answer supersedes the first one.
+    """
+    matches = await _match(store, [variant_of(audio.fingerprints)], match_params, params)
+    if not matches or matches[0].chance_log10 > match_params.accept_without_speed_search_log10:
+        grid = match_params.speed_grid()
+        variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params)
+        matches = await _match(store, variants, match_params, params)
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
     return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]
+
+
+async def _match(
+    store: Store,
+    variants: list[QueryVariant],
+    match_params: MatchParams,
+    params: FingerprintParams,
+) -> list[Match]:
+    hashes = np.unique(np.concatenate([v.hashes for v in variants]))
+    hits = await store.lookup(hashes)
+    return await asyncio.to_thread(find_matches, variants, hits, params, match_params)
 
 
 async def identify_file(
