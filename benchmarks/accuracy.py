@@ -85,7 +85,7 @@ _MATCH = MatchParams()
 def _run_query(q: Query) -> Outcome:
     assert _INDEX is not None
     started = time.perf_counter()
-    audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file)
+    audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file, DEFAULT_PARAMS.for_queries())
     catalogue = MemoryCatalogue(_INDEX, _TRACK_IDS)
     found = asyncio.run(identify_analysed(catalogue, audio, _MATCH))  # type: ignore[arg-type]
     elapsed_ms = (time.perf_counter() - started) * 1000

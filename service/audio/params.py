@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,28 @@ class FingerprintParams:
     #: Bumped by hand when the meaning of the hash layout changes without a field changing.
     layout_revision: int = 1
 
+    # --- query side only (not part of the index format) --------------------------------------
+    #: Queries keep more peaks than the index: under noise (babble above all) the loudest
+    #: peaks of a clip are often not the song's, and the song's own peaks rank lower.
+    query_density_peaks: int = 30
+    #: Queries pair each anchor with more targets, so that pairs the index formed among its
+    #: sparser peaks are still among the query's despite the extra peaks in between.
+    query_fan_out: int = 20
+
     @property
     def frame_s(self) -> float:
         """Seconds per STFT frame: the unit of every stored offset."""
         return self.hop / self.sample_rate_hz
 
+    def for_queries(self) -> FingerprintParams:
+        """The parameters a query is fingerprinted with (same hash layout, denser)."""
+        return replace(self, density_peaks=self.query_density_peaks, fan_out=self.query_fan_out)
+
     @property
     def version(self) -> str:
-        """Short stable digest of every field; stored with the index."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short stable digest of the index-format fields; stored with the index."""
+        fields = {k: v for k, v in asdict(self).items() if not k.startswith("query_")}
+        blob = json.dumps(fields, sort_keys=True).encode()
         return "fp1-" + hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -108,7 +108,7 @@ async def identify_analysed(
     matches = await _match(store, [variant_of(audio.fingerprints)], match_params, params)
     if not matches or matches[0].chance_log10 > match_params.accept_without_speed_search_log10:
         grid = match_params.speed_grid()
-        variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params)
+        variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params.for_queries())
         matches = await _match(store, variants, match_params, params)
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
@@ -134,7 +134,7 @@ async def identify_file(
     params: FingerprintParams = DEFAULT_PARAMS,
 ) -> IdentifyResult:
     started = time.perf_counter()
-    audio = await pool.run(analyse_file, os.fspath(path), params)
+    audio = await pool.run(analyse_file, os.fspath(path), params.for_queries())
     matches = await identify_analysed(store, audio, match_params, params)
     return IdentifyResult(
         duration_s=audio.duration_s,
