@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
 from service.core.catalogue import identify_file, index_analysed
@@ -26,29 +27,6 @@ from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Song, Store
-
-#: Suffixes `index` picks up when walking folders (any container PyAV decodes is accepted when
-#: a file is named explicitly).
-AUDIO_SUFFIXES = frozenset(
-    [
-        ".mp3",
-        ".m4a",
-        ".mp4",
-        ".aac",
-        ".ts",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".flac",
-        ".wav",
-        ".aif",
-        ".aiff",
-        ".wma",
-        ".mka",
-        ".webm",
-        ".mkv",
-    ]
-)
 
 
 def _song_json(song: Song) -> dict[str, Any]:

@@ -31,10 +31,10 @@ from typing import Literal
 
 from botocore.exceptions import ClientError
 
+from service.audio.formats import AUDIO_SUFFIXES
 from service.aws import reports
 from service.aws.clients import AwsClients
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
-from service.cli import AUDIO_SUFFIXES
 from service.core.catalogue import identify_file, index_file
 from service.core.cpu import CpuPool
 from service.core.streams import process_stream_segment
