@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 
 from service.api.deps import MatchParamsDep, PoolDep, SettingsDep, StoreDep
 from service.api.schemas import IdentifyOut
@@ -21,8 +21,11 @@ async def identify(
     settings: SettingsDep,
     match_params: MatchParamsDep,
     file: Annotated[UploadFile, File(description="Audio or video clip to identify.")],
+    timeline: Annotated[
+        bool, Query(description="Also list every song found with its start and end.")
+    ] = False,
 ) -> IdentifyOut:
     """Which catalogue songs play in this clip, where, and how sure we are (best first)."""
     async with saved_upload(file, settings.upload_max_bytes) as path:
-        result = await identify_file(store, pool, path, match_params)
+        result = await identify_file(store, pool, path, match_params, timeline=timeline)
     return IdentifyOut.of(result)

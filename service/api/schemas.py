@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.catalogue import IdentifyResult, SongMatch
+from service.core.timeline import SongTimelineEntry
 from service.store.base import Song, SongPage
 
 
@@ -90,9 +91,39 @@ class MatchOut(BaseModel):
         )
 
 
+class TimelineEntryOut(BaseModel):
+    song: SongOut
+    start_s: float = Field(description="Where the song starts playing in the file.")
+    end_s: float = Field(description="Where it stops.")
+    song_start_s: float = Field(description="Position in the song at start_s.")
+    song_end_s: float = Field(description="Position in the song at end_s.")
+    score: int = Field(description="Aligned fingerprint anchors over the whole entry.")
+    confidence: float
+    speed: float
+
+    @classmethod
+    def of(cls, found: SongTimelineEntry) -> TimelineEntryOut:
+        e = found.entry
+        return cls(
+            song=SongOut.of(found.song),
+            start_s=round(e.start_s, 2),
+            end_s=round(e.end_s, 2),
+            song_start_s=round(e.song_start_s, 2),
+            song_end_s=round(e.song_end_s, 2),
+            score=e.score,
+            confidence=round(e.confidence, 6),
+            speed=round(e.speed, 4),
+        )
+
+
 class IdentifyOut(BaseModel):
     duration_s: float
-    matches: list[MatchOut]
+    matches: list[MatchOut] = Field(description="Songs playing in the file, best first.")
+    timeline: list[TimelineEntryOut] | None = Field(
+        None,
+        description="With ?timeline=true (and in reports of long files): every song found, "
+        "in order, with where it starts and ends.",
+    )
     elapsed_ms: float
 
     @classmethod
@@ -100,6 +131,9 @@ class IdentifyOut(BaseModel):
         return cls(
             duration_s=round(result.duration_s, 3),
             matches=[MatchOut.of(m) for m in result.matches],
+            timeline=None
+            if result.timeline is None
+            else [TimelineEntryOut.of(e) for e in result.timeline],
             elapsed_ms=round(result.elapsed_ms, 1),
         )
 

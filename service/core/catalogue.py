@@ -17,6 +17,8 @@ import numpy as np
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
+from service.core.timeline import SongTimelineEntry
+from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
 from service.matching import (
     Match,
@@ -40,6 +42,12 @@ class IdentifyResult:
     duration_s: float
     matches: list[SongMatch]
     elapsed_ms: float
+    #: Every song found in a long file with its start and end, when asked for.
+    timeline: list[SongTimelineEntry] | None = None
+
+
+#: Files longer than this get a timeline when the caller lets the length decide.
+TIMELINE_AUTO_MIN_S = 60.0
 
 
 def _clean(value: str | None) -> str | None:
@@ -132,12 +140,22 @@ async def identify_file(
     path: str | os.PathLike[str],
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
+    timeline: bool | None = False,
 ) -> IdentifyResult:
+    """Identify a file; with `timeline` also list every song found with its start and end.
+
+    `timeline=None` decides by length: files longer than TIMELINE_AUTO_MIN_S get one (the
+    worker's reports use this), shorter ones are a single clip.
+    """
     started = time.perf_counter()
     audio = await pool.run(analyse_file, os.fspath(path), params.for_queries())
     matches = await identify_analysed(store, audio, match_params, params)
+    if timeline is None:
+        timeline = audio.duration_s > TIMELINE_AUTO_MIN_S
+    entries = await build_timeline(store, audio, match_params, params) if timeline else None
     return IdentifyResult(
         duration_s=audio.duration_s,
         matches=matches,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        timeline=entries,
     )

@@ -285,8 +285,13 @@ class ObjectHandler:
                     )
                     return reports.index_report(song, created, source, elapsed_ms())
                 case Action.IDENTIFY:
+                    # Long files (a recorded radio hour) get a timeline in their report.
                     result = await identify_file(
-                        self._store, self._pool, downloaded.path, self._match_params
+                        self._store,
+                        self._pool,
+                        downloaded.path,
+                        self._match_params,
+                        timeline=None,
                     )
                     return reports.identify_report(result, source, elapsed_ms())
                 case Action.STREAM:

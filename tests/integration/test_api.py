@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from service.settings import Settings
@@ -217,3 +218,42 @@ def test_upload_limit_and_api_key(module_store_url, tmp_path, catalogue):
             },
         )
         _assert_error(r, 413, "payload_too_large")
+
+
+def test_timeline_of_a_mix(client, indexed, catalogue, unknown_song, tmp_path):
+    """A DJ-style mix: song 1, an unknown song, song 3 played 3 % fast, song 1 again."""
+    import soxr
+
+    rate = 22050
+    s1, s3 = catalogue[0].samples, catalogue[2].samples
+    fast = soxr.resample(s3[10 * rate : 30 * rate], rate, rate / 1.03).astype(np.float32)
+    parts = [
+        s1[5 * rate : 25 * rate],  # 0-20 s: song 1 from 5 s
+        unknown_song[: 12 * rate],  # 20-32 s: not in the catalogue
+        fast,  # 32-51.4 s: song 3 from 10 s, 3 % fast
+        s1[25 * rate : 38 * rate],  # 51.4-64.4 s: song 1 again, from 25 s
+    ]
+    mix = encode(np.concatenate(parts), tmp_path / "mix", "mp3")
+    with mix.open("rb") as f:
+        r = client.post("/identify", params={"timeline": "true"}, files={"file": ("mix.mp3", f)})
+    assert r.status_code == 200, r.text
+    timeline = r.json()["timeline"]
+    got = [
+        (e["song"]["id"], e["start_s"], e["end_s"], e["song_start_s"], e["speed"]) for e in timeline
+    ]
+    expected = [
+        (indexed[1]["id"], 0.0, 20.0, 5.0, 1.0),
+        (indexed[3]["id"], 32.0, 51.4, 10.0, 1.03),
+        (indexed[1]["id"], 51.4, 64.4, 25.0, 1.0),
+    ]
+    assert [g[0] for g in got] == [e[0] for e in expected], got
+    for (_, start, end, song_start, speed), (_, e_start, e_end, e_song, e_speed) in zip(
+        got, expected, strict=True
+    ):
+        assert start == pytest.approx(e_start, abs=2.0)
+        assert end == pytest.approx(e_end, abs=2.0)
+        assert song_start == pytest.approx(e_song + (start - e_start) * e_speed, abs=0.5)
+        assert speed == pytest.approx(e_speed, abs=0.01)
+    # Without the flag, no timeline is computed.
+    with mix.open("rb") as f:
+        assert client.post("/identify", files={"file": ("mix.mp3", f)}).json()["timeline"] is None
