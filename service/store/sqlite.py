@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -155,7 +156,7 @@ class SqliteStore:
             )
             try:
                 conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._enable_wal(conn)
                 # In WAL mode NORMAL loses at most the last commits on power loss, never
                 # consistency, and spares an fsync per transaction.
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -166,6 +167,23 @@ class SqliteStore:
                 raise
             self._conn = conn
         return self._conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, retrying within the busy timeout.
+
+        Changing the journal mode of a new file needs an exclusive lock, and SQLite answers
+        BUSY at once (without calling the busy handler) when another connection holds it, as
+        happens when replicas open a new database together.
+        """
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
