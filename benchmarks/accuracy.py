@@ -4,11 +4,13 @@ Indexes the corpus's indexed tracks, runs every degraded query clip, and prints 
 condition x clip length: correct, wrong song, no answer, false positives on unindexed clips,
 median offset error and query time; plus fingerprints per second and index size.
 
-    CORPUS_DIR=/path/to/corpus python -m benchmarks.accuracy [--quick] [--write]
+    CORPUS_DIR=/path/to/corpus python -m benchmarks.accuracy [--quick] [--store URL] [--write]
 
 Build the corpus first with the scripts in ../shared/corpus (see its README). `--quick` runs
-one clip per track for a subset of conditions (a few minutes); `--write` replaces the accuracy
-section of BENCHMARKS.md with the tables.
+one clip per track for a subset of conditions; `--store URL` indexes and queries through a
+real catalogue (`sqlite:///...` or `postgresql://...`, which must be empty) exactly as the
+service does, and reports its size; without it an in-memory index with the same lookup
+contract serves parameter sweeps. `--write` replaces the accuracy section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ import numpy as np
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
-from service.core.catalogue import identify_analysed
+from service.core.catalogue import identify_analysed, index_file
+from service.core.cpu import CpuPool
 from service.matching import MatchParams
+from service.settings import Settings
+from service.store import create_store
+from service.store.base import Song, SongMeta
 
 QUICK_CONDITIONS = (
     "clean,mp3_64k,aac_48k,white_snr0,pink_snr0,white_snrm5,babble_snr0,ambient_snr0,"
@@ -80,19 +86,35 @@ def _fingerprint_track(args: tuple[str, str, str]) -> tuple[str, np.ndarray, np.
 _INDEX: MemoryIndex | None = None
 _TRACK_IDS: list[str] = []
 _MATCH = MatchParams()
+_STORE_URL: str | None = None
+_WORKER_STATE: dict[str, object] = {}
+
+
+def _catalogue() -> object:
+    """This process's catalogue: the in-memory index, or a store opened once per process."""
+    if _STORE_URL is None:
+        assert _INDEX is not None
+        return MemoryCatalogue(_INDEX, _TRACK_IDS)
+    if "store" not in _WORKER_STATE:
+        loop = asyncio.new_event_loop()
+        store = create_store(Settings(database_url=_STORE_URL), DEFAULT_PARAMS.version)
+        loop.run_until_complete(store.open())
+        _WORKER_STATE.update(loop=loop, store=store)
+    return _WORKER_STATE["store"]
 
 
 def _run_query(q: Query) -> Outcome:
-    assert _INDEX is not None
     started = time.perf_counter()
     audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file, DEFAULT_PARAMS.for_queries())
-    catalogue = MemoryCatalogue(_INDEX, _TRACK_IDS)
-    found = asyncio.run(identify_analysed(catalogue, audio, _MATCH))  # type: ignore[arg-type]
+    catalogue = _catalogue()
+    run = identify_analysed(catalogue, audio, _MATCH)  # type: ignore[arg-type]
+    loop = _WORKER_STATE.get("loop")
+    found = loop.run_until_complete(run) if loop else asyncio.run(run)  # type: ignore[attr-defined]
     elapsed_ms = (time.perf_counter() - started) * 1000
     if not found:
         return Outcome(q, "none", None, 0.0, 1.0, elapsed_ms)
     best = found[0].match
-    answer = _TRACK_IDS[best.song_id]
+    answer = _TRACK_IDS[best.song_id] if _STORE_URL is None else found[0].song.external_id
     error = None
     if answer == q.expected:
         # The clip's first sample sits at start_s in the track whatever its speed.
@@ -152,6 +174,36 @@ def build_index(root: Path, workers: int) -> tuple[MemoryIndex, list[str], float
     return index, track_ids, hours, index.size / hours / 3600
 
 
+async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, float, int]:
+    """Index every indexed track through the service's path; (hours, fp per s, bytes)."""
+    with open(root / "queries" / "dev" / "index_tracks.csv") as f:
+        tracks = [(r["track_id"], root / r["path"]) for r in csv.DictReader(f)]
+    store = create_store(Settings(database_url=url), DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(workers)
+    started = time.perf_counter()
+    try:
+        if (await store.stats()).songs:
+            raise SystemExit(f"{url} already holds songs; give an empty catalogue")
+
+        async def one(track_id: str, path: Path) -> Song:
+            song, _ = await index_file(store, pool, path, SongMeta(track_id, external_id=track_id))
+            return song
+
+        songs = await asyncio.gather(*(one(t, p) for t, p in tracks))
+        stats = await store.stats()
+    finally:
+        pool.close()
+        await store.close()
+    hours = sum(s.duration_s for s in songs) / 3600
+    print(
+        f"indexed {len(songs)} tracks ({hours:.2f} h) into {url.split('://')[0]} in "
+        f"{time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
+    return hours, stats.fingerprints / hours / 3600, int(stats.extra.get("database_bytes", 0))
+
+
 def summarise(outcomes: list[Outcome]) -> list[str]:
     cells: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
     for o in outcomes:
@@ -197,13 +249,27 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+def write_benchmarks(section: str, command: str, lines: list[str]) -> None:
+    """Replace (or append) one marked section of BENCHMARKS.md."""
+    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    body = "\n".join([start, "", f"Command: `{command}`", "", *lines, "", end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    path.write_text(text)
+
+
 def main() -> int:
-    global _INDEX, _TRACK_IDS
+    global _INDEX, _TRACK_IDS, _STORE_URL
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one clip per track, fewer cases")
     parser.add_argument("--conditions", help="comma-separated condition names")
     parser.add_argument("--lengths", default="3,5,10")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--store", help="index and query through this catalogue URL")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     root = corpus_dir()
@@ -214,17 +280,28 @@ def main() -> int:
         {int(x) for x in args.lengths.split(",")},
         args.quick,
     )
-    _INDEX, _TRACK_IDS, hours, fps = build_index(root, args.workers)
+    db_bytes = 0
+    if args.store:
+        _STORE_URL = args.store
+        hours, fps, db_bytes = asyncio.run(index_into_store(root, args.store, args.workers))
+    else:
+        _INDEX, _TRACK_IDS, hours, fps = build_index(root, args.workers)
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         outcomes = pool.map(_run_query, queries, chunksize=16)
     print(f"{len(queries)} queries in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     lines = summarise(outcomes)
+    where = args.store.split("://")[0] if args.store else "in-memory index"
     lines.append(
-        f"Index: {len(_TRACK_IDS)} tracks, {hours:.2f} h, {fps:.0f} fingerprints per second "
-        f"of audio; parameters {DEFAULT_PARAMS.version}."
+        f"Index ({where}): {hours:.2f} h of audio, {fps:.0f} fingerprints per second of audio"
+        + (f", {db_bytes / hours / 1e6:.1f} MB of database per hour" if db_bytes else "")
+        + f"; fingerprint parameters {DEFAULT_PARAMS.version}; median query ms include decode."
     )
     print("\n".join(lines))
+    if args.write:
+        section = "accuracy-quick" if args.quick else "accuracy"
+        command = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
+        write_benchmarks(section, command.replace(" --write", ""), lines)
     return 0
 
 

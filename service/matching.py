@@ -280,7 +280,10 @@ def refine_time_scale(
     d = np.round(db_frame[None, :] - scales[:, None] * q_frame[None, :]).astype(np.int64)
     groups = np.broadcast_to(np.arange(len(scales))[:, None], d.shape)
     ids, best_delta, score, _ = best_offsets(groups.ravel(), d.ravel())
-    top = int(np.argmax(score))
+    # Neighbouring scales often tie (the +-1 bin window absorbs a little drift): the middle
+    # of the plateau is the best estimate of the true scale.
+    tied = np.nonzero(score == score.max())[0]
+    top = int(tied[len(tied) // 2])
     return int(ids[top]), int(best_delta[top]), int(score[top])
 
 

@@ -1,0 +1,131 @@
+"""Invariants of matching: voting, the chance model, speed variants, timelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.audio.hashes import landmark_hashes
+from service.audio.params import DEFAULT_PARAMS
+from service.audio.peaks import Peaks
+from service.core.timeline import WindowMatch, merge_windows
+from service.matching import (
+    Hits,
+    Match,
+    MatchParams,
+    best_offsets,
+    chance_log10_p,
+    find_matches,
+    refine_time_scale,
+    speed_variants,
+)
+
+P = DEFAULT_PARAMS
+
+
+def _random_peaks(seed: int, seconds: float = 30.0, per_s: float = 20.0) -> Peaks:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * per_s)
+    frames = np.sort(rng.integers(0, int(seconds / P.frame_s), n)).astype(np.int32)
+    bins = rng.integers(P.min_bin + 20, P.max_bin - 40, n).astype(np.int32)
+    order = np.lexsort((bins, frames))
+    return Peaks(frames[order], bins[order], np.ones(n, dtype=np.float32))
+
+
+def _hits_of(song_id: int, peaks: Peaks) -> Hits:
+    fp = landmark_hashes(peaks, P)
+    n = len(fp)
+    return Hits(fp.hashes, np.full(n, song_id), fp.offsets, np.full(n, peaks.frames.max() + 1))
+
+
+def _concat(*hits: Hits) -> Hits:
+    return Hits(*(np.concatenate([getattr(h, f) for h in hits]) for f in Hits.__dataclass_fields__))
+
+
+def test_best_offsets_counts_a_three_bin_window():
+    groups = np.array([7, 7, 7, 7, 7, 9, 9])
+    delta = np.array([10, 10, 11, 40, 9, -5, -5])
+    ids, best_delta, score, total = best_offsets(groups, delta)
+    assert ids.tolist() == [7, 9]
+    assert best_delta.tolist() == [10, -5]
+    assert score.tolist() == [4, 2]  # 9, 10, 10, 11 lie within +-1 of 10
+    assert total.tolist() == [5, 2]
+
+
+def test_chance_probability_falls_with_score_and_rises_with_background():
+    scores = np.array([3, 6, 12])
+    p = chance_log10_p(scores, np.full(3, 200), np.full(3, 5000), 300, 1.0)
+    assert np.all(np.diff(p) < 0)
+    busier = chance_log10_p(scores, np.full(3, 2000), np.full(3, 5000), 300, 1.0)
+    assert np.all(busier >= p)
+
+
+def test_clip_of_a_song_matches_it_at_the_right_offset():
+    song = _random_peaks(1, 60)
+    other = _random_peaks(2, 60)
+    hits = _concat(_hits_of(1, song), _hits_of(2, other))
+    start = 500
+    inside = (song.frames >= start) & (song.frames < start + 300)
+    clip = Peaks(song.frames[inside] - start, song.bins[inside], song.prominence_db[inside])
+    matches = find_matches(landmark_hashes(clip, P), hits, P, MatchParams())
+    assert [m.song_id for m in matches] == [1]
+    assert matches[0].song_offset_s == pytest.approx(start * P.frame_s, abs=P.frame_s)
+    assert matches[0].speed == 1.0
+    unknown = landmark_hashes(_random_peaks(3, 10), P)
+    assert find_matches(unknown, hits, P, MatchParams()) == []
+
+
+@pytest.mark.parametrize("speed", [0.95, 0.98, 1.03, 1.05])
+def test_speed_variants_undo_a_speed_change(speed):
+    song = _random_peaks(4, 40)
+    hits = _hits_of(1, song)
+    # The clip plays `speed` times fast: times shrink, frequencies rise.
+    fast = Peaks(
+        np.round(song.frames / speed).astype(np.int32),
+        np.round(song.bins * speed).astype(np.int32),
+        song.prominence_db,
+    )
+    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
+    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
+    plain = find_matches(landmark_hashes(clip, P), hits, P, MatchParams())
+    variants = speed_variants(clip, MatchParams().speed_grid(), P)
+    found = find_matches(variants, hits, P, MatchParams())
+    assert found and found[0].song_id == 1
+    assert found[0].speed == pytest.approx(speed, abs=0.006)
+    assert found[0].song_offset_s == pytest.approx(0.0, abs=2 * P.frame_s)
+    assert not plain or plain[0].score < found[0].score / 3
+
+
+def test_refine_time_scale_recovers_a_tempo_change():
+    q = np.arange(0, 300, 3)
+    db = np.round(120 + 0.95 * q)
+    scales = 1.0 + 0.0025 * np.arange(-30, 31)
+    s_idx, offset, score = refine_time_scale(db, q, scales)
+    assert scales[s_idx] == pytest.approx(0.95, abs=0.003)
+    assert offset == pytest.approx(120, abs=1)
+    assert score == len(q)
+
+
+def _window(start_s: float, song_id: int, song_pos: float, speed: float = 1.0) -> WindowMatch:
+    return WindowMatch(start_s, Match(song_id, 20, 1.0, song_pos, 0.2, 9.8, speed))
+
+
+def test_timeline_merges_consistent_windows_and_splits_on_change():
+    windows = [
+        _window(0, 1, 30.0),
+        _window(5, 1, 35.0),
+        _window(10, 1, 40.0),
+        _window(15, 2, 0.0, 1.03),
+        _window(20, 2, 5.15, 1.03),
+        _window(25, 1, 90.0),  # song 1 again, elsewhere in the song: a new entry
+        _window(30, 1, 95.0),
+    ]
+    entries = merge_windows(windows)
+    assert [(e.song_id, e.start_s, e.end_s) for e in entries] == [
+        (1, 0.2, 19.8),
+        (2, 15.2, 29.8),
+        (1, 25.2, 39.8),
+    ]
+    assert entries[0].song_start_s == pytest.approx(30.2)
+    assert entries[1].speed == pytest.approx(1.03)
+    assert entries[0].score == 60
