@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from service.api.schemas import MatchOut, SongOut
+from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
 from service.core.cpu import CpuPool
@@ -338,6 +339,32 @@ async def test_same_audio_under_another_key_is_not_a_second_song(aws, sqlite_url
         messages = await aws.sns_messages(2)
         assert (await running.store.stats()).songs == 1
     assert sorted(m.message["song"]["created"] for m in messages) == [False, True]
+
+
+async def test_long_recordings_get_a_timeline_in_their_report(aws, sqlite_url, media, tmp_path):
+    """A recorded hour is many songs: the report lists each with its start and end."""
+    decoded = {
+        name: decode_audio(path, 22050).samples
+        for name, path in (("a", media.song_a), ("b", media.song_b), ("u", media.unknown))
+    }
+    # song A (24 s), unknown (8 s), song B (24 s), unknown (8 s): 64 s, over the 60-s mark.
+    recording = np.concatenate([decoded["a"], decoded["u"], decoded["b"], decoded["u"]])
+    path = encode(recording, tmp_path / "hour", "mp3")
+    aws.notify_queue_on_upload()
+    async with worker(aws.settings(sqlite_url)):
+        aws.upload("songs_to_index/a.mp3", media.song_a)
+        aws.upload("songs_to_index/b.ogg", media.song_b)
+        await aws.sns_messages(2)
+        aws.upload("songs_to_check/radio/hour.mp3", path)
+        await aws.sns_messages(1)
+    report = aws.object_json("songs_to_check/radio/hour.json")
+    assert report is not None
+    entries = [(e["song"]["title"], e["start_s"], e["end_s"]) for e in report["timeline"]]
+    assert [e[0] for e in entries] == ["Tag Title A", "Tag Title B"], entries
+    assert entries[0][1] == pytest.approx(0.0, abs=2.0)
+    assert entries[0][2] == pytest.approx(24.0, abs=2.0)
+    assert entries[1][1] == pytest.approx(32.0, abs=2.0)
+    assert entries[1][2] == pytest.approx(56.0, abs=2.0)
 
 
 # --- message shapes -------------------------------------------------------------------------
