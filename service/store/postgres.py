@@ -57,31 +57,17 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _COPY_HEADER = _COPY_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
 
-_INSERT_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("hash_len", ">i4"),
-        ("hash", ">i4"),
-        ("song_id_len", ">i4"),
-        ("song_id", ">i4"),
-        ("frame_len", ">i4"),
-        ("frame", ">i4"),
-    ]
-)
 
-_HIT_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("hash_len", ">i4"),
-        ("hash", ">i4"),
-        ("song_id_len", ">i4"),
-        ("song_id", ">i4"),
-        ("frame_len", ">i4"),
-        ("frame", ">i4"),
-        ("n_frames_len", ">i4"),
-        ("n_frames", ">i4"),
-    ]
-)
+def _copy_row(*columns: str) -> np.dtype:
+    """One binary COPY row of int4 columns: a field count, then (length, value) per column."""
+    fields: list[tuple[str, str]] = [("fields", ">i2")]
+    for column in columns:
+        fields += [(f"{column}_len", ">i4"), (column, ">i4")]
+    return np.dtype(fields)
+
+
+_INSERT_ROW = _copy_row("hash", "song_id", "frame")
+_HIT_ROW = _copy_row("hash", "song_id", "frame", "n_frames")
 
 
 def encode_fingerprint_copy(song_id: int, hashes: np.ndarray, frames: np.ndarray) -> bytes:
