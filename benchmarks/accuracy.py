@@ -191,6 +191,7 @@ async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, f
             return song
 
         songs = await asyncio.gather(*(one(t, p) for t, p in tracks))
+        await store.optimize()
         stats = await store.stats()
     finally:
         pool.close()

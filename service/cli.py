@@ -122,6 +122,8 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
                 except ServiceError as exc:
                     failures.append((path, f"{exc.code}: {exc.message}"))
                 progress.step(path.name)
+        if created:
+            await store.optimize()
     finally:
         await store.close()
     elapsed = time.monotonic() - started

@@ -127,6 +127,13 @@ class Store(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
+    async def optimize(self) -> None:
+        """Refresh planner statistics (and PostgreSQL's visibility map) after a bulk load.
+
+        Without them a freshly loaded catalogue looks empty to the planner, which then scans
+        the whole fingerprint table for every lookup instead of using the index.
+        """
+
     # --- the SQS worker's idempotency ledger ------------------------------------------------
 
     async def get_processed(

@@ -398,6 +398,12 @@ class PostgresStore:
             await conn.execute("DELETE FROM fingerprints WHERE song_id = $1", song_id)
         return True
 
+    async def optimize(self) -> None:
+        async with self._connection() as conn:
+            # VACUUM cannot run in a transaction block; asyncpg runs a lone statement outside.
+            await conn.execute("VACUUM (ANALYZE) fingerprints")
+            await conn.execute("ANALYZE songs")
+
     async def stats(self) -> StoreStats:
         async with self._connection() as conn:
             row = await conn.fetchrow(

@@ -436,6 +436,9 @@ class SqliteStore:
             conn.execute("DELETE FROM fingerprints WHERE song_id = ?", (song_id,))
         return True
 
+    async def optimize(self) -> None:
+        await self._run(lambda conn: conn.execute("ANALYZE"))
+
     async def stats(self) -> StoreStats:
         return await self._run(self._stats)
 

@@ -454,3 +454,33 @@ async def test_postgres_lookup_is_an_index_only_scan(pg_url: str) -> None:
     finally:
         await conn.close()
     assert "Index Only Scan using fingerprints_hash_idx" in plan, plan
+
+
+async def test_optimize_after_a_bulk_load_keeps_lookups_on_the_index(store_url: str) -> None:
+    async with opened(store_url, VERSION) as store:
+        rng = np.random.default_rng(11)
+        for i in range(3):
+            fingerprints = make_fingerprints(rng, 5000, 0, (1 << 23) - 1)
+            await store.add_song(make_song(fingerprints, f"bulk-{i}"))
+        await store.optimize()
+        probe = rng.integers(0, 1 << 23, 2000).astype(np.int32)
+        before = await store.lookup(probe)
+        await store.optimize()  # idempotent, and changes no data
+        after = await store.lookup(probe)
+        assert sorted(before.hashes.tolist()) == sorted(after.hashes.tolist())
+    if store_url.startswith("postgresql"):
+        conn = await asyncpg.connect(store_url)
+        try:
+            analyzed = await conn.fetchval(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables"
+                " WHERE relname = 'fingerprints'"
+            )
+            plan = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) SELECT song_id, frame FROM fingerprints"
+                " WHERE hash = ANY($1::int4[])",
+                list(range(0, 1 << 23, 1 << 17)),  # 64 hashes: a clip-sized probe
+            )
+        finally:
+            await conn.close()
+        assert analyzed
+        assert "Seq Scan" not in str(plan)
