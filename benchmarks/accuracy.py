@@ -49,6 +49,7 @@ OFFSET_TOLERANCE_S = 0.5
 @dataclass(frozen=True)
 class Query:
     file: str
+    track_id: str
     expected: str  # track id or "none"
     start_s: float
     clip_len_s: int
@@ -124,13 +125,17 @@ def _run_query(q: Query) -> Outcome:
     return Outcome(q, answer, error, best.confidence, best.speed, elapsed_ms)
 
 
-def load_queries(root: Path, conditions: set[str] | None, lengths: set[int], quick: bool):
+def load_queries(
+    root: Path, conditions: set[str] | None, lengths: set[int], quick: bool, unindexed_only: bool
+):
     queries = []
     seen: set[tuple[str, str, int]] = set()
     with open(root / "queries" / "dev" / "queries.csv") as f:
         for row in csv.DictReader(f):
             length = int(float(row["clip_len_s"]))
             if (conditions and row["condition"] not in conditions) or length not in lengths:
+                continue
+            if unindexed_only and row["expected"] != "none":
                 continue
             key = (row["track_id"], row["condition"], length)
             if quick and key in seen:
@@ -139,6 +144,7 @@ def load_queries(root: Path, conditions: set[str] | None, lengths: set[int], qui
             queries.append(
                 Query(
                     file=row["query_file"],
+                    track_id=row["track_id"],
                     expected=row["expected"],
                     start_s=float(row["start_s"]),
                     clip_len_s=length,
@@ -205,6 +211,44 @@ async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, f
     return hours, stats.fingerprints / hours / 3600, int(stats.extra.get("database_bytes", 0))
 
 
+def false_positive_breakdown(unindexed: list[Outcome]) -> list[str]:
+    """Which unindexed tracks were answered with which songs: chance, or shared material?"""
+    if not unindexed:
+        return []
+    names = _track_names()
+    per_track: dict[str, dict[int, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
+    for o in unindexed:
+        per_track[o.query.track_id][o.query.clip_len_s].append(o)
+    lengths = sorted({o.query.clip_len_s for o in unindexed})
+    lines = [
+        "",
+        "| unindexed track | " + " | ".join(f"{n} s answered" for n in lengths) + " | with |",
+        "|---|" + "---|" * len(lengths) + "---|",
+    ]
+    quiet = 0
+    for track, by_len in sorted(per_track.items(), key=lambda kv: names.get(kv[0], kv[0])):
+        answered = [o for outs in by_len.values() for o in outs if o.answer != "none"]
+        if not answered:
+            quiet += 1
+            continue
+        cells = [
+            f"{sum(o.answer != 'none' for o in by_len[n])} / {len(by_len[n])}" for n in lengths
+        ]
+        answers = sorted({f"{names.get(o.answer, o.answer)} ({o.speed:.3f}x)" for o in answered})
+        lines.append(
+            f"| {names.get(track, track)} | " + " | ".join(cells) + f" | {', '.join(answers)} |"
+        )
+    lines.append(
+        f"| the other {quiet} unindexed tracks | " + " | ".join("0" for _ in lengths) + " | |"
+    )
+    return lines
+
+
+def _track_names() -> dict[str, str]:
+    with open(corpus_dir() / "manifest.csv") as f:
+        return {r["track_id"]: r["path"].removeprefix("tracks/") for r in csv.DictReader(f)}
+
+
 def summarise(outcomes: list[Outcome]) -> list[str]:
     cells: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
     for o in outcomes:
@@ -242,6 +286,7 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
     for length, fps in sorted(fp_by_len.items()):
         answered = sum(o.answer != "none" for o in fps)
         lines.append(f"| {length} s | {len(fps)} | {100 * answered / max(len(fps), 1):.2f} % |")
+    lines += false_positive_breakdown([o for fps in fp_by_len.values() for o in fps])
     lines.append("")
     lines.append(
         f"Wrong song answered over all indexed clips: {wrong_total}/{indexed_total} "
@@ -271,6 +316,9 @@ def main() -> int:
     parser.add_argument("--lengths", default="3,5,10")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--store", help="index and query through this catalogue URL")
+    parser.add_argument(
+        "--unindexed-only", action="store_true", help="only clips of unindexed tracks"
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     root = corpus_dir()
@@ -280,6 +328,7 @@ def main() -> int:
         set(conditions.split(",")) if conditions else None,
         {int(x) for x in args.lengths.split(",")},
         args.quick,
+        args.unindexed_only,
     )
     db_bytes = 0
     if args.store:
@@ -301,7 +350,9 @@ def main() -> int:
     print("\n".join(lines))
     if args.write:
         section = "accuracy-quick" if args.quick else "accuracy"
-        command = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
+        if args.unindexed_only:
+            section += "-unindexed"
+        command = f"CORPUS_DIR={root} python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
         write_benchmarks(section, command.replace(" --write", ""), lines)
     return 0
 
