@@ -287,6 +287,8 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
         answered = sum(o.answer != "none" for o in fps)
         lines.append(f"| {length} s | {len(fps)} | {100 * answered / max(len(fps), 1):.2f} % |")
     lines += false_positive_breakdown([o for fps in fp_by_len.values() for o in fps])
+    if not indexed_total:  # --unindexed-only: the per-condition table has no rows
+        return lines[3:]
     lines.append("")
     lines.append(
         f"Wrong song answered over all indexed clips: {wrong_total}/{indexed_total} "
