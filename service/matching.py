@@ -150,6 +150,11 @@ def speed_variants(
     return variants
 
 
+def needs_speed_search(matches: Sequence[Match], params: MatchParams) -> bool:
+    """True unless the best match at the clip's own speed is strong enough to be final."""
+    return not matches or matches[0].chance_log10 > params.accept_without_speed_search_log10
+
+
 def variant_of(fingerprints: Fingerprints) -> QueryVariant:
     """A query fingerprinted at its own speed, as a single variant."""
     return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)

@@ -21,10 +21,12 @@ from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
 from service.matching import (
+    Hits,
     Match,
     MatchParams,
     QueryVariant,
     find_matches,
+    needs_speed_search,
     speed_variants,
     variant_of,
 )
@@ -106,15 +108,21 @@ async def identify_analysed(
     audio: AnalysedAudio,
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
+    hits: Hits | None = None,
 ) -> list[SongMatch]:
     """Matches at the clip's own speed; failing that, across the grid of candidate speeds.
 
     Nearly every real query matches clearly at its own speed, so the wider (and dearer) speed
     search runs only for the rest, in one more lookup; it includes the clip's own speed, so
-    its answer supersedes the first one.
+    its answer supersedes the first one. `hits` may carry the lookup of the clip's own hashes
+    when the caller already made it.
     """
-    matches = await _match(store, [variant_of(audio.fingerprints)], match_params, params)
-    if not matches or matches[0].chance_log10 > match_params.accept_without_speed_search_log10:
+    own = [variant_of(audio.fingerprints)]
+    if hits is None:
+        matches = await _match(store, own, match_params, params)
+    else:
+        matches = await asyncio.to_thread(find_matches, own, hits, params, match_params)
+    if needs_speed_search(matches, match_params):
         grid = match_params.speed_grid()
         variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params.for_queries())
         matches = await _match(store, variants, match_params, params)
@@ -149,10 +157,14 @@ async def identify_file(
     """
     started = time.perf_counter()
     audio = await pool.run(analyse_file, os.fspath(path), params.for_queries())
-    matches = await identify_analysed(store, audio, match_params, params)
     if timeline is None:
         timeline = audio.duration_s > TIMELINE_AUTO_MIN_S
-    entries = await build_timeline(store, audio, match_params, params) if timeline else None
+    # The whole-file answer and the timeline's windows read the same hits: look them up once.
+    hits = await store.lookup(np.unique(audio.fingerprints.hashes)) if timeline else None
+    matches = await identify_analysed(store, audio, match_params, params, hits)
+    entries = (
+        await build_timeline(store, audio, match_params, params, hits) if hits is not None else None
+    )
     return IdentifyResult(
         duration_s=audio.duration_s,
         matches=matches,

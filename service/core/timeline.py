@@ -18,7 +18,16 @@ import numpy as np
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
-from service.matching import Match, MatchParams, QueryVariant, find_matches, speed_variants
+from service.matching import (
+    Hits,
+    Match,
+    MatchParams,
+    QueryVariant,
+    find_matches,
+    needs_speed_search,
+    speed_variants,
+    variant_of,
+)
 from service.store.base import Song, Store
 
 #: Window length and hop (s): long enough to identify under noise, short enough that a song
@@ -131,26 +140,26 @@ async def timeline(
     audio: AnalysedAudio,
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
+    hits: Hits | None = None,
 ) -> list[SongTimelineEntry]:
-    """Every catalogue song found in a long file, with where it starts and ends."""
+    """Every catalogue song found in a long file, with where it starts and ends.
+
+    `hits` may carry the lookup of the file's own hashes when the caller already made it.
+    """
     one = replace(match_params, max_matches=1)
-    whole = QueryVariant(
-        1.0,
-        audio.fingerprints.hashes,
-        audio.fingerprints.offsets,
-        audio.fingerprints.offsets,
-    )
+    whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
-    hits = await store.lookup(np.unique(whole.hashes))
+    if hits is None:
+        hits = await store.lookup(np.unique(whole.hashes))
 
     def match_windows() -> tuple[list[WindowMatch], list[tuple[int, int]]]:
         found, missing = [], []
         for lo, hi in bounds:
             matches = find_matches([_slice(whole, lo, hi)], hits, params, one)
-            if matches and matches[0].chance_log10 <= one.accept_without_speed_search_log10:
-                found.append(WindowMatch(lo * params.frame_s, matches[0]))
-            else:
+            if needs_speed_search(matches, one):
                 missing.append((lo, hi))
+            else:
+                found.append(WindowMatch(lo * params.frame_s, matches[0]))
         return found, missing
 
     windows, missing = await asyncio.to_thread(match_windows)
