@@ -116,6 +116,33 @@ class Settings(BaseSettings):
         8001, ge=0, le=65535, description="Port of the standalone worker's /healthz (0: off)."
     )
 
+    # --- live streams (MediaLive segments under songs_to_check/streams/) --------------------
+    stream_segment_s: float = Field(
+        12.0,
+        gt=0,
+        le=600,
+        description="Nominal segment length (the archive output's rollover); places segments "
+        "that carry no PTS.",
+    )
+    stream_play_end_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A stream with no new segment for this long has its current play ended.",
+    )
+    stream_retention_s: float = Field(
+        6 * 3600.0,
+        ge=600,
+        description="How long (stream time) segments' peaks and window matches are kept for "
+        "recomputing the log; the log itself is kept for good.",
+    )
+    stream_sweep_interval_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="How often the worker ends idle streams' plays, publishes pending play "
+        "events and prunes old segment data.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

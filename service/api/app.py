@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service import __version__
-from service.api import routes_health, routes_identify, routes_songs
+from service.api import routes_health, routes_identify, routes_songs, routes_streams
 from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
 from service.api.uploads import BodySizeLimit
@@ -66,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
+    app.include_router(routes_streams.router, dependencies=guarded)
     return app

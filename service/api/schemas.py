@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.core.catalogue import IdentifyResult, SongMatch
@@ -149,3 +152,57 @@ class ErrorOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
+
+
+# --- live streams ----------------------------------------------------------------------------
+
+
+class PlaySongOut(BaseModel):
+    id: int
+    title: str | None = Field(description="Null if the song was deleted from the catalogue since.")
+    artist: str | None
+    isrc: str | None
+    external_id: str | None
+
+
+class PlayOut(BaseModel):
+    """One entry of a stream's airplay log (the `play` of the SNS `play.*` events too)."""
+
+    id: int
+    stream: str
+    status: Literal["playing", "ended", "retracted"] = Field(
+        description="`playing` until the stream moves on; `retracted` if later segments "
+        "showed the play was not there."
+    )
+    song: PlaySongOut
+    start_at: datetime = Field(description="UTC wall clock when the song started on air.")
+    end_at: datetime = Field(description="UTC wall clock of its end (so far, while playing).")
+    stream_start_s: float = Field(description="Start on the stream clock (MPEG-TS PTS, s).")
+    stream_end_s: float
+    song_start_s: float = Field(description="Position in the song where the play starts.")
+    song_end_s: float
+    duration_s: float
+    confidence: float
+    score: int = Field(description="Aligned fingerprint anchors over all the play's windows.")
+    speed: float
+
+
+class PlayPageOut(BaseModel):
+    items: list[PlayOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class LastSegmentOut(BaseModel):
+    sequence: int
+    key: str
+    stream_end_s: float = Field(description="End of the latest segment on the stream clock.")
+    processed_at: datetime = Field(description="When a segment of the stream last came in.")
+
+
+class StreamOut(BaseModel):
+    name: str
+    created_at: datetime
+    last_segment: LastSegmentOut
+    current_play: PlayOut | None

@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 from service.api.schemas import ErrorBody, IdentifyOut, SongIndexedOut, SongOut
 from service.aws.events import ObjectCreated
 from service.core.catalogue import IdentifyResult
+from service.core.stream_windows import window_start_s
+from service.core.streams import SegmentResult
 from service.errors import ServiceError
 from service.store.base import Song
 
@@ -63,8 +65,38 @@ class IdentifyReport(IdentifyOut, _ReportBase):
     """`POST /identify`'s body (duration_s, elapsed_ms, matches) plus where it came from.
     Each song found appears once, its span in the file in query_start_s/query_end_s."""
 
-    event_type: Literal["identify.result", "stream.segment"] = "identify.result"
+    event_type: Literal["identify.result"] = "identify.result"
     match: bool
+
+
+class WindowHitOut(BaseModel):
+    song_id: int
+    confidence: float
+    start_s: float = Field(description="Stream time of the first aligned hash in the window.")
+    end_s: float
+    song_pos_s: float = Field(description="Position in the song at start_s.")
+
+
+class StreamWindowOut(BaseModel):
+    index: int
+    start_s: float = Field(description="Window start on the stream clock.")
+    hits: list[WindowHitOut]
+
+
+class StreamSegmentReport(_ReportBase):
+    """What a live-stream segment did to its stream (kept in the worker's ledger only; the
+    log and its SNS events are the stream's output)."""
+
+    event_type: Literal["stream.segment"] = "stream.segment"
+    stream: str
+    sequence: int
+    outcome: Literal["stored", "superseded", "too_late"]
+    stream_start_s: float
+    duration_s: float
+    pts_s: float | None
+    placed_by: Literal["pts", "sequence"]
+    windows: list[StreamWindowOut]
+    play_ids: list[int] = Field(description="Plays created or changed by this segment.")
 
 
 class IndexReport(_ReportBase):
@@ -82,17 +114,48 @@ def _now() -> datetime:
 
 
 def identify_report(
-    result: IdentifyResult,
-    source: SourceObject,
-    processing_ms: float,
-    event_type: Literal["identify.result", "stream.segment"] = "identify.result",
+    result: IdentifyResult, source: SourceObject, processing_ms: float
 ) -> IdentifyReport:
     body = IdentifyOut.of(result)
     return IdentifyReport(
         **body.model_dump(),
-        event_type=event_type,
         source=source,
         match=bool(body.matches),
+        processing_ms=round(processing_ms, 1),
+        processed_at=_now(),
+    )
+
+
+def stream_segment_report(
+    result: SegmentResult, source: SourceObject, processing_ms: float
+) -> StreamSegmentReport:
+    return StreamSegmentReport(
+        source=source,
+        stream=result.stream,
+        sequence=result.sequence,
+        outcome=result.outcome,
+        stream_start_s=result.start_s,
+        duration_s=result.duration_s,
+        pts_s=result.pts_s,
+        placed_by=result.placed_by,
+        windows=[
+            StreamWindowOut(
+                index=k,
+                start_s=window_start_s(k),
+                hits=[
+                    WindowHitOut(
+                        song_id=h.song_id,
+                        confidence=h.confidence,
+                        start_s=h.start_s,
+                        end_s=h.end_s,
+                        song_pos_s=h.song_pos_s,
+                    )
+                    for h in hits
+                ],
+            )
+            for k, hits in result.windows
+        ],
+        play_ids=result.play_ids,
         processing_ms=round(processing_ms, 1),
         processed_at=_now(),
     )

@@ -1,20 +1,94 @@
-"""Live-stream segments (`songs_to_check/streams/...`): PLACEHOLDER entry point.
+"""Live-stream segments (`songs_to_check/streams/...`) -> the stream's airplay log.
 
-A later issue builds the stream pipeline (segments stitched per stream, songs followed across
-segment boundaries, plays reported with wall-clock times). Until then the worker routes each
-segment here, the segment is identified like any clip, and the worker keeps the result in its
-ledger (`processed_objects.result_json`, kind `stream_segment`): the segment's matches are
-stored, and neither a report file nor an SNS message is produced for streams yet.
+Per segment: parse the key (core/stream_keys.py), decode and find peaks (in the CPU pool),
+place the segment on the stream clock (core/stream_clock.py), then, under the stream's lock:
+match every window of the stream's grid the segment touches, joined with its neighbours'
+peaks (core/stream_windows.py); rebuild the plays of the affected region from all stored
+window matches (core/stream_log.py); write segment, windows, plays and outbox events in one
+transaction. The log is a function of the stored windows, which are a function of the
+segments present, so it comes out the same whatever order, how often and on how many
+workers the segments arrive; only the events say how it got there.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
-from service.core.catalogue import IdentifyResult, identify_file
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.peaks import Peaks
+from service.core.analysis import analyse_file
 from service.core.cpu import CpuPool
+from service.core.stream_clock import place_segment, pts_epoch
+from service.core.stream_keys import parse_segment_key
+from service.core.stream_log import (
+    LogChanges,
+    LogParams,
+    build_plays,
+    ended_by_progress,
+    ended_by_timeout,
+    event_drafts,
+    reconcile,
+)
+from service.core.stream_windows import (
+    WINDOW_HOP_S,
+    WINDOW_S,
+    WindowHit,
+    hits_from_json,
+    match_windows,
+    pack_peaks,
+    window_start_s,
+    windows_touching,
+)
 from service.matching import MatchParams
-from service.store.base import Store
+from service.store.base import (
+    NewStream,
+    Play,
+    PlayFields,
+    Store,
+    StreamSegment,
+    StreamState,
+    StreamUpdate,
+    StreamWindow,
+)
+
+log = logging.getLogger(__name__)
+
+_FAR_S = 1e15
+#: Region growth steps before giving up on a perfectly closed region (a play longer than
+#: this many margins); the log is still consistent, only less tidy at the far edge.
+_MAX_REGION_STEPS = 200
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    #: Nominal segment length (s): places segments without a PTS, and picks the PTS wrap.
+    segment_s: float = 12.0
+    #: How long segments' peaks and window matches are kept (s of stream time); segments
+    #: older than that when they arrive are ignored.
+    retention_s: float = 6 * 3600.0
+    log: LogParams = field(default_factory=LogParams)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    stream: str
+    sequence: int
+    key: str
+    start_s: float
+    duration_s: float
+    pts_s: float | None
+    placed_by: Literal["pts", "sequence"]
+    #: What happened: stored, or ignored because another rendition's key sorts first or it
+    #: arrived after its part of the stream was pruned.
+    outcome: Literal["stored", "superseded", "too_late"]
+    windows: list[tuple[int, list[WindowHit]]]
+    #: Plays created or changed, by id.
+    play_ids: list[int]
 
 
 async def process_stream_segment(
@@ -24,11 +98,205 @@ async def process_stream_segment(
     key: str,
     local_path: str | os.PathLike[str],
     match_params: MatchParams,
-) -> IdentifyResult:
-    """Identify one stream segment downloaded to `local_path` from `s3://bucket/key`.
+    *,
+    uploaded_at: datetime | None = None,
+    params: StreamParams | None = None,
+    fp_params: FingerprintParams = DEFAULT_PARAMS,
+) -> SegmentResult:
+    """Add the segment at `s3://bucket/key`, downloaded to `local_path`, to its stream's log.
 
-    `bucket` and `key` name the stream and the segment's place in it; the placeholder does
-    not use them yet.
+    `uploaded_at` (the object's Last-Modified) is when the segment's last sample was live;
+    the first segment of a stream ties the stream clock to UTC with it.
     """
-    del bucket, key  # the stream pipeline will key its state on them
-    return await identify_file(store, pool, local_path, match_params)
+    del bucket  # one bucket per deployment; stream names are unique within it
+    parsed = parse_segment_key(key)  # a bad key fails before any decoding
+    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries())
+    return await add_segment(
+        store,
+        parsed.stream,
+        parsed.sequence,
+        key,
+        audio.peaks,
+        n_frames=audio.n_frames,
+        duration_s=audio.duration_s,
+        pts_s=audio.start_pts_s,
+        uploaded_at=uploaded_at or datetime.now(UTC),
+        match_params=match_params,
+        params=params or StreamParams(),
+        fp_params=fp_params,
+    )
+
+
+async def add_segment(
+    store: Store,
+    stream: str,
+    sequence: int,
+    key: str,
+    peaks: Peaks,
+    *,
+    n_frames: int,
+    duration_s: float,
+    pts_s: float | None,
+    uploaded_at: datetime,
+    match_params: MatchParams,
+    params: StreamParams,
+    fp_params: FingerprintParams = DEFAULT_PARAMS,
+) -> SegmentResult:
+    """Place an analysed segment, match the windows it touches, update the log."""
+    async with store.stream_lock(stream):
+        state = await store.get_stream(stream)
+        if state is None:
+            epoch = pts_epoch(sequence, pts_s, params.segment_s)
+            first = place_segment(sequence, pts_s, epoch, params.segment_s).start_s
+            state = await store.ensure_stream(
+                NewStream(
+                    name=stream,
+                    pts_epoch_s=epoch,
+                    wall_origin=uploaded_at - timedelta(seconds=first + duration_s),
+                    max_end_s=first + duration_s,
+                    last_sequence=sequence,
+                    last_key=key,
+                )
+            )
+        placement = place_segment(sequence, pts_s, state.pts_epoch_s, params.segment_s)
+        segment = StreamSegment(
+            sequence=sequence,
+            key=key,
+            start_s=placement.start_s,
+            duration_s=duration_s,
+            pts_s=pts_s,
+            n_frames=n_frames,
+            peaks=pack_peaks(peaks),
+        )
+
+        def result(outcome: str, windows: list[StreamWindow], play_ids: list[int]) -> SegmentResult:
+            return SegmentResult(
+                stream=stream,
+                sequence=sequence,
+                key=key,
+                start_s=round(segment.start_s, 3),
+                duration_s=round(duration_s, 3),
+                pts_s=pts_s,
+                placed_by=placement.placed_by,
+                outcome=outcome,  # type: ignore[arg-type]
+                windows=[(w.index, hits_from_json(w.matches_json)) for w in windows],
+                play_ids=play_ids,
+            )
+
+        if segment.end_s < state.max_end_s - params.retention_s:
+            log.warning("%s: segment %d is older than the retention; ignored", stream, sequence)
+            return result("too_late", [], [])
+        indices = list(windows_touching(segment.start_s, segment.end_s))
+        lo_s = window_start_s(indices[0])
+        hi_s = window_start_s(indices[-1]) + WINDOW_S
+        around = await store.stream_segments(state.id, lo_s - 4 * params.segment_s - WINDOW_S, hi_s)
+        same = [s for s in around if s.sequence == sequence]
+        if same and same[0].key < key:
+            log.info("%s: %s superseded by %s (same sequence)", stream, key, same[0].key)
+            return result("superseded", [], [])
+        segments = sorted(
+            [s for s in around if s.sequence != sequence] + [segment], key=lambda s: s.start_s
+        )
+        fresh = await match_windows(store, indices, segments, match_params, fp_params)
+        changes = await _recompute_log(
+            store, state, fresh, lo_s, hi_s, max(state.max_end_s, segment.end_s), params
+        )
+        update = await _update(store, state, changes, segment=segment, windows=fresh)
+        new_ids = await store.apply_stream_update(update)
+        return result("stored", fresh, sorted([*new_ids, *changes.changed_plays]))
+
+
+async def _recompute_log(
+    store: Store,
+    state: StreamState,
+    fresh: list[StreamWindow],
+    lo_s: float,
+    hi_s: float,
+    stream_end_s: float,
+    params: StreamParams,
+) -> LogChanges:
+    """Rebuild the plays around [lo_s, hi_s] from stored and fresh windows.
+
+    The region grows until every play that touches it, recomputed or stored, lies inside
+    it, with a margin of windows around it that could still join them; then the plays
+    inside are reconciled with the stored ones.
+    """
+    fresh_by_index = {w.index: w for w in fresh}
+    margin_s = params.log.gap_s + WINDOW_S
+    for _ in range(_MAX_REGION_STEPS):
+        first = math.floor((lo_s - margin_s) / WINDOW_HOP_S)
+        last = math.ceil((hi_s + margin_s) / WINDOW_HOP_S)
+        windows = {w.index: w for w in await store.stream_windows(state.id, first, last)}
+        windows.update({k: w for k, w in fresh_by_index.items() if first <= k <= last})
+        plays = build_plays(
+            ((k, hits_from_json(w.matches_json)) for k, w in sorted(windows.items())), params.log
+        )
+        old = await store.stream_plays(state.id, lo_s, hi_s)
+        touching = [p for p in plays if p.end_s >= lo_s and p.start_s <= hi_s]
+        spans: list[PlayFields] = [*touching, *old]
+        new_lo = min([lo_s, *(p.start_s for p in spans)])
+        new_hi = max([hi_s, *(p.end_s for p in spans)])
+        if new_lo >= lo_s and new_hi <= hi_s:
+            break
+        lo_s, hi_s = new_lo, new_hi
+    else:
+        log.warning("%s: play region did not close around [%.1f, %.1f]", state.name, lo_s, hi_s)
+    changes = reconcile(old, touching, stream_end_s, params.log)
+    playing = await store.stream_plays(state.id, -_FAR_S, _FAR_S, playing_only=True)
+    outside = [p for p in playing if p.end_s < lo_s or p.start_s > hi_s]
+    progressed = ended_by_progress(outside, stream_end_s, params.log)
+    changes.changed_plays.update(progressed.changed_plays)
+    changes.events.extend(progressed.events)
+    return changes
+
+
+async def _update(
+    store: Store,
+    state: StreamState,
+    changes: LogChanges,
+    *,
+    segment: StreamSegment | None = None,
+    windows: list[StreamWindow] | None = None,
+) -> StreamUpdate:
+    song_ids = sorted({e[3].song_id for e in changes.events})
+    songs = await store.get_songs(song_ids) if song_ids else {}
+    return StreamUpdate(
+        stream_id=state.id,
+        segment=segment,
+        windows=windows or [],
+        new_plays=changes.new_plays,
+        changed_plays=changes.changed_plays,
+        events=event_drafts(changes, state.name, state.wall_origin, songs),
+    )
+
+
+async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
+    """End the current plays of streams with no segment for `timeout_s`; the names."""
+    ended = []
+    for candidate in await store.idle_streams(timeout_s):
+        async with store.stream_lock(candidate.name):
+            # A segment may have come in since the first look.
+            still = {s.id: s for s in await store.idle_streams(timeout_s)}
+            state = still.get(candidate.id)
+            if state is None:
+                continue
+            playing: list[Play] = await store.stream_plays(
+                state.id, -_FAR_S, _FAR_S, playing_only=True
+            )
+            changes = ended_by_timeout(playing)
+            if changes.changed_plays:
+                await store.apply_stream_update(await _update(store, state, changes))
+                ended.append(state.name)
+    return ended
+
+
+async def prune_streams(store: Store, params: StreamParams) -> int:
+    """Drop peaks and window matches older than the retention; segments dropped."""
+    dropped = 0
+    for state in await store.list_streams():
+        before_s = state.max_end_s - params.retention_s
+        async with store.stream_lock(state.name):
+            dropped += await store.prune_stream(
+                state.id, before_s, math.floor((before_s - WINDOW_S) / WINDOW_HOP_S)
+            )
+    return dropped

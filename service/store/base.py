@@ -7,9 +7,10 @@ transaction, so a catalogue never holds half a song.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -89,6 +90,131 @@ class ProcessedObject:
     published_at: datetime | None
 
 
+PlayStatus = Literal["playing", "ended", "retracted"]
+PlayEventType = Literal["play.started", "play.updated", "play.ended"]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A live stream the worker has seen segments of (see core/streams.py)."""
+
+    id: int
+    name: str
+    #: PTS minus sequence x segment length of the first segment processed: the reference
+    #: that unwraps the 33-bit MPEG-TS clock the same way for every segment.
+    pts_epoch_s: float
+    #: UTC wall clock at stream time 0.
+    wall_origin: datetime
+    max_end_s: float
+    last_sequence: int
+    last_key: str
+    last_segment_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewStream:
+    name: str
+    pts_epoch_s: float
+    wall_origin: datetime
+    max_end_s: float
+    last_sequence: int
+    last_key: str
+
+
+@dataclass(frozen=True)
+class StreamSegment:
+    """One archive segment placed on its stream's clock, with its peaks kept for matching
+    the windows that straddle it and its neighbours."""
+
+    sequence: int
+    key: str
+    start_s: float
+    duration_s: float
+    pts_s: float | None
+    n_frames: int
+    #: Serialised landmark peaks (core.stream_windows.pack_peaks).
+    peaks: bytes
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass(frozen=True)
+class StreamWindow:
+    """Matches of one window of the stream's fixed window grid, as JSON."""
+
+    index: int
+    matches_json: str
+
+
+@dataclass(frozen=True)
+class PlayFields:
+    """What the log says about one play; everything but its identity."""
+
+    song_id: int
+    status: PlayStatus
+    start_s: float  # on the stream clock
+    end_s: float
+    song_start_s: float  # position in the song at start_s
+    song_end_s: float
+    speed: float
+    score: int
+    confidence: float
+    windows: int
+
+
+@dataclass(frozen=True)
+class Play(PlayFields):
+    id: int = 0
+    stream_id: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlayEventDraft:
+    """An outbox row to write with a log change. `play_id` names an existing play; else
+    `new_play` is the index of a play inserted by the same update, and the store writes its
+    id into `payload["play"]["id"]`."""
+
+    event_type: PlayEventType
+    payload: dict[str, Any]
+    play_id: int | None = None
+    new_play: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: int
+    stream_id: int
+    play_id: int
+    event_type: PlayEventType
+    payload_json: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """Everything one recomputation writes, applied in one transaction."""
+
+    stream_id: int
+    segment: StreamSegment | None = None
+    windows: list[StreamWindow] = field(default_factory=list)
+    new_plays: list[PlayFields] = field(default_factory=list)
+    changed_plays: dict[int, PlayFields] = field(default_factory=dict)
+    events: list[PlayEventDraft] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlayPage:
+    items: list[Play]
+    total: int
+    limit: int
+    offset: int
+
+
 class Store(Protocol):
     """What the core needs from a catalogue."""
 
@@ -155,3 +281,70 @@ class Store(Protocol):
 
     async def mark_published(self, bucket: str, key: str, version_token: str) -> None:
         """Record that the row's report and SNS message are out."""
+
+    # --- live streams -----------------------------------------------------------------------
+
+    def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held while a stream's log is recomputed: one holder per stream name at a time,
+        across processes (PostgreSQL advisory lock) or within the process (SQLite)."""
+
+    async def get_stream(self, name: str) -> StreamState | None: ...
+
+    async def ensure_stream(self, stream: NewStream) -> StreamState:
+        """The stream named `stream.name`, created from `stream` if it does not exist yet."""
+
+    async def list_streams(self) -> list[StreamState]: ...
+
+    async def stream_segments(
+        self, stream_id: int, start_from_s: float, start_to_s: float
+    ) -> list[StreamSegment]:
+        """Segments whose start lies in [start_from_s, start_to_s], by start."""
+
+    async def stream_windows(
+        self, stream_id: int, first_index: int, last_index: int
+    ) -> list[StreamWindow]:
+        """Stored window matches with first_index <= index <= last_index, by index."""
+
+    async def stream_plays(
+        self, stream_id: int, from_s: float, to_s: float, *, playing_only: bool = False
+    ) -> list[Play]:
+        """Plays (not retracted; only `playing` ones if asked) overlapping [from_s, to_s] on
+        the stream clock, by start."""
+
+    async def list_plays(
+        self,
+        stream_id: int,
+        *,
+        from_s: float | None,
+        to_s: float | None,
+        limit: int,
+        offset: int,
+        include_retracted: bool = False,
+    ) -> PlayPage:
+        """The log for the API: plays overlapping the range, by start then id."""
+
+    async def get_play(self, stream_id: int, play_id: int) -> Play | None: ...
+
+    async def current_plays(self, stream_ids: list[int]) -> dict[int, Play]:
+        """The latest play with status `playing` of each stream that has one."""
+
+    async def apply_stream_update(self, update: StreamUpdate) -> list[int]:
+        """Write a recomputation in one transaction; returns the new plays' ids.
+
+        The segment replaces a stored one of the same sequence number only when its key sorts
+        no later (two renditions of one sequence: the first key wins, whatever the order);
+        the stream's max_end_s, last_sequence and last_key follow the latest segment end; the
+        events' `play.started`/`play.ended` are written at most once per play.
+        """
+
+    async def idle_streams(self, timeout_s: float) -> list[StreamState]:
+        """Streams with a `playing` play and no segment processed for `timeout_s`."""
+
+    async def prune_stream(self, stream_id: int, before_s: float, below_window: int) -> int:
+        """Drop segments ending before `before_s` and windows below `below_window` (their
+        peaks and matches have served); the log itself is kept. Returns segments dropped."""
+
+    async def pending_stream_events(self, stream_id: int | None = None) -> list[StreamEvent]:
+        """Unpublished outbox rows (of one stream, or all), oldest first."""
+
+    async def mark_stream_event_published(self, event_id: int) -> None: ...

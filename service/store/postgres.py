@@ -20,6 +20,7 @@ from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
 from service.store.base import NewSong, ProcessedObject, Song, SongPage, StoreStats
 from service.store.migrations import list_migrations
+from service.store.postgres_streams import PostgresStreamsMixin
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-class PostgresStore:
+class PostgresStore(PostgresStreamsMixin):
     """Catalogue in PostgreSQL. `open()` builds the pool; `migrate()` and `ready()` also work
     before it (the `migrate` command and probes use them on an unopened store)."""
 

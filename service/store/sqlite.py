@@ -29,6 +29,7 @@ from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
 from service.store.base import NewSong, ProcessedObject, Song, SongPage, StoreStats
 from service.store.migrations import list_migrations
+from service.store.sqlite_streams import SqliteStreamsMixin
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[
     conn.execute("COMMIT")
 
 
-class SqliteStore:
+class SqliteStore(SqliteStreamsMixin):
     """Catalogue in one SQLite file. Usable before `open()` (the `migrate` command and probes
     call it unopened); `close()` ends the connection and its thread."""
 
@@ -128,6 +129,7 @@ class SqliteStore:
         #: Created, used and closed only on the executor's thread.
         self._conn: sqlite3.Connection | None = None
         self._version_checked = False
+        self._stream_locks: dict[str, asyncio.Lock] = {}
 
     # --- the store thread -------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """From an SQS message to the use case its object's key asks for.
 
     songs_to_index/...             -> index_file              -> SNS index.result
-    songs_to_check/streams/...     -> process_stream_segment  -> ledger only (placeholder)
+    songs_to_check/streams/...     -> process_stream_segment  -> the stream's log + play.* on SNS
     songs_to_check/...             -> identify_file           -> <key>.json in S3 + SNS
     anything else, *.json reports,
     non-audio suffixes             -> skipped with a log line (the message is deleted)
@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Literal
@@ -35,9 +36,10 @@ from service.audio.formats import AUDIO_SUFFIXES
 from service.aws import reports
 from service.aws.clients import AwsClients
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
+from service.aws.stream_events import publish_stream_events
 from service.core.catalogue import identify_file, index_file
 from service.core.cpu import CpuPool
-from service.core.streams import process_stream_segment
+from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.matching import MatchParams
 from service.store.base import ProcessedObject, SongMeta, Store
@@ -106,6 +108,8 @@ class Downloaded:
     etag: str | None
     version_id: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: When the upload completed (S3 Last-Modified); a live segment's end on the wall clock.
+    last_modified: datetime | None = None
 
 
 def _header_text(value: str) -> str:
@@ -143,6 +147,7 @@ class ObjectHandler:
         topic_arn: str | None,
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
+        stream_params: StreamParams | None = None,
     ) -> None:
         self._store = store
         self._pool = pool
@@ -153,6 +158,7 @@ class ObjectHandler:
         self._topic_arn = topic_arn
         self._publish_lease_s = publish_lease_s
         self._tmp_dir = tmp_dir
+        self._stream_params = stream_params or StreamParams()
 
     async def __call__(self, message: ReceivedMessage) -> Outcome:
         try:
@@ -261,13 +267,19 @@ class ObjectHandler:
                 etag=(response.get("ETag") or "").strip('"') or None,
                 version_id=response.get("VersionId"),
                 metadata=response.get("Metadata") or {},
+                last_modified=response.get("LastModified"),
             )
         finally:
             os.unlink(path)
 
     async def _process(
         self, action: Action, obj: ObjectCreated, downloaded: Downloaded, started: float
-    ) -> reports.IdentifyReport | reports.IndexReport | reports.ErrorReport:
+    ) -> (
+        reports.IdentifyReport
+        | reports.IndexReport
+        | reports.StreamSegmentReport
+        | reports.ErrorReport
+    ):
         source = reports.SourceObject.of(obj, downloaded.etag, downloaded.version_id)
 
         def elapsed_ms() -> float:
@@ -295,17 +307,17 @@ class ObjectHandler:
                     )
                     return reports.identify_report(result, source, elapsed_ms())
                 case Action.STREAM:
-                    result = await process_stream_segment(
+                    segment = await process_stream_segment(
                         self._store,
                         self._pool,
                         obj.bucket,
                         obj.key,
                         downloaded.path,
                         self._match_params,
+                        uploaded_at=downloaded.last_modified,
+                        params=self._stream_params,
                     )
-                    return reports.identify_report(
-                        result, source, elapsed_ms(), event_type="stream.segment"
-                    )
+                    return reports.stream_segment_report(segment, source, elapsed_ms())
         except ServiceError as exc:
             if not exc.permanent:
                 raise
@@ -322,17 +334,22 @@ class ObjectHandler:
     # --- publishing -------------------------------------------------------------------------
 
     async def _publish(self, row: ProcessedObject) -> None:
-        """Write the report (songs_to_check/ only), send the SNS message (not for stream
-        segments yet), then mark the row published. Only the holder of the row's claim gets
-        here, so a report goes out once; a crash in between leaves the row unpublished and
-        the redelivered message publishes the stored result, not a new one."""
+        """Write the report (songs_to_check/ only), send the SNS message, then mark the row
+        published. Only the holder of the row's claim gets here, so a report goes out once;
+        a crash in between leaves the row unpublished and the redelivered message publishes
+        the stored result, not a new one. A stream segment's own report stays in the ledger
+        (a segment that fails still sends its `stream.error`); what goes out for it are the
+        play events its log change queued in the outbox."""
         report = json.loads(row.result_json)
         action = Action(row.kind)
         location = None
         if action is Action.IDENTIFY:
             location = reports.report_key(row.key)
             await reports.write_report(self._s3, row.bucket, location, row.result_json)
-        if action is not Action.STREAM and self._topic_arn:
+        if action is Action.STREAM and report["event_type"] == "stream.segment":
+            if self._topic_arn:
+                await publish_stream_events(self._store, self._sns, self._topic_arn)
+        elif self._topic_arn:
             await reports.publish(self._sns, self._topic_arn, report, location)
         await self._store.mark_published(row.bucket, row.key, row.version_token)
         log.info(

@@ -17,6 +17,7 @@ from typing import Any
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
 from service.core.cpu import CpuPool
+from service.core.streams import StreamParams
 from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
@@ -24,6 +25,7 @@ from service.store.base import Store
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server
 from service.worker.poller import SqsPoller
+from service.worker.stream_sweeper import StreamSweeper
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ async def running_worker(
         raise ValueError("SQS_QUEUE_URL is not set")
     clients = await AwsClients.open(settings)
     try:
+        stream_params = stream_params_of(settings)
         handler = ObjectHandler(
             store=store,
             pool=pool,
@@ -50,6 +53,15 @@ async def running_worker(
             match_params=match_params,
             bucket=settings.s3_bucket,
             topic_arn=settings.sns_topic_arn,
+            stream_params=stream_params,
+        )
+        sweeper = StreamSweeper(
+            store,
+            clients.sns,
+            settings.sns_topic_arn,
+            stream_params,
+            play_end_timeout_s=settings.stream_play_end_timeout_s,
+            interval_s=settings.stream_sweep_interval_s,
         )
         options: dict[str, Any] = {
             "concurrency": settings.worker_concurrency,
@@ -62,6 +74,7 @@ async def running_worker(
             clients.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options}
         )
         poller.start()
+        sweeper.start()
         log.info(
             "polling %s (%d at a time, bucket %s, topic %s)",
             settings.sqs_queue_url,
@@ -72,9 +85,16 @@ async def running_worker(
         try:
             yield poller
         finally:
+            await sweeper.stop()
             await poller.stop()
     finally:
         await clients.close()
+
+
+def stream_params_of(settings: Settings) -> StreamParams:
+    return StreamParams(
+        segment_s=settings.stream_segment_s, retention_s=settings.stream_retention_s
+    )
 
 
 def match_params_of(settings: Settings) -> MatchParams:

@@ -1,0 +1,316 @@
+"""Window matches -> the airplay log, and the difference a recomputation makes to it.
+
+Pure functions, no I/O. A play is one song aired with a consistent alignment: its windows'
+hits agree on where the song's start sits on the stream clock (within ALIGNMENT_TOLERANCE_S,
+following the match speed), and no gap between them exceeds `gap_s` (one missing 12-s segment
+must not split a play). Unknown music, talk and jingles match nothing, so they make no play;
+a single window that matches by chance makes none either (`min_windows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from statistics import median
+from typing import Any
+
+from service.core.stream_windows import WINDOW_S, WindowHit
+from service.store.base import Play, PlayEventDraft, PlayFields, Song
+
+#: Drift (s) of the song position between windows still counted as one alignment.
+ALIGNMENT_TOLERANCE_S = 1.0
+#: A play's start (or, once ended, its end) moving more than this is a correction worth a
+#: `play.updated`; the end advancing while the song plays is not.
+CORRECTION_S = 1.0
+
+
+@dataclass(frozen=True)
+class LogParams:
+    #: Longest silence between two windows of one play (s): a missing 12-s segment plus slack.
+    gap_s: float = 16.0
+    #: Fewest windows and shortest span (s) a play needs.
+    min_windows: int = 2
+    min_play_s: float = 8.0
+
+
+@dataclass
+class _Chain:
+    song_id: int
+    hits: list[tuple[int, WindowHit]]
+
+    @property
+    def last(self) -> WindowHit:
+        return self.hits[-1][1]
+
+    @property
+    def end_s(self) -> float:
+        return max(h.end_s for _, h in self.hits)
+
+    def expected_pos(self, at_s: float) -> float:
+        last = self.last
+        return last.song_pos_s + (at_s - last.start_s) * last.speed
+
+
+def build_plays(
+    windows: Iterable[tuple[int, list[WindowHit]]], params: LogParams
+) -> list[PlayFields]:
+    """Every play the window hits support, by start; status `playing` (see play_status)."""
+    hits = sorted(
+        ((k, h) for k, hs in windows for h in hs),
+        key=lambda kh: (kh[1].start_s, kh[0], kh[1].song_id),
+    )
+    chains: list[_Chain] = []
+    open_by_song: dict[int, list[_Chain]] = {}
+    for k, hit in hits:
+        best, best_err = None, ALIGNMENT_TOLERANCE_S
+        for chain in open_by_song.get(hit.song_id, []):
+            if hit.start_s - chain.end_s > params.gap_s:
+                continue
+            err = abs(hit.song_pos_s - chain.expected_pos(hit.start_s))
+            if err <= best_err:
+                best, best_err = chain, err
+        if best is None:
+            best = _Chain(hit.song_id, [])
+            chains.append(best)
+            open_by_song.setdefault(hit.song_id, []).append(best)
+        best.hits.append((k, hit))
+    plays = [_play_of(c) for c in chains]
+    return sorted(
+        (
+            p
+            for p, c in zip(plays, chains, strict=True)
+            if len({k for k, _ in c.hits}) >= params.min_windows
+            and p.end_s - p.start_s >= params.min_play_s
+        ),
+        key=lambda p: (p.start_s, p.song_id),
+    )
+
+
+def _play_of(chain: _Chain) -> PlayFields:
+    first = min((h for _, h in chain.hits), key=lambda h: h.start_s)
+    start, end = first.start_s, chain.end_s
+    speed = float(median(h.speed for _, h in chain.hits))
+    return PlayFields(
+        song_id=chain.song_id,
+        status="playing",
+        start_s=round(start, 3),
+        end_s=round(end, 3),
+        song_start_s=round(first.song_pos_s, 3),
+        song_end_s=round(first.song_pos_s + (end - start) * speed, 3),
+        speed=round(speed, 5),
+        score=sum(h.score for _, h in chain.hits),
+        confidence=max(h.confidence for _, h in chain.hits),
+        windows=len({k for k, _ in chain.hits}),
+    )
+
+
+def play_status(
+    play: PlayFields, others: list[PlayFields], stream_end_s: float, gap_s: float
+) -> str:
+    """`ended` once the stream has moved on: so far past the play that no segment in order
+    could extend it, or another song plays on well beyond its end."""
+    if play.status != "playing":
+        return play.status
+    if stream_end_s >= play.end_s + gap_s:
+        return "ended"
+    for other in others:
+        if (
+            other.song_id != play.song_id
+            and other.start_s >= play.start_s
+            and other.end_s >= play.end_s + WINDOW_S
+        ):
+            return "ended"
+    return "playing"
+
+
+def _alignment(p: PlayFields) -> float:
+    """Stream time at which the song's own start plays."""
+    return p.start_s - p.song_start_s / max(p.speed, 1e-6)
+
+
+def _overlap(a: PlayFields, b: PlayFields) -> float:
+    return min(a.end_s, b.end_s) - max(a.start_s, b.start_s)
+
+
+@dataclass
+class LogChanges:
+    new_plays: list[PlayFields]
+    changed_plays: dict[int, PlayFields]
+    #: (event type, play id or None, index into new_plays or None, the play's fields)
+    events: list[tuple[str, int | None, int | None, PlayFields]]
+
+
+def reconcile(
+    old: list[Play],
+    new: list[PlayFields],
+    stream_end_s: float,
+    params: LogParams,
+) -> LogChanges:
+    """Match recomputed plays to the stored ones of the same region and say what changes.
+
+    A stored play keeps its id when a recomputed play of the same song and alignment
+    overlaps it (the largest overlap wins, one to one); recomputed plays without a stored
+    one are new (`play.started`, and `play.ended` too if the stream has already moved past
+    them); stored plays without a successor are retracted (`play.updated`). An ended play
+    stays ended.
+    """
+    pairs = sorted(
+        (
+            (_overlap(n, o), i, j)
+            for i, n in enumerate(new)
+            for j, o in enumerate(old)
+            if n.song_id == o.song_id
+            and _overlap(n, o) > -params.gap_s
+            and abs(_alignment(n) - _alignment(o)) <= 2 * ALIGNMENT_TOLERANCE_S
+        ),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    new_of_old: dict[int, int] = {}
+    old_of_new: dict[int, int] = {}
+    for _, i, j in pairs:
+        if i not in old_of_new and j not in new_of_old:
+            old_of_new[i], new_of_old[j] = j, i
+    changes = LogChanges([], {}, [])
+    for i, fields in enumerate(new):
+        status = play_status(fields, new, stream_end_s, params.gap_s)
+        if i in old_of_new:
+            before = old[old_of_new[i]]
+            if before.status == "ended":
+                status = "ended"
+            after = replace(fields, status=status)
+            if _fields(before) == after:
+                continue
+            changes.changed_plays[before.id] = after
+            if before.status == "playing" and status == "ended":
+                changes.events.append(("play.ended", before.id, None, after))
+            elif _corrected(before, after):
+                changes.events.append(("play.updated", before.id, None, after))
+        else:
+            after = replace(fields, status=status)
+            index = len(changes.new_plays)
+            changes.new_plays.append(after)
+            changes.events.append(("play.started", None, index, after))
+            if status == "ended":
+                changes.events.append(("play.ended", None, index, after))
+    for j, before in enumerate(old):
+        if j not in new_of_old:
+            after = replace(_fields(before), status="retracted")
+            changes.changed_plays[before.id] = after
+            changes.events.append(("play.updated", before.id, None, after))
+    return changes
+
+
+def _corrected(before: Play, after: PlayFields) -> bool:
+    if abs(before.start_s - after.start_s) > CORRECTION_S:
+        return True
+    return before.status == "ended" and abs(before.end_s - after.end_s) > CORRECTION_S
+
+
+def _fields(play: Play) -> PlayFields:
+    return PlayFields(
+        song_id=play.song_id,
+        status=play.status,
+        start_s=play.start_s,
+        end_s=play.end_s,
+        song_start_s=play.song_start_s,
+        song_end_s=play.song_end_s,
+        speed=play.speed,
+        score=play.score,
+        confidence=play.confidence,
+        windows=play.windows,
+    )
+
+
+def ended_by_progress(playing: list[Play], stream_end_s: float, params: LogParams) -> LogChanges:
+    """Plays outside a recomputed region that the stream has moved past."""
+    changes = LogChanges([], {}, [])
+    for play in playing:
+        if play.status == "playing" and stream_end_s >= play.end_s + params.gap_s:
+            after = replace(_fields(play), status="ended")
+            changes.changed_plays[play.id] = after
+            changes.events.append(("play.ended", play.id, None, after))
+    return changes
+
+
+def ended_by_timeout(playing: list[Play]) -> LogChanges:
+    """The stream went quiet: its current plays are over."""
+    changes = LogChanges([], {}, [])
+    for play in playing:
+        if play.status == "playing":
+            after = replace(_fields(play), status="ended")
+            changes.changed_plays[play.id] = after
+            changes.events.append(("play.ended", play.id, None, after))
+    return changes
+
+
+# --- how plays and events look to the outside ---------------------------------------------
+
+
+def song_summary(song: Song | None, song_id: int) -> dict[str, Any]:
+    if song is None:  # deleted from the catalogue since
+        return {"id": song_id, "title": None, "artist": None, "isrc": None, "external_id": None}
+    return {
+        "id": song.id,
+        "title": song.title,
+        "artist": song.artist,
+        "isrc": song.isrc,
+        "external_id": song.external_id,
+    }
+
+
+def wall_clock(origin: datetime, stream_s: float) -> datetime:
+    return origin + timedelta(seconds=stream_s)
+
+
+def play_document(
+    play: PlayFields, play_id: int | None, stream: str, origin: datetime, song: Song | None
+) -> dict[str, Any]:
+    """A play as the API and the SNS events show it."""
+    return {
+        "id": play_id,
+        "stream": stream,
+        "status": play.status,
+        "song": song_summary(song, play.song_id),
+        "start_at": wall_clock(origin, play.start_s).isoformat().replace("+00:00", "Z"),
+        "end_at": wall_clock(origin, play.end_s).isoformat().replace("+00:00", "Z"),
+        "stream_start_s": round(play.start_s, 3),
+        "stream_end_s": round(play.end_s, 3),
+        "song_start_s": round(play.song_start_s, 3),
+        "song_end_s": round(play.song_end_s, 3),
+        "duration_s": round(play.end_s - play.start_s, 3),
+        "confidence": round(play.confidence, 6),
+        "score": play.score,
+        "speed": round(play.speed, 4),
+    }
+
+
+def event_drafts(
+    changes: LogChanges, stream: str, origin: datetime, songs: dict[int, Song]
+) -> list[PlayEventDraft]:
+    """Outbox rows for the changes, in stream order (an end before a later start)."""
+
+    def when(event: tuple[str, int | None, int | None, PlayFields]) -> tuple[float, int]:
+        kind, _, _, fields = event
+        rank = {"play.updated": 0, "play.ended": 1, "play.started": 2}[kind]
+        at = fields.end_s if kind == "play.ended" else fields.start_s
+        return (at, rank)
+
+    drafts = []
+    for event in sorted(changes.events, key=when):
+        kind, play_id, new_index, fields = event
+        drafts.append(
+            PlayEventDraft(
+                event_type=kind,  # type: ignore[arg-type]
+                payload={
+                    "event_type": kind,
+                    "stream": stream,
+                    "play": play_document(
+                        fields, play_id, stream, origin, songs.get(fields.song_id)
+                    ),
+                },
+                play_id=play_id,
+                new_play=new_index,
+            )
+        )
+    return drafts
