@@ -98,7 +98,7 @@ async def list_plays(
     store: StoreDep,
     since: Annotated[
         datetime | None,
-        Query(alias="from", description="Plays ending at or after this UTC time (ISO 8601)."),
+        Query(alias="from", description="Plays still on air after this UTC time (ISO 8601)."),
     ] = None,
     until: Annotated[
         datetime | None,

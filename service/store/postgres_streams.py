@@ -175,7 +175,7 @@ class PostgresStreamsMixin:
         args: list[Any] = [stream_id]
         if from_s is not None:
             args.append(from_s)
-            where.append(f"end_s >= ${len(args)}")
+            where.append(f"end_s > ${len(args)}")
         if to_s is not None:
             args.append(to_s)
             where.append(f"start_s < ${len(args)}")

@@ -195,7 +195,7 @@ class SqliteStreamsMixin:
         where = ["stream_id = :stream_id"]
         args: dict[str, Any] = {"stream_id": stream_id, "limit": limit, "offset": offset}
         if from_s is not None:
-            where.append("end_s >= :from_s")
+            where.append("end_s > :from_s")
             args["from_s"] = float(from_s)
         if to_s is not None:
             where.append("start_s < :to_s")
