@@ -238,9 +238,10 @@ async def run(args: argparse.Namespace) -> list[str]:
             page = await store.list_plays(state.id, from_s=None, to_s=None, limit=10000, offset=0)
             logs[label] = page.items
             s = score_log(page.items, truth, song_track, t0)
+            starts, ends = fmt_errors(s.start_errors or []), fmt_errors(s.end_errors or [])
             lines.append(
-                f"| {label} | {s.found}/{s.eligible} | {s.split} | {fmt_errors(s.start_errors or [])} "
-                f"| {fmt_errors(s.end_errors or [])} | {s.invented} | {ms:.0f} |"
+                f"| {label} | {s.found}/{s.eligible} | {s.split} | {starts} | {ends} "
+                f"| {s.invented} | {ms:.0f} |"
             )
             details += [f"- {label}: invented {d}" for d in s.invented_detail or []]
             print(lines[-1], file=sys.stderr)
@@ -261,7 +262,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             "",
             f"Logs identical across the three deliveries: **{'yes' if same else 'NO'}** "
             f"({len(keys[0])} plays; song, start, end and status compared).",
-            *([""] + details if details else []),
+            *(["", *details] if details else []),
         ]
     finally:
         pool.close()

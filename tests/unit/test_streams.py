@@ -1,0 +1,217 @@
+"""Live streams, the pure parts: segment keys, the stream clock, window assembly, the log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.audio.params import DEFAULT_PARAMS
+from service.audio.peaks import Peaks
+from service.core.stream_clock import PTS_WRAP_S, place_segment, pts_epoch
+from service.core.stream_keys import BadStreamKey, SegmentKey, parse_segment_key
+from service.core.stream_log import LogParams, build_plays, ended_by_timeout, reconcile
+from service.core.stream_windows import (
+    WINDOW_HOP_S,
+    WINDOW_S,
+    WindowHit,
+    hits_from_json,
+    hits_to_json,
+    pack_peaks,
+    unpack_peaks,
+    window_peaks,
+    windows_touching,
+)
+from service.store.base import Play, StreamSegment
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("songs_to_check/streams/stream1.000123.ts", SegmentKey("stream1", 123)),
+        ("songs_to_check/streams/stream1_hd.000123.ts", SegmentKey("stream1_hd", 123)),
+        ("songs_to_check/streams/stream1/seg.000123.ts", SegmentKey("stream1", 123)),
+        ("Songs_To_Check/Streams/Radio-One/x.y.000007.TS", SegmentKey("Radio-One", 7)),
+        ("songs_to_check/streams/radio.one.1.aac", SegmentKey("radio.one", 1)),
+    ],
+)
+def test_segment_keys_name_stream_and_sequence(key, expected):
+    assert parse_segment_key(key) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("songs_to_check/streams/stream1.ts", "no sequence number"),
+        ("songs_to_check/streams/stream1/seg.ts", "no sequence number"),
+        ("songs_to_check/streams/a/b/seg.000001.ts", "expected streams/"),
+        ("songs_to_check/streams//seg.000001.ts", "expected streams/"),
+        ("songs_to_check/streams/.000001.ts", "stream name"),
+        ("songs_to_check/streams/bad name/seg.000001.ts", "stream name"),
+        ("songs_to_check/clip.000001.ts", "not under"),
+    ],
+)
+def test_keys_without_a_stream_segment_are_refused_clearly(key, why):
+    with pytest.raises(BadStreamKey, match=why) as raised:
+        parse_segment_key(key)
+    assert raised.value.permanent and raised.value.code == "bad_stream_key"
+
+
+# --- clock ------------------------------------------------------------------------------------
+
+
+def test_pts_places_segments_exactly_and_sequence_is_the_fallback():
+    epoch = pts_epoch(10, 121.4, 12.0)
+    assert place_segment(10, 121.4, epoch, 12.0).start_s == pytest.approx(121.4)
+    # Segments of 11.9 s: the PTS wins over sequence x 12.
+    assert place_segment(12, 145.2, epoch, 12.0).start_s == pytest.approx(145.2)
+    fallback = place_segment(12, None, epoch, 12.0)
+    assert fallback.placed_by == "sequence" and fallback.start_s == pytest.approx(145.4)
+
+
+@pytest.mark.parametrize("first", [1, 500, 7999, 8000, 8010])
+def test_the_pts_wrap_is_unwrapped_whichever_segment_came_first(first):
+    """A clock starting 26 h in wraps around sequence 8000; every segment gets the same time
+    whatever segment fixed the stream's reference."""
+    start_pts = PTS_WRAP_S - 8000 * 12.0 + 3.0
+
+    def pts(seq: int) -> float:
+        return (start_pts + seq * 12.0 + 0.001 * (seq % 7)) % PTS_WRAP_S
+
+    epoch = pts_epoch(first, pts(first), 12.0)
+    times = [place_segment(s, pts(s), epoch, 12.0).start_s for s in (1, 7999, 8000, 8001, 9000)]
+    assert np.diff(times) == pytest.approx([7998 * 12.0, 12.0, 12.0, 999 * 12.0], abs=0.01)
+    reference = pts_epoch(1, pts(1), 12.0)
+    assert times[2] == pytest.approx(place_segment(8000, pts(8000), reference, 12.0).start_s)
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+
+def test_peaks_round_trip_through_their_blob():
+    peaks = Peaks(
+        np.array([0, 3, 3, 370], np.int32),
+        np.array([13, 20, 480, 99], np.int32),
+        np.array([6.5, 7.25, 30.0, 12.0], np.float32),
+    )
+    back = unpack_peaks(pack_peaks(peaks))
+    for name in ("frames", "bins", "prominence_db"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(peaks, name))
+    with pytest.raises(ValueError):
+        unpack_peaks(pack_peaks(peaks)[:-1])
+
+
+def test_windows_touching_a_segment_and_straddling_ones_join_both_sides():
+    assert list(windows_touching(12.0, 24.0)) == [1, 2, 3, 4]
+    frame_s = DEFAULT_PARAMS.frame_s
+    n = round(12.0 / frame_s)
+
+    def segment(seq: int, start: float) -> tuple[StreamSegment, Peaks]:
+        frames = np.arange(0, n, 10, dtype=np.int32)
+        peaks = Peaks(
+            frames, np.full(len(frames), 50 + seq, np.int32), np.ones(len(frames), np.float32)
+        )
+        return StreamSegment(seq, f"k{seq}", start, 12.0, None, n, b""), peaks
+
+    joined = window_peaks(2, [segment(1, 0.0), segment(2, 12.0)], DEFAULT_PARAMS)  # [10, 20) s
+    seconds = joined.frames * frame_s
+    assert seconds.min() >= 0 and seconds.max() < WINDOW_S
+    # Seconds 10-12 come from the first segment, 12-20 from the second, on one frame grid.
+    assert set(joined.bins[seconds < 2.0 - frame_s]) == {51}
+    assert set(joined.bins[seconds > 2.0 + frame_s]) == {52}
+    assert np.all(np.diff(joined.frames) >= 0)
+
+
+# --- the log ----------------------------------------------------------------------------------
+
+
+def hit(song: int, start: float, song_pos: float, length: float = 9.5) -> WindowHit:
+    return WindowHit(song, 60, 1.0, start, start + length, song_pos, 1.0)
+
+
+def song_windows(song: int, start: float, end: float, song_start: float, skip=()) -> list:
+    """Window hits of a song aired from `start` to `end` (stream s) from `song_start`."""
+    out = []
+    k = int(start // WINDOW_HOP_S)
+    while k * WINDOW_HOP_S < end:
+        w0 = k * WINDOW_HOP_S
+        a, b = max(w0, start), min(w0 + WINDOW_S, end)
+        if b - a >= 3 and not any(s <= w0 < e for s, e in skip):
+            out.append((k, [WindowHit(song, 50, 1.0, a, b, song_start + a - start, 1.0)]))
+        k += 1
+    return out
+
+
+PARAMS = LogParams()
+
+
+def test_a_song_makes_one_play_with_its_span_and_song_offsets():
+    (play,) = build_plays(song_windows(7, 12.3, 73.0, 40.0), PARAMS)
+    assert (play.song_id, play.start_s, play.end_s) == (7, 12.3, 73.0)
+    assert play.song_start_s == pytest.approx(40.0) and play.song_end_s == pytest.approx(100.7)
+    assert play.status == "playing" and play.windows >= 10
+
+
+def test_one_missing_segment_does_not_split_but_a_long_gap_or_a_jump_does():
+    hole = song_windows(7, 0.0, 80.0, 0.0, skip=[(24.0, 36.0)])
+    assert len(build_plays(hole, PARAMS)) == 1
+    long_gap = song_windows(7, 0.0, 30.0, 0.0) + song_windows(7, 50.0, 90.0, 50.0)
+    assert len(build_plays(long_gap, PARAMS)) == 2
+    jump = song_windows(7, 0.0, 30.0, 0.0) + song_windows(7, 30.0, 60.0, 100.0)
+    assert [p.song_start_s for p in build_plays(jump, PARAMS)] == [0.0, 100.0]
+
+
+def test_chance_hits_and_talk_make_no_play():
+    lone = [(3, [hit(9, 15.0, 80.0)])]  # one window by chance
+    other_alignment = [(4, [hit(9, 20.0, 10.0)])]  # a second one elsewhere in the song
+    assert build_plays([*lone, *other_alignment, (5, []), (6, [])], PARAMS) == []
+
+
+def test_crossfaded_songs_both_play():
+    windows = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 40.0, 90.0, 0.0)
+    assert [p.song_id for p in build_plays(windows, PARAMS)] == [1, 2]
+
+
+def stored(fields, play_id: int, status: str = "playing") -> Play:
+    values = {k: getattr(fields, k) for k in fields.__dataclass_fields__}
+    return Play(**{**values, "status": status}, id=play_id, stream_id=1)
+
+
+def test_reconcile_starts_then_ends_and_keeps_ids():
+    (a,) = build_plays(song_windows(1, 0.0, 40.0, 0.0), PARAMS)
+    first = reconcile([], [a], stream_end_s=41.0, params=PARAMS)
+    assert [e[0] for e in first.events] == ["play.started"] and not first.changed_plays
+    (longer,) = build_plays(song_windows(1, 0.0, 45.0, 0.0), PARAMS)
+    progress = reconcile([stored(a, 5)], [longer], stream_end_s=46.0, params=PARAMS)
+    assert list(progress.changed_plays) == [5] and progress.events == []  # no event for progress
+    done = reconcile([stored(longer, 5)], [longer], stream_end_s=longer.end_s + 20, params=PARAMS)
+    assert [(e[0], e[1]) for e in done.events] == [("play.ended", 5)]
+    again = reconcile([stored(longer, 5, "ended")], [longer], stream_end_s=99.0, params=PARAMS)
+    assert again.events == [] and again.changed_plays == {}
+
+
+def test_reconcile_corrects_merges_and_retracts():
+    (a,) = build_plays(song_windows(1, 30.0, 60.0, 30.0), PARAMS)
+    (earlier,) = build_plays(song_windows(1, 0.0, 60.0, 0.0), PARAMS)
+    fixed = reconcile([stored(a, 8)], [earlier], stream_end_s=61.0, params=PARAMS)
+    assert [(e[0], e[1]) for e in fixed.events] == [("play.updated", 8)]
+    assert fixed.changed_plays[8].start_s == 0.0
+    # Two stored pieces of one play: the larger keeps its id, the other is retracted.
+    (left,) = build_plays(song_windows(1, 0.0, 20.0, 0.0), PARAMS)
+    merged = reconcile([stored(left, 3), stored(a, 8)], [earlier], stream_end_s=61.0, params=PARAMS)
+    assert merged.changed_plays[3].status == "retracted"
+    assert merged.changed_plays[8].start_s == 0.0
+    kinds = sorted((e[0], e[1]) for e in merged.events)
+    assert kinds == [("play.updated", 3), ("play.updated", 8)]
+
+
+def test_idle_streams_end_their_current_plays_once():
+    (a,) = build_plays(song_windows(1, 0.0, 40.0, 0.0), PARAMS)
+    changes = ended_by_timeout([stored(a, 2), stored(a, 3, "ended")])
+    assert list(changes.changed_plays) == [2] and [e[0] for e in changes.events] == ["play.ended"]
+
+
+def test_window_hits_round_trip_as_json():
+    hits = [hit(1, 3.5, 7.25), hit(2, 4.0, 0.5)]
+    assert hits_from_json(hits_to_json(hits)) == hits
