@@ -131,6 +131,7 @@ class Score:
     start_errors: list[float] | None = None
     end_errors: list[float] | None = None
     invented: int = 0
+    #: Splits, plays off by more than the target, invented plays.
     invented_detail: list[str] | None = None
 
 
@@ -153,14 +154,23 @@ def score_log(
             continue
         score.found += 1
         score.split += len(mine) > 1
-        score.start_errors.append(min(s[1] for s in mine) - piece.start_s)
-        score.end_errors.append(max(s[2] for s in mine) - piece.end_s)
+        start_error = min(s[1] for s in mine) - piece.start_s
+        end_error = max(s[2] for s in mine) - piece.end_s
+        score.start_errors.append(start_error)
+        score.end_errors.append(end_error)
+        if len(mine) > 1 or max(abs(start_error), abs(end_error)) > TARGET_ERROR_S:
+            score.invented_detail.append(
+                f"{piece.track_id} aired {piece.start_s:.1f}-{piece.end_s:.1f} s: "
+                + ", ".join(f"{a:.1f}-{b:.1f}" for _, a, b in mine)
+            )
     for track, a, b in spans:
         aired = [p for p in truth if p.track_id == track and p.end_s > a and p.start_s < b]
         if not aired:
             where = [f"{p.kind}:{p.track_id}" for p in truth if p.end_s > a and p.start_s < b]
             score.invented += 1
-            score.invented_detail.append(f"{track} at {a:.1f}-{b:.1f} s over {', '.join(where)}")
+            score.invented_detail.append(
+                f"invented {track} at {a:.1f}-{b:.1f} s over {', '.join(where)}"
+            )
     return score
 
 
@@ -243,7 +253,7 @@ async def run(args: argparse.Namespace) -> list[str]:
                 f"| {label} | {s.found}/{s.eligible} | {s.split} | {starts} | {ends} "
                 f"| {s.invented} | {ms:.0f} |"
             )
-            details += [f"- {label}: invented {d}" for d in s.invented_detail or []]
+            details += [f"- {label}: {d}" for d in s.invented_detail or []]
             print(lines[-1], file=sys.stderr)
         keys = [log_key(v) for v in logs.values()]
         same = all(k == keys[0] for k in keys)
