@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.matching import Hits
 from service.store.base import Song
 
@@ -35,7 +36,7 @@ class MemoryIndex:
     def lookup(self, hashes: np.ndarray) -> Hits:
         if not self._built:
             self._build()
-        wanted = np.unique(hashes)
+        wanted = unique_values(hashes)
         lo = np.searchsorted(self.hashes, wanted, side="left")
         hi = np.searchsorted(self.hashes, wanted, side="right")
         counts = hi - lo

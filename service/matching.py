@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import poisson
 
+from service.arrays import unique_values
 from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
@@ -160,26 +161,6 @@ def variant_of(fingerprints: Fingerprints) -> QueryVariant:
     return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)
 
 
-def join_hits(hashes: np.ndarray, hits: Hits) -> tuple[np.ndarray, np.ndarray]:
-    """Every (query index, hit index) pair that shares a hash.
-
-    A hash may occur several times in the query; every occurrence pairs with every stored one.
-    """
-    if len(hits) == 0 or len(hashes) == 0:
-        e = np.empty(0, dtype=np.int64)
-        return e, e.copy()
-    order = np.argsort(hashes, kind="stable")
-    q_hash = hashes[order].astype(np.int64)
-    lo = np.searchsorted(q_hash, hits.hashes, side="left")
-    hi = np.searchsorted(q_hash, hits.hashes, side="right")
-    counts = hi - lo
-    hit_idx = np.repeat(np.arange(len(hits)), counts)
-    # Position of each pair within its hit's run of equal query hashes.
-    starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-    q_idx = order[starts + np.arange(len(hit_idx))]
-    return q_idx, hit_idx
-
-
 def best_offsets(
     groups: np.ndarray, delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -246,32 +227,95 @@ class _Votes:
         )
 
 
-def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
-    cols: list[list[np.ndarray]] = [[], [], [], [], [], [], []]
+def _bits(n: int) -> int:
+    return max(int(n).bit_length(), 1)
+
+
+def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ...]:
+    """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays.
+
+    The hits are sorted by hash once and each variant's few thousand hashes are searched in
+    them, rather than every hit being searched in every variant.
+    """
+    order = np.argsort(hits.hashes, kind="stable")
+    sorted_hashes = hits.hashes[order]
+    v_parts, q_parts, h_parts = [], [], []
     for v_idx, v in enumerate(variants):
-        q_idx, hit_idx = join_hits(v.hashes, hits)
-        cols[0].append(hits.song_ids[hit_idx].astype(np.int64))
-        cols[1].append(np.full(len(q_idx), v_idx, dtype=np.int64))
-        cols[2].append(hits.offsets[hit_idx].astype(np.int64))
-        cols[3].append(v.offsets[q_idx].astype(np.int64))
-        cols[4].append(v.query_frames[q_idx].astype(np.int64))
-        cols[5].append(anchor_bins(v.hashes[q_idx]).astype(np.int64))
-        cols[6].append(v.hashes[q_idx].astype(np.int64))
-    songs, variant, db_frame, q_frame, q_recorded, anchor, hashes = (
-        np.concatenate(c) for c in cols
-    )
+        lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
+        hi = np.searchsorted(sorted_hashes, v.hashes, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        q_parts.append(np.repeat(np.arange(len(v.hashes)), counts))
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        h_parts.append(order[starts + np.arange(total)])
+        v_parts.append(np.full(total, v_idx, dtype=np.int64))
+    return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
+
+
+def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row of `columns`, in row-sorted order.
+
+    Columns whose value ranges fit in 63 bits together are packed into one int64 key: one
+    sort of a flat array instead of np.unique(axis=0)'s row sort, which costs ten times more.
+    """
+    widths = [_bits(int(c.max())) for c in columns]
+    if sum(widths) <= 63:
+        key = np.zeros(len(columns[0]), dtype=np.int64)
+        for column, width in zip(columns, widths, strict=True):
+            key = key << width | column
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+    else:
+        order = np.lexsort(columns[::-1])
+        stacked = np.stack([c[order] for c in columns])
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)
+    return order[first]
+
+
+def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
+    """Query/stored hash pairs, reduced to independent evidence.
+
+    Votes that are not independent evidence count once per (song, variant, offset):
+    - pairs sharing an anchor peak (a chord that happens to match matches through several of
+      its targets at once);
+    - repeats of one hash value (a sustained tone yields the same hash frame after frame, and
+      two drones line up at many offsets by chance).
+    Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
+    with axis=0) costs an order of magnitude more, and this is the matcher's hot loop.
+    """
+    empty = np.empty(0, dtype=np.int64)
+    if len(hits) == 0 or not any(len(v.hashes) for v in variants):
+        return _Votes(empty, empty, empty, empty, empty)
+    v_idx, q_idx, hit_idx = _pairs(variants, hits)
+    if len(hit_idx) == 0:
+        return _Votes(empty, empty, empty, empty, empty)
+    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
+    recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
+    hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
+    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
+    q_flat = base[v_idx] + q_idx
+    q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
+    anchor = anchor_bins(q_hash).astype(np.int64)
+
+    song_list, song_of_hit = np.unique(hits.song_ids, return_inverse=True)
+    group = song_of_hit[hit_idx].astype(np.int64) * len(variants) + v_idx
+    db_frame = hits.offsets[hit_idx].astype(np.int64)
     delta = db_frame - q_frame
-    # Votes that are not independent evidence count once per (song, variant, offset):
-    # - pairs sharing an anchor peak (a chord that happens to match matches through several
-    #   of its targets at once);
-    # - repeats of one hash value (a sustained tone yields the same hash frame after frame,
-    #   and two drones line up at many offsets by chance).
-    table = np.stack([songs, variant, delta, q_frame, anchor, db_frame, q_recorded, hashes], 1)
-    _, keep = np.unique(table[:, [0, 1, 2, 3, 4]], axis=0, return_index=True)
-    table = table[keep]
-    _, keep = np.unique(table[:, [0, 1, 2, 7]], axis=0, return_index=True)
-    rows = table[keep]
-    return _Votes(rows[:, 0], rows[:, 1], rows[:, 5], rows[:, 3], rows[:, 6])
+    shifted = delta - delta.min()
+    # Every column non-negative and as narrow as this query allows, so the keys pack.
+    q_rel = q_frame - q_frame.min()
+    keep = _first_of_runs(group, shifted, q_rel, anchor)
+    keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
+    return _Votes(
+        song_list[song_of_hit[hit_idx[keep]]].astype(np.int64),
+        v_idx[keep],
+        db_frame[keep],
+        q_frame[keep],
+        q_recorded[keep],
+    )
 
 
 def refine_time_scale(
@@ -315,7 +359,7 @@ def find_matches(
     # Best variant per song.
     song_of = group_ids // n_var
     order = np.lexsort((-best_score, song_of))
-    first = np.searchsorted(song_of[order], np.unique(song_of), side="left")
+    first = np.searchsorted(song_of[order], unique_values(song_of), side="left")
     best = order[first]
     songs = song_of[best]
     variant = group_ids[best] % n_var

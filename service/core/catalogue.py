@@ -14,6 +14,7 @@ from pathlib import PurePath
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
@@ -137,7 +138,7 @@ async def _match(
     match_params: MatchParams,
     params: FingerprintParams,
 ) -> list[Match]:
-    hashes = np.unique(np.concatenate([v.hashes for v in variants]))
+    hashes = unique_values(np.concatenate([v.hashes for v in variants]))
     hits = await store.lookup(hashes)
     return await asyncio.to_thread(find_matches, variants, hits, params, match_params)
 
@@ -160,7 +161,7 @@ async def identify_file(
     if timeline is None:
         timeline = audio.duration_s > TIMELINE_AUTO_MIN_S
     # The whole-file answer and the timeline's windows read the same hits: look them up once.
-    hits = await store.lookup(np.unique(audio.fingerprints.hashes)) if timeline else None
+    hits = await store.lookup(unique_values(audio.fingerprints.hashes)) if timeline else None
     matches = await identify_analysed(store, audio, match_params, params, hits)
     entries = (
         await build_timeline(store, audio, match_params, params, hits) if hits is not None else None

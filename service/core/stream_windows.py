@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
@@ -147,7 +148,7 @@ async def match_windows(
 
     peaks, own = await asyncio.to_thread(prepare)
     hashes = [v.hashes for v in own if len(v.hashes)]
-    hits = await store.lookup(np.unique(np.concatenate(hashes))) if hashes else None
+    hits = await store.lookup(unique_values(np.concatenate(hashes))) if hashes else None
 
     def first_pass() -> list[list[Match]]:
         if hits is None:
@@ -166,7 +167,7 @@ async def match_windows(
             lambda: [speed_variants(peaks[i], grid, qparams) for i in retry]
         )
         speed_hits = await store.lookup(
-            np.unique(np.concatenate([v.hashes for vs in variants for v in vs]))
+            unique_values(np.concatenate([v.hashes for vs in variants for v in vs]))
         )
 
         def second_pass() -> None:

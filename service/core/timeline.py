@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
@@ -150,7 +151,7 @@ async def timeline(
     whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
     if hits is None:
-        hits = await store.lookup(np.unique(whole.hashes))
+        hits = await store.lookup(unique_values(whole.hashes))
 
     def match_windows() -> tuple[list[WindowMatch], list[tuple[int, int]]]:
         found, missing = [], []
@@ -172,7 +173,7 @@ async def timeline(
                 for lo, hi in missing
             ]
         )
-        all_hashes = np.unique(np.concatenate([v.hashes for vs in per_window for v in vs]))
+        all_hashes = unique_values(np.concatenate([v.hashes for vs in per_window for v in vs]))
         speed_hits = await store.lookup(all_hashes)
 
         def match_missing() -> list[WindowMatch]:
