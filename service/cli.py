@@ -1,4 +1,4 @@
-"""One entry point: `song-detection serve | worker | migrate | index | identify | songs`.
+"""One entry point: `song-detection serve | worker | migrate | index | compact | identify | songs`.
 
 Every command reads the same settings (DATABASE_URL, ...) as the service, so a catalogue built
 from the command line is the one the API answers from, and vice versa.
@@ -136,6 +136,19 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
     return 1 if failures else 0
 
 
+async def cmd_compact(settings: Settings, purge: bool) -> int:
+    store = await _open_store(settings)
+    try:
+        result = await store.compact(purge=purge)
+    finally:
+        await store.close()
+    print(
+        f"compacted {result.fingerprints} fingerprint(s) into {result.hashes} hash(es); "
+        f"purged {result.purged_songs} deleted song(s)"
+    )
+    return 0
+
+
 async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) -> int:
     store = await _open_store(settings)
     pool = CpuPool(1, use_processes=False)
@@ -237,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--workers", type=int, default=0, help="processes (default: one per CPU core)"
     )
+    compact = sub.add_parser(
+        "compact", help="fold recently indexed fingerprints into the compact index (PostgreSQL)"
+    )
+    compact.add_argument(
+        "--purge", action="store_true", help="also reclaim the space of deleted songs"
+    )
     identify = sub.add_parser("identify", help="identify audio clips")
     identify.add_argument("files", nargs="+")
     identify.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -271,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "index":
                 workers = args.workers or settings.effective_cpu_workers
                 return asyncio.run(cmd_index(settings, args.paths, workers))
+            case "compact":
+                return asyncio.run(cmd_compact(settings, args.purge))
             case "identify":
                 return asyncio.run(cmd_identify(settings, args.files, args.json))
             case "songs":

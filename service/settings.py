@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(2, ge=0, description="Connections kept open in the asyncpg pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Upper bound of the asyncpg pool.")
     db_command_timeout_s: float = Field(60.0, gt=0, description="Per-statement timeout.")
+    compact_delta_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "PostgreSQL: fingerprints added to the delta (about 1.5 h of audio per million)"
+            " after which a background compaction folds them into the postings; 0: only"
+            " `song-detection compact` and bulk `index` compact."
+        ),
+    )
     migrate_on_start: bool = Field(
         True, description="Apply pending migrations (under an advisory lock) when the app starts."
     )

@@ -38,15 +38,25 @@ def create_store(settings: Settings, params_version: str) -> Store:
         pool_min_size=settings.db_pool_min_size,
         pool_max_size=settings.db_pool_max_size,
         command_timeout_s=settings.db_command_timeout_s,
+        compact_delta_rows=settings.compact_delta_rows,
     )
+
+
+#: Largest frame either store accepts: PostgreSQL postings hold 24 bits (149 hours of audio),
+#: and SQLite refuses the same, so that both backends behave alike.
+MAX_STORED_FRAME = (1 << 24) - 1
 
 
 def unique_fingerprints(fingerprints: Fingerprints) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, frames) as int32 without repeated pairs, sorted by hash then frame.
 
     Both stores keep each (hash, song, frame) once so that fingerprint_count and lookups agree
-    across backends; hash order also makes the index inserts nearly sequential.
+    across backends; hash order also makes the index inserts nearly sequential. Raises
+    ValueError for a frame outside 0..MAX_STORED_FRAME.
     """
+    offsets = fingerprints.offsets
+    if len(offsets) and (offsets.min() < 0 or offsets.max() > MAX_STORED_FRAME):
+        raise ValueError(f"fingerprint frames must lie in 0..{MAX_STORED_FRAME}")
     key = (fingerprints.hashes.astype(np.int64) << 32) | (
         fingerprints.offsets.astype(np.int64) & 0xFFFFFFFF
     )
@@ -68,4 +78,4 @@ def editable_changes(fields: dict[str, str | None]) -> list[str]:
     return [name for name in EDITABLE_FIELDS if name in fields]
 
 
-__all__ = ["Store", "create_store", "editable_changes", "unique_fingerprints"]
+__all__ = ["MAX_STORED_FRAME", "Store", "create_store", "editable_changes", "unique_fingerprints"]

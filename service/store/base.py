@@ -73,6 +73,19 @@ class StoreStats:
 
 
 @dataclass(frozen=True)
+class CompactionResult:
+    """What one compaction did (PostgreSQL; SQLite has nothing to compact)."""
+
+    #: Fingerprints moved from the delta into the postings, and the hashes they went to.
+    fingerprints: int = 0
+    hashes: int = 0
+    #: Deleted songs whose postings were purged.
+    purged_songs: int = 0
+    #: True when another process held the compaction lock and nothing was done.
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
 class ProcessedObject:
     """A row of the worker's idempotency ledger: one uploaded object version, processed.
 
@@ -254,11 +267,17 @@ class Store(Protocol):
     async def stats(self) -> StoreStats: ...
 
     async def optimize(self) -> None:
-        """Refresh planner statistics (and PostgreSQL's visibility map) after a bulk load.
+        """Compact (with purge) and refresh planner statistics after a bulk load.
 
-        Without them a freshly loaded catalogue looks empty to the planner, which then scans
-        the whole fingerprint table for every lookup instead of using the index.
+        Without statistics a freshly loaded catalogue looks empty to the planner, which then
+        scans whole tables for every lookup instead of using the index.
         """
+
+    async def compact(self, purge: bool = False, wait: bool = True) -> CompactionResult:
+        """Fold recently added fingerprints into the compact index; `purge` also reclaims
+        the space of deleted songs. Lookups give the same answers before and after, and
+        adds, deletes and lookups may run meanwhile. `wait=False` returns at once (skipped)
+        when another process is compacting."""
 
     # --- the SQS worker's idempotency ledger ------------------------------------------------
 

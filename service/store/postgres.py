@@ -1,12 +1,16 @@
 """The production catalogue: PostgreSQL through one asyncpg pool, plain SQL.
 
-Both hot paths move fingerprints as binary COPY built and parsed with numpy: a song's tens of
-thousands of rows go in as one buffer, and a lookup's hits come back as one buffer that
-becomes arrays without a Python object per row.
+Fingerprints live in two tables (migrations/postgres/0004_postings.sql): `fp_postings`, one row
+per hash with its postings packed (service/store/postings.py), and `fingerprints`, a row per
+fingerprint, the delta that new songs are COPYed into. `compact()` moves the delta into the
+postings in one transaction, by itself once the delta passes `compact_delta_rows`. A lookup
+reads both tables in one statement that returns a few byte strings, which numpy turns into
+arrays without a Python object per row or posting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,15 +22,26 @@ import numpy as np
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
-from service.store.base import NewSong, ProcessedObject, Song, SongPage, StoreStats
+from service.store.base import (
+    CompactionResult,
+    NewSong,
+    ProcessedObject,
+    Song,
+    SongPage,
+    StoreStats,
+)
 from service.store.migrations import list_migrations
 from service.store.postgres_streams import PostgresStreamsMixin
+from service.store.postings import POSTING_BYTES, POSTING_MAX, SongFrames, decode_lookup
 
 log = logging.getLogger(__name__)
 
 #: pg_advisory_lock key held while migrating, so replicas starting together take turns.
 #: Arbitrary but fixed: the bytes of "songdet" as an int64.
 MIGRATION_LOCK_KEY = 0x736F6E67646574
+#: pg_advisory_xact_lock key held by every transaction that rewrites fp_postings (compaction
+#: and purge), so that replicas never compact at the same time.
+COMPACTION_LOCK_KEY = MIGRATION_LOCK_KEY + 1
 
 _SONG_COLUMNS = (
     "id, title, artist, album, isrc, external_id, duration_s, n_frames, content_sha256, "
@@ -68,7 +83,6 @@ def _copy_row(*columns: str) -> np.dtype:
 
 
 _INSERT_ROW = _copy_row("hash", "song_id", "frame")
-_HIT_ROW = _copy_row("hash", "song_id", "frame", "n_frames")
 
 
 def encode_fingerprint_copy(song_id: int, hashes: np.ndarray, frames: np.ndarray) -> bytes:
@@ -82,29 +96,63 @@ def encode_fingerprint_copy(song_id: int, hashes: np.ndarray, frames: np.ndarray
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
-def decode_hit_copy(payload: bytes) -> Hits:
-    """Hits from the binary COPY output of the four-int4-column lookup query."""
-    if not payload.startswith(_COPY_SIGNATURE):
-        raise ValueError("not a PostgreSQL binary COPY stream")
-    extension_len = int.from_bytes(payload[15:19], "big")
-    body = memoryview(payload)[19 + extension_len : len(payload) - len(_COPY_TRAILER)]
-    if len(body) % _HIT_ROW.itemsize or payload[-2:] != _COPY_TRAILER:
-        raise ValueError("truncated binary COPY stream")
-    rows = np.frombuffer(body, dtype=_HIT_ROW)
-    if len(rows) and not (
-        (rows["fields"] == 4).all()
-        and (rows["hash_len"] == 4).all()
-        and (rows["song_id_len"] == 4).all()
-        and (rows["frame_len"] == 4).all()
-        and (rows["n_frames_len"] == 4).all()
-    ):
-        raise ValueError("unexpected row layout in binary COPY stream")
-    return Hits(
-        hashes=rows["hash"].astype(np.int64),
-        song_ids=rows["song_id"].astype(np.int64),
-        offsets=rows["frame"].astype(np.int64),
-        song_frames=rows["n_frames"].astype(np.int64),
-    )
+#: A posting packed in SQL exactly as service/store/postings.py packs it (low 3 bytes, BE).
+_PACK_SQL = "substring(int4send({song}) from 2) || substring(int4send({frame}) from 2)"
+
+#: One statement, one snapshot: the postings rows of the wanted hashes (headers and bodies in
+#: hash order), the delta rows, and the songs deleted since the last purge. The snapshot makes
+#: a concurrent compaction invisible: a fingerprint is either still in the delta or already in
+#: its postings, never both or neither.
+_LOOKUP_SQL = """
+WITH p AS MATERIALIZED (
+    SELECT hash, postings FROM fp_postings WHERE hash = ANY($1::int4[])
+)
+SELECT
+    (SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea
+                                ORDER BY hash), ''::bytea) FROM p) AS heads,
+    (SELECT coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) FROM p) AS body,
+    (SELECT coalesce(string_agg(int4send(hash) || int4send(song_id) || int4send(frame),
+                                ''::bytea), ''::bytea)
+       FROM fingerprints WHERE hash = ANY($1::int4[])) AS delta,
+    (SELECT coalesce(string_agg(int4send(song_id), ''::bytea), ''::bytea)
+       FROM fp_tombstones) AS tombstones
+"""
+
+#: Move every committed delta row into the postings, in one transaction. Rows COPYed by a
+#: concurrent add_song after this statement's snapshot stay in the delta for the next run; a
+#: row a concurrent delete_song removes first is skipped (and its song gets a tombstone).
+_COMPACT_SQL = f"""
+WITH moved AS (
+    DELETE FROM fingerprints RETURNING hash, song_id, frame
+), merged AS (
+    INSERT INTO fp_postings AS p (hash, postings)
+    SELECT hash, string_agg({_PACK_SQL.format(song="song_id", frame="frame")}, ''::bytea
+                            ORDER BY song_id, frame)
+    FROM moved GROUP BY hash
+    ON CONFLICT (hash) DO UPDATE SET postings = p.postings || excluded.postings
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS fingerprints, (SELECT count(*) FROM merged) AS hashes
+"""
+
+#: Drop the postings of tombstoned songs ($1: their ids as 3-byte big-endian strings) from the
+#: rows of one hash range. `position` finds candidate rows at memmem speed (a match at an
+#: unaligned offset only costs a needless rewrite); the SET expression reads the row it
+#: updates, so a posting appended concurrently is filtered too, never overwritten.
+_PURGE_SQL = f"""
+UPDATE fp_postings p SET postings = (
+    SELECT coalesce(string_agg(substring(p.postings from i for {POSTING_BYTES}), ''::bytea
+                               ORDER BY i), ''::bytea)
+    FROM generate_series(1, length(p.postings), {POSTING_BYTES}) AS i
+    WHERE NOT substring(p.postings from i for 3) = ANY($1::bytea[])
+)
+WHERE p.hash >= $2 AND p.hash <= $3
+  AND EXISTS (SELECT 1 FROM unnest($1::bytea[]) AS t(song)
+              WHERE position(t.song in p.postings) > 0)
+"""
+
+#: Postings rows rewritten per purge transaction.
+_PURGE_BATCH_ROWS = 100_000
 
 
 def _song(row: asyncpg.Record) -> Song:
@@ -131,6 +179,7 @@ class PostgresStore(PostgresStreamsMixin):
         pool_max_size: int = 10,
         command_timeout_s: float = 60.0,
         migrations_dir: Path | None = None,
+        compact_delta_rows: int = 1_000_000,
     ) -> None:
         self._dsn = dsn
         self._params_version = params_version
@@ -141,6 +190,12 @@ class PostgresStore(PostgresStreamsMixin):
         self._migrations_dir = migrations_dir
         self._pool: asyncpg.Pool | None = None
         self._version_checked = False
+        #: Delta rows above which add_song starts a background compaction (0: never).
+        self._compact_delta_rows = compact_delta_rows
+        #: Delta rows this process believes are waiting (its own adds since its last compaction).
+        self._delta_rows = 0
+        self._background: asyncio.Task[CompactionResult] | None = None
+        self._song_frames = SongFrames()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -169,6 +224,11 @@ class PostgresStore(PostgresStreamsMixin):
             raise
 
     async def close(self) -> None:
+        task, self._background = self._background, None
+        if task is not None and not task.done():
+            # Cancelling rolls the compaction back; the delta stays for the next one.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -300,6 +360,8 @@ class PostgresStore(PostgresStreamsMixin):
                 if existing is None:  # the other song was deleted in between
                     raise StoreUnavailable("song changed concurrently; retry")
                 return _song(existing), False
+            if row["id"] > POSTING_MAX:
+                raise StoreUnavailable(f"song ids beyond {POSTING_MAX} cannot be stored")
             if len(hashes):
                 await conn.copy_to_table(
                     "fingerprints",
@@ -308,6 +370,9 @@ class PostgresStore(PostgresStreamsMixin):
                     columns=["hash", "song_id", "frame"],
                     format="binary",
                 )
+        self._song_frames.add(np.array([row["id"]]), np.array([song.n_frames]))
+        self._delta_rows += len(hashes)
+        self._maybe_compact_in_background()
         return _song(row), True
 
     async def find_by_content(self, content_sha256: str) -> Song | None:
@@ -321,25 +386,24 @@ class PostgresStore(PostgresStreamsMixin):
         wanted = np.unique(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
-        # copy_from_query with arguments costs two extra round trips (asyncpg prepares the
-        # query and has the server quote the values), so the array goes inline; it is built
-        # from int32 values, so it can hold nothing but digits, signs and commas.
-        literal = "{" + ",".join(map(str, wanted.tolist())) + "}"
-        query = (
-            "SELECT f.hash, f.song_id, f.frame, s.n_frames"
-            " FROM fingerprints f JOIN songs s ON s.id = f.song_id"
-            f" WHERE f.hash = ANY('{literal}'::int4[])"
-        )
-        chunks: list[bytes] = []
-
-        async def collect(chunk: bytes) -> None:
-            # A coroutine sink: given a file object, asyncpg would write each chunk from a
-            # worker thread.
-            chunks.append(chunk)
-
         async with self._connection() as conn:
-            await conn.copy_from_query(query, output=collect, format="binary")
-        return decode_hit_copy(b"".join(chunks))
+            # A prepared statement (asyncpg caches it per connection): one round trip.
+            row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist())
+            found, song_ids, frames = decode_lookup(
+                row["heads"], row["body"], row["delta"], row["tombstones"]
+            )
+            missing = self._song_frames.missing(song_ids)
+            if len(missing):
+                # Only for songs this process has not met yet (new in another process, or
+                # before its first lookups); a song deleted meanwhile stays unknown, and drops.
+                known = await conn.fetch(
+                    "SELECT id, n_frames FROM songs WHERE id = ANY($1::int4[])", missing.tolist()
+                )
+                self._song_frames.add(
+                    np.array([r["id"] for r in known], dtype=np.int64),
+                    np.array([r["n_frames"] for r in known], dtype=np.int64),
+                )
+        return self._song_frames.hits(found, song_ids, frames)
 
     async def get_song(self, song_id: int) -> Song | None:
         async with self._connection() as conn:
@@ -393,17 +457,120 @@ class PostgresStore(PostgresStreamsMixin):
 
     async def delete_song(self, song_id: int) -> bool:
         async with self._connection() as conn, conn.transaction():
-            deleted = await conn.fetchval("DELETE FROM songs WHERE id = $1 RETURNING id", song_id)
-            if deleted is None:
+            count = await conn.fetchval(
+                "DELETE FROM songs WHERE id = $1 RETURNING fingerprint_count", song_id
+            )
+            if count is None:
                 return False
-            await conn.execute("DELETE FROM fingerprints WHERE song_id = $1", song_id)
+            status = await conn.execute("DELETE FROM fingerprints WHERE song_id = $1", song_id)
+            if int(status.split()[-1]) < count:
+                # Some of its fingerprints were compacted into postings (maybe by a compaction
+                # committing just now): lookups must drop them until a purge removes them.
+                await conn.execute(
+                    "INSERT INTO fp_tombstones (song_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                    song_id,
+                )
         return True
 
     async def optimize(self) -> None:
+        await self.compact(purge=True)
         async with self._connection() as conn:
             # VACUUM cannot run in a transaction block; asyncpg runs a lone statement outside.
-            await conn.execute("VACUUM (ANALYZE) fingerprints")
+            # It also reclaims the delta rows compaction just moved.
+            await conn.execute("VACUUM (ANALYZE) fingerprints, fp_postings, fp_tombstones")
             await conn.execute("ANALYZE songs")
+
+    # --- compaction -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _maintenance_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own, without statement timeout: compacting a large delta or
+        purging a large catalogue takes what it takes, and must not hold a pool slot."""
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._command_timeout_s)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable while compacting: {exc}") from exc
+        finally:
+            await conn.close()
+
+    async def compact(self, purge: bool = False, wait: bool = True) -> CompactionResult:
+        """Move the delta into the postings; with `purge`, also drop the postings of deleted
+        songs and their tombstones. `wait=False` gives up at once when another process is
+        compacting (the background trigger uses it)."""
+        async with self._maintenance_connection() as conn:
+            async with conn.transaction():
+                if wait:
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPACTION_LOCK_KEY)
+                elif not await conn.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1)", COMPACTION_LOCK_KEY
+                ):
+                    return CompactionResult(skipped=True)
+                self._delta_rows = 0
+                moved = await conn.fetchrow(_COMPACT_SQL)
+            purged = await self._purge(conn) if purge else 0
+        log.info(
+            "compacted %d fingerprints into %d hashes; purged %d deleted songs",
+            moved["fingerprints"],
+            moved["hashes"],
+            purged,
+        )
+        return CompactionResult(
+            fingerprints=moved["fingerprints"], hashes=moved["hashes"], purged_songs=purged
+        )
+
+    async def _purge(self, conn: asyncpg.Connection) -> int:
+        """Remove tombstoned songs from every postings row, a batch of rows per transaction,
+        then their tombstones; returns how many songs were purged."""
+        dead = [r["song_id"] for r in await conn.fetch("SELECT song_id FROM fp_tombstones")]
+        if not dead:
+            return 0
+        patterns = [song_id.to_bytes(3, "big") for song_id in dead]
+        low = -(2**31)
+        while True:
+            # Batch bounds from the primary key alone (an index-only walk).
+            high = await conn.fetchval(
+                "SELECT hash FROM fp_postings WHERE hash >= $1 ORDER BY hash OFFSET $2 LIMIT 1",
+                low,
+                _PURGE_BATCH_ROWS,
+            )
+            last = 2**31 - 1 if high is None else high - 1
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPACTION_LOCK_KEY)
+                await conn.execute(_PURGE_SQL, patterns, low, last)
+                await conn.execute(
+                    "DELETE FROM fp_postings WHERE hash >= $1 AND hash <= $2"
+                    " AND length(postings) = 0",
+                    low,
+                    last,
+                )
+            if high is None:
+                break
+            low = high
+        await conn.execute("DELETE FROM fp_tombstones WHERE song_id = ANY($1::int4[])", dead)
+        return len(dead)
+
+    def _maybe_compact_in_background(self) -> None:
+        """Start one background compaction once this process has added enough to the delta.
+
+        Lookups read the delta through a b-tree that grows with it, and the delta costs about
+        six times the bytes of postings, so it is kept small without the caller waiting.
+        """
+        if not self._compact_delta_rows or self._delta_rows < self._compact_delta_rows:
+            return
+        if self._background is not None and not self._background.done():
+            return
+        self._background = asyncio.get_running_loop().create_task(self._compact_logged())
+
+    async def _compact_logged(self) -> CompactionResult:
+        try:
+            return await self.compact(wait=False)
+        except Exception:
+            log.exception("background compaction failed; the delta stays for the next one")
+            return CompactionResult(skipped=True)
 
     async def stats(self) -> StoreStats:
         async with self._connection() as conn:

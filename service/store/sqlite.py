@@ -27,7 +27,14 @@ import numpy as np
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
-from service.store.base import NewSong, ProcessedObject, Song, SongPage, StoreStats
+from service.store.base import (
+    CompactionResult,
+    NewSong,
+    ProcessedObject,
+    Song,
+    SongPage,
+    StoreStats,
+)
 from service.store.migrations import list_migrations
 from service.store.sqlite_streams import SqliteStreamsMixin
 
@@ -440,6 +447,11 @@ class SqliteStore(SqliteStreamsMixin):
 
     async def optimize(self) -> None:
         await self._run(lambda conn: conn.execute("ANALYZE"))
+
+    async def compact(self, purge: bool = False, wait: bool = True) -> CompactionResult:
+        # Row per fingerprint, no delta: a laptop catalogue is small enough that SQLite's
+        # b-tree is both the write path and the index.
+        return CompactionResult()
 
     async def stats(self) -> StoreStats:
         return await self._run(self._stats)

@@ -64,6 +64,11 @@ def test_index_identify_and_list(store_url, library, tmp_path):
     assert first["matches"][0]["song_offset_s"] == pytest.approx(11.0, abs=0.5)
     assert second["matches"] == []
 
+    # `index` compacted when it was done, so there is nothing left to fold in.
+    compacted = _cli(store_url, "compact", "--purge")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "compacted 0 fingerprint(s) into 0 hash(es); purged 0" in compacted.stdout
+
 
 def test_index_reports_failures_and_exits_non_zero(store_url, tmp_path):
     bad = tmp_path / "bad.mp3"

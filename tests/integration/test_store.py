@@ -472,15 +472,279 @@ async def test_optimize_after_a_bulk_load_keeps_lookups_on_the_index(store_url: 
         conn = await asyncpg.connect(store_url)
         try:
             analyzed = await conn.fetchval(
-                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables"
-                " WHERE relname = 'fingerprints'"
+                "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"
+                " AND relname IN ('fingerprints', 'fp_postings')"
             )
             plan = await conn.fetchval(
-                "EXPLAIN (FORMAT JSON) SELECT song_id, frame FROM fingerprints"
+                "EXPLAIN (FORMAT JSON) SELECT postings FROM fp_postings"
                 " WHERE hash = ANY($1::int4[])",
                 list(range(0, 1 << 23, 1 << 17)),  # 64 hashes: a clip-sized probe
             )
+            delta = await conn.fetchval("SELECT count(*) FROM fingerprints")
         finally:
             await conn.close()
-        assert analyzed
-        assert "Seq Scan" not in str(plan)
+        assert analyzed == 2
+        assert "fp_postings_pkey" in str(plan)
+        assert delta == 0  # optimize() compacts
+
+
+# --- compaction (PostgreSQL postings + delta; a no-op that must change nothing on SQLite) ------
+
+
+def _is_pg(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+def _song_rows(hits) -> list[tuple[int, int, int, int]]:
+    return sorted(hit_rows(hits))
+
+
+async def _all_postings(url: str) -> set[tuple[int, int, int]]:
+    """Every (hash, song_id, frame) in fp_postings, decoded straight from the table."""
+    from service.store.postings import decode_postings
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT hash, postings FROM fp_postings")
+    finally:
+        await conn.close()
+    found: set[tuple[int, int, int]] = set()
+    for row in rows:
+        songs, frames = decode_postings(row["postings"])
+        found |= {(row["hash"], int(s), int(f)) for s, f in zip(songs, frames, strict=True)}
+    return found
+
+
+async def test_compaction_keeps_lookups_identical(store_url: str) -> None:
+    rng = np.random.default_rng(20)
+    # A narrow hash range: hashes shared within and across songs, so postings rows merge.
+    fps = [make_fingerprints(rng, 4000, -2000, 2000) for _ in range(4)]
+    probe = np.concatenate([rng.integers(-2500, 2500, 3000).astype(np.int32), fps[0].hashes])
+    async with opened(store_url) as store:
+        songs = [
+            (await store.add_song(make_song(fp, f"compact-{i}", n_frames=6000 + i)))[0]
+            for i, fp in enumerate(fps[:3])
+        ]
+        expected = set().union(
+            *(
+                stored_rows(s.id, 6000 + i, fp)
+                for i, (s, fp) in enumerate(zip(songs, fps, strict=False))
+            )
+        )
+        wanted = set(probe.tolist())
+        in_delta = _song_rows(await store.lookup(probe))
+        assert set(in_delta) == {r for r in expected if r[0] in wanted}
+        assert len(in_delta) == len(set(in_delta))
+
+        first = await store.compact()
+        assert not first.skipped
+        assert _song_rows(await store.lookup(probe)) == in_delta
+        if _is_pg(store_url):
+            assert first.fingerprints == sum(s.fingerprint_count for s in songs)
+            assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 0
+
+        # A song added after compaction sits in the delta next to the others' postings.
+        last, _ = await store.add_song(make_song(fps[3], "compact-3", n_frames=6003))
+        expected |= stored_rows(last.id, 6003, fps[3])
+        mixed = _song_rows(await store.lookup(probe))
+        assert set(mixed) == {r for r in expected if r[0] in wanted}
+        assert len(mixed) == len(set(mixed))
+
+        await store.compact()
+        assert _song_rows(await store.lookup(probe)) == mixed
+        assert (await store.compact()).fingerprints == 0  # nothing left to move
+        assert _song_rows(await store.lookup(probe)) == mixed
+        everything = await store.lookup(np.concatenate([fp.hashes for fp in fps]))
+        assert set(hit_rows(everything)) == expected
+        assert len(everything) == len(expected)
+    if _is_pg(store_url):
+        assert await _all_postings(store_url) == {r[:3] for r in expected}
+
+
+async def test_delete_before_and_after_compaction(store_url: str) -> None:
+    rng = np.random.default_rng(21)
+    fp_keep, fp_old, fp_new = (make_fingerprints(rng, 3000, -800, 800) for _ in range(3))
+    probe = np.arange(-800, 801, dtype=np.int32)
+    async with opened(store_url) as store:
+        keep, _ = await store.add_song(make_song(fp_keep, "k" * 64, "Keep"))
+        old, _ = await store.add_song(make_song(fp_old, "o" * 64, "Compacted, then deleted"))
+        await store.compact()
+        new, _ = await store.add_song(make_song(fp_new, "n" * 64, "Deleted from the delta"))
+
+        assert await store.delete_song(old.id)
+        assert await store.delete_song(new.id)
+        expected = stored_rows(keep.id, 6000, fp_keep)
+        assert set(hit_rows(await store.lookup(probe))) == expected
+        if _is_pg(store_url):
+            # Only the compacted song needs a tombstone; the delta song's rows are gone.
+            tombstones = await count_rows(store_url, "SELECT count(*) FROM fp_tombstones")
+            assert tombstones == 1
+
+        result = await store.compact(purge=True)
+        assert set(hit_rows(await store.lookup(probe))) == expected
+        assert len(await store.lookup(probe)) == len(expected)
+        if _is_pg(store_url):
+            assert result.purged_songs == 1
+            assert await count_rows(store_url, "SELECT count(*) FROM fp_tombstones") == 0
+            assert await _all_postings(store_url) == {r[:3] for r in expected}
+
+        # The deleted audio can come back, as a new song found again.
+        back, created = await store.add_song(make_song(fp_old, "o" * 64, "Back"))
+        assert created and back.id not in (old.id, new.id)
+        await store.compact(purge=True)
+        expected |= stored_rows(back.id, 6000, fp_old)
+        assert set(hit_rows(await store.lookup(probe))) == expected
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (2, len(expected))
+
+
+async def test_adds_deletes_and_lookups_during_compaction(store_url: str) -> None:
+    rng = np.random.default_rng(22)
+    fps = [make_fingerprints(rng, 40_000, 0, 200_000) for _ in range(10)]
+    probe = rng.integers(0, 200_000, 5000).astype(np.int32)
+    wanted = set(probe.tolist())
+    async with opened(store_url) as store:
+        first = [
+            (await store.add_song(make_song(fp, f"early-{i}")))[0] for i, fp in enumerate(fps[:6])
+        ]
+        doomed = first[0]
+
+        async def add_late(i: int):
+            return (await store.add_song(make_song(fps[i], f"late-{i}")))[0]
+
+        async def lookups() -> list[set[tuple[int, int, int, int]]]:
+            seen = []
+            for _ in range(5):
+                seen.append(set(hit_rows(await store.lookup(probe))))
+                await asyncio.sleep(0)
+            return seen
+
+        results = await asyncio.gather(
+            store.compact(),
+            add_late(6),
+            store.delete_song(doomed.id),
+            add_late(7),
+            lookups(),
+            store.compact(),
+            add_late(8),
+            add_late(9),
+        )
+        late = [results[1], results[3], results[6], results[7]]
+        survivors = [(s, fps[i + 1]) for i, s in enumerate(first[1:])] + [
+            (s, fps[6 + i]) for i, s in enumerate(late)
+        ]
+        expected = set().union(*(stored_rows(s.id, 6000, fp) for s, fp in survivors))
+        early_rows = set().union(*(stored_rows(s.id, 6000, fp) for s, fp in survivors[:5]))
+        # Every lookup during the compactions saw each surviving early song's rows exactly.
+        for seen in results[4]:
+            assert {r for r in early_rows if r[0] in wanted} <= seen
+            assert seen <= {r for r in expected if r[0] in wanted} | stored_rows(
+                doomed.id, 6000, fps[0]
+            )
+
+        for _ in range(2):
+            got = hit_rows(await store.lookup(probe))
+            assert set(got) == {r for r in expected if r[0] in wanted}
+            assert len(got) == len(set(got))
+            await store.compact(purge=True)
+        stats = await store.stats()
+        assert (stats.songs, stats.fingerprints) == (9, len(expected))
+    if _is_pg(store_url):
+        assert await _all_postings(store_url) == {r[:3] for r in expected}
+        assert await count_rows(store_url, "SELECT count(*) FROM fingerprints") == 0
+
+
+async def test_background_compaction_once_the_delta_grows(pg_url: str) -> None:
+    rng = np.random.default_rng(23)
+    fps = [make_fingerprints(rng, 3000, 0, 50_000) for _ in range(4)]
+    async with opened(pg_url, compact_delta_rows=5000) as store:
+        songs = [(await store.add_song(make_song(fp, f"bg-{i}")))[0] for i, fp in enumerate(fps)]
+        expected = set().union(
+            *(stored_rows(s.id, 6000, fp) for s, fp in zip(songs, fps, strict=True))
+        )
+        for _ in range(200):  # the compaction runs in the background: give it 10 s
+            if await count_rows(pg_url, "SELECT count(*) FROM fp_postings") > 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await count_rows(pg_url, "SELECT count(*) FROM fp_postings") > 0
+        assert set(hit_rows(await store.lookup(np.arange(50_001, dtype=np.int32)))) == expected
+    # Compacted in the background, never during add_song: the threshold was crossed twice
+    # (after songs 2 and 4), and whatever the last one left is still found.
+    assert await _all_postings(pg_url) | {(h, s, f) for h, s, f in await _delta_rows(pg_url)} == {
+        r[:3] for r in expected
+    }
+
+
+async def _delta_rows(url: str) -> set[tuple[int, int, int]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT hash, song_id, frame FROM fingerprints")
+    finally:
+        await conn.close()
+    return {(r["hash"], r["song_id"], r["frame"]) for r in rows}
+
+
+async def test_migration_converts_a_populated_database(pg_empty_url: str, tmp_path: Path) -> None:
+    """A catalogue built before the postings layout (0001 + 0002) keeps every song, found
+    exactly as before, once 0004 has moved its rows into postings."""
+    from service.store.postgres import PostgresStore, encode_fingerprint_copy
+
+    old_dir = tmp_path / "migrations" / "postgres"
+    old_dir.mkdir(parents=True)
+    for migration in list_migrations("postgres"):
+        if migration.version[:4] in ("0001", "0002"):
+            (old_dir / migration.path.name).write_text(migration.sql())
+    assert await PostgresStore(pg_empty_url, VERSION, migrations_dir=old_dir.parent).migrate() == [
+        "0001_init",
+        "0002_worker",
+    ]
+
+    rng = np.random.default_rng(24)
+    fps = [make_fingerprints(rng, 5000, -3000, 3000) for _ in range(3)]
+    conn = await asyncpg.connect(pg_empty_url)
+    try:
+        ids = []
+        for i, fp in enumerate(fps):
+            song_id = await conn.fetchval(
+                "INSERT INTO songs (title, duration_s, n_frames, content_sha256,"
+                " fingerprint_count) VALUES ($1, 192.0, $2, $3, $4) RETURNING id",
+                f"Old {i}",
+                6000 + i,
+                f"old-{i}",
+                len(fp),
+            )
+            await conn.copy_to_table(
+                "fingerprints",
+                source=memoryview(encode_fingerprint_copy(song_id, fp.hashes, fp.offsets)),
+                columns=["hash", "song_id", "frame"],
+                format="binary",
+            )
+            ids.append(song_id)
+        # A row of no song (never returned by lookups) must not become a posting.
+        await conn.execute("INSERT INTO fingerprints VALUES (7, 999, 1)")
+        await conn.execute(
+            "INSERT INTO index_meta (key, value) VALUES ('fingerprint_version', $1)", VERSION
+        )
+    finally:
+        await conn.close()
+    expected = set().union(
+        *(
+            stored_rows(song_id, 6000 + i, fp)
+            for i, (song_id, fp) in enumerate(zip(ids, fps, strict=True))
+        )
+    )
+
+    async with opened(pg_empty_url) as store:  # applies every later migration
+        assert await store.ready()
+        probe = np.arange(-3000, 3001, dtype=np.int32)
+        got = hit_rows(await store.lookup(probe))
+        assert set(got) == expected and len(got) == len(expected)
+        assert await count_rows(pg_empty_url, "SELECT count(*) FROM fingerprints") == 0
+        assert await _all_postings(pg_empty_url) == {r[:3] for r in expected}
+
+        assert await store.delete_song(ids[1])
+        expected -= stored_rows(ids[1], 6001, fps[1])
+        assert set(hit_rows(await store.lookup(probe))) == expected
+        await store.compact(purge=True)
+        assert set(hit_rows(await store.lookup(probe))) == expected
+        assert (await store.stats()).songs == 2
