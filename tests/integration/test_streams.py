@@ -67,8 +67,8 @@ def stream_media(tmp_path_factory: pytest.TempPathFactory) -> StreamMedia:
 
 
 @asynccontextmanager
-async def stream_worker(settings: Settings) -> AsyncIterator[tuple[Store, dict[int, int]]]:
-    """The real worker on this loop, with songs A and B indexed; yields (store, seed->id)."""
+async def stream_worker(settings: Settings) -> AsyncIterator[Store]:
+    """The real worker (poller, handler, stream sweeper) on this loop; yields its store."""
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(1, use_processes=False)
@@ -76,7 +76,7 @@ async def stream_worker(settings: Settings) -> AsyncIterator[tuple[Store, dict[i
         async with running_worker(
             settings, store, pool, match_params_of(settings), retry_backoff_s=0.5
         ):
-            yield store, {}
+            yield store
     finally:
         pool.close()
         await store.close()
@@ -156,7 +156,7 @@ async def test_in_order_segments_make_the_log_and_its_events(
     settings = aws.settings(url, **STREAM_SETTINGS)
     aws.notify_queue_on_upload()
     t0 = stream_media.t0[rate]
-    async with stream_worker(settings) as (store, _):
+    async with stream_worker(settings) as store:
         ids = await index_songs(store, stream_media)
         for segment in stream_media.segments[rate]:
             aws.upload(key_of(segment), segment)
@@ -232,7 +232,7 @@ async def test_shuffled_and_duplicated_segments_give_the_same_log(
     aws.notify_queue_on_upload()
     segments = list(stream_media.segments[rate])
     random.Random(3).shuffle(segments)
-    async with stream_worker(settings) as (store, _):
+    async with stream_worker(settings) as store:
         ids = await index_songs(store, stream_media)
         etags = {s: aws.upload(key_of(s), s) for s in segments}  # two workers take them
         for s in segments[:3]:
@@ -264,7 +264,7 @@ async def test_a_missing_segment_does_not_split_a_play(
     aws.notify_queue_on_upload()
     segments = list(stream_media.segments[rate])
     del segments[1]  # 12 s in the middle of song A never arrive
-    async with stream_worker(settings) as (store, _):
+    async with stream_worker(settings) as store:
         ids = await index_songs(store, stream_media)
         for segment in segments:
             aws.upload(key_of(segment), segment)
@@ -287,7 +287,7 @@ async def test_bad_stream_keys_are_reported_not_retried(
     settings = aws.settings(sqlite_url, **STREAM_SETTINGS)
     aws.notify_queue_on_upload()
     segment = stream_media.segments[48000][0]
-    async with stream_worker(settings) as (store, _):
+    async with stream_worker(settings) as store:
         aws.upload("songs_to_check/streams/radio1/no-sequence.ts", segment)
         messages = await aws.sns_messages(1)
         await settled(aws)
