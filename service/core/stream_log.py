@@ -75,16 +75,23 @@ def build_plays(
             chains.append(best)
             open_by_song.setdefault(hit.song_id, []).append(best)
         best.hits.append((k, hit))
-    plays = [_play_of(c) for c in chains]
-    return sorted(
-        (
-            p
-            for p, c in zip(plays, chains, strict=True)
-            if len({k for k, _ in c.hits}) >= params.min_windows
-            and p.end_s - p.start_s >= params.min_play_s
-        ),
-        key=lambda p: (p.start_s, p.song_id),
-    )
+    plays = [_play_of(c) for c in chains if len({k for k, _ in c.hits}) >= params.min_windows]
+    plays = [p for p in plays if p.end_s - p.start_s >= params.min_play_s]
+    return sorted(_one_alignment_at_a_time(plays), key=lambda p: (p.start_s, p.song_id))
+
+
+def _one_alignment_at_a_time(plays: list[PlayFields]) -> list[PlayFields]:
+    """A song cannot air twice at once: of two plays of one song that mostly overlap (music
+    that repeats itself matches at two of its repeats), keep the better supported one."""
+    kept: list[PlayFields] = []
+    for play in sorted(plays, key=lambda p: (-p.score, p.start_s)):
+        length = play.end_s - play.start_s
+        if not any(
+            o.song_id == play.song_id and _overlap(o, play) > 0.5 * min(length, o.end_s - o.start_s)
+            for o in kept
+        ):
+            kept.append(play)
+    return kept
 
 
 def _play_of(chain: _Chain) -> PlayFields:

@@ -22,6 +22,7 @@ from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.matching import (
+    Hits,
     Match,
     MatchParams,
     find_matches,
@@ -104,6 +105,17 @@ def windows_touching(start_s: float, end_s: float) -> range:
     return range(first, last + 1)
 
 
+def _ordered(hits: Hits) -> Hits:
+    """Hits in a canonical order. The database returns rows in whatever order its plan
+    yields, and the matcher keeps the first of equal votes, so near-ties (a looped song
+    aligning at two repeats) could otherwise resolve differently from one lookup to the next
+    and the log would depend on which segments happened to be looked up together."""
+    order = np.lexsort((hits.offsets, hits.song_ids, hits.hashes))
+    return Hits(
+        hits.hashes[order], hits.song_ids[order], hits.offsets[order], hits.song_frames[order]
+    )
+
+
 def window_start_s(index: int) -> float:
     return index * WINDOW_HOP_S
 
@@ -148,7 +160,7 @@ async def match_windows(
 
     peaks, own = await asyncio.to_thread(prepare)
     hashes = [v.hashes for v in own if len(v.hashes)]
-    hits = await store.lookup(unique_values(np.concatenate(hashes))) if hashes else None
+    hits = _ordered(await store.lookup(unique_values(np.concatenate(hashes)))) if hashes else None
 
     def first_pass() -> list[list[Match]]:
         if hits is None:
@@ -166,8 +178,10 @@ async def match_windows(
         variants = await asyncio.to_thread(
             lambda: [speed_variants(peaks[i], grid, qparams) for i in retry]
         )
-        speed_hits = await store.lookup(
-            unique_values(np.concatenate([v.hashes for vs in variants for v in vs]))
+        speed_hits = _ordered(
+            await store.lookup(
+                unique_values(np.concatenate([v.hashes for vs in variants for v in vs]))
+            )
         )
 
         def second_pass() -> None:

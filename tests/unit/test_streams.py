@@ -215,3 +215,10 @@ def test_idle_streams_end_their_current_plays_once():
 def test_window_hits_round_trip_as_json():
     hits = [hit(1, 3.5, 7.25), hit(2, 4.0, 0.5)]
     assert hits_from_json(hits_to_json(hits)) == hits
+
+
+def test_a_song_matched_at_two_of_its_repeats_at_once_is_one_play():
+    main = song_windows(4, 0.0, 60.0, 0.0)
+    repeat = song_windows(4, 10.0, 30.0, 42.0)  # the same bars, 32 s later in the song
+    (play,) = build_plays(main + repeat, PARAMS)
+    assert (play.start_s, play.end_s, play.song_start_s) == (0.0, 60.0, 0.0)
