@@ -41,7 +41,7 @@ import asyncpg
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file
 from service.core.cpu import CpuPool
-from service.core.streams import StreamParams, process_stream_segment
+from service.core.streams import StreamParams, end_idle_plays, process_stream_segment
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Play, SongMeta, Store
@@ -243,6 +243,8 @@ async def run(args: argparse.Namespace) -> list[str]:
         details: list[str] = []
         for label, stream, order, workers in deliveries:
             ms = await deliver(store, pool, stream, files, order, workers, base, params)
+            # The program is over: as the worker's sweep does after STREAM_PLAY_END_TIMEOUT_S.
+            await end_idle_plays(store, 0.0)
             state = await store.get_stream(stream)
             assert state is not None
             page = await store.list_plays(state.id, from_s=None, to_s=None, limit=10000, offset=0)
@@ -271,7 +273,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             *lines,
             "",
             f"Logs identical across the three deliveries: **{'yes' if same else 'NO'}** "
-            f"({len(keys[0])} plays; song, start, end and status compared).",
+            f"({len(keys[0])} plays; song, start, end and status compared once the stream "
+            "went quiet and its last play was ended by the timeout).",
             *(["", *details] if details else []),
         ]
     finally:
