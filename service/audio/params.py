@@ -45,6 +45,10 @@ class FingerprintParams:
     #: depend on where the clip happens to start.
     density_frames: int = 16
     density_peaks: int = 20
+    #: The density limit applies within each of this many bands of equal width in log
+    #: frequency (density_peaks shared equally among them), so that loud low-frequency sound
+    #: (speech above all) cannot crowd out a band's own peaks. 1 = one limit for the whole band.
+    density_bands: int = 1
     #: Magnitude floor (dBFS of a full-scale sine); digital silence yields no peaks at all.
     floor_db: float = -90.0
 
@@ -80,8 +84,16 @@ class FingerprintParams:
     def version(self) -> str:
         """Short stable digest of the index-format fields; stored with the index."""
         fields = {k: v for k, v in asdict(self).items() if not k.startswith("query_")}
+        # Fields added after the first index was built enter the digest only when they differ
+        # from the value that reproduces the earlier behaviour, so existing indexes stay valid.
+        for name, neutral in _ADDED_LATER.items():
+            if fields[name] == neutral:
+                del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
         return "fp1-" + hashlib.sha256(blob).hexdigest()[:12]
 
+
+#: Index-format fields added later, with the value that means "as before the field existed".
+_ADDED_LATER = {"density_bands": 1}
 
 DEFAULT_PARAMS = FingerprintParams()

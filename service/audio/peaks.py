@@ -27,12 +27,18 @@ class Peaks:
 
 
 def _keep_strongest_nearby(
-    frames: np.ndarray, strength: np.ndarray, half_window: int, keep_count: int
+    frames: np.ndarray,
+    strength: np.ndarray,
+    half_window: int,
+    keep_count: int,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mask of peaks with fewer than `keep_count` stronger peaks within +-half_window frames.
+    """Mask of peaks with fewer than `keep_count` stronger peaks within +-half_window frames
+    (and in the same group, when `groups` is given).
 
-    `frames` must be sorted. Comparing each peak with its k-th neighbour on both sides, one
-    vectorised pass per k, stops as soon as no peak has a k-th neighbour inside the window.
+    `frames` must be sorted (by group first, when grouped). Comparing each peak with its k-th
+    neighbour on both sides, one vectorised pass per k, stops as soon as no peak has a k-th
+    neighbour inside the window.
     """
     n = len(frames)
     stronger = np.zeros(n, dtype=np.int32)
@@ -44,6 +50,8 @@ def _keep_strongest_nearby(
         i = np.arange(n - k)
         j = i + k
         near = frames[j] - frames[i] <= half_window
+        if groups is not None:
+            near &= groups[j] == groups[i]
         if not near.any():
             break
         i, j = i[near], j[near]
@@ -51,6 +59,24 @@ def _keep_strongest_nearby(
         np.add.at(stronger, i[j_wins], 1)
         np.add.at(stronger, j[~j_wins], 1)
     return stronger < keep_count
+
+
+def _density_mask(
+    frames: np.ndarray, bins: np.ndarray, strength: np.ndarray, params: FingerprintParams
+) -> np.ndarray:
+    """Which candidates survive the density limit; `frames` sorted."""
+    if params.density_bands <= 1:
+        return _keep_strongest_nearby(frames, strength, params.density_frames, params.density_peaks)
+    edges = np.geomspace(params.min_bin, params.max_bin + 1, params.density_bands + 1)[1:-1]
+    band = np.searchsorted(edges, bins, side="right")
+    order = np.lexsort((frames, band))  # stable within a band: frames stay sorted
+    per_band = -(-params.density_peaks // params.density_bands)
+    keep_sorted = _keep_strongest_nearby(
+        frames[order], strength[order], params.density_frames, per_band, band[order]
+    )
+    keep = np.empty_like(keep_sorted)
+    keep[order] = keep_sorted
+    return keep
 
 
 def _candidate_peaks(
@@ -101,7 +127,7 @@ def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
         f, b, p = f[usable], b[usable], p[usable]
         order = np.lexsort((b, f))
         f, b, p = f[order], b[order], p[order]
-        keep = _keep_strongest_nearby(f, p, params.density_frames, params.density_peaks)
+        keep = _density_mask(f, b, p, params)
         keep &= (f >= start) & (f < stop)
         out_f.append(f[keep])
         out_b.append(b[keep])
@@ -112,3 +138,14 @@ def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
     return Peaks(
         np.concatenate(out_f), np.concatenate(out_b), np.concatenate(out_p).astype(np.float32)
     )
+
+
+def thin_peaks(peaks: Peaks, params: FingerprintParams) -> Peaks:
+    """The subset of `peaks` (picked at a higher density) that `params`' density limit keeps.
+
+    Nearly, not exactly, what find_peaks would pick at that density: a stronger candidate the
+    denser pick had already dropped no longer counts against its neighbours. Queries use it to
+    look up their index-density landmarks first and the rest only when those do not suffice.
+    """
+    keep = _density_mask(peaks.frames, peaks.bins, peaks.prominence_db, params)
+    return Peaks(peaks.frames[keep], peaks.bins[keep], peaks.prominence_db[keep])

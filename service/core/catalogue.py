@@ -15,9 +15,12 @@ from pathlib import PurePath
 import numpy as np
 
 from service.arrays import unique_values
+from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
+from service.core.hit_cache import HitCache
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -111,36 +114,38 @@ async def identify_analysed(
     params: FingerprintParams = DEFAULT_PARAMS,
     hits: Hits | None = None,
 ) -> list[SongMatch]:
-    """Matches at the clip's own speed; failing that, across the grid of candidate speeds.
+    """Matches found in three tiers, each only when the one before is not conclusive.
 
-    Nearly every real query matches clearly at its own speed, so the wider (and dearer) speed
-    search runs only for the rest, in one more lookup; it includes the clip's own speed, so
-    its answer supersedes the first one. `hits` may carry the lookup of the clip's own hashes
-    when the caller already made it.
+    1. The clip's landmarks thinned to the index's density: the pairs a clean copy of the
+       song was indexed with, a third of the query's hashes, so a third of the lookup. Nearly
+       every real query ends here.
+    2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
+       neighbours are among the extra ones).
+    3. Those landmarks re-hashed under the grid of candidate speeds.
+    Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
+    own hashes when the caller already made it (tier 1 is then free and skipped).
     """
-    own = [variant_of(audio.fingerprints)]
+    cache = HitCache(store, (audio.fingerprints.hashes, hits) if hits is not None else None)
+
+    async def match(variants: list[QueryVariant]) -> list[Match]:
+        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]))
+        return await asyncio.to_thread(find_matches, variants, found, params, match_params)
+
+    matches: list[Match] = []
     if hits is None:
-        matches = await _match(store, own, match_params, params)
-    else:
-        matches = await asyncio.to_thread(find_matches, own, hits, params, match_params)
+        sparse = await asyncio.to_thread(
+            lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
+        )
+        matches = await match([variant_of(sparse)])
+    if needs_speed_search(matches, match_params):
+        matches = await match([variant_of(audio.fingerprints)])
     if needs_speed_search(matches, match_params):
         grid = match_params.speed_grid()
         variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params.for_queries())
-        matches = await _match(store, variants, match_params, params)
+        matches = await match(variants)
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
     return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]
-
-
-async def _match(
-    store: Store,
-    variants: list[QueryVariant],
-    match_params: MatchParams,
-    params: FingerprintParams,
-) -> list[Match]:
-    hashes = unique_values(np.concatenate([v.hashes for v in variants]))
-    hits = await store.lookup(hashes)
-    return await asyncio.to_thread(find_matches, variants, hits, params, match_params)
 
 
 async def identify_file(

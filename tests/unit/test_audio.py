@@ -208,3 +208,25 @@ def test_fingerprints_are_identical_across_processes(song, tmp_path):
         for seed in ("1", "2")
     }
     assert digests == {here}
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+def test_thinning_query_peaks_approximates_the_index_pick(bands: int) -> None:
+    """Queries look up their index-density landmarks first (service.core.catalogue); those
+    come from thinning the denser query peaks, which must stay close to what the index picks."""
+    params = replace(DEFAULT_PARAMS, density_bands=bands)
+    rng = np.random.default_rng(3)
+    samples = synth_song(11, 12.0, rate_hz=RATE)
+    resampled = (samples + 0.3 * samples.std() * rng.standard_normal(len(samples))).astype(
+        np.float32
+    )
+    dense = find_peaks(resampled, params.for_queries())
+    thinned = peaks_module.thin_peaks(dense, params)
+    direct = find_peaks(resampled, params)
+    as_set = lambda p: set(zip(p.frames.tolist(), p.bins.tolist(), strict=True))  # noqa: E731
+    assert as_set(thinned) <= as_set(dense)
+    assert len(thinned) < len(dense)
+    overlap = len(as_set(thinned) & as_set(direct)) / len(as_set(direct))
+    assert overlap >= 0.95
+    # Thinning at the density a set was picked with changes nothing.
+    assert as_set(peaks_module.thin_peaks(direct, params)) == as_set(direct)

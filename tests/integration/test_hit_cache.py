@@ -1,0 +1,63 @@
+"""Tiered lookups against a real catalogue: each hash is fetched once per query."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.core.hit_cache import HitCache
+from service.matching import Hits
+from service.store.base import Store
+from tests.integration.test_store import make_fingerprints, make_song, opened
+
+
+class CountingStore:
+    """A real store whose lookups are recorded (what was asked, in order)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.asked: list[np.ndarray] = []
+
+    async def lookup(self, hashes: np.ndarray) -> Hits:
+        self.asked.append(np.sort(hashes))
+        return await self.store.lookup(hashes)
+
+
+def _rows(hits: Hits) -> set[tuple[int, int, int]]:
+    return set(zip(hits.hashes.tolist(), hits.song_ids.tolist(), hits.offsets.tolist(), strict=True))
+
+
+def test_each_tier_fetches_only_new_hashes_and_sees_all_hits(store_url: str) -> None:
+    async def run() -> None:
+        rng = np.random.default_rng(7)
+        async with opened(store_url) as store:
+            fp = make_fingerprints(rng, 3000, 0, 400)
+            await store.add_song(make_song(fp, "a" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting)  # type: ignore[arg-type]
+            first = await cache.hits_for(np.array([5, 1, 5, 9], dtype=np.int32))
+            second = await cache.hits_for(np.array([9, 12, 1, 30], dtype=np.int32))
+            again = await cache.hits_for(np.array([12, 30], dtype=np.int32))
+            assert [a.tolist() for a in counting.asked] == [[1, 5, 9], [12, 30]]
+            assert _rows(first) == _rows(await store.lookup(np.array([1, 5, 9], np.int32)))
+            everything = _rows(await store.lookup(np.array([1, 5, 9, 12, 30], np.int32)))
+            assert _rows(second) == everything == _rows(again)
+            assert len(second) == len(everything)  # no hit fetched twice
+
+    asyncio.run(run())
+
+
+def test_seeded_cache_does_not_fetch_what_the_caller_already_has(sqlite_url: str) -> None:
+    async def run() -> None:
+        rng = np.random.default_rng(8)
+        async with opened(sqlite_url) as store:
+            await store.add_song(make_song(make_fingerprints(rng, 500, 0, 100), "b" * 64))
+            known = np.arange(0, 50, dtype=np.int32)
+            counting = CountingStore(store)
+            cache = HitCache(counting, (known, await store.lookup(known)))  # type: ignore[arg-type]
+            hits = await cache.hits_for(np.arange(40, 60, dtype=np.int32))
+            assert [a.tolist() for a in counting.asked] == [list(range(50, 60))]
+            assert _rows(hits) == _rows(await store.lookup(np.arange(0, 60, dtype=np.int32)))
+
+    asyncio.run(run())
