@@ -25,7 +25,9 @@ class CountingStore:
 
 
 def _rows(hits: Hits) -> set[tuple[int, int, int]]:
-    return set(zip(hits.hashes.tolist(), hits.song_ids.tolist(), hits.offsets.tolist(), strict=True))
+    return set(
+        zip(hits.hashes.tolist(), hits.song_ids.tolist(), hits.offsets.tolist(), strict=True)
+    )
 
 
 def test_each_tier_fetches_only_new_hashes_and_sees_all_hits(store_url: str) -> None:
