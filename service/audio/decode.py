@@ -1,8 +1,9 @@
 """Bytes -> mono samples at the fingerprint rate.
 
 PyAV (FFmpeg) demuxes and decodes any common container and codec (MP3, AAC in ADTS/MP4/MPEG-TS,
-Ogg Vorbis, Opus, FLAC, WAV, ...); soxr resamples. Decoding streams packet by packet through a
-streaming resampler, so a one-hour upload never holds more than the 8 kHz mono result.
+Ogg Vorbis, Opus, FLAC, WAV, ...); soxr resamples. Decoding streams about a second at a time
+(downmix.py) through a streaming resampler, so a one-hour upload never holds more than the 8 kHz
+mono result.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import av
 import numpy as np
 import soxr
 
+from service.audio.downmix import MonoBatch
 from service.errors import EmptyFile, NotAudio, UndecodableAudio
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
@@ -96,6 +98,12 @@ def _read_tags(container: av.container.InputContainer, stream: av.AudioStream) -
     return tags
 
 
+#: Samples are resampled, digested and stored about this many seconds at a time: per-frame
+#: calls cost more in Python overhead than the work itself. soxr's streaming output does not
+#: depend on how its input is split, so batching leaves samples and digest bit-identical.
+_BATCH_S = 1.0
+
+
 def decode_audio(source: Source, sample_rate_hz: int) -> DecodedAudio:
     """Decode the first audio stream of `source`, downmixed to mono and resampled.
 
@@ -115,14 +123,15 @@ def decode_audio(source: Source, sample_rate_hz: int) -> DecodedAudio:
         duration_s = float(container.duration / av.time_base) if container.duration else 0.0
         buffer = _GrowingBuffer(int(duration_s * sample_rate_hz * 1.02) + sample_rate_hz)
         digest = hashlib.sha256()
-        to_mono = av.AudioResampler(format="flt", layout="mono", rate=in_rate)
+        batch = MonoBatch(in_rate)
         resampler = soxr.ResampleStream(in_rate, sample_rate_hz, 1, dtype="float32", quality="HQ")
+        batch_samples = max(1, int(in_rate * _BATCH_S))
         start_pts_s: float | None = None
         errors = 0
         decoded_any = False
 
-        def push(chunk: np.ndarray, last: bool = False) -> None:
-            out = resampler.resample_chunk(chunk, last=last)
+        def push(last: bool = False) -> None:
+            out = resampler.resample_chunk(batch.take(), last=last)
             if len(out):
                 np.clip(out, -1.0, 1.0, out=out)
                 digest.update((out * 32767.0).astype("<i2").tobytes())
@@ -139,12 +148,11 @@ def decode_audio(source: Source, sample_rate_hz: int) -> DecodedAudio:
             for frame in frames:
                 if start_pts_s is None and frame.pts is not None and frame.time_base:
                     start_pts_s = float(frame.pts * frame.time_base)
-                for mono in to_mono.resample(frame):
-                    decoded_any = True
-                    push(mono.to_ndarray().reshape(-1).astype(np.float32, copy=False))
-        for mono in to_mono.resample(None):
-            push(mono.to_ndarray().reshape(-1).astype(np.float32, copy=False))
-        push(np.zeros(0, dtype=np.float32), last=True)
+                decoded_any |= batch.add(frame)
+                if batch.pending >= batch_samples:
+                    push()
+        batch.finish()
+        push(last=True)
         if not decoded_any:
             raise UndecodableAudio("the audio stream could not be decoded")
         return DecodedAudio(
