@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import uniform_filter
 
 from service.audio.params import FingerprintParams
+from service.audio.running import running_max
 from service.audio.spectrogram import frame_count, spectrogram_db
 
 #: Frames of spectrogram processed at once; bounds memory to a few MB whatever the file length.
@@ -84,9 +85,7 @@ def _candidate_peaks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame, bin, prominence) of every prominent local maximum of `spec` (frames x bins)."""
     band = spec[:, params.min_bin : params.max_bin + 1]
-    local_max = maximum_filter(
-        band, size=(2 * params.peak_frames + 1, 2 * params.peak_bins + 1), mode="nearest"
-    )
+    local_max = running_max(band, (2 * params.peak_frames + 1, 2 * params.peak_bins + 1))
     local_mean = uniform_filter(
         band, size=(2 * params.mean_frames + 1, 2 * params.mean_bins + 1), mode="nearest"
     )
