@@ -1,8 +1,12 @@
 """Speed and scale of indexing and lookups through PostgreSQL (issue 7).
 
-Four measurements, each into fresh databases named `sd_storage_bench_*` on the server of
-`--admin-dsn`, through the service's own code (decode_audio, find_peaks, landmark_hashes,
-PostgresStore.add_song / compact / lookup, the `song-detection index` command):
+Four measurements, each into fresh databases named `<--db-prefix>_*` (default
+`sd_storage_bench_*`) on the server of `--admin-dsn`, through the service's own code
+(decode_audio, find_peaks, landmark_hashes, PostgresStore.add_song / compact / lookup, the
+`song-detection index` command). With the side-by-side comparison (the default; `--no-before`
+skips it), each track is also decoded and fingerprinted by the code before issue 7's speed work
+(benchmarks/reference_*.py) right before the current code, and the tracks whose samples,
+digest and hashes come out identical are counted. The four:
 
 1. Indexing the corpus's indexed tracks on one core, timed per stage (decode, fingerprint,
    store, compaction), and the PostgreSQL bytes per hour of audio of the same fingerprints in
@@ -42,6 +46,8 @@ import asyncpg
 import numpy as np
 
 from benchmarks.accuracy import corpus_dir, write_benchmarks
+from benchmarks.reference_decode import decode_audio_per_frame
+from benchmarks.reference_fingerprint import legacy_fingerprinting
 from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes, unpack_hashes
 from service.audio.params import DEFAULT_PARAMS
@@ -107,14 +113,31 @@ def _store(url: str, **kwargs: object) -> PostgresStore:
 
 
 @dataclass
+class Before:
+    decode_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    fingerprint_s: float = 0.0
+    fingerprint_cpu_s: float = 0.0
+    mp3_s: float = 0.0
+    #: Tracks whose samples, content digest and hashes equal the current code's.
+    identical: int = 0
+
+
+@dataclass
 class StageTimes:
     audio_s: float = 0.0
     mp3_audio_s: float = 0.0
     mp3_total_s: float = 0.0
+    mp3_decode_fp_s: float = 0.0
     decode_s: float = 0.0
     fingerprint_s: float = 0.0
     store_s: float = 0.0
     compact_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    fingerprint_cpu_s: float = 0.0
+    #: The same tracks through the code before issue 7's work (per-frame decoder, scipy
+    #: maximum_filter), measured right next to each "after" run; None when not compared.
+    before: Before | None = None
     fingerprints: int = 0
     songs: int = 0
     row_layout_bytes: int = 0
@@ -130,19 +153,49 @@ def indexed_tracks(limit: int | None) -> list[Path]:
     return [root / r["path"] for r in rows[:limit]]
 
 
-async def time_stages(tracks: list[Path], url: str) -> StageTimes:
-    """Index `tracks` one after another on this core, timing each stage."""
-    t = StageTimes()
+def time_before(path: Path, before: Before) -> tuple[str, np.ndarray, np.ndarray]:
+    """Decode and fingerprint `path` with the code before issue 7; (digest, hashes, offsets)."""
+    started, started_cpu = time.perf_counter(), time.process_time()
+    audio = decode_audio_per_frame(path, DEFAULT_PARAMS.sample_rate_hz)
+    decoded, decoded_cpu = time.perf_counter(), time.process_time()
+    with legacy_fingerprinting():
+        fingerprints = landmark_hashes(find_peaks(audio.samples, DEFAULT_PARAMS), DEFAULT_PARAMS)
+    done, done_cpu = time.perf_counter(), time.process_time()
+    before.decode_s += decoded - started
+    before.decode_cpu_s += decoded_cpu - started_cpu
+    before.fingerprint_s += done - decoded
+    before.fingerprint_cpu_s += done_cpu - decoded_cpu
+    if path.suffix.lower() == ".mp3":
+        before.mp3_s += done - started
+    return audio.content_sha256, fingerprints.hashes, fingerprints.offsets
+
+
+async def time_stages(tracks: list[Path], url: str, compare: bool) -> StageTimes:
+    """Index `tracks` one after another on this core, timing each stage.
+
+    With `compare`, each track is first decoded and fingerprinted by the code before issue 7,
+    so both sides see the same load on a shared machine.
+    """
+    t = StageTimes(before=Before() if compare else None)
     store = _store(url)
     await store.open()
     try:
         for i, path in enumerate(tracks):
-            started = time.perf_counter()
+            old = time_before(path, t.before) if t.before is not None else None
+            started, started_cpu = time.perf_counter(), time.process_time()
             audio = decode_audio(path, DEFAULT_PARAMS.sample_rate_hz)
-            decoded = time.perf_counter()
+            decoded, decoded_cpu = time.perf_counter(), time.process_time()
             peaks = find_peaks(audio.samples, DEFAULT_PARAMS)
             fingerprints = landmark_hashes(peaks, DEFAULT_PARAMS)
-            fingerprinted = time.perf_counter()
+            fingerprinted, fingerprinted_cpu = time.perf_counter(), time.process_time()
+            t.decode_cpu_s += decoded_cpu - started_cpu
+            t.fingerprint_cpu_s += fingerprinted_cpu - decoded_cpu
+            if old is not None and t.before is not None:
+                t.before.identical += (
+                    old[0] == audio.content_sha256
+                    and np.array_equal(old[1], fingerprints.hashes)
+                    and np.array_equal(old[2], fingerprints.offsets)
+                )
             song, _ = await store.add_song(
                 NewSong(
                     meta=SongMeta(title=path.stem),
@@ -160,6 +213,7 @@ async def time_stages(tracks: list[Path], url: str) -> StageTimes:
             if path.suffix.lower() == ".mp3":
                 t.mp3_audio_s += audio.duration_s
                 t.mp3_total_s += stored - started
+                t.mp3_decode_fp_s += fingerprinted - started
             t.fingerprints += song.fingerprint_count
             t.songs += 1
             t.hashes.append(fingerprints.hashes)
@@ -255,15 +309,20 @@ def measure_one_hour(path: Path, url: str) -> dict[str, float]:
 # --- 3. bulk folder indexing ------------------------------------------------------------------
 
 
-def bulk_index(tracks: list[Path], url: str, workers: int) -> float:
-    """Seconds `song-detection index DIR --workers N` takes for `tracks` (symlinked)."""
-    folder = WORK / "bulk"
+def bulk_index(tracks: list[Path], url: str, workers: int) -> tuple[float, float]:
+    """(wall s, CPU s) `song-detection index DIR --workers N` takes for `tracks` (symlinked).
+
+    The CPU seconds are those of the command and its worker processes (PostgreSQL's own are
+    not included): CPU / wall above 1 shows the work spread over more than one core.
+    """
+    folder = WORK / f"bulk-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for i, path in enumerate(tracks):
         (folder / f"{i:04d}{path.suffix}").symlink_to(path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = url
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "service.cli", "index", str(folder), "--workers", str(workers)],
@@ -272,7 +331,10 @@ def bulk_index(tracks: list[Path], url: str, workers: int) -> float:
         env=env,
         cwd=ROOT,
     )
-    return time.perf_counter() - started
+    wall_s = time.perf_counter() - started
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (cpu.ru_utime + cpu.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    return wall_s, cpu_s
 
 
 # --- 4. synthetic catalogues and lookup latency -----------------------------------------------
@@ -384,24 +446,9 @@ def _mb_per_h(size: int, audio_s: float) -> float:
     return size / 1e6 / (audio_s / 3600)
 
 
-def report(
-    t: StageTimes, hour: dict[str, float] | None, bulk: dict[int, tuple[float, float]],
-    scale: list[dict[str, float]],
-) -> list[str]:  # fmt: skip
-    h = t.audio_s / 3600
-    fps = t.fingerprints / t.audio_s
+def _stage_table_after_only(t: StageTimes) -> list[str]:
     total = t.decode_s + t.fingerprint_s + t.store_s
-    lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
-        f"PostgreSQL on the same host; {platform.python_version()}. Measured "
-        f"{time.strftime('%Y-%m-%d')}.",
-        "",
-        f"**Indexing on one core** ({t.songs} corpus tracks, {h:.2f} h of audio, "
-        f"{t.fingerprints:,} fingerprints = {fps:.0f} per second of audio):",
-        "",
-        "| stage | seconds | x real time |",
-        "|---|---|---|",
-    ]
+    lines = ["| stage | seconds | x real time |", "|---|---|---|"]
     for name, s in (
         ("decode (PyAV + soxr to 8 kHz mono)", t.decode_s),
         ("fingerprint (STFT, peaks, hashes)", t.fingerprint_s),
@@ -416,6 +463,72 @@ def report(
             f"| MP3 tracks only, decode + fingerprint + store | {t.mp3_total_s:.1f} | "
             f"{t.mp3_audio_s / t.mp3_total_s:.0f} |"
         )
+    return lines
+
+
+def _stage_table(t: StageTimes) -> list[str]:
+    """Before and after, side by side; CPU rows are this process's CPU time (the same work
+    without the waits a shared machine adds), wall rows what a user would wait."""
+    b = t.before
+    assert b is not None
+    after_total = t.decode_s + t.fingerprint_s + t.store_s
+    before_total = b.decode_s + b.fingerprint_s + t.store_s
+    rows = [
+        ("decode, wall", b.decode_s, t.decode_s),
+        ("decode, CPU", b.decode_cpu_s, t.decode_cpu_s),
+        ("fingerprint (STFT, peaks, hashes), wall", b.fingerprint_s, t.fingerprint_s),
+        ("fingerprint, CPU", b.fingerprint_cpu_s, t.fingerprint_cpu_s),
+        ("store (`add_song`: one COPY into the delta), wall *", t.store_s, t.store_s),
+        ("**decode + fingerprint + store**, wall", before_total, after_total),
+        (
+            "decode + fingerprint CPU + store wall",
+            b.decode_cpu_s + b.fingerprint_cpu_s + t.store_s,
+            t.decode_cpu_s + t.fingerprint_cpu_s + t.store_s,
+        ),
+    ]
+    lines = [
+        "| stage | before s | before x real time | after s | after x real time | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, old, new in rows:
+        lines.append(
+            f"| {name} | {old:.1f} | {t.audio_s / old:.0f} | {new:.1f} | {t.audio_s / new:.0f} "
+            f"| {old / new:.2f}x |"
+        )
+    if t.mp3_audio_s:
+        old = b.mp3_s + t.mp3_total_s - t.mp3_decode_fp_s
+        lines.append(
+            f"| MP3 tracks only, decode + fingerprint + store, wall | {old:.1f} | "
+            f"{t.mp3_audio_s / old:.0f} | {t.mp3_total_s:.1f} | "
+            f"{t.mp3_audio_s / t.mp3_total_s:.0f} | {old / t.mp3_total_s:.2f}x |"
+        )
+    lines += [
+        f"| compaction of the whole delta (`compact`, once) | | | {t.compact_s:.1f} | "
+        f"{t.audio_s / t.compact_s:.0f} | |",
+        "",
+        f"\\* The store code did not change; its one measurement counts on both sides. Samples, "
+        f"content digests and hashes identical before and after: {b.identical} of {t.songs} "
+        "tracks.",
+    ]
+    return lines
+
+
+def report(
+    t: StageTimes, hour: dict[str, float] | None, bulk: dict[int, tuple[float, float, float]],
+    scale: list[dict[str, float]],
+) -> list[str]:  # fmt: skip
+    h = t.audio_s / 3600
+    fps = t.fingerprints / t.audio_s
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
+        f"PostgreSQL on the same host; {platform.python_version()}. Measured "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "",
+        f"**Indexing on one core** ({t.songs} corpus tracks, {h:.2f} h of audio, "
+        f"{t.fingerprints:,} fingerprints = {fps:.0f} per second of audio):",
+        "",
+    ]
+    lines += _stage_table(t) if t.before is not None else _stage_table_after_only(t)
     lines += [
         "",
         "**PostgreSQL bytes per hour of audio** (the same fingerprints, measured side by side: "
@@ -453,14 +566,16 @@ def report(
             "**Bulk folder indexing** (`song-detection index DIR --workers N`, including its "
             "final `optimize()`):",
             "",
-            "| workers | audio | seconds | x real time | speed-up |",
-            "|---|---|---|---|---|",
+            "| workers | audio | seconds | x real time | speed-up | CPU s (command + workers) "
+            "| CPU / wall |",
+            "|---|---|---|---|---|---|---|",
         ]
         base = bulk[min(bulk)][1]
-        for workers, (audio_s, seconds) in sorted(bulk.items()):
+        for workers, (audio_s, seconds, cpu_s) in sorted(bulk.items()):
             lines.append(
                 f"| {workers} | {audio_s / 3600:.2f} h | {seconds:.1f} | "
-                f"{audio_s / seconds:.0f} | {base / seconds:.2f}x |"
+                f"{audio_s / seconds:.0f} | {base / seconds:.2f}x | {cpu_s:.1f} | "
+                f"{cpu_s / seconds:.2f} |"
             )
     if scale:
         lines += [
@@ -483,25 +598,27 @@ def report(
 async def run(args: argparse.Namespace) -> list[str]:
     tracks = indexed_tracks(args.tracks)
     print(f"1. stage timing on {len(tracks)} tracks", file=sys.stderr)
-    url = await fresh_database(args.admin_dsn, "sd_storage_bench_stages")
-    stages = await time_stages(tracks, url)
+    url = await fresh_database(args.admin_dsn, f"{args.db_prefix}_stages")
+    stages = await time_stages(tracks, url, compare=not args.no_before)
     hour = None
     if not args.skip_hour:
         print("2. one-hour file", file=sys.stderr)
         path = one_hour_mp3(indexed_tracks(None))
-        hour = measure_one_hour(path, await fresh_database(args.admin_dsn, "sd_storage_bench_hour"))
-    bulk: dict[int, tuple[float, float]] = {}
+        hour = measure_one_hour(
+            path, await fresh_database(args.admin_dsn, f"{args.db_prefix}_hour")
+        )
+    bulk: dict[int, tuple[float, float, float]] = {}
     bulk_tracks = tracks[: args.bulk_tracks]
     bulk_audio_s = sum(decode_audio(p, 8000).duration_s for p in bulk_tracks) if bulk_tracks else 0
     for workers in (1, 2) if bulk_tracks else ():
         print(f"3. bulk index, {workers} worker(s)", file=sys.stderr)
-        db = await fresh_database(args.admin_dsn, f"sd_storage_bench_bulk{workers}")
-        bulk[workers] = (bulk_audio_s, bulk_index(bulk_tracks, db, workers))
+        db = await fresh_database(args.admin_dsn, f"{args.db_prefix}_bulk{workers}")
+        bulk[workers] = (bulk_audio_s, *bulk_index(bulk_tracks, db, workers))
     p = hash_distribution(np.concatenate(stages.hashes))
     scale = []
     for songs in args.catalogues:
         print(f"4. synthetic catalogue of {songs} songs", file=sys.stderr)
-        db = await fresh_database(args.admin_dsn, f"sd_storage_bench_syn{songs}")
+        db = await fresh_database(args.admin_dsn, f"{args.db_prefix}_syn{songs}")
         postings, load_s = await load_synthetic(db, songs, p, seed=songs)
         row = {
             "songs": songs,
@@ -525,6 +642,12 @@ def main() -> int:
                         default=[1000, 10000])  # fmt: skip
     parser.add_argument("--lookups", type=int, default=40)
     parser.add_argument("--skip-hour", action="store_true")
+    parser.add_argument(
+        "--db-prefix", default="sd_storage_bench", help="names of the databases it (re)creates"
+    )
+    parser.add_argument(
+        "--no-before", action="store_true", help="skip the side-by-side run of the old code"
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--child-index", nargs=2, metavar=("FILE", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -12,14 +12,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file
+from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.catalogue import identify_file, index_analysed
 from service.core.cpu import CpuPool
 from service.errors import ServiceError
@@ -96,6 +95,40 @@ async def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
+async def analyse_in_completion_order(
+    pool: CpuPool, files: Sequence[Path], in_flight: int
+) -> AsyncIterator[tuple[Path, AnalysedAudio | ServiceError]]:
+    """Analyse `files` on the pool, yielding each (with its result or audio error) as it ends.
+
+    At most `in_flight` files are submitted at once, so results never pile up faster than the
+    caller stores them, while every worker always has a file queued behind the current one.
+    """
+    remaining = iter(files)
+    running: dict[asyncio.Future[AnalysedAudio], Path] = {}
+
+    def submit() -> None:
+        for path in remaining:
+            task = asyncio.ensure_future(pool.run(analyse_file, str(path), DEFAULT_PARAMS))
+            running[task] = path
+            return
+
+    for _ in range(max(1, in_flight)):
+        submit()
+    try:
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                path = running.pop(task)
+                submit()
+                try:
+                    yield path, task.result()
+                except ServiceError as exc:
+                    yield path, exc
+    finally:
+        for task in running:
+            task.cancel()
+
+
 async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> int:
     files = list(iter_audio_files(paths))
     if not files:
@@ -106,25 +139,25 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
     failures: list[tuple[Path, str]] = []
     progress = Progress(len(files))
     started = time.monotonic()
-    loop = asyncio.get_running_loop()
+    # Decoding and fingerprinting fan out over spawned worker processes (one per core by
+    # default); storing stays on this loop, one song at a time while the workers go on, so the
+    # database sees one writer.
+    pool = CpuPool(workers)
     try:
-        # Fingerprinting fans out over every core; storing stays on this loop, in order of
-        # completion, so the database sees one writer.
-        with ProcessPoolExecutor(max_workers=workers) as executor:
-            futures = {executor.submit(analyse_file, str(f), DEFAULT_PARAMS): f for f in files}
-            for future in as_completed(futures):
-                path = futures[future]
-                try:
-                    audio = await loop.run_in_executor(None, future.result)
-                    _, was_created = await index_analysed(store, audio, None, str(path))
-                    created += was_created
-                    existing += not was_created
-                except ServiceError as exc:
-                    failures.append((path, f"{exc.code}: {exc.message}"))
-                progress.step(path.name)
+        async for path, outcome in analyse_in_completion_order(pool, files, 2 * pool.workers):
+            try:
+                if isinstance(outcome, ServiceError):
+                    raise outcome
+                _, was_created = await index_analysed(store, outcome, None, str(path))
+                created += was_created
+                existing += not was_created
+            except ServiceError as exc:
+                failures.append((path, f"{exc.code}: {exc.message}"))
+            progress.step(path.name)
         if created:
             await store.optimize()
     finally:
+        pool.close()
         await store.close()
     elapsed = time.monotonic() - started
     print(
