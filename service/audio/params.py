@@ -46,9 +46,13 @@ class FingerprintParams:
     density_frames: int = 16
     density_peaks: int = 20
     #: The density limit applies within each of this many bands of equal width in log
-    #: frequency (density_peaks shared equally among them), so that loud low-frequency sound
-    #: (speech above all) cannot crowd out a band's own peaks. 1 = one limit for the whole band.
-    density_bands: int = 1
+    #: frequency (100-250-610-1500-3750 Hz for 4; density_peaks shared equally among them), so
+    #: that loud sound in one band (speech, a kick drum) cannot crowd out the other bands'
+    #: peaks. Measured on the development corpus against one limit for the whole range (1):
+    #: babble at 0 dB 86 % vs 83 % of 10-s clips found, white noise at -5 dB 88.6 % vs 86.2 %
+    #: of 5-s clips, false positives 5.7 % vs 12.9 % (10 s) and 0 % vs 5.7 % (5 s), and an
+    #: index a third smaller (126 vs 186 fingerprints per second of audio).
+    density_bands: int = 4
     #: Magnitude floor (dBFS of a full-scale sine); digital silence yields no peaks at all.
     floor_db: float = -90.0
 

@@ -1,15 +1,19 @@
 """Fingerprints must not change: the same samples give bit-identical peaks and hashes.
 
 Every stored index holds hashes made by this pipeline under one parameter version; a faster
-implementation that moved a single peak would silently stop old songs from matching. Golden
-values of committed files were computed with the code of commit 40b946c (scipy's
-maximum_filter, out-of-place dB); the running maximum that replaced maximum_filter is also
-checked against scipy directly on awkward shapes and ties.
+implementation that moved a single peak would silently stop old songs from matching. GOLDEN
+holds values of committed files computed with the code of commit 40b946c (scipy's
+maximum_filter, out-of-place dB) under the parameters of that time (one density limit over the
+whole band, index version fp1-6b908e58868a); GOLDEN_DEFAULT pins today's default parameters
+(fp1-ae85947285a2, four density bands), so a change of the default is a deliberate act that
+updates it. The running maximum that replaced maximum_filter is also checked against scipy
+directly on awkward shapes and ties.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +130,64 @@ GOLDEN = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "kind", "n_peaks", "peaks_sha256", "n_hashes", "hashes_sha256"), GOLDEN
-)
-def test_committed_files_give_their_golden_peaks_and_hashes(
-    name, kind, n_peaks, peaks_sha256, n_hashes, hashes_sha256
-):
-    params = DEFAULT_PARAMS if kind == "index" else DEFAULT_PARAMS.for_queries()
+#: The same files under the default parameters (version DEFAULT_VERSION).
+DEFAULT_VERSION = "fp1-ae85947285a2"
+GOLDEN_DEFAULT = [
+    (
+        "decode/mp3_44k_stereo.mp3",
+        "index",
+        61,
+        "10ec068b38ae0482a8776cc3059e92bb5b4681ac433f66c4991461a2f439f4d2",
+        434,
+        "af603a85300dccdfe6fe42c706efb0be39ceb652bc0d379d2ebbda278e2e280c",
+    ),
+    (
+        "decode/mp3_44k_stereo.mp3",
+        "query",
+        77,
+        "bb4ef60496f8852a5178af752a73fb11fe789cc333269f070313d5326b7a0d2c",
+        725,
+        "12c18b8331b9108e3a315d649f10b9d0864a9218f5b6daa0194b29759473572b",
+    ),
+    (
+        "decode/ts_video_48k_stereo.ts",
+        "index",
+        51,
+        "63ee4145d4e55555d8b2aa5e2626c4b7a05ed5c62ee9c915ae2a27a1cec43a34",
+        363,
+        "f26ec8dc8e78ea8ca5202d5c3b0d340edd666541f926e13ee14fb12644660abf",
+    ),
+    (
+        "decode/ts_video_48k_stereo.ts",
+        "query",
+        67,
+        "93cb5acaa40fb8d258f2fee9b11b268566cb0623b1a855a18bf2ec16ed334ee4",
+        746,
+        "07fb91c4432b18bde4e7e003813c5a51a4f7ea7504ff67ee47ddd69679f13ab0",
+    ),
+    (
+        "music/armygeddon.ogg",
+        "index",
+        438,
+        "0915b14316d7f6c9f081e9cfeb3c22e8255c941ff22d81d9fd10a11ed6d958d6",
+        3916,
+        "8fb8a17ada0612a4b1fbe095d86cd9b54c4c6efaa36d17ba53e6f5113a4bbd61",
+    ),
+    (
+        "music/armygeddon.ogg",
+        "query",
+        587,
+        "917ade976b445236f00dcdf6109dad4c2416a92a05294c8cada48d471f1f764d",
+        9403,
+        "a4914188112b009a4c0ab069d15caacd5cab520180eaf39bc704ebf7fdf3de02",
+    ),
+]
+
+#: The parameters GOLDEN was computed with.
+FIRST_FORMAT = replace(DEFAULT_PARAMS, density_bands=1)
+
+
+def _check(params, name, n_peaks, peaks_sha256, n_hashes, hashes_sha256):
     samples = decode_audio(DATA / name, params.sample_rate_hz).samples
     peaks = find_peaks(samples, params)
     fingerprints = landmark_hashes(peaks, params)
@@ -142,6 +197,28 @@ def test_committed_files_give_their_golden_peaks_and_hashes(
     assert len(fingerprints) == n_hashes
     blob = fingerprints.hashes.tobytes() + fingerprints.offsets.tobytes()
     assert hashlib.sha256(blob).hexdigest() == hashes_sha256
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "n_peaks", "peaks_sha256", "n_hashes", "hashes_sha256"), GOLDEN
+)
+def test_committed_files_give_their_golden_peaks_and_hashes(
+    name, kind, n_peaks, peaks_sha256, n_hashes, hashes_sha256
+):
+    assert FIRST_FORMAT.version == "fp1-6b908e58868a"
+    params = FIRST_FORMAT if kind == "index" else FIRST_FORMAT.for_queries()
+    _check(params, name, n_peaks, peaks_sha256, n_hashes, hashes_sha256)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "n_peaks", "peaks_sha256", "n_hashes", "hashes_sha256"), GOLDEN_DEFAULT
+)
+def test_default_parameters_give_their_golden_peaks_and_hashes(
+    name, kind, n_peaks, peaks_sha256, n_hashes, hashes_sha256
+):
+    assert DEFAULT_PARAMS.version == DEFAULT_VERSION
+    params = DEFAULT_PARAMS if kind == "index" else DEFAULT_PARAMS.for_queries()
+    _check(params, name, n_peaks, peaks_sha256, n_hashes, hashes_sha256)
 
 
 @pytest.mark.parametrize(
