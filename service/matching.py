@@ -68,6 +68,10 @@ class MatchParams:
     calibration_log10: float = 3.0
     #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
     dispersion: float = 1.0
+    #: Aligned hashes separated from the rest by more than this (s) are left out of the span a
+    #: match reports (query_start_s..query_end_s): one chance-aligned hash seconds before a song
+    #: starts in a stream or a mix would otherwise move the reported start by as much.
+    span_gap_s: float = 3.0
     #: Most matches returned, best first.
     max_matches: int = 5
     #: Candidate speeds searched when the clip does not match at its own speed: from
@@ -318,6 +322,16 @@ def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
     )
 
 
+def _covered_span(frames: np.ndarray, max_gap: float) -> tuple[int, int]:
+    """(first, last) frame of the largest run of `frames` with no gap over `max_gap`."""
+    ordered = np.sort(frames)
+    breaks = np.nonzero(np.diff(ordered) > max_gap)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(ordered) - 1]])
+    best = int(np.argmax(ends - starts))  # ties: the earliest run
+    return int(ordered[starts[best]]), int(ordered[ends[best]])
+
+
 def refine_time_scale(
     db_frame: np.ndarray, q_frame: np.ndarray, scales: np.ndarray
 ) -> tuple[int, int, int]:
@@ -387,7 +401,7 @@ def find_matches(
     for c in eligible[: params.max_matches]:
         mine = votes.select((votes.songs == songs[c]) & (votes.variant == variant[c]))
         aligned = np.abs(mine.db_frame - scale[c] * mine.q_frame - delta[c]) <= 1.5
-        span = mine.q_recorded[aligned]
+        span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
         factor = variants[int(variant[c])].factor
         matches.append(
             Match(
@@ -395,8 +409,8 @@ def find_matches(
                 score=int(score[c]),
                 confidence=float(confidence[c]),
                 song_offset_s=float(delta[c]) * fp_params.frame_s,
-                query_start_s=float(span.min()) * fp_params.frame_s,
-                query_end_s=float(span.max() + 1) * fp_params.frame_s
+                query_start_s=float(span[0]) * fp_params.frame_s,
+                query_end_s=float(span[1] + 1) * fp_params.frame_s
                 + fp_params.n_fft / fp_params.sample_rate_hz,
                 speed=float(factor * scale[c]),
                 chance_log10=float(log_p[c]),

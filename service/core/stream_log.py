@@ -77,7 +77,8 @@ def build_plays(
         best.hits.append((k, hit))
     plays = [_play_of(c) for c in chains if len({k for k, _ in c.hits}) >= params.min_windows]
     plays = [p for p in plays if p.end_s - p.start_s >= params.min_play_s]
-    return sorted(_one_alignment_at_a_time(plays), key=lambda p: (p.start_s, p.song_id))
+    plays = _join_overlapping(_one_alignment_at_a_time(plays))
+    return sorted(plays, key=lambda p: (p.start_s, p.song_id))
 
 
 def _one_alignment_at_a_time(plays: list[PlayFields]) -> list[PlayFields]:
@@ -92,6 +93,28 @@ def _one_alignment_at_a_time(plays: list[PlayFields]) -> list[PlayFields]:
         ):
             kept.append(play)
     return kept
+
+
+def _join_overlapping(plays: list[PlayFields]) -> list[PlayFields]:
+    """Plays of one song that overlap in stream time are one airing: a window that matched the
+    song at a repeated section (another alignment) while it kept playing must not split it.
+    The earlier play's alignment is kept; plays that merely follow each other stay apart."""
+    out: list[PlayFields] = []
+    for play in sorted(plays, key=lambda p: (p.song_id, p.start_s, p.end_s)):
+        last = out[-1] if out else None
+        if last is None or last.song_id != play.song_id or play.start_s >= last.end_s:
+            out.append(play)
+            continue
+        end = max(last.end_s, play.end_s)
+        out[-1] = replace(
+            last,
+            end_s=end,
+            song_end_s=round(last.song_start_s + (end - last.start_s) * last.speed, 3),
+            score=last.score + play.score,
+            confidence=max(last.confidence, play.confidence),
+            windows=last.windows + play.windows,
+        )
+    return out
 
 
 def _play_of(chain: _Chain) -> PlayFields:

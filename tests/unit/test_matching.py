@@ -129,3 +129,13 @@ def test_timeline_merges_consistent_windows_and_splits_on_change():
     assert entries[0].song_start_s == pytest.approx(30.2)
     assert entries[1].speed == pytest.approx(1.03)
     assert entries[0].score == 60
+
+
+def test_a_stray_aligned_hash_does_not_stretch_the_reported_span() -> None:
+    from service.matching import _covered_span
+
+    frames = np.array([40, 300, 310, 318, 330, 345, 352, 360, 371, 380])
+    # 260 frames (8.3 s) between the stray hash at 40 and the rest: left out at a 94-frame gap.
+    assert _covered_span(frames, 94.0) == (300, 380)
+    assert _covered_span(frames, 300.0) == (40, 380)
+    assert _covered_span(np.array([7]), 94.0) == (7, 7)

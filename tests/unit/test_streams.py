@@ -222,3 +222,22 @@ def test_a_song_matched_at_two_of_its_repeats_at_once_is_one_play():
     repeat = song_windows(4, 10.0, 30.0, 42.0)  # the same bars, 32 s later in the song
     (play,) = build_plays(main + repeat, PARAMS)
     assert (play.start_s, play.end_s, play.song_start_s) == (0.0, 60.0, 0.0)
+
+
+def test_a_song_that_realigns_at_a_repeat_while_it_plays_stays_one_play():
+    """Seen on the corpus program: the last windows of a song matched a repeated section (an
+    alignment 20 s off) and overlapped the play so far; that is still one airing."""
+    first = song_windows(5, 0.0, 33.0, 10.0)
+    realigned = song_windows(5, 28.0, 53.0, 58.0)
+    (play,) = build_plays(first + realigned, PARAMS)
+    assert (play.start_s, play.end_s, play.song_start_s) == (0.0, 53.0, 10.0)
+    assert play.song_end_s == pytest.approx(63.0)
+    # Back to back without overlap they stay two plays (a jump, see above).
+    assert (
+        len(
+            build_plays(
+                song_windows(5, 0.0, 30.0, 10.0) + song_windows(5, 30.0, 60.0, 90.0), PARAMS
+            )
+        )
+        == 2
+    )
