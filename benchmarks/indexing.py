@@ -354,14 +354,17 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _ROW_HEAD = np.dtype([("fields", ">i2"), ("hash_len", ">i4"), ("hash", ">i4"), ("len", ">i4")])
 
 
-def postings_copy(hashes: np.ndarray, counts: np.ndarray, songs: int, rng) -> bytes:
-    """Binary COPY of (hash, postings) rows: `counts[i]` random postings under `hashes[i]`."""
+def postings_copy(
+    hashes: np.ndarray, counts: np.ndarray, songs: int, rng, first_id: int = 1
+) -> bytes:
+    """Binary COPY of (hash, postings) rows: `counts[i]` random postings under `hashes[i]`,
+    spread over song ids `first_id .. first_id + songs - 1`."""
     keep = counts > 0
     hashes, counts = hashes[keep], counts[keep]
     n = int(counts.sum())
     body = np.frombuffer(
         encode_postings(
-            rng.integers(1, songs + 1, n),
+            rng.integers(first_id, first_id + songs, n),
             rng.integers(0, int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s), n),
         ),
         dtype=np.uint8,

@@ -1,0 +1,29 @@
+"""Write one marked table into a given section of BENCHMARKS.md.
+
+`accuracy.write_benchmarks` appends unknown markers at the end of the file; the speed-and-scale
+tables belong inside their own section, next to tables other benchmarks maintain there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def write_section(marker: str, heading: str, command: str, lines: list[str]) -> None:
+    """Replace the `marker` block, or insert it at the end of the `heading` section."""
+    text = BENCHMARKS_MD.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    body = "\n".join([start, "", f"Command: `{command}`", "", *lines, "", end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
+    elif heading in text:
+        after = text.index(heading) + len(heading)
+        nxt = text.find("\n## ", after)
+        cut = len(text.rstrip("\n")) if nxt < 0 else nxt
+        text = text[:cut].rstrip("\n") + "\n\n" + body + "\n" + text[cut:]
+        text = text.rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{body}\n"
+    BENCHMARKS_MD.write_text(text)

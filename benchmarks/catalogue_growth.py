@@ -1,0 +1,124 @@
+"""Grow a PostgreSQL catalogue with synthetic songs, step by step, in the postings layout.
+
+The latency curve (1k -> 10k -> 30k -> 100k songs) is measured on one database that grows
+between measurements, so each step loads only the songs it adds. Real songs indexed through
+the service come first; synthetic songs are appended with their own id range and their
+postings are merged into the existing rows exactly as compaction merges (`postings ||
+excluded.postings`), so the table ends up as the service itself would leave it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+
+import asyncpg
+import numpy as np
+
+from benchmarks.indexing import (
+    SYNTHETIC_FPS_PER_S,
+    SYNTHETIC_SONG_S,
+    hash_distribution,
+    postings_copy,
+    vacuum,
+)
+from service.audio.params import DEFAULT_PARAMS
+
+#: Postings per COPY + merge transaction: bounds client memory (~30 bytes per posting while
+#: building the COPY payload) and the size of one transaction's WAL.
+CHUNK_POSTINGS = 8_000_000
+FINGERPRINT_TABLES = ("fp_postings", "fingerprints", "fp_tombstones")
+
+
+async def catalogue_hash_distribution(url: str) -> np.ndarray:
+    """p(hash) from the fingerprints the catalogue's real (non-synthetic) songs stored."""
+    conn = await asyncpg.connect(url)
+    try:
+        synthetic = await conn.fetchval(
+            "SELECT count(*) FROM songs WHERE content_sha256 LIKE 'synthetic-%'"
+        )
+        if synthetic:
+            raise RuntimeError("the distribution must come from a catalogue of real songs only")
+        rows = await conn.fetch(
+            "SELECT hash, length(postings) / 6 AS n FROM fp_postings"
+            " UNION ALL SELECT hash, count(*) FROM fingerprints GROUP BY hash"
+        )
+    finally:
+        await conn.close()
+    hashes = np.array([r["hash"] for r in rows], dtype=np.int64)
+    counts = np.array([r["n"] for r in rows], dtype=np.int64)
+    return hash_distribution(np.repeat(hashes, counts))
+
+
+async def grow(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
+    """Add synthetic songs until the catalogue holds `target_songs`; (postings added, s)."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    try:
+        have = int(await conn.fetchval("SELECT count(*) FROM songs"))
+        add = target_songs - have
+        if add <= 0:
+            return 0, 0.0
+        n_frames = int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s)
+        per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
+        ids = await conn.fetch(
+            "INSERT INTO songs (title, duration_s, n_frames, content_sha256, fingerprint_count)"
+            " SELECT 'synthetic ' || i, $3, $4, 'synthetic-' || i, $5"
+            " FROM generate_series($1::int, $2::int) i RETURNING id",
+            have + 1,
+            target_songs,
+            SYNTHETIC_SONG_S,
+            n_frames,
+            per_song,
+        )
+        first_id, last_id = min(r["id"] for r in ids), max(r["id"] for r in ids)
+        if last_id - first_id + 1 != add:
+            raise RuntimeError("synthetic song ids are not contiguous")
+        rng = np.random.default_rng(seed)
+        counts = rng.poisson(p * add * per_song)
+        await conn.execute(
+            "CREATE UNLOGGED TABLE IF NOT EXISTS sd_growth_stage (hash int4, postings bytea)"
+        )
+        bounds = np.searchsorted(
+            np.cumsum(counts), np.arange(CHUNK_POSTINGS, counts.sum(), CHUNK_POSTINGS)
+        )
+        edges = [0, *bounds.tolist(), len(counts)]
+        for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+            if hi <= lo:
+                continue
+            payload = postings_copy(np.arange(lo, hi), counts[lo:hi], add, rng, first_id)
+            async with conn.transaction():
+                await conn.execute("TRUNCATE sd_growth_stage")
+                await conn.copy_to_table(
+                    "sd_growth_stage", source=memoryview(payload),
+                    columns=["hash", "postings"], format="binary",
+                )  # fmt: skip
+                await conn.execute(
+                    "INSERT INTO fp_postings AS p (hash, postings)"
+                    " SELECT hash, postings FROM sd_growth_stage"
+                    " ON CONFLICT (hash) DO UPDATE SET postings = p.postings || excluded.postings"
+                )
+            print(f"   chunk {i + 1}/{len(edges) - 1}", file=sys.stderr, flush=True)
+        await conn.execute("DROP TABLE sd_growth_stage")
+    finally:
+        await conn.close()
+    await vacuum(url, "fp_postings", "songs")
+    return int(counts.sum()), time.perf_counter() - started
+
+
+async def catalogue_size(url: str) -> dict[str, float]:
+    """Songs, hours of audio and bytes (fingerprint tables, and songs) of the catalogue."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS songs, coalesce(sum(duration_s), 0) / 3600 AS hours,"
+            " coalesce(sum(fingerprint_count), 0) AS fingerprints,"
+            " (SELECT sum(pg_total_relation_size(t::regclass))"
+            "    FROM unnest($1::text[]) t) AS index_bytes,"
+            " pg_total_relation_size('songs') AS songs_bytes FROM songs",
+            list(FINGERPRINT_TABLES),
+        )
+    finally:
+        await conn.close()
+    return {k: float(v) for k, v in row.items()}

@@ -1,0 +1,374 @@
+"""`POST /identify` latency against growing PostgreSQL catalogues, and bytes per hour (issue 7).
+
+One database, grown step by step (`--sizes 1000,10000,30000[,100000]`): the corpus's indexed
+tracks (`queries/dev/index_tracks.csv`) indexed through `song-detection index` (decode,
+fingerprint, COPY, compaction), then synthetic 4-minute songs whose hashes follow the
+distribution of those real fingerprints (catalogue_growth.py). At each size:
+
+1. the real service (`song-detection serve`, PostgreSQL store) answers 10-s clips of the
+   indexed tracks from the development query set, one request at a time: clips that settle at
+   their own speed (`mp3_64k`: MP3 64 kbit/s, `clean`: WAV) and clips that need the speed
+   search (`speed_m5`: 5 % slow, `white_snrm5`: white noise at -5 dB SNR). Server-side is the
+   response's `elapsed_ms` (decode to answer); client-side adds upload, HTTP and JSON.
+2. the same pipeline in this process with a timer per stage (decode, fingerprint, lookup SQL
+   round trip, decoding the hits, voting, speed variants), to say where the milliseconds go.
+3. `pg_total_relation_size` of the fingerprint tables per hour of indexed audio.
+
+Results accumulate in `--results` (JSON, one entry per size), so a later run can add a size
+without repeating the earlier ones; `--write` puts every size measured so far into the
+`latency` block of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks.accuracy import corpus_dir
+from benchmarks.benchmarks_md import write_section
+from benchmarks.catalogue_growth import catalogue_hash_distribution, catalogue_size, grow
+from benchmarks.indexing import _url
+from benchmarks.service_process import ROOT, running_service
+from service.arrays import unique_values
+from service.audio.decode import decode_audio
+from service.audio.hashes import landmark_hashes
+from service.audio.params import DEFAULT_PARAMS
+from service.audio.peaks import find_peaks
+from service.matching import (
+    MatchParams,
+    find_matches,
+    needs_speed_search,
+    speed_variants,
+    variant_of,
+)
+from service.settings import Settings
+from service.store.postgres import _LOOKUP_SQL, PostgresStore
+from service.store.postings import decode_lookup
+
+FAST_CONDITIONS = ("mp3_64k", "clean")
+SPEED_CONDITIONS = ("speed_m5", "white_snrm5")
+SECTION = "## Speed and scale"
+STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    condition: str
+    track_id: str
+
+
+def dev_clips(conditions: tuple[str, ...], per_condition: int, seed: int) -> list[Clip]:
+    """10-s clips of indexed tracks from the development query set, `per_condition` each."""
+    root = corpus_dir() / "queries" / "dev"
+    with (root / "queries.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["indexed"] == "1" and r["clip_len_s"] == "10"]
+    rng = random.Random(seed)
+    clips = []
+    for condition in conditions:
+        chosen = [r for r in rows if r["condition"] == condition]
+        for r in rng.sample(chosen, min(per_condition, len(chosen))):
+            clips.append(Clip(root / r["query_file"], condition, r["track_id"]))
+    return clips
+
+
+# --- the catalogue ----------------------------------------------------------------------------
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _url(admin_dsn, name)
+
+
+def index_real_tracks(url: str, workers: int) -> float:
+    """Index the corpus's indexed tracks with `song-detection index` (symlinks); seconds."""
+    root = corpus_dir()
+    folder = Path(tempfile.mkdtemp(prefix="sd_latency_real_"))
+    with (root / "queries" / "dev" / "index_tracks.csv").open() as f:
+        for r in csv.DictReader(f):
+            (folder / r["path"].replace("/", "_")).symlink_to(root / r["path"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_"))}
+    env["DATABASE_URL"] = url
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "service.cli", "index", str(folder), "--workers", str(workers)],
+        check=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+# --- 1. through HTTP --------------------------------------------------------------------------
+
+
+async def http_latency(base: str, clips: list[Clip], warm: int = 3) -> list[dict[str, object]]:
+    """One request at a time; per clip: condition, server and client ms, top match is real."""
+    samples = []
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        for i, clip in enumerate([*clips[:warm], *clips]):
+            data = clip.path.read_bytes()
+            started = time.perf_counter()
+            response = await client.post("/identify", files={"file": (clip.path.name, data)})
+            client_ms = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            body = response.json()
+            if i < warm:
+                continue
+            top = body["matches"][0]["song"] if body["matches"] else None
+            samples.append(
+                {
+                    "condition": clip.condition,
+                    "server_ms": body["elapsed_ms"],
+                    "client_ms": client_ms,
+                    "real_top": bool(top and not top["title"].startswith("synthetic ")),
+                }
+            )
+    return samples
+
+
+# --- 2. in process, per stage -----------------------------------------------------------------
+
+
+async def _timed_lookup(store: PostgresStore, hashes: np.ndarray, t: dict[str, float]):
+    wanted = np.unique(np.asarray(hashes, dtype=np.int32))
+    async with store._connection() as conn:
+        started = time.perf_counter()
+        row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist())
+        fetched = time.perf_counter()
+        found, song_ids, frames = decode_lookup(
+            row["heads"], row["body"], row["delta"], row["tombstones"]
+        )
+        hits = store._song_frames.hits(found, song_ids, frames)
+        decoded = time.perf_counter()
+    t["lookup_sql"] += (fetched - started) * 1000
+    t["hit_decode"] += (decoded - fetched) * 1000
+    t["hits"] += len(found)
+    t["lookup_bytes"] += len(row["body"])
+    return hits
+
+
+async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
+    """The identify pipeline of service.core.catalogue with a timer per stage, per clip."""
+    settings = Settings(database_url=url)
+    match_params = MatchParams(
+        min_confidence=settings.min_confidence, max_matches=settings.max_matches
+    )
+    query_params = DEFAULT_PARAMS.for_queries()
+    store = PostgresStore(url, DEFAULT_PARAMS.version, pool_min_size=1, pool_max_size=1)
+    await store.open()
+    rows = []
+    try:
+        # Warm: the connection, the prepared statement and the song-length cache.
+        await store.lookup(np.arange(0, 1 << 23, 1024, dtype=np.int32))
+        for clip in clips:
+            t = dict.fromkeys((*STAGES, "hits", "lookup_bytes", "speed_search"), 0.0)
+            started = time.perf_counter()
+            audio = decode_audio(clip.path, query_params.sample_rate_hz)
+            decoded = time.perf_counter()
+            peaks = find_peaks(audio.samples, query_params)
+            fingerprints = landmark_hashes(peaks, query_params)
+            fingerprinted = time.perf_counter()
+            t["decode"] = (decoded - started) * 1000
+            t["fingerprint"] = (fingerprinted - decoded) * 1000
+            own = [variant_of(fingerprints)]
+            hits = await _timed_lookup(store, unique_values(own[0].hashes), t)
+            voting = time.perf_counter()
+            matches = find_matches(own, hits, DEFAULT_PARAMS, match_params)
+            t["voting"] += (time.perf_counter() - voting) * 1000
+            if needs_speed_search(matches, match_params):
+                t["speed_search"] = 1.0
+                started = time.perf_counter()
+                variants = speed_variants(peaks, match_params.speed_grid(), query_params)
+                t["speed_variants"] = (time.perf_counter() - started) * 1000
+                hashes = unique_values(np.concatenate([v.hashes for v in variants]))
+                hits = await _timed_lookup(store, hashes, t)
+                voting = time.perf_counter()
+                find_matches(variants, hits, DEFAULT_PARAMS, match_params)
+                t["voting"] += (time.perf_counter() - voting) * 1000
+            t["condition"] = clip.condition  # type: ignore[assignment]
+            rows.append(t)
+    finally:
+        await store.close()
+    return rows
+
+
+# --- one catalogue size -----------------------------------------------------------------------
+
+
+async def measure_size(url: str, args: argparse.Namespace) -> dict[str, object]:
+    fast = dev_clips(FAST_CONDITIONS, args.clips, seed=1)
+    slow = dev_clips(SPEED_CONDITIONS, args.speed_clips, seed=2)
+    size = await catalogue_size(url)
+    with running_service(url, cpu_workers=args.cpu_workers) as base:
+        samples = []
+        for _ in range(args.repeats):
+            samples += await http_latency(base, fast)
+            samples += await http_latency(base, slow, warm=0)
+    profile = await stage_profile(url, fast[:: max(1, len(fast) // 8)] + slow[:4])
+    return {"size": size, "samples": samples, "profile": profile}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def report(results: dict[str, dict]) -> list[str]:
+    sizes = sorted(results.values(), key=lambda r: r["size"]["songs"])
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with two other agents' "
+        "jobs (test suites, benchmarks) while it ran, PostgreSQL 15 on the same host; Python "
+        f"{platform.python_version()}. Service: `song-detection serve`, one uvicorn process, "
+        "`CPU_WORKERS=1`, requests one at a time. Measured "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "",
+        "**`POST /identify` latency against catalogue size** (10-s clips of the 123 indexed "
+        "corpus tracks; the catalogue is those tracks plus synthetic 4-min songs; server = "
+        "the response's `elapsed_ms`, decode to answer; client = upload to parsed response):",
+        "",
+        "| songs | clips | n | server p50 ms | server p95 ms | client p50 ms | client p95 ms "
+        "| top match is a real song |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sizes:
+        for label, conds in (
+            ("`mp3_64k` + `clean` (own speed)", FAST_CONDITIONS),
+            ("`speed_m5` + `white_snrm5` (speed search)", SPEED_CONDITIONS),
+        ):
+            s = [x for x in r["samples"] if x["condition"] in conds]
+            server = [x["server_ms"] for x in s]
+            client = [x["client_ms"] for x in s]
+            real = sum(x["real_top"] for x in s) / max(1, len(s))
+            lines.append(
+                f"| {r['size']['songs']:,.0f} | {label} | {len(s)} | {_pct(server, 50):,.0f} | "
+                f"{_pct(server, 95):,.0f} | {_pct(client, 50):,.0f} | {_pct(client, 95):,.0f} "
+                f"| {real:.0%} |"
+            )
+    lines += [
+        "",
+        "**Where the server-side milliseconds go** (the same pipeline in one process, a timer "
+        "per stage, mean ms per clip; the speed-search rows include the first, own-speed "
+        "lookup):",
+        "",
+        "| songs | clips | n | decode | fingerprint | lookup SQL | hit decode | voting "
+        "| speed variants | hits | lookup MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sizes:
+        for label, wanted in (("own speed", 0.0), ("speed search", 1.0)):
+            rows = [p for p in r["profile"] if p["speed_search"] == wanted]
+            if not rows:
+                continue
+            mean = {k: float(np.mean([p[k] for p in rows])) for k in (*STAGES, "hits")}
+            mb = float(np.mean([p["lookup_bytes"] for p in rows])) / 1e6
+            lines.append(
+                f"| {r['size']['songs']:,.0f} | {label} | {len(rows)} | "
+                + " | ".join(f"{mean[k]:,.1f}" for k in STAGES)
+                + f" | {mean['hits']:,.0f} | {mb:.1f} |"
+            )
+    lines += [
+        "",
+        "**PostgreSQL bytes per hour of audio** (`pg_total_relation_size` of `fp_postings`, "
+        "the delta and tombstones, after `VACUUM`; `songs` separately):",
+        "",
+        "| songs | hours | fingerprints | index MB | MB per hour | bytes per fingerprint "
+        "| `songs` MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sizes:
+        z = r["size"]
+        lines.append(
+            f"| {z['songs']:,.0f} | {z['hours']:,.0f} | {z['fingerprints']:,.0f} | "
+            f"{z['index_bytes'] / 1e6:,.0f} | {z['index_bytes'] / 1e6 / z['hours']:.1f} | "
+            f"{z['index_bytes'] / z['fingerprints']:.1f} | {z['songs_bytes'] / 1e6:.1f} |"
+        )
+    return lines
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict]:
+    results_path = Path(args.results)
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    url = _url(args.admin_dsn, args.database)
+    if args.index_real:
+        url = await create_database(args.admin_dsn, args.database)
+        seconds = index_real_tracks(url, args.workers)
+        print(f"indexed the real tracks in {seconds:.0f} s", file=sys.stderr)
+    p = None
+    for songs in args.sizes:
+        if str(songs) in results and not args.again:
+            continue
+        if p is None:
+            p = await _distribution(url, Path(args.results).with_suffix(".p.npy"))
+        print(f"growing to {songs} songs", file=sys.stderr, flush=True)
+        added, load_s = await grow(url, songs, p, seed=songs)
+        print(f"   {added:,} postings in {load_s:.0f} s", file=sys.stderr, flush=True)
+        measured = await measure_size(url, args)
+        if measured["size"]["songs"] != songs:
+            raise RuntimeError(f"the catalogue holds {measured['size']['songs']:.0f} songs")
+        results[str(songs)] = measured
+        results[str(songs)]["load"] = {"postings": added, "seconds": load_s}
+        results_path.write_text(json.dumps(results))
+        print("\n".join(report({str(songs): results[str(songs)]})), file=sys.stderr, flush=True)
+    return results
+
+
+async def _distribution(url: str, cache: Path) -> np.ndarray:
+    """The real songs' hash distribution, kept on disk: later steps no longer have it alone."""
+    if cache.exists():
+        return np.load(cache)
+    p = await catalogue_hash_distribution(url)
+    np.save(cache, p)
+    return p
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default="sd_latency_cat")
+    parser.add_argument("--index-real", action="store_true", help="(re)create and index")
+    parser.add_argument("--workers", type=int, default=2, help="for --index-real")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[1000, 10000, 30000])  # fmt: skip
+    parser.add_argument("--clips", type=int, default=12, help="per own-speed condition")
+    parser.add_argument("--speed-clips", type=int, default=4, help="per speed condition")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cpu-workers", type=int, default=1)
+    parser.add_argument("--results", default=str(Path(tempfile.gettempdir()) / "sd_latency.json"))
+    parser.add_argument("--again", action="store_true", help="re-measure sizes already done")
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    lines = report(results)
+    print("\n".join(lines))
+    if args.write:
+        command = "CORPUS_DIR=/work/corpus python -m benchmarks.latency " + " ".join(
+            a for a in sys.argv[1:] if a != "--write"
+        )
+        write_section("latency", SECTION, command, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The real service (`song-detection serve`) in a subprocess, for benchmarks that talk HTTP.
+
+Latency measured through uvicorn, the upload path, the process pool and the asyncpg pool is
+what a client waits for; an in-process call would skip half of it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_service(
+    database_url: str,
+    cpu_workers: int = 0,
+    cpus: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout_s: float = 120.0,
+) -> Iterator[str]:
+    """Yield the base URL of a service on `database_url`, ready (`/readyz` 200) and warm.
+
+    `cpus` pins the server and its process pool (children inherit the affinity) with taskset.
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        CPU_WORKERS=str(cpu_workers),
+        LOG_LEVEL="WARNING",
+        COMPACT_DELTA_ROWS="0",
+        **(extra_env or {}),
+    )
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    if cpus is not None:
+        command = ["taskset", "-c", cpus, *command]
+    proc = subprocess.Popen(command, env=env, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("service did not become ready")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
