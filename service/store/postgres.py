@@ -389,10 +389,11 @@ class PostgresStore(PostgresStreamsMixin):
         async with self._connection() as conn:
             # A prepared statement (asyncpg caches it per connection): one round trip.
             row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist())
-            found, song_ids, frames = decode_lookup(
-                row["heads"], row["body"], row["delta"], row["tombstones"]
+            # Millions of hits at catalogue scale: decode them off the event loop, or health
+            # checks and every other request wait behind it.
+            found, song_ids, frames, missing = await asyncio.to_thread(
+                self._decode_lookup, row["heads"], row["body"], row["delta"], row["tombstones"]
             )
-            missing = self._song_frames.missing(song_ids)
             if len(missing):
                 # Only for songs this process has not met yet (new in another process, or
                 # before its first lookups); a song deleted meanwhile stays unknown, and drops.
@@ -403,7 +404,14 @@ class PostgresStore(PostgresStreamsMixin):
                     np.array([r["id"] for r in known], dtype=np.int64),
                     np.array([r["n_frames"] for r in known], dtype=np.int64),
                 )
-        return self._song_frames.hits(found, song_ids, frames)
+        return await asyncio.to_thread(self._song_frames.hits, found, song_ids, frames)
+
+    def _decode_lookup(
+        self, heads: bytes, body: bytes, delta: bytes, tombstones: bytes
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The lookup's hits and the ids among them whose song length is not cached yet."""
+        found, song_ids, frames = decode_lookup(heads, body, delta, tombstones)
+        return found, song_ids, frames, self._song_frames.missing(song_ids)
 
     async def get_song(self, song_id: int) -> Song | None:
         async with self._connection() as conn:

@@ -27,12 +27,6 @@ _HEAD = np.dtype([("hash", ">i4"), ("length", ">i4")])
 _DELTA = np.dtype([("hash", ">i4"), ("song_id", ">i4"), ("frame", ">i4")])
 
 
-def _uint24_be(columns: np.ndarray) -> np.ndarray:
-    """(n, 3) big-endian bytes -> int64 values."""
-    c = columns.astype(np.int64)
-    return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
-
-
 def encode_postings(song_ids: np.ndarray, frames: np.ndarray) -> bytes:
     """Pack postings; the inverse of `decode_postings`. Raises ValueError out of range."""
     song_ids = np.asarray(song_ids, dtype=np.int64)
@@ -49,11 +43,22 @@ def encode_postings(song_ids: np.ndarray, frames: np.ndarray) -> bytes:
 
 def decode_postings(payload: bytes | memoryview) -> tuple[np.ndarray, np.ndarray]:
     """(song_ids, frames) as int64 arrays from packed postings."""
-    raw = np.frombuffer(payload, dtype=np.uint8)
-    if len(raw) % POSTING_BYTES:
+    if len(payload) % POSTING_BYTES:
         raise ValueError("postings are not a whole number of 6-byte entries")
-    rows = raw.reshape(-1, POSTING_BYTES)
-    return _uint24_be(rows[:, :3]), _uint24_be(rows[:, 3:])
+    n = len(payload) // POSTING_BYTES
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    # Each 24-bit field read as the big-endian uint32 that ends with it (one byte in front,
+    # hence the leading pad byte), then masked: one strided pass per column. A lookup decodes
+    # millions of postings per query, and byte-by-byte shifting took ten times as long.
+    padded = np.frombuffer(b"\0" + bytes(payload), dtype=np.uint8)
+    song_ids, frames = (_words(padded, n, start).astype(np.int64) & POSTING_MAX for start in (0, 3))
+    return song_ids, frames
+
+
+def _words(padded: np.ndarray, n: int, start: int) -> np.ndarray:
+    """`n` big-endian uint32 read every 6 bytes from byte `start` (unaligned, no copy)."""
+    return np.ndarray((n,), dtype=">u4", buffer=padded, offset=start, strides=(POSTING_BYTES,))
 
 
 def decode_lookup(
@@ -73,9 +78,10 @@ def decode_lookup(
     song_ids, frames = decode_postings(body)
     hashes = np.repeat(head["hash"].astype(np.int64), lengths // POSTING_BYTES)
     rows = np.frombuffer(delta, dtype=_DELTA)
-    hashes = np.concatenate([hashes, rows["hash"].astype(np.int64)])
-    song_ids = np.concatenate([song_ids, rows["song_id"].astype(np.int64)])
-    frames = np.concatenate([frames, rows["frame"].astype(np.int64)])
+    if len(rows):
+        hashes = np.concatenate([hashes, rows["hash"].astype(np.int64)])
+        song_ids = np.concatenate([song_ids, rows["song_id"].astype(np.int64)])
+        frames = np.concatenate([frames, rows["frame"].astype(np.int64)])
     dead = np.frombuffer(tombstones, dtype=">i4")
     if len(dead):
         keep = ~np.isin(song_ids, dead.astype(np.int64))
@@ -96,11 +102,15 @@ class SongFrames:
 
     def missing(self, song_ids: np.ndarray) -> np.ndarray:
         """The distinct ids among `song_ids` whose length is unknown."""
-        ids = np.unique(song_ids)
-        known = ids < len(self._frames)
-        unknown = ids[~known]
-        inside = ids[known]
-        return np.concatenate([inside[self._frames[inside] < 0], unknown])
+        # Select before np.unique: sorting millions of hits to find the few unknown ids
+        # cost more than the rest of the decoding.
+        frames = self._frames
+        if len(song_ids) and song_ids.max() < len(frames):
+            return np.unique(song_ids[frames[song_ids] < 0])
+        inside = song_ids < len(frames)
+        unknown = song_ids[~inside]
+        ids = song_ids[inside]
+        return np.unique(np.concatenate([ids[frames[ids] < 0], unknown]))
 
     def add(self, song_ids: np.ndarray, n_frames: np.ndarray) -> None:
         if not len(song_ids):
@@ -114,10 +124,16 @@ class SongFrames:
 
     def hits(self, hashes: np.ndarray, song_ids: np.ndarray, frames: np.ndarray) -> Hits:
         """Hits of the songs with a known length; ids still unknown (deleted meanwhile) drop."""
-        inside = song_ids < len(self._frames)
-        lengths = np.full(len(song_ids), -1, dtype=np.int64)
-        lengths[inside] = self._frames[song_ids[inside]]
+        if len(song_ids) and song_ids.max() < len(self._frames):
+            lengths = self._frames[song_ids].astype(np.int64)
+        else:
+            inside = song_ids < len(self._frames)
+            lengths = np.full(len(song_ids), -1, dtype=np.int64)
+            lengths[inside] = self._frames[song_ids[inside]]
         keep = lengths >= 0
+        if keep.all():
+            # The usual case: skip four copies of arrays of millions of hits.
+            return Hits(hashes=hashes, song_ids=song_ids, offsets=frames, song_frames=lengths)
         return Hits(
             hashes=hashes[keep],
             song_ids=song_ids[keep],

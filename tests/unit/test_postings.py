@@ -71,3 +71,29 @@ def test_song_frames_cache() -> None:
     assert hits.song_ids.tolist() == [3, 5000, 3]
     assert hits.song_frames.tolist() == [100, 200, 100]
     assert hits.offsets.tolist() == [10, 20, 30]
+
+
+def test_postings_decode_from_any_buffer_at_the_24_bit_extremes() -> None:
+    """The strided decoder reads unaligned words: check every byte lands in its field."""
+    songs = np.array([0, POSTING_MAX, 0x010203, 1, 0xFF0000])
+    frames = np.array([POSTING_MAX, 0, 0x0A0B0C, 0xFFFF, 1])
+    packed = encode_postings(songs, frames)
+    for payload in (packed, memoryview(packed), bytearray(packed)):
+        got_songs, got_frames = decode_postings(payload)
+        np.testing.assert_array_equal(got_songs, songs)
+        np.testing.assert_array_equal(got_frames, frames)
+    with pytest.raises(ValueError):
+        decode_postings(packed[:-1])
+
+
+def test_song_frames_cache_beyond_its_size_and_without_unknown_ids() -> None:
+    cache = SongFrames()
+    cache.add(np.array([1, 2]), np.array([10, 20]))
+    ids = np.array([2, 1, 2, 1])
+    assert len(cache.missing(ids)) == 0
+    hits = cache.hits(np.array([5, 6, 7, 8]), ids, np.array([0, 1, 2, 3]))
+    assert hits.song_frames.tolist() == [20, 10, 20, 10]
+    assert hits.hashes.tolist() == [5, 6, 7, 8]
+    far = np.array([1, 1 << 20, 2, 1 << 20])  # beyond the cache's array: unknown, once
+    np.testing.assert_array_equal(cache.missing(far), [1 << 20])
+    assert cache.hits(np.arange(4), far, np.arange(4)).song_ids.tolist() == [1, 2]
