@@ -359,16 +359,19 @@ def postings_copy(
 ) -> bytes:
     """Binary COPY of (hash, postings) rows: `counts[i]` random postings under `hashes[i]`,
     spread over song ids `first_id .. first_id + songs - 1`."""
+    n = int(counts.sum())
+    body = encode_postings(
+        rng.integers(first_id, first_id + songs, n),
+        rng.integers(0, int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s), n),
+    )
+    return rows_copy(hashes, counts, body)
+
+
+def rows_copy(hashes: np.ndarray, counts: np.ndarray, packed: bytes) -> bytes:
+    """Binary COPY of (hash, postings) rows: `packed` holds `counts[i]` postings per hash."""
     keep = counts > 0
     hashes, counts = hashes[keep], counts[keep]
-    n = int(counts.sum())
-    body = np.frombuffer(
-        encode_postings(
-            rng.integers(first_id, first_id + songs, n),
-            rng.integers(0, int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s), n),
-        ),
-        dtype=np.uint8,
-    )
+    body = np.frombuffer(packed, dtype=np.uint8)
     lengths = counts * 6
     sizes = _ROW_HEAD.itemsize + lengths
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
