@@ -144,8 +144,9 @@ async def _real_postings(conn: asyncpg.Connection) -> tuple[np.ndarray, np.ndarr
 
 
 async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
-    """Rewrite fp_postings for `target_songs`: the real songs' postings kept, every synthetic
-    song's postings drawn afresh, one plain COPY; (postings written, s)."""
+    """Rewrite fp_postings for `target_songs` (more or fewer than now): the real songs'
+    postings kept, every synthetic song's postings drawn afresh, one plain COPY; (postings
+    written, s)."""
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
@@ -154,6 +155,13 @@ async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tupl
         have = int(await conn.fetchval("SELECT count(*) FROM songs"))
         n_frames = int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s)
         per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
+        if target_songs < have:
+            # Shrink: drop the newest synthetic songs (to re-measure a smaller size).
+            await conn.execute(
+                "DELETE FROM songs WHERE id IN (SELECT id FROM songs"
+                " WHERE content_sha256 LIKE 'synthetic-%' ORDER BY id DESC LIMIT $1)",
+                have - target_songs,
+            )
         if target_songs > have:
             await conn.execute(
                 "INSERT INTO songs (title, duration_s, n_frames, content_sha256,"

@@ -355,7 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict]:
         print(f"growing to {songs} songs", file=sys.stderr, flush=True)
         have = (await catalogue_size(url))["songs"]
         # A step that more than doubles the catalogue is cheaper rewritten than merged.
-        step = rebuild if args.rebuild or songs > 2 * have else grow
+        step = rebuild if args.rebuild or songs > 2 * have or songs < have else grow
         added, load_s = await step(url, songs, p, seed=songs)
         print(f"   {added:,} postings in {load_s:.0f} s", file=sys.stderr, flush=True)
         measured = await measure_size(url, args)
