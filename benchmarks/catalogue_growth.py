@@ -31,6 +31,8 @@ from service.store.postings import decode_lookup, encode_postings
 #: building the COPY payload) and the size of one transaction's WAL.
 CHUNK_POSTINGS = 8_000_000
 FINGERPRINT_TABLES = ("fp_postings", "fingerprints", "fp_tombstones")
+#: Hash values per query when reading the real songs' postings back (~70 MB at 10k songs).
+REAL_SCAN_HASHES = 250_000
 
 
 async def catalogue_hash_distribution(url: str) -> np.ndarray:
@@ -130,17 +132,31 @@ async def catalogue_size(url: str) -> dict[str, float]:
 
 
 async def _real_postings(conn: asyncpg.Connection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hash, song_id, frame) of every posting of a real song, in hash order."""
+    """(hash, song_id, frame) of every posting of a real song, in hash order.
+
+    Read in hash ranges: one bytea holds at most 1 GB, a 10k-song catalogue 2.7 GB of postings.
+    """
     real = await conn.fetch("SELECT id FROM songs WHERE content_sha256 NOT LIKE 'synthetic-%'")
-    row = await conn.fetchrow(
-        "SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea"
-        " ORDER BY hash), ''::bytea) AS heads,"
-        " coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) AS body"
-        " FROM fp_postings"
-    )
-    hashes, song_ids, frames = decode_lookup(row["heads"], row["body"], b"", b"")
-    keep = np.isin(song_ids, np.array([r["id"] for r in real], dtype=np.int64))
-    return hashes[keep], song_ids[keep], frames[keep]
+    real_ids = np.array([r["id"] for r in real], dtype=np.int64)
+    top = int(await conn.fetchval("SELECT coalesce(max(hash), -1) FROM fp_postings")) + 1
+    parts = []
+    for lo in range(0, top, REAL_SCAN_HASHES):
+        row = await conn.fetchrow(
+            "SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea"
+            " ORDER BY hash), ''::bytea) AS heads,"
+            " coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) AS body"
+            " FROM fp_postings WHERE hash >= $1 AND hash < $2",
+            lo,
+            lo + REAL_SCAN_HASHES,
+        )
+        hashes, song_ids, frames = decode_lookup(row["heads"], row["body"], b"", b"")
+        keep = np.isin(song_ids, real_ids)
+        parts.append((hashes[keep], song_ids[keep], frames[keep]))
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy(), empty.copy()
+    hashes, song_ids, frames = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return hashes, song_ids, frames
 
 
 async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
