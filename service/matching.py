@@ -220,6 +220,9 @@ class _Votes:
     db_frame: np.ndarray
     q_frame: np.ndarray  # in song units under the variant's speed
     q_recorded: np.ndarray  # as recorded in the query
+    song_frames: np.ndarray  # length of the vote's song
+    #: Distinct songs among all the pairs, before unpromising ones were dropped.
+    n_songs: int = 0
 
     def select(self, mask: np.ndarray) -> _Votes:
         return _Votes(
@@ -228,6 +231,8 @@ class _Votes:
             self.db_frame[mask],
             self.q_frame[mask],
             self.q_recorded[mask],
+            self.song_frames[mask],
+            self.n_songs,
         )
 
 
@@ -279,7 +284,37 @@ def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
     return order[first]
 
 
-def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
+def _promising(
+    group: np.ndarray, delta: np.ndarray, width: int, min_votes: int, n_var: int
+) -> tuple[np.ndarray, int]:
+    """Mask of the pairs whose group could still reach `min_votes` aligned votes, and the
+    number of distinct songs among all the pairs.
+
+    Votes only ever drop out later (duplicates) or line up within a band of offsets `width`
+    wide (a residual time scale drifts them by at most that much along the query), and any
+    such band lies within two adjacent buckets of that width. A group none of whose bucket
+    pairs holds `min_votes` pairs can therefore never be reported, and at a large catalogue
+    that is nearly every song a query touches: dropping them before the exact reductions
+    leaves a small fraction of the pairs to sort.
+    """
+    bucket = (delta - delta.min()) // width
+    bucket_bits = _bits(int(bucket.max()) + 1)
+    uniq, counts = np.unique(group << bucket_bits | bucket, return_counts=True)
+    nxt = np.minimum(np.searchsorted(uniq, uniq + 1), len(uniq) - 1)
+    pair = counts + np.where(uniq[nxt] == uniq + 1, counts[nxt], 0)
+    groups = uniq >> bucket_bits
+    songs = groups // n_var
+    n_songs = int(np.count_nonzero(np.diff(songs))) + 1
+    good = unique_values(groups[pair >= min_votes])
+    if len(good) == 0:
+        return np.zeros(len(group), dtype=bool), n_songs
+    pos = np.minimum(np.searchsorted(good, group), len(good) - 1)
+    return good[pos] == group, n_songs
+
+
+def _collect_votes(
+    variants: Sequence[QueryVariant], hits: Hits, min_votes: int = 1, drift_frames: int = 0
+) -> _Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
     Votes that are not independent evidence count once per (song, variant, offset):
@@ -288,37 +323,48 @@ def _collect_votes(variants: Sequence[QueryVariant], hits: Hits) -> _Votes:
     - repeats of one hash value (a sustained tone yields the same hash frame after frame, and
       two drones line up at many offsets by chance).
     Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
-    with axis=0) costs an order of magnitude more, and this is the matcher's hot loop.
+    with axis=0) costs an order of magnitude more, and this is the matcher's hot loop. Groups
+    that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
     """
     empty = np.empty(0, dtype=np.int64)
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
-        return _Votes(empty, empty, empty, empty, empty)
+        return _Votes(empty, empty, empty, empty, empty, empty)
     v_idx, q_idx, hit_idx = _pairs(variants, hits)
     if len(hit_idx) == 0:
-        return _Votes(empty, empty, empty, empty, empty)
+        return _Votes(empty, empty, empty, empty, empty, empty)
+    n_var = len(variants)
     offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
-    recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
-    hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
     base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
     q_flat = base[v_idx] + q_idx
+    delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
+    song = hits.song_ids[hit_idx].astype(np.int64)
+    keep, n_songs = _promising(
+        song * n_var + v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var
+    )
+    v_idx, hit_idx, q_flat, delta, song = (a[keep] for a in (v_idx, hit_idx, q_flat, delta, song))
+    if len(hit_idx) == 0:
+        return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
+    # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
+    song_list = unique_values(song)
+    group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
+    recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
+    hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
     q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
     anchor = anchor_bins(q_hash).astype(np.int64)
-
-    song_list, song_of_hit = np.unique(hits.song_ids, return_inverse=True)
-    group = song_of_hit[hit_idx].astype(np.int64) * len(variants) + v_idx
-    db_frame = hits.offsets[hit_idx].astype(np.int64)
-    delta = db_frame - q_frame
     shifted = delta - delta.min()
     # Every column non-negative and as narrow as this query allows, so the keys pack.
     q_rel = q_frame - q_frame.min()
     keep = _first_of_runs(group, shifted, q_rel, anchor)
     keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
+    kept_hits = hit_idx[keep]
     return _Votes(
-        song_list[song_of_hit[hit_idx[keep]]].astype(np.int64),
+        song[keep],
         v_idx[keep],
-        db_frame[keep],
+        hits.offsets[kept_hits].astype(np.int64),
         q_frame[keep],
         q_recorded[keep],
+        hits.song_frames[kept_hits].astype(np.int64),
+        n_songs,
     )
 
 
@@ -363,7 +409,9 @@ def find_matches(
     """
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
-    votes = _collect_votes(variants, hits)
+    query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
+    drift = int(np.ceil(params.time_scale_range * query_frames))
+    votes = _collect_votes(variants, hits, params.min_score, drift)
     if len(votes.songs) == 0:
         return []
     n_var = len(variants)
@@ -380,7 +428,6 @@ def find_matches(
     delta, score, total = best_delta[best].copy(), best_score[best].copy(), totals[best]
     scale = np.ones(len(songs))
 
-    query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
     step = min(0.005, 1.0 / max(query_frames, 1))
     n_scale_steps = int(np.ceil(params.time_scale_range / step))
     scales = 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
@@ -390,10 +437,10 @@ def find_matches(
         if s_score > score[i]:
             score[i], delta[i], scale[i] = s_score, s_delta, scales[s_idx]
 
-    hit_songs, first_hit = np.unique(hits.song_ids, return_index=True)
-    lengths = hits.song_frames[first_hit[np.searchsorted(hit_songs, songs)]].astype(np.int64)
+    vote_songs, first_vote = np.unique(votes.songs, return_index=True)
+    lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, songs)]]
     log_p = chance_log10_p(score, total, lengths, query_frames, params.dispersion)
-    log_p += np.log10(max(len(songs), 1) * n_var * len(scales)) + params.calibration_log10
+    log_p += np.log10(max(votes.n_songs, 1) * n_var * len(scales)) + params.calibration_log10
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
     eligible = np.nonzero((score >= params.min_score) & (confidence >= params.min_confidence))[0]
     eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
