@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.benchmarks_md import write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
@@ -44,6 +45,7 @@ QUICK_CONDITIONS = (
     "speed_p2,speed_m5,pitch_p1st,tempo_m5,telephone,gain_m20db,envelope"
 )
 OFFSET_TOLERANCE_S = 0.5
+ACCURACY_HEADING = "## Accuracy, every condition (`benchmarks/accuracy.py`)"
 
 
 @dataclass(frozen=True)
@@ -297,19 +299,6 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
-def write_benchmarks(section: str, command: str, lines: list[str]) -> None:
-    """Replace (or append) one marked section of BENCHMARKS.md."""
-    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    body = "\n".join([start, "", f"Command: `{command}`", "", *lines, "", end])
-    if start in text and end in text:
-        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text)
-
-
 def main() -> int:
     global _INDEX, _TRACK_IDS, _STORE_URL
     parser = argparse.ArgumentParser(description=__doc__)
@@ -355,7 +344,7 @@ def main() -> int:
         if args.unindexed_only:
             section += "-unindexed"
         command = f"CORPUS_DIR={root} python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
-        write_benchmarks(section, command.replace(" --write", ""), lines)
+        write_section(section, ACCURACY_HEADING, command.replace(" --write", ""), lines)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Write one marked table into a given section of BENCHMARKS.md.
 
-`accuracy.write_benchmarks` appends unknown markers at the end of the file; the speed-and-scale
-tables belong inside their own section, next to tables other benchmarks maintain there.
+Every benchmark's `--write` goes through here: each table lives between its own markers inside
+its section, next to tables other benchmarks maintain there.
 """
 
 from __future__ import annotations

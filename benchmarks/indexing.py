@@ -45,7 +45,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import numpy as np
 
-from benchmarks.accuracy import corpus_dir, write_benchmarks
+from benchmarks.accuracy import corpus_dir
+from benchmarks.benchmarks_md import write_section
 from benchmarks.reference_decode import decode_audio_per_frame
 from benchmarks.reference_fingerprint import legacy_fingerprinting
 from service.audio.decode import decode_audio
@@ -667,7 +668,7 @@ def main() -> int:
             "CORPUS_DIR=/work/corpus python -m benchmarks.indexing "
             + " ".join(sys.argv[1:]).replace("--write", "").strip()
         )
-        write_benchmarks("indexing", command.strip(), lines)
+        write_section("indexing", "## Speed and scale", command.strip(), lines)
     return 0
 
 

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from benchmarks.benchmarks_md import write_section
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file
 from service.core.cpu import CpuPool
@@ -48,6 +49,7 @@ from service.store.base import Play, SongMeta, Store
 from service.worker.runtime import match_params_of
 
 MIN_PLAY_S = 15.0
+STREAMS_HEADING = "## Live streams (`benchmarks/streams.py`)"
 TARGET_ERROR_S = 2.0
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/sd_bench_streams"
 
@@ -283,19 +285,6 @@ async def run(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def write_section(command: str, lines: list[str]) -> None:
-    """Replace the marked live-streams section of BENCHMARKS.md (added at the end first)."""
-    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-    text = path.read_text()
-    start, end = "<!-- streams:start -->", "<!-- streams:end -->"
-    body = "\n".join([start, "", f"Command: `{command}`", "", *lines, "", end])
-    if start in text and end in text:
-        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n## Live streams (`benchmarks/streams.py`)\n\n" + body + "\n"
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", default="dev")
@@ -309,7 +298,7 @@ def main() -> int:
     print("\n".join(lines))
     if args.write:
         command = "python -m benchmarks.streams " + " ".join(sys.argv[1:])
-        write_section(command.strip(), lines)
+        write_section("streams", STREAMS_HEADING, command.strip(), lines)
     return 0
 
 
