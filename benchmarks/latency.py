@@ -268,9 +268,9 @@ def _pct(values: list[float], q: float) -> float:
 def report(results: dict[str, dict]) -> list[str]:
     sizes = sorted(results.values(), key=lambda r: r["size"]["songs"])
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with two other agents' "
-        "jobs (test suites, benchmarks) while it ran, PostgreSQL 15 on the same host; Python "
-        f"{platform.python_version()}. Service: `song-detection serve`, one uvicorn process, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} when the report was written, PostgreSQL on the same host; "
+        f"Python {platform.python_version()}. Service: `song-detection serve`, one uvicorn process, "
         "`CPU_WORKERS=1`, requests one at a time. Measured "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
