@@ -270,8 +270,8 @@ def report(results: dict[str, dict]) -> list[str]:
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} when the report was written, PostgreSQL on the same host; "
-        f"Python {platform.python_version()}. Service: `song-detection serve`, one uvicorn process, "
-        "`CPU_WORKERS=1`, requests one at a time. Measured "
+        f"Python {platform.python_version()}. Service: `song-detection serve`, one uvicorn "
+        "process, `CPU_WORKERS=1`, requests one at a time. Measured "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
         "**`POST /identify` latency against catalogue size** (10-s clips of the 123 indexed "
