@@ -73,14 +73,19 @@ def _url(admin_dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
 
 
-async def fresh_database(admin_dsn: str, name: str) -> str:
+async def recreate_database(admin_dsn: str, name: str) -> str:
+    """Drop `name` if it exists and create it empty; its URL."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    url = _url(admin_dsn, name)
+    return _url(admin_dsn, name)
+
+
+async def fresh_database(admin_dsn: str, name: str) -> str:
+    url = await recreate_database(admin_dsn, name)
     await PostgresStore(url, DEFAULT_PARAMS.version).migrate()
     return url
 

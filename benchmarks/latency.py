@@ -46,7 +46,7 @@ from benchmarks.catalogue_growth import (
     grow,
     rebuild,
 )
-from benchmarks.indexing import _url
+from benchmarks.indexing import _url, recreate_database
 from benchmarks.service_process import ROOT, running_service
 from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
@@ -93,18 +93,6 @@ def dev_clips(conditions: tuple[str, ...], per_condition: int, seed: int) -> lis
 
 
 # --- the catalogue ----------------------------------------------------------------------------
-
-
-async def create_database(admin_dsn: str, name: str) -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _url(admin_dsn, name)
 
 
 def index_real_tracks(url: str, workers: int) -> float:
@@ -343,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict]:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     url = _url(args.admin_dsn, args.database)
     if args.index_real:
-        url = await create_database(args.admin_dsn, args.database)
+        url = await recreate_database(args.admin_dsn, args.database)
         seconds = index_real_tracks(url, args.workers)
         print(f"indexed the real tracks in {seconds:.0f} s", file=sys.stderr)
     p = None
