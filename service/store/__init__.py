@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.settings import Settings
 from service.store.base import EDITABLE_FIELDS, Store
@@ -60,7 +61,7 @@ def unique_fingerprints(fingerprints: Fingerprints) -> tuple[np.ndarray, np.ndar
     key = (fingerprints.hashes.astype(np.int64) << 32) | (
         fingerprints.offsets.astype(np.int64) & 0xFFFFFFFF
     )
-    key = np.unique(key)
+    key = unique_values(key)
     return (key >> 32).astype(np.int32), (key & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
+from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
@@ -383,7 +384,7 @@ class PostgresStore(PostgresStreamsMixin):
         return None if row is None else _song(row)
 
     async def lookup(self, hashes: np.ndarray) -> Hits:
-        wanted = np.unique(np.asarray(hashes, dtype=np.int32))
+        wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
         async with self._connection() as conn:

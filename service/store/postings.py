@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.matching import Hits
 
 POSTING_BYTES = 6
@@ -102,15 +103,15 @@ class SongFrames:
 
     def missing(self, song_ids: np.ndarray) -> np.ndarray:
         """The distinct ids among `song_ids` whose length is unknown."""
-        # Select before np.unique: sorting millions of hits to find the few unknown ids
+        # Select before taking distinct values: sorting millions of hits to find the few unknown ids
         # cost more than the rest of the decoding.
         frames = self._frames
         if len(song_ids) and song_ids.max() < len(frames):
-            return np.unique(song_ids[frames[song_ids] < 0])
+            return unique_values(song_ids[frames[song_ids] < 0])
         inside = song_ids < len(frames)
         unknown = song_ids[~inside]
         ids = song_ids[inside]
-        return np.unique(np.concatenate([ids[frames[ids] < 0], unknown]))
+        return unique_values(np.concatenate([ids[frames[ids] < 0], unknown]))
 
     def add(self, song_ids: np.ndarray, n_frames: np.ndarray) -> None:
         if not len(song_ids):

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
 from service.store import editable_changes, unique_fingerprints
@@ -347,7 +348,7 @@ class SqliteStore(SqliteStreamsMixin):
         return None if row is None else _song(row)
 
     async def lookup(self, hashes: np.ndarray) -> Hits:
-        wanted = np.unique(np.asarray(hashes, dtype=np.int32))
+        wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
         return await self._run(self._lookup, json.dumps(wanted.tolist()))
