@@ -16,7 +16,7 @@ from statistics import median
 from typing import Any
 
 from service.core.stream_windows import WINDOW_S, WindowHit
-from service.store.base import Play, PlayEventDraft, PlayFields, Song
+from service.store.base import PLAY_FIELDS, Play, PlayEventDraft, PlayFields, Song
 
 #: Drift (s) of the song position between windows still counted as one alignment.
 ALIGNMENT_TOLERANCE_S = 1.0
@@ -238,18 +238,7 @@ def _corrected(before: Play, after: PlayFields) -> bool:
 
 
 def _fields(play: Play) -> PlayFields:
-    return PlayFields(
-        song_id=play.song_id,
-        status=play.status,
-        start_s=play.start_s,
-        end_s=play.end_s,
-        song_start_s=play.song_start_s,
-        song_end_s=play.song_end_s,
-        speed=play.speed,
-        score=play.score,
-        confidence=play.confidence,
-        windows=play.windows,
-    )
+    return PlayFields(**{name: getattr(play, name) for name in PLAY_FIELDS})
 
 
 def ended_by_progress(playing: list[Play], stream_end_s: float, params: LogParams) -> LogChanges:

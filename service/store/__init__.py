@@ -12,7 +12,7 @@ import numpy as np
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.settings import Settings
-from service.store.base import EDITABLE_FIELDS, Store
+from service.store.base import EDITABLE_FIELDS, PLAY_FIELDS, Store
 
 
 def create_store(settings: Settings, params_version: str) -> Store:
@@ -42,6 +42,14 @@ def create_store(settings: Settings, params_version: str) -> Store:
         compact_delta_rows=settings.compact_delta_rows,
     )
 
+
+#: Columns both stream stores select (the schema is the same in both dialects).
+STREAM_COLUMNS = (
+    "id, name, pts_epoch_s, wall_origin, max_end_s, last_sequence, last_key, last_segment_at,"
+    " created_at"
+)
+SEGMENT_COLUMNS = "sequence, key, start_s, duration_s, pts_s, n_frames, peaks"
+PLAY_COLUMNS = ", ".join(("id", "stream_id", *PLAY_FIELDS, "created_at", "updated_at"))
 
 #: Largest frame either store accepts: PostgreSQL postings hold 24 bits (149 hours of audio),
 #: and SQLite refuses the same, so that both backends behave alike.

@@ -8,7 +8,7 @@ transaction, so a catalogue never holds half a song.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -176,6 +176,11 @@ class PlayFields:
     score: int
     confidence: float
     windows: int
+
+
+#: PlayFields' names in declaration order: what the log computes for a play, and the columns
+#: of `stream_plays` a reconciliation writes.
+PLAY_FIELDS = tuple(f.name for f in fields(PlayFields))
 
 
 @dataclass(frozen=True)

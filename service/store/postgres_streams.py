@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
 from service.store.base import (
+    PLAY_FIELDS,
     NewStream,
     Play,
     PlayPage,
@@ -31,28 +33,6 @@ from service.store.base import (
 #: hashtext(name). A hash collision only serialises two streams, it never mixes them.
 STREAM_LOCK_CLASS = 0x7374726D
 _LOCK_RETRY_S = 0.05
-
-_STREAM_COLUMNS = (
-    "id, name, pts_epoch_s, wall_origin, max_end_s, last_sequence, last_key, last_segment_at,"
-    " created_at"
-)
-_SEGMENT_COLUMNS = "sequence, key, start_s, duration_s, pts_s, n_frames, peaks"
-_PLAY_COLUMNS = (
-    "id, stream_id, song_id, status, start_s, end_s, song_start_s, song_end_s, speed, score,"
-    " confidence, windows, created_at, updated_at"
-)
-_PLAY_FIELDS = (
-    "song_id",
-    "status",
-    "start_s",
-    "end_s",
-    "song_start_s",
-    "song_end_s",
-    "speed",
-    "score",
-    "confidence",
-    "windows",
-)
 
 
 def _play(row: asyncpg.Record) -> Play:
@@ -93,9 +73,7 @@ class PostgresStreamsMixin:
 
     async def get_stream(self, name: str) -> StreamState | None:
         async with self._connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_STREAM_COLUMNS} FROM streams WHERE name = $1", name
-            )
+            row = await conn.fetchrow(f"SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1", name)
         return None if row is None else StreamState(**dict(row))
 
     async def ensure_stream(self, stream: NewStream) -> StreamState:
@@ -111,13 +89,13 @@ class PostgresStreamsMixin:
                 stream.last_key,
             )
             row = await conn.fetchrow(
-                f"SELECT {_STREAM_COLUMNS} FROM streams WHERE name = $1", stream.name
+                f"SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1", stream.name
             )
         return StreamState(**dict(row))
 
     async def list_streams(self) -> list[StreamState]:
         async with self._connection() as conn:
-            rows = await conn.fetch(f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY name")
+            rows = await conn.fetch(f"SELECT {STREAM_COLUMNS} FROM streams ORDER BY name")
         return [StreamState(**dict(r)) for r in rows]
 
     async def stream_segments(
@@ -125,7 +103,7 @@ class PostgresStreamsMixin:
     ) -> list[StreamSegment]:
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_SEGMENT_COLUMNS} FROM stream_segments WHERE stream_id = $1"
+                f"SELECT {SEGMENT_COLUMNS} FROM stream_segments WHERE stream_id = $1"
                 " AND start_s BETWEEN $2 AND $3 ORDER BY start_s, sequence",
                 stream_id,
                 start_from_s,
@@ -152,7 +130,7 @@ class PostgresStreamsMixin:
         status = "status = 'playing'" if playing_only else "status <> 'retracted'"
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE stream_id = $1"
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = $1"
                 f" AND {status} AND end_s >= $2 AND start_s <= $3"
                 " ORDER BY start_s, id",
                 stream_id,
@@ -186,7 +164,7 @@ class PostgresStreamsMixin:
         async with self._connection() as conn, conn.transaction(isolation="repeatable_read"):
             total = await conn.fetchval(f"SELECT count(*) FROM stream_plays WHERE {clause}", *args)
             rows = await conn.fetch(
-                f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE {clause}"
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE {clause}"
                 f" ORDER BY start_s, id LIMIT ${n + 1} OFFSET ${n + 2}",
                 *args,
                 limit,
@@ -197,7 +175,7 @@ class PostgresStreamsMixin:
     async def get_play(self, stream_id: int, play_id: int) -> Play | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE stream_id = $1 AND id = $2",
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = $1 AND id = $2",
                 stream_id,
                 play_id,
             )
@@ -208,7 +186,7 @@ class PostgresStreamsMixin:
             return {}
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT DISTINCT ON (stream_id) {_PLAY_COLUMNS} FROM stream_plays"
+                f"SELECT DISTINCT ON (stream_id) {PLAY_COLUMNS} FROM stream_plays"
                 " WHERE stream_id = ANY($1::int4[]) AND status = 'playing'"
                 " ORDER BY stream_id, start_s DESC, id DESC",
                 stream_ids,
@@ -261,17 +239,17 @@ class PostgresStreamsMixin:
                         " song_start_s, song_end_s, speed, score, confidence, windows)"
                         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
                         update.stream_id,
-                        *(getattr(play, f) for f in _PLAY_FIELDS),
+                        *(getattr(play, f) for f in PLAY_FIELDS),
                     )
                 )
             for play_id, play in update.changed_plays.items():
-                assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(_PLAY_FIELDS, 3))
+                assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(PLAY_FIELDS, 3))
                 await conn.execute(
                     f"UPDATE stream_plays SET {assignments}, updated_at = now()"
                     " WHERE stream_id = $1 AND id = $2",
                     update.stream_id,
                     play_id,
-                    *(getattr(play, f) for f in _PLAY_FIELDS),
+                    *(getattr(play, f) for f in PLAY_FIELDS),
                 )
             for event in update.events:
                 play_id = event.play_id if event.new_play is None else new_ids[event.new_play]
@@ -289,7 +267,7 @@ class PostgresStreamsMixin:
     async def idle_streams(self, timeout_s: float) -> list[StreamState]:
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_STREAM_COLUMNS} FROM streams s"
+                f"SELECT {STREAM_COLUMNS} FROM streams s"
                 " WHERE last_segment_at < now() - make_interval(secs => $1)"
                 " AND EXISTS (SELECT 1 FROM stream_plays p WHERE p.stream_id = s.id"
                 " AND p.status = 'playing') ORDER BY name",

@@ -16,7 +16,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
 from service.store.base import (
+    PLAY_FIELDS,
     NewStream,
     Play,
     PlayPage,
@@ -30,27 +32,6 @@ from service.store.base import (
 T = TypeVar("T")
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-_STREAM_COLUMNS = (
-    "id, name, pts_epoch_s, wall_origin, max_end_s, last_sequence, last_key, last_segment_at,"
-    " created_at"
-)
-_SEGMENT_COLUMNS = "sequence, key, start_s, duration_s, pts_s, n_frames, peaks"
-_PLAY_COLUMNS = (
-    "id, stream_id, song_id, status, start_s, end_s, song_start_s, song_end_s, speed, score,"
-    " confidence, windows, created_at, updated_at"
-)
-_PLAY_FIELDS = (
-    "song_id",
-    "status",
-    "start_s",
-    "end_s",
-    "song_start_s",
-    "song_end_s",
-    "speed",
-    "score",
-    "confidence",
-    "windows",
-)
 _REALS = ("start_s", "end_s", "song_start_s", "song_end_s", "speed", "confidence")
 
 
@@ -106,7 +87,7 @@ class SqliteStreamsMixin:
         return await self._run(self._get_stream, name)
 
     def _get_stream(self, conn: sqlite3.Connection, name: str) -> StreamState | None:
-        row = conn.execute(f"SELECT {_STREAM_COLUMNS} FROM streams WHERE name = ?", (name,))
+        row = conn.execute(f"SELECT {STREAM_COLUMNS} FROM streams WHERE name = ?", (name,))
         found = row.fetchone()
         return None if found is None else _stream(found)
 
@@ -134,7 +115,7 @@ class SqliteStreamsMixin:
         return await self._run(
             lambda conn: [
                 _stream(r)
-                for r in conn.execute(f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY name")
+                for r in conn.execute(f"SELECT {STREAM_COLUMNS} FROM streams ORDER BY name")
             ]
         )
 
@@ -145,7 +126,7 @@ class SqliteStreamsMixin:
             lambda conn: [
                 _segment(r)
                 for r in conn.execute(
-                    f"SELECT {_SEGMENT_COLUMNS} FROM stream_segments WHERE stream_id = ?"
+                    f"SELECT {SEGMENT_COLUMNS} FROM stream_segments WHERE stream_id = ?"
                     " AND start_s BETWEEN ? AND ? ORDER BY start_s, sequence",
                     (stream_id, float(start_from_s), float(start_to_s)),
                 )
@@ -174,7 +155,7 @@ class SqliteStreamsMixin:
             lambda conn: [
                 _play(r)
                 for r in conn.execute(
-                    f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE stream_id = ?"
+                    f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = ?"
                     f" AND {status} AND end_s >= ? AND start_s <= ?"
                     " ORDER BY start_s, id",
                     (stream_id, float(from_s), float(to_s)),
@@ -211,7 +192,7 @@ class SqliteStreamsMixin:
                     f"SELECT count(*) FROM stream_plays WHERE {clause}", args
                 ).fetchone()[0]
                 rows = conn.execute(
-                    f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE {clause}"
+                    f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE {clause}"
                     " ORDER BY start_s, id LIMIT :limit OFFSET :offset",
                     args,
                 ).fetchall()
@@ -224,7 +205,7 @@ class SqliteStreamsMixin:
     async def get_play(self, stream_id: int, play_id: int) -> Play | None:
         def run(conn: sqlite3.Connection) -> Play | None:
             row = conn.execute(
-                f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE stream_id = ? AND id = ?",
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = ? AND id = ?",
                 (stream_id, play_id),
             ).fetchone()
             return None if row is None else _play(row)
@@ -237,7 +218,7 @@ class SqliteStreamsMixin:
 
         def run(conn: sqlite3.Connection) -> dict[int, Play]:
             rows = conn.execute(
-                f"SELECT {_PLAY_COLUMNS} FROM stream_plays WHERE status = 'playing'"
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE status = 'playing'"
                 " AND stream_id IN (SELECT value FROM json_each(?))"
                 " ORDER BY stream_id, start_s, id",
                 (json.dumps(sorted(set(stream_ids))),),
@@ -302,7 +283,7 @@ class SqliteStreamsMixin:
                 )
                 new_ids.append(int(cursor.lastrowid or 0))
             for play_id, play in update.changed_plays.items():
-                assignments = ", ".join(f"{f} = ?" for f in _PLAY_FIELDS)
+                assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
                 conn.execute(
                     f"UPDATE stream_plays SET {assignments}, updated_at = {_NOW}"
                     " WHERE stream_id = ? AND id = ?",
@@ -327,7 +308,7 @@ class SqliteStreamsMixin:
             lambda conn: [
                 _stream(r)
                 for r in conn.execute(
-                    f"SELECT {_STREAM_COLUMNS} FROM streams s"
+                    f"SELECT {STREAM_COLUMNS} FROM streams s"
                     " WHERE last_segment_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)"
                     " AND EXISTS (SELECT 1 FROM stream_plays p WHERE p.stream_id = s.id"
                     " AND p.status = 'playing') ORDER BY name",
@@ -389,4 +370,4 @@ class SqliteStreamsMixin:
 
 
 def _play_values(play: Any) -> tuple[Any, ...]:
-    return tuple(float(getattr(play, f)) if f in _REALS else getattr(play, f) for f in _PLAY_FIELDS)
+    return tuple(float(getattr(play, f)) if f in _REALS else getattr(play, f) for f in PLAY_FIELDS)
