@@ -57,7 +57,7 @@ from service.matching import (
     Hits,
     MatchParams,
     find_matches,
-    needs_speed_search,
+    inconclusive,
     speed_variants,
     variant_of,
 )
@@ -215,9 +215,9 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 return found
 
             matches = await match([variant_of(sparse)])
-            if needs_speed_search(matches, match_params):
+            if inconclusive(matches, match_params):
                 matches = await match([variant_of(dense)])
-            if needs_speed_search(matches, match_params):
+            if inconclusive(matches, match_params):
                 started = time.perf_counter()
                 variants = speed_variants(peaks, match_params.speed_grid(), query_params)
                 t["speed_variants"] = (time.perf_counter() - started) * 1000

@@ -155,8 +155,9 @@ def speed_variants(
     return variants
 
 
-def needs_speed_search(matches: Sequence[Match], params: MatchParams) -> bool:
-    """True unless the best match at the clip's own speed is strong enough to be final."""
+def inconclusive(matches: Sequence[Match], params: MatchParams) -> bool:
+    """True unless the best match is strong enough to be final: identification then goes on
+    to the next tier of landmarks, and at last to the speed grid."""
     return not matches or matches[0].chance_log10 > params.accept_without_speed_search_log10
 
 

@@ -30,7 +30,7 @@ from service.matching import (
     MatchParams,
     QueryVariant,
     find_matches,
-    needs_speed_search,
+    inconclusive,
     speed_variants,
     variant_of,
 )
@@ -137,9 +137,9 @@ async def identify_analysed(
             lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
         )
         matches = await match([variant_of(sparse)])
-    if needs_speed_search(matches, match_params):
+    if inconclusive(matches, match_params):
         matches = await match([variant_of(audio.fingerprints)])
-    if needs_speed_search(matches, match_params):
+    if inconclusive(matches, match_params):
         grid = match_params.speed_grid()
         variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params.for_queries())
         matches = await match(variants)

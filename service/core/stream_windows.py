@@ -26,7 +26,7 @@ from service.matching import (
     Match,
     MatchParams,
     find_matches,
-    needs_speed_search,
+    inconclusive,
     speed_variants,
     variant_of,
 )
@@ -171,7 +171,7 @@ async def match_windows(
     retry = [
         i
         for i, matches in enumerate(found)
-        if len(own[i].hashes) and needs_speed_search(matches, per_window)
+        if len(own[i].hashes) and inconclusive(matches, per_window)
     ]
     if retry:
         grid = per_window.speed_grid()

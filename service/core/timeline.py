@@ -25,7 +25,7 @@ from service.matching import (
     MatchParams,
     QueryVariant,
     find_matches,
-    needs_speed_search,
+    inconclusive,
     speed_variants,
     variant_of,
 )
@@ -157,7 +157,7 @@ async def timeline(
         found, missing = [], []
         for lo, hi in bounds:
             matches = find_matches([_slice(whole, lo, hi)], hits, params, one)
-            if needs_speed_search(matches, one):
+            if inconclusive(matches, one):
                 missing.append((lo, hi))
             else:
                 found.append(WindowMatch(lo * params.frame_s, matches[0]))
