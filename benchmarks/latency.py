@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks import reference_matching
 from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import write_section
 from benchmarks.catalogue_growth import (
@@ -69,6 +70,8 @@ FAST_CONDITIONS = ("mp3_64k", "clean")
 SPEED_CONDITIONS = ("speed_m5", "white_snrm5")
 SECTION = "## Speed and scale"
 STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
+#: Timed beside the stages, not part of them: the reference matcher on the same hits.
+REFERENCE = "voting_reference"
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
         )
         await store.lookup(np.arange(0, 1 << 23, 1024, dtype=np.int32))
         for clip in clips:
-            t = dict.fromkeys((*STAGES, "hits", "lookup_bytes", "tiers"), 0.0)
+            t = dict.fromkeys((*STAGES, REFERENCE, "hits", "lookup_bytes", "tiers"), 0.0)
+            t["reference_differs"] = 0.0
             started = time.perf_counter()
             audio = decode_audio(clip.path, query_params.sample_rate_hz)
             decoded = time.perf_counter()
@@ -211,6 +215,16 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 voting = time.perf_counter()
                 found = find_matches(variants, hits, params, match_params)
                 t["voting"] += (time.perf_counter() - voting) * 1000
+                voting = time.perf_counter()
+                reference = reference_matching.find_matches(
+                    [reference_matching.QueryVariant(**vars(v)) for v in variants],
+                    reference_matching.Hits(**vars(hits)),
+                    params,
+                    reference_matching.MatchParams(**vars(match_params)),
+                )
+                t[REFERENCE] += (time.perf_counter() - voting) * 1000
+                if [vars(m) for m in reference] != [vars(m) for m in found]:
+                    t["reference_differs"] += 1
                 t["tiers"] += 1
                 return found
 
@@ -292,21 +306,30 @@ def report(results: dict[str, dict]) -> list[str]:
         "hashes not fetched yet, and its lookup and voting add to the columns):",
         "",
         "| songs | tiers | n | decode | fingerprint | lookup SQL | hit decode | voting "
-        "| speed variants | hits | lookup MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed variants | hits | lookup MB | voting, reference matcher | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sizes:
         for label, tiers in (("tier 1", 1), ("tiers 1-2", 2), ("tiers 1-3 (speed grid)", 3)):
             rows = [p for p in r["profile"] if p["tiers"] == tiers]
             if not rows:
                 continue
-            mean = {k: float(np.mean([p[k] for p in rows])) for k in (*STAGES, "hits")}
+            keys = (*STAGES, "hits", REFERENCE)
+            mean = {k: float(np.mean([p.get(k, np.nan) for p in rows])) for k in keys}
             mb = float(np.mean([p["lookup_bytes"] for p in rows])) / 1e6
             lines.append(
                 f"| {r['size']['songs']:,.0f} | {label} | {len(rows)} | "
                 + " | ".join(f"{mean[k]:,.1f}" for k in STAGES)
-                + f" | {mean['hits']:,.0f} | {mb:.1f} |"
+                + f" | {mean['hits']:,.0f} | {mb:.1f} | {mean[REFERENCE]:,.1f} | "
+                f"{mean[REFERENCE] / mean['voting']:.1f}x |"
             )
+    differ = sum(p.get("reference_differs", 0) for r in sizes for p in r["profile"])
+    lines += [
+        "",
+        f"The reference matcher (`benchmarks/reference_matching.py`, the matcher of commit "
+        f"c6496bc) ran on the same hits right after the current one; its matches differed on "
+        f"{differ:.0f} of the profiled clips.",
+    ]
     lines += [
         "",
         "**PostgreSQL bytes per hour of audio** (`pg_total_relation_size` of `fp_postings`, "

@@ -1,21 +1,64 @@
-"""Small array helpers shared by the hot paths."""
+"""Small array helpers shared by the hot paths.
+
+numpy's default sort of integers is a vectorised quicksort that, on the 10^4-10^6 element
+int arrays of a query, runs 10-30x faster than its stable sort (radix or timsort) and than
+argsort (measured with numpy 2.4.6: 106k int64, 0.4 ms against 9 ms). The helpers here get
+stable, index-returning results out of that one fast sort by packing the index into the low
+bits of the key.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
+def bits(n: int) -> int:
+    """Bits needed to hold the non-negative integer n (at least one)."""
+    return max(int(n).bit_length(), 1)
+
+
 def unique_values(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values of a 1-D array.
 
     Plain `np.unique` (numpy >= 2.3) goes through a hash table that is 10-100x slower than a
-    sort on the int arrays of a query (150k hits: ~250 ms against ~3 ms, measured with numpy
-    2.4.6), and these calls sit on every identification's path.
+    sort on the int arrays of a query (150k hits: ~250 ms against ~3 ms), and these calls sit
+    on every identification's path.
     """
-    ordered = np.sort(values, kind="stable")
+    ordered = np.sort(values)
     if len(ordered) == 0:
         return ordered
     distinct = np.empty(len(ordered), dtype=bool)
     distinct[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
     return ordered[distinct]
+
+
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """`np.argsort(key, kind="stable")` of an int array, as int64.
+
+    (key - min) << index bits | index is sorted with the fast unstable sort: equal keys then
+    order by index, which is what stability means. Keys too wide to share 63 bits with the
+    index fall back to the stable argsort.
+    """
+    n = len(key)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    lo = int(key.min())
+    index_bits = bits(n - 1)
+    if bits(int(key.max()) - lo) + index_bits > 63:
+        return np.argsort(key, kind="stable")
+    packed = (key.astype(np.int64) - lo) << index_bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << index_bits) - 1
+    return packed
+
+
+def run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Indices where a new value begins in a sorted array (0 included when non-empty)."""
+    if len(ordered) == 0:
+        return np.empty(0, dtype=np.int64)
+    change = np.empty(len(ordered), dtype=bool)
+    change[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
+    return np.flatnonzero(change)

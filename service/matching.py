@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import poisson
 
-from service.arrays import unique_values
+from service.arrays import bits, run_starts, stable_order, unique_values
 from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
@@ -237,17 +237,13 @@ class _Votes:
         )
 
 
-def _bits(n: int) -> int:
-    return max(int(n).bit_length(), 1)
-
-
 def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ...]:
     """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays.
 
     The hits are sorted by hash once and each variant's few thousand hashes are searched in
     them, rather than every hit being searched in every variant.
     """
-    order = np.argsort(hits.hashes, kind="stable")
+    order = stable_order(hits.hashes)
     sorted_hashes = hits.hashes[order]
     v_parts, q_parts, h_parts = [], [], []
     for v_idx, v in enumerate(variants):
@@ -259,6 +255,8 @@ def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ..
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         h_parts.append(order[starts + np.arange(total)])
         v_parts.append(np.full(total, v_idx, dtype=np.int64))
+    if len(variants) == 1:
+        return v_parts[0], q_parts[0], h_parts[0]
     return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
 
 
@@ -268,49 +266,67 @@ def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
     Columns whose value ranges fit in 63 bits together are packed into one int64 key: one
     sort of a flat array instead of np.unique(axis=0)'s row sort, which costs ten times more.
     """
-    widths = [_bits(int(c.max())) for c in columns]
+    widths = [bits(int(c.max())) for c in columns]
     if sum(widths) <= 63:
         key = np.zeros(len(columns[0]), dtype=np.int64)
         for column, width in zip(columns, widths, strict=True):
             key = key << width | column
-        order = np.argsort(key, kind="stable")
-        ordered = key[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = ordered[1:] != ordered[:-1]
-    else:
-        order = np.lexsort(columns[::-1])
-        stacked = np.stack([c[order] for c in columns])
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)
+        order = stable_order(key)
+        return order[run_starts(key[order])]
+    order = np.lexsort(columns[::-1])
+    stacked = np.stack([c[order] for c in columns])
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)
     return order[first]
 
 
 def _promising(
-    group: np.ndarray, delta: np.ndarray, width: int, min_votes: int, n_var: int
+    song: np.ndarray,
+    variant: np.ndarray,
+    delta: np.ndarray,
+    width: int,
+    min_votes: int,
+    n_var: int,
 ) -> tuple[np.ndarray, int]:
-    """Mask of the pairs whose group could still reach `min_votes` aligned votes, and the
-    number of distinct songs among all the pairs.
+    """Mask of the pairs whose (song, variant) group could still reach `min_votes` aligned
+    votes, and the number of distinct songs among all the pairs.
 
     Votes only ever drop out later (duplicates) or line up within a band of offsets `width`
     wide (a residual time scale drifts them by at most that much along the query), and any
     such band lies within two adjacent buckets of that width. A group none of whose bucket
     pairs holds `min_votes` pairs can therefore never be reported, and at a large catalogue
     that is nearly every song a query touches: dropping them before the exact reductions
-    leaves a small fraction of the pairs to sort.
+    leaves a small fraction of the pairs to sort. A song with fewer than `min_votes` pairs in
+    all is dropped first by a count over song ids, which costs no sort at all.
     """
-    bucket = (delta - delta.min()) // width
-    bucket_bits = _bits(int(bucket.max()) + 1)
-    uniq, counts = np.unique(group << bucket_bits | bucket, return_counts=True)
-    nxt = np.minimum(np.searchsorted(uniq, uniq + 1), len(uniq) - 1)
-    pair = counts + np.where(uniq[nxt] == uniq + 1, counts[nxt], 0)
+    per_song = np.bincount(song) if int(song.max()) < 16 * len(song) + 4096 else None
+    if per_song is None:
+        n_songs = len(unique_values(song))
+        candidates = np.arange(len(song))
+    else:
+        n_songs = int(np.count_nonzero(per_song))
+        candidates = np.flatnonzero(per_song[song] >= min_votes)
+    keep = np.zeros(len(song), dtype=bool)
+    if len(candidates) == 0:
+        return keep, n_songs
+    d = delta[candidates]
+    bucket = (d - d.min()) // width
+    bucket_bits = bits(int(bucket.max()) + 1)
+    key = (song[candidates] * n_var + variant[candidates]) << bucket_bits | bucket
+    order = stable_order(key)
+    ordered = key[order]
+    starts = run_starts(ordered)
+    uniq = ordered[starts]
+    counts = np.diff(np.append(starts, len(ordered)))
+    # uniq is sorted, so the next bucket of the same group, if present, is the next entry.
+    pair = counts.copy()
+    pair[:-1] += np.where(uniq[1:] == uniq[:-1] + 1, counts[1:], 0)
     groups = uniq >> bucket_bits
-    songs = groups // n_var
-    n_songs = int(np.count_nonzero(np.diff(songs))) + 1
-    good = unique_values(groups[pair >= min_votes])
-    if len(good) == 0:
-        return np.zeros(len(group), dtype=bool), n_songs
-    pos = np.minimum(np.searchsorted(good, group), len(good) - 1)
-    return good[pos] == group, n_songs
+    group_starts = run_starts(groups)
+    group_good = np.maximum.reduceat(pair >= min_votes, group_starts)
+    run_good = np.repeat(group_good, np.diff(np.append(group_starts, len(groups))))
+    keep[candidates[order]] = np.repeat(run_good, counts)
+    return keep, n_songs
 
 
 def _collect_votes(
@@ -339,9 +355,7 @@ def _collect_votes(
     q_flat = base[v_idx] + q_idx
     delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
     song = hits.song_ids[hit_idx].astype(np.int64)
-    keep, n_songs = _promising(
-        song * n_var + v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var
-    )
+    keep, n_songs = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
     v_idx, hit_idx, q_flat, delta, song = (a[keep] for a in (v_idx, hit_idx, q_flat, delta, song))
     if len(hit_idx) == 0:
         return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
