@@ -33,25 +33,34 @@ def unique_values(values: np.ndarray) -> np.ndarray:
     return ordered[distinct]
 
 
-def stable_order(key: np.ndarray) -> np.ndarray:
-    """`np.argsort(key, kind="stable")` of an int array, as int64.
+def sort_with_order(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted key, `np.argsort(key, kind="stable")`) of an int array, both int64.
 
     (key - min) << index bits | index is sorted with the fast unstable sort: equal keys then
-    order by index, which is what stability means. Keys too wide to share 63 bits with the
-    index fall back to the stable argsort.
+    order by index, which is what stability means, and the sorted keys come out of the same
+    array without a gather. Keys too wide to share 63 bits with the index fall back to the
+    stable argsort.
     """
     n = len(key)
     if n == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     lo = int(key.min())
     index_bits = bits(n - 1)
     if bits(int(key.max()) - lo) + index_bits > 63:
-        return np.argsort(key, kind="stable")
+        order = np.argsort(key, kind="stable")
+        return key[order].astype(np.int64), order
     packed = (key.astype(np.int64) - lo) << index_bits
     packed |= np.arange(n, dtype=np.int64)
     packed.sort()
-    packed &= (1 << index_bits) - 1
-    return packed
+    order = packed & ((1 << index_bits) - 1)
+    packed >>= index_bits
+    packed += lo
+    return packed, order
+
+
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """`np.argsort(key, kind="stable")` of an int array, as int64 (see sort_with_order)."""
+    return sort_with_order(key)[1]
 
 
 def run_starts(ordered: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import poisson
 
-from service.arrays import bits, run_starts, stable_order, unique_values
+from service.arrays import bits, run_starts, sort_with_order, stable_order, unique_values
 from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
@@ -166,6 +166,18 @@ def variant_of(fingerprints: Fingerprints) -> QueryVariant:
     return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)
 
 
+def _pack(*columns: np.ndarray) -> np.ndarray | None:
+    """Non-negative int columns packed into one int64 key that sorts like their lexsort
+    (first column most significant), or None if they do not fit in 63 bits."""
+    widths = [bits(int(c.max())) if len(c) else 1 for c in columns]
+    if sum(widths) > 63:
+        return None
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, width in zip(columns, widths, strict=True):
+        key = key << width | column
+    return key
+
+
 def best_offsets(
     groups: np.ndarray, delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -176,19 +188,21 @@ def best_offsets(
     """
     key = (groups << 32) + (delta + (1 << 31))
     uniq, counts = np.unique(key, return_counts=True)
-    n = len(uniq)
-
-    def neighbour_counts(step: int) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(uniq, uniq + step), n - 1)
-        return np.where(uniq[pos] == uniq + step, counts[pos], 0)
-
-    window = counts + neighbour_counts(-1) + neighbour_counts(1)
+    # uniq is sorted: the bins either side of one, when they exist, are its neighbours.
+    adjacent = uniq[1:] == uniq[:-1] + 1
+    window = counts.copy()
+    window[:-1] += np.where(adjacent, counts[1:], 0)
+    window[1:] += np.where(adjacent, counts[:-1], 0)
     uniq_group = uniq >> 32
-    group_ids, first = np.unique(uniq_group, return_index=True)
+    first = run_starts(uniq_group)
+    group_ids = uniq_group[first]
     totals = np.add.reduceat(counts, first)
-    # Per group, the bin with the highest windowed score (ties: most votes of its own).
-    order = np.lexsort((-counts, -window, uniq_group))
-    best = order[np.searchsorted(uniq_group[order], group_ids, side="left")]
+    # Per group, the bin with the highest windowed score (ties: most votes of its own, then
+    # the earliest offset), as one sort of a packed key rather than a three-column lexsort.
+    group_index = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(uniq))))
+    rank = _pack(group_index, window.max() - window, counts.max() - counts)
+    order = stable_order(rank) if rank is not None else np.lexsort((-counts, -window, uniq_group))
+    best = order[first]  # groups keep their places and sizes in the sorted order
     best_delta = (uniq[best] & 0xFFFFFFFF) - (1 << 31)
     return group_ids, best_delta, window[best], totals
 
@@ -266,13 +280,10 @@ def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
     Columns whose value ranges fit in 63 bits together are packed into one int64 key: one
     sort of a flat array instead of np.unique(axis=0)'s row sort, which costs ten times more.
     """
-    widths = [bits(int(c.max())) for c in columns]
-    if sum(widths) <= 63:
-        key = np.zeros(len(columns[0]), dtype=np.int64)
-        for column, width in zip(columns, widths, strict=True):
-            key = key << width | column
-        order = stable_order(key)
-        return order[run_starts(key[order])]
+    key = _pack(*columns)
+    if key is not None:
+        ordered, order = sort_with_order(key)
+        return order[run_starts(ordered)]
     order = np.lexsort(columns[::-1])
     stacked = np.stack([c[order] for c in columns])
     first = np.ones(len(order), dtype=bool)
@@ -312,9 +323,8 @@ def _promising(
     d = delta[candidates]
     bucket = (d - d.min()) // width
     bucket_bits = bits(int(bucket.max()) + 1)
-    key = (song[candidates] * n_var + variant[candidates]) << bucket_bits | bucket
-    order = stable_order(key)
-    ordered = key[order]
+    group = song[candidates] * n_var + variant[candidates]
+    ordered = np.sort(group << bucket_bits | bucket)
     starts = run_starts(ordered)
     uniq = ordered[starts]
     counts = np.diff(np.append(starts, len(ordered)))
@@ -324,8 +334,15 @@ def _promising(
     groups = uniq >> bucket_bits
     group_starts = run_starts(groups)
     group_good = np.maximum.reduceat(pair >= min_votes, group_starts)
-    run_good = np.repeat(group_good, np.diff(np.append(group_starts, len(groups))))
-    keep[candidates[order]] = np.repeat(run_good, counts)
+    good_groups = groups[group_starts][group_good]
+    if per_song is not None:
+        # A table over every (song, variant) is small here: look each pair's group up in it
+        # rather than scattering through the sort order (random writes over millions).
+        table = np.zeros(len(per_song) * n_var, dtype=bool)
+        table[good_groups] = True
+        keep[candidates] = table[group]
+        return keep, n_songs
+    keep[candidates] = np.isin(group, good_groups)
     return keep, n_songs
 
 
@@ -393,22 +410,42 @@ def _covered_span(frames: np.ndarray, max_gap: float) -> tuple[int, int]:
     return int(ordered[starts[best]]), int(ordered[ends[best]])
 
 
+#: refine_time_scale first tries every this-many-th scale of its grid.
+_COARSE_SCALE_STEP = 4
+
+
+def _best_scale(
+    db_frame: np.ndarray, q_frame: np.ndarray, scales: np.ndarray, tried: np.ndarray
+) -> tuple[int, int, int]:
+    """(index into scales, offset, score) of the best of the scales at indices `tried`."""
+    d = np.round(db_frame[None, :] - scales[tried][:, None] * q_frame[None, :]).astype(np.int64)
+    groups = np.broadcast_to(np.arange(len(tried))[:, None], d.shape)
+    ids, best_delta, score, _ = best_offsets(groups.ravel(), d.ravel())
+    # Neighbouring scales often tie (the +-1 bin window absorbs a little drift): the middle
+    # of the plateau is the best estimate of the true scale.
+    tied = np.nonzero(score == score.max())[0]
+    top = int(tied[len(tied) // 2])
+    return int(tried[ids[top]]), int(best_delta[top]), int(score[top])
+
+
 def refine_time_scale(
     db_frame: np.ndarray, q_frame: np.ndarray, scales: np.ndarray
 ) -> tuple[int, int, int]:
     """Best (scale index, offset, score) when song time = offset + scale x query time.
 
     A residual time scale makes offsets drift along the query; re-voting under each candidate
-    scale lines them up again.
+    scale lines them up again. `scales` is a symmetric grid whose step moves the last query
+    frame by about one frame. Re-voting costs (scales x votes), and a true match brings
+    thousands of votes, so the grid is searched coarse to fine: every fourth scale first (the
+    nearest is then at most two frames of drift off, which the +-1 bin window still gathers),
+    then every scale within four steps of the best of those.
     """
-    d = np.round(db_frame[None, :] - scales[:, None] * q_frame[None, :]).astype(np.int64)
-    groups = np.broadcast_to(np.arange(len(scales))[:, None], d.shape)
-    ids, best_delta, score, _ = best_offsets(groups.ravel(), d.ravel())
-    # Neighbouring scales often tie (the +-1 bin window absorbs a little drift): the middle
-    # of the plateau is the best estimate of the true scale.
-    tied = np.nonzero(score == score.max())[0]
-    top = int(tied[len(tied) // 2])
-    return int(ids[top]), int(best_delta[top]), int(score[top])
+    step = _COARSE_SCALE_STEP
+    middle = len(scales) // 2
+    coarse = middle + step * np.arange(-(middle // step), middle // step + 1)
+    best, _, _ = _best_scale(db_frame, q_frame, scales, coarse)
+    fine = np.arange(max(0, best - step), min(len(scales), best + step + 1))
+    return _best_scale(db_frame, q_frame, scales, fine)
 
 
 def find_matches(
