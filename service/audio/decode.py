@@ -73,15 +73,46 @@ class _GrowingBuffer:
         return view.copy() if self._size < len(self._data) // 2 else view
 
 
+#: libavformat reads up to 5 MB while probing a file for its streams' parameters by default.
+#: For PCM in WAV that means decoding a whole 10-s clip before decoding it (10 ms of a 40-ms
+#: identification), although the header already says everything. A short probe is tried
+#: first; the default one only when it leaves the audio stream missing or incomplete.
+_QUICK_PROBE = {"probesize": "32768"}
+
+
+def _complete(container: av.container.InputContainer) -> bool:
+    if not container.streams.audio:
+        return False
+    stream = container.streams.audio[0]
+    context = stream.codec_context
+    return bool(stream.rate or context.sample_rate) and context.format is not None
+
+
 def _open(source: Source) -> av.container.InputContainer:
     if isinstance(source, bytes | bytearray):
         if not source:
             raise EmptyFile("the uploaded file is empty")
-        source = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike) and os.path.getsize(source) == 0:
         raise EmptyFile("the uploaded file is empty")
+
+    def attempt(options: dict[str, str]) -> av.container.InputContainer:
+        if isinstance(source, bytes | bytearray):
+            readable: str | os.PathLike[str] | BinaryIO = io.BytesIO(source)
+        else:
+            readable = source
+            if hasattr(readable, "seek"):
+                readable.seek(0)
+        return av.open(readable, mode="r", metadata_errors="ignore", options=options)
+
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        container = attempt(_QUICK_PROBE)
+        if _complete(container):
+            return container
+        container.close()
+    except (av.error.FFmpegError, ValueError, OSError):
+        pass  # the full probe below decides, and reports
+    try:
+        return attempt({})
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise NotAudio(f"not a recognised audio or video container: {exc}") from exc
 

@@ -14,6 +14,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -163,3 +164,20 @@ def test_files_ending_at_a_batch_boundary_are_identical(tmp_path):
         new, old = decode_audio(path, RATE), decode_audio_per_frame(path, RATE)
         assert np.array_equal(new.samples, old.samples)
         assert new.content_sha256 == old.content_sha256
+
+
+def test_a_probe_too_short_for_the_stream_falls_back_to_the_full_probe(monkeypatch):
+    """The quick probe that spares WAV files a second decode must never change what a file
+    decodes to: where it leaves the stream's parameters unknown (MPEG-TS needs packets to
+    find them), the default probe is used."""
+    import service.audio.decode as decode_module
+
+    path = DATA / "decode" / "ts_video_48k_stereo.ts"
+    expected = decode_audio(path, DEFAULT_PARAMS.sample_rate_hz)
+    monkeypatch.setattr(decode_module, "_QUICK_PROBE", {"probesize": "32"})
+    with av.open(str(path), options={"probesize": "32"}) as short:
+        assert not decode_module._complete(short)  # the case this test is about
+    for source in (path, path.read_bytes()):
+        again = decode_audio(source, DEFAULT_PARAMS.sample_rate_hz)
+        assert again.content_sha256 == expected.content_sha256
+        assert np.array_equal(again.samples, expected.samples)
