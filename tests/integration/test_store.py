@@ -247,6 +247,28 @@ async def test_postgres_lookup_decodes_hits_off_the_event_loop(
     assert decoded_in and threading.main_thread() not in decoded_in
 
 
+async def test_postgres_store_knows_every_song_length_once_open(pg_url: str) -> None:
+    """A new replica must not spend its first identifications fetching the lengths of the
+    songs its lookups meet (thousands per lookup in a large catalogue): it reads them all when
+    it opens, and a lookup then costs one statement."""
+    rng = np.random.default_rng(11)
+    async with opened(pg_url) as writer:
+        songs = [
+            (
+                await writer.add_song(
+                    make_song(make_fingerprints(rng, 400, -50, 50), c * 64, n_frames=3000 + i)
+                )
+            )[0]
+            for i, c in enumerate("efg")
+        ]
+    async with opened(pg_url) as store:
+        ids = np.array([s.id for s in songs])
+        assert store._song_frames.missing(ids).size == 0  # type: ignore[attr-defined]
+        hits = await store.lookup(np.arange(-50, 51, dtype=np.int32))
+        assert set(hits.song_ids.tolist()) == set(ids.tolist())
+        assert {int(f) for f in hits.song_frames} == {3000, 3001, 3002}
+
+
 async def test_delete_removes_the_song_and_its_fingerprints(store_url: str) -> None:
     rng = np.random.default_rng(5)
     fp_keep, fp_gone = make_fingerprints(rng, 3000, -500, 500), make_fingerprints(rng, 3000)
