@@ -251,13 +251,24 @@ class _Votes:
         )
 
 
+def _hash_order(hashes: np.ndarray) -> np.ndarray:
+    """Stable sort order of the hits by hash.
+
+    Lookups return their hits sorted by hash, so the hits of a query are one sorted run per
+    lookup tier (plus any uncompacted rows): timsort, numpy's stable sort, merges such runs in
+    linear time, where packing keys for the fast unstable sort would sort from scratch."""
+    if len(hashes) < 2 or bool((hashes[1:] >= hashes[:-1]).all()):
+        return np.arange(len(hashes))
+    return np.argsort(hashes, kind="stable")
+
+
 def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ...]:
     """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays.
 
     The hits are sorted by hash once and each variant's few thousand hashes are searched in
     them, rather than every hit being searched in every variant.
     """
-    order = stable_order(hits.hashes)
+    order = _hash_order(hits.hashes)
     sorted_hashes = hits.hashes[order]
     v_parts, q_parts, h_parts = [], [], []
     for v_idx, v in enumerate(variants):
