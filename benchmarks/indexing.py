@@ -347,12 +347,26 @@ def bulk_index(tracks: list[Path], url: str, workers: int) -> tuple[float, float
 
 
 def hash_distribution(hashes: np.ndarray) -> np.ndarray:
-    """p(hash) over the whole 23-bit space, as the product of the corpus's marginals."""
-    f1, df, dt = unpack_hashes(hashes.astype(np.int64))
-    p_f1 = np.bincount(f1, minlength=512) / len(f1)
-    p_df = np.bincount(df + 128, minlength=256) / len(df)
-    p_dt = np.bincount(dt, minlength=64) / len(dt)
-    p = (p_f1[:, None, None] * p_df[None, :, None] * p_dt[None, None, :]).reshape(-1)
+    """p(hash) over the 23-bit hash space, for synthetic songs with the corpus's statistics.
+
+    The corpus's own hash frequencies, plus the probability Good-Turing gives hashes the
+    corpus never produced (the share of its fingerprints whose hash occurs once) spread as
+    the product of its (f1, df, dt) marginals: a larger catalogue holds the corpus's frequent
+    hashes about as often as the corpus does, and rare ones it never saw. The frequent hashes
+    are what a lookup's cost depends on (hits per query grow with the sum of p(hash)^2); the
+    marginals alone, which an earlier version used, spread the postings thinly and (unpacking
+    f2 where df was meant) over values no real hash takes, so lookups met too few hits.
+    """
+    h = hashes.astype(np.int64)
+    counts = np.bincount(h, minlength=1 << 23).astype(np.float64)
+    f1, f2, dt = unpack_hashes(h)
+    p_f1 = np.bincount(f1, minlength=512) / len(h)
+    p_df = np.bincount(f2 - f1 + 128, minlength=256) / len(h)
+    p_dt = np.bincount(dt, minlength=64) / len(h)
+    # Index f1 << 14 | (df + 128) << 6 | dt: the layout of pack_hashes.
+    marginals = (p_f1[:, None, None] * p_df[None, :, None] * p_dt[None, None, :]).reshape(-1)
+    unseen = float(np.count_nonzero(counts == 1)) / len(h)
+    p = (1.0 - unseen) * counts / counts.sum() + unseen * marginals / marginals.sum()
     return p / p.sum()
 
 
