@@ -54,7 +54,7 @@ from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks, thin_peaks
-from service.core.hit_cache import HitCache
+from service.core.hit_cache import HitCache, postings_cap
 from service.matching import (
     Hits,
     MatchParams,
@@ -64,7 +64,7 @@ from service.matching import (
     variant_of,
 )
 from service.settings import Settings
-from service.store.postgres import _LOOKUP_SQL, PostgresStore
+from service.store.postgres import _LOOKUP_SQL, _NO_CAP, PostgresStore
 from service.store.postings import decode_lookup
 
 FAST_CONDITIONS = ("mp3_64k", "clean")
@@ -147,13 +147,16 @@ async def http_latency(base: str, clips: list[Clip], warm: int = 3) -> list[dict
 # --- 2. in process, per stage -----------------------------------------------------------------
 
 
-async def _timed_lookup(store: PostgresStore, hashes: np.ndarray, t: dict[str, float]) -> Hits:
+async def _timed_lookup(
+    store: PostgresStore, hashes: np.ndarray, t: dict[str, float], max_postings: int | None
+) -> Hits:
     wanted = np.unique(np.asarray(hashes, dtype=np.int32))
     if len(wanted) == 0:
         return Hits.empty()
     async with store._connection() as conn:
         started = time.perf_counter()
-        row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist())
+        cap = _NO_CAP if max_postings is None else max_postings
+        row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist(), cap)
         fetched = time.perf_counter()
         found, song_ids, frames = decode_lookup(
             row["heads"], row["body"], row["delta"], row["tombstones"]
@@ -173,8 +176,8 @@ class _TimedStore:
     def __init__(self, store: PostgresStore, t: dict[str, float]) -> None:
         self._store, self._t = store, t
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
-        return await _timed_lookup(self._store, hashes, self._t)
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+        return await _timed_lookup(self._store, hashes, self._t, max_postings)
 
 
 async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
@@ -198,6 +201,8 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             np.array([r["n_frames"] for r in known], dtype=np.int64),
         )
         await store.lookup(np.arange(0, 1 << 23, 1024, dtype=np.int32))
+        cap = await postings_cap(store, match_params)
+        deep_cap = await postings_cap(store, match_params, deep=True)
         for clip in clips:
             t = dict.fromkeys((*STAGES, REFERENCE, "hits", "lookup_bytes", "tiers"), 0.0)
             t["reference_differs"] = 0.0
@@ -209,10 +214,12 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             sparse = landmark_hashes(thin_peaks(peaks, params), params)
             t["decode"] = (decoded - started) * 1000
             t["fingerprint"] = (time.perf_counter() - decoded) * 1000
-            cache = HitCache(_TimedStore(store, t), None)  # type: ignore[arg-type]
+            cache = HitCache(_TimedStore(store, t), None, cap)  # type: ignore[arg-type]
 
-            async def match(variants: list, t: dict[str, float] = t, cache=cache) -> list:
-                hits = await cache.hits_for(np.concatenate([v.hashes for v in variants]))
+            async def match(
+                variants: list, t: dict[str, float] = t, cache=cache, cap=deep_cap
+            ) -> list:
+                hits = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
 
                 def current() -> list:
                     return find_matches(variants, hits, params, match_params)
@@ -241,7 +248,7 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 t["tiers"] += 1
                 return found
 
-            matches = await match([variant_of(sparse)])
+            matches = await match([variant_of(sparse)], cap=cap)
             if inconclusive(matches, match_params):
                 matches = await match([variant_of(dense)])
             if inconclusive(matches, match_params):
@@ -249,6 +256,20 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 variants = speed_variants(peaks, match_params.speed_grid(), query_params)
                 t["speed_variants"] = (time.perf_counter() - started) * 1000
                 await match(variants)
+            # Side by side: the first tier again without the frequent-hash cap (lookup SQL,
+            # hit decoding and voting), and whether its answer is the same song.
+            started = time.perf_counter()
+            raw = await store.lookup(sparse.hashes)
+            found_raw = find_matches([variant_of(sparse)], raw, params, match_params)
+            t["uncapped_ms"] = (time.perf_counter() - started) * 1000
+            t["uncapped_hits"] = float(len(raw))
+            started = time.perf_counter()
+            capped = await store.lookup(sparse.hashes, cap)
+            found_capped = find_matches([variant_of(sparse)], capped, params, match_params)
+            t["capped_ms"] = (time.perf_counter() - started) * 1000
+            t["capped_hits"] = float(len(capped))
+            top = [f[0].song_id if f else None for f in (found_raw, found_capped)]
+            t["cap_same_top"] = float(top[0] == top[1])
             t["condition"] = clip.condition  # type: ignore[assignment]
             rows.append(t)
     finally:
@@ -287,6 +308,7 @@ async def measure_size(url: str, args: argparse.Namespace) -> dict[str, object]:
     slow = dev_clips(SPEED_CONDITIONS, args.speed_clips, seed=2)
     size = await catalogue_size(url)
     size.update(await prewarm(url))
+    size["cap"] = float(MatchParams().max_postings(int(size["fingerprints"])) or 0)
     with running_service(url, cpu_workers=args.cpu_workers) as base:
         samples = []
         for _ in range(args.repeats):
@@ -368,6 +390,31 @@ def report(results: dict[str, dict]) -> list[str]:
                 + f" | {mean['hits']:,.0f} | {mb:.1f} | {mean[REFERENCE]:,.1f} | "
                 f"{mean[REFERENCE] / mean['voting']:.1f}x |"
             )
+    lines += [
+        "",
+        "**The frequent-hash cap, side by side** (each profiled clip's first tier, its "
+        "index-density landmarks, looked up and voted on twice in a row: without the cap and "
+        "with it; lookup SQL + hit decoding + voting, mean ms):",
+        "",
+        "| songs | cap (postings) | clips | hits without | hits with | ms without | ms with "
+        "| speed-up | same top song |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sizes:
+        rows = [p for p in r["profile"] if "uncapped_ms" in p]
+        if not rows:
+            continue
+        mean = {
+            k: float(np.mean([p[k] for p in rows]))
+            for k in ("uncapped_hits", "capped_hits", "uncapped_ms", "capped_ms")
+        }
+        same = sum(p["cap_same_top"] for p in rows)
+        lines.append(
+            f"| {r['size']['songs']:,.0f} | {r['size'].get('cap', float('nan')):,.0f} | "
+            f"{len(rows)} | {mean['uncapped_hits']:,.0f} | {mean['capped_hits']:,.0f} | "
+            f"{mean['uncapped_ms']:,.1f} | {mean['capped_ms']:,.1f} | "
+            f"{mean['uncapped_ms'] / mean['capped_ms']:.1f}x | {same:.0f}/{len(rows)} |"
+        )
     differ = sum(p.get("reference_differs", 0) for r in sizes for p in r["profile"])
     lines += [
         "",

@@ -33,12 +33,15 @@ class MemoryIndex:
         self.frames = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])[order]
         self._built = True
 
-    def lookup(self, hashes: np.ndarray) -> Hits:
+    def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         if not self._built:
             self._build()
         wanted = unique_values(hashes)
         lo = np.searchsorted(self.hashes, wanted, side="left")
         hi = np.searchsorted(self.hashes, wanted, side="right")
+        if max_postings is not None:
+            frequent = hi - lo > max_postings
+            lo, hi = lo[~frequent], hi[~frequent]
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         return Hits(self.hashes[idx], self.songs[idx], self.offsets[idx], self.frames[idx])
@@ -55,8 +58,11 @@ class MemoryCatalogue:
         self.index = index
         self.names = names
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
-        return self.index.lookup(hashes)
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+        return self.index.lookup(hashes, max_postings)
+
+    async def fingerprint_total(self) -> int:
+        return self.index.size
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         now = datetime.now(UTC)

@@ -21,6 +21,7 @@ the search does not buy false positives.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,13 @@ import numpy as np
 from scipy.stats import poisson
 
 from service.arrays import bits, run_starts, sort_with_order, stable_order, unique_values
-from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
+from service.audio.hashes import (
+    HASH_SPACE,
+    Fingerprints,
+    anchor_bins,
+    pack_hashes,
+    pair_peaks,
+)
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
 
@@ -74,6 +81,18 @@ class MatchParams:
     span_gap_s: float = 3.0
     #: Most matches returned, best first.
     max_matches: int = 5
+    #: Hashes stored more than this many times the catalogue's mean per hash value are not
+    #: looked up. Hash frequencies are very uneven (sustained bass notes, drones, common
+    #: intervals): on the development corpus the most frequent tenth of a clip's hashes bring
+    #: about 60 % of its hits, nearly all of them chance votes, and lookup and voting cost grow
+    #: with the hits. 0 looks up everything.
+    frequent_hash_factor: float = 50.0
+    #: The same for the lookups of clips the first tier leaves inconclusive (denser landmarks,
+    #: speed grid): noise (babble above all) leaves a clip with few of its song's landmarks,
+    #: often low, frequent ones, so these look further down the frequency list.
+    frequent_hash_factor_deep: float = 400.0
+    #: The cap never falls below this many postings (a small catalogue's mean is below one).
+    frequent_hash_min: int = 20
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
     #: speed error of about a quarter of a percent, so the step is half a percent.
@@ -86,6 +105,15 @@ class MatchParams:
     #: A match at the clip's own speed this improbable by chance (log10) is final; anything
     #: weaker is compared with the best match across the speed grid.
     accept_without_speed_search_log10: float = -10.0
+
+    def max_postings(self, total_fingerprints: int, deep: bool = False) -> int | None:
+        """The most postings a hash may have and still be looked up, in a catalogue of
+        `total_fingerprints` (None: no cap); `deep` for the tiers after the first."""
+        factor = self.frequent_hash_factor_deep if deep else self.frequent_hash_factor
+        if factor <= 0:
+            return None
+        mean = total_fingerprints / HASH_SPACE
+        return max(self.frequent_hash_min, math.ceil(factor * mean))
 
     def speed_grid(self) -> list[float]:
         """Every candidate speed, 1.0 first."""

@@ -17,6 +17,8 @@ from service.audio.peaks import Peaks
 _DT_BITS = 6
 _DF_BITS = 8
 _F1_BITS = 9
+#: Number of distinct hash values.
+HASH_SPACE = 1 << (_F1_BITS + _DF_BITS + _DT_BITS)
 
 
 @dataclass(frozen=True)

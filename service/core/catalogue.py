@@ -20,7 +20,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.hit_cache import HitCache
+from service.core.hit_cache import HitCache, postings_cap
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -125,10 +125,14 @@ async def identify_analysed(
     Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
     own hashes when the caller already made it (tier 1 is then free and skipped).
     """
-    cache = HitCache(store, (audio.fingerprints.hashes, hits) if hits is not None else None)
+    first_cap = await postings_cap(store, match_params)
+    deep_cap = await postings_cap(store, match_params, deep=True)
+    cache = HitCache(
+        store, (audio.fingerprints.hashes, hits) if hits is not None else None, first_cap
+    )
 
-    async def match(variants: list[QueryVariant]) -> list[Match]:
-        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]))
+    async def match(variants: list[QueryVariant], cap: int | None = deep_cap) -> list[Match]:
+        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
         return await asyncio.to_thread(find_matches, variants, found, params, match_params)
 
     matches: list[Match] = []
@@ -136,7 +140,7 @@ async def identify_analysed(
         sparse = await asyncio.to_thread(
             lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
         )
-        matches = await match([variant_of(sparse)])
+        matches = await match([variant_of(sparse)], first_cap)
     if inconclusive(matches, match_params):
         matches = await match([variant_of(audio.fingerprints)])
     if inconclusive(matches, match_params):
@@ -166,7 +170,13 @@ async def identify_file(
     if timeline is None:
         timeline = audio.duration_s > TIMELINE_AUTO_MIN_S
     # The whole-file answer and the timeline's windows read the same hits: look them up once.
-    hits = await store.lookup(unique_values(audio.fingerprints.hashes)) if timeline else None
+    hits = (
+        await store.lookup(
+            unique_values(audio.fingerprints.hashes), await postings_cap(store, match_params)
+        )
+        if timeline
+        else None
+    )
     matches = await identify_analysed(store, audio, match_params, params, hits)
     entries = (
         await build_timeline(store, audio, match_params, params, hits) if hits is not None else None

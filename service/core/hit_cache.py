@@ -11,31 +11,59 @@ from __future__ import annotations
 import numpy as np
 
 from service.arrays import unique_values
-from service.matching import Hits
+from service.matching import Hits, MatchParams
 from service.store.base import Store
 
 
+def _contains(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    if not len(sorted_values):
+        return np.zeros(len(wanted), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
+    return sorted_values[pos] == wanted
+
+
 class HitCache:
-    def __init__(self, store: Store, known: tuple[np.ndarray, Hits] | None = None) -> None:
-        """`known` seeds the cache with (hashes asked, their hits) the caller already has."""
+    def __init__(
+        self,
+        store: Store,
+        known: tuple[np.ndarray, Hits] | None = None,
+        max_postings: int | None = None,
+    ) -> None:
+        """`known` seeds the cache with (hashes asked, their hits) the caller already has,
+        looked up under `max_postings`."""
         self._store = store
+        self._cap = _UNCAPPED if max_postings is None else max_postings
         self._asked = np.empty(0, dtype=np.int32)
         self._parts: list[Hits] = []
         if known is not None:
             self._asked = unique_values(np.asarray(known[0], dtype=np.int32))
             self._parts.append(known[1])
 
-    async def hits_for(self, hashes: np.ndarray) -> Hits:
+    async def hits_for(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
-        matcher only pairs the hashes of the variants it is given)."""
+        matcher only pairs the hashes of the variants it is given), each hash with at most
+        `max_postings` postings. A hash asked before under a lower cap that came back empty
+        (left out as too frequent, or simply not stored) is asked again."""
+        cap = _UNCAPPED if max_postings is None else max_postings
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
-        pos = np.minimum(np.searchsorted(self._asked, wanted), max(len(self._asked) - 1, 0))
-        seen = self._asked[pos] == wanted if len(self._asked) else np.zeros(len(wanted), bool)
-        new = wanted[~seen]
+        fetch = ~_contains(self._asked, wanted)
+        if cap > self._cap:
+            found = (
+                unique_values(np.concatenate([p.hashes for p in self._parts]))
+                if self._parts
+                else self._asked[:0]
+            )
+            fetch |= ~_contains(found.astype(np.int32), wanted)
+            self._cap = cap
+        new = wanted[fetch]
         if len(new):
-            self._parts.append(await self._store.lookup(new))
+            self._parts.append(await self._store.lookup(new, None if cap == _UNCAPPED else cap))
             self._asked = unique_values(np.concatenate([self._asked, new]))
         return _concat(self._parts)
+
+
+#: No cap, as an int that compares above every real one.
+_UNCAPPED = 1 << 62
 
 
 def _concat(parts: list[Hits]) -> Hits:
@@ -49,3 +77,11 @@ def _concat(parts: list[Hits]) -> Hits:
         np.concatenate([p.offsets for p in parts]),
         np.concatenate([p.song_frames for p in parts]),
     )
+
+
+async def postings_cap(store: Store, match_params: MatchParams, deep: bool = False) -> int | None:
+    """MatchParams.max_postings for `store`'s catalogue as it is now."""
+    factor = match_params.frequent_hash_factor_deep if deep else match_params.frequent_hash_factor
+    if factor <= 0:
+        return None
+    return match_params.max_postings(await store.fingerprint_total(), deep)

@@ -5,12 +5,14 @@ The implementations are imported only when chosen, so a SQLite deployment never 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
+from service.matching import Hits
 from service.settings import Settings
 from service.store.base import EDITABLE_FIELDS, PLAY_FIELDS, Store
 
@@ -88,3 +90,38 @@ def editable_changes(fields: dict[str, str | None]) -> list[str]:
 
 
 __all__ = ["MAX_STORED_FRAME", "Store", "create_store", "editable_changes", "unique_fingerprints"]
+
+
+class CachedTotal:
+    """A catalogue-wide count read from the database at most once per `ttl_s` and adjusted
+    in between by this process's own adds and deletes: other processes' changes show within
+    the ttl, which is all its users (the frequent-hash cap) need."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self._ttl_s = ttl_s
+        self._value: int | None = None
+        self._read_at = 0.0
+
+    def fresh(self) -> int | None:
+        if self._value is None or time.monotonic() - self._read_at > self._ttl_s:
+            return None
+        return self._value
+
+    def set(self, value: int) -> None:
+        self._value, self._read_at = value, time.monotonic()
+
+    def adjust(self, change: int) -> None:
+        if self._value is not None:
+            self._value = max(0, self._value + change)
+
+
+def drop_frequent(hits: Hits, max_postings: int) -> Hits:
+    """`hits` without the hashes that have more than `max_postings` of them, for stores that
+    cannot leave them out while reading."""
+    if len(hits) == 0:
+        return hits
+    _, inverse, counts = np.unique(hits.hashes, return_inverse=True, return_counts=True)
+    keep = counts[inverse] <= max_postings
+    if keep.all():
+        return hits
+    return Hits(hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep])

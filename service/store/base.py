@@ -252,8 +252,14 @@ class Store(Protocol):
 
     async def find_by_content(self, content_sha256: str) -> Song | None: ...
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
-        """Every stored fingerprint whose hash is in `hashes` (int32 array), in one round trip."""
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+        """Every stored fingerprint whose hash is in `hashes` (int32 array), in one round trip;
+        hashes stored more than `max_postings` times are left out whole (see
+        MatchParams.frequent_hash_factor)."""
+
+    async def fingerprint_total(self) -> int:
+        """About how many fingerprints the catalogue holds (at most a minute old), to scale
+        the frequent-hash cap with the catalogue."""
 
     async def get_song(self, song_id: int) -> Song | None: ...
 

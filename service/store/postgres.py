@@ -22,7 +22,7 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import editable_changes, unique_fingerprints
+from service.store import CachedTotal, editable_changes, unique_fingerprints
 from service.store.base import (
     CompactionResult,
     NewSong,
@@ -107,17 +107,29 @@ _PACK_SQL = "substring(int4send({song}) from 2) || substring(int4send({frame}) f
 _LOOKUP_SQL = """
 WITH p AS MATERIALIZED (
     SELECT hash, postings FROM fp_postings WHERE hash = ANY($1::int4[])
+), d AS MATERIALIZED (
+    SELECT hash, song_id, frame FROM fingerprints WHERE hash = ANY($1::int4[])
+), frequent AS MATERIALIZED (
+    SELECT hash FROM (
+        SELECT hash, length(postings) / 6 AS n FROM p
+        UNION ALL SELECT hash, count(*) FROM d GROUP BY hash
+    ) counted GROUP BY hash HAVING sum(n) > $2::int8
+), kept AS MATERIALIZED (
+    SELECT hash, postings FROM p WHERE hash NOT IN (SELECT hash FROM frequent)
 )
 SELECT
     (SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea
-                                ORDER BY hash), ''::bytea) FROM p) AS heads,
-    (SELECT coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) FROM p) AS body,
+                                ORDER BY hash), ''::bytea) FROM kept) AS heads,
+    (SELECT coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) FROM kept) AS body,
     (SELECT coalesce(string_agg(int4send(hash) || int4send(song_id) || int4send(frame),
                                 ''::bytea), ''::bytea)
-       FROM fingerprints WHERE hash = ANY($1::int4[])) AS delta,
+       FROM d WHERE hash NOT IN (SELECT hash FROM frequent)) AS delta,
     (SELECT coalesce(string_agg(int4send(song_id), ''::bytea), ''::bytea)
        FROM fp_tombstones) AS tombstones
 """
+
+#: max_postings when the caller sets none.
+_NO_CAP = 1 << 40
 
 #: Move every committed delta row into the postings, in one transaction. Rows COPYed by a
 #: concurrent add_song after this statement's snapshot stay in the delta for the next run; a
@@ -197,6 +209,7 @@ class PostgresStore(PostgresStreamsMixin):
         self._delta_rows = 0
         self._background: asyncio.Task[CompactionResult] | None = None
         self._song_frames = SongFrames()
+        self._fingerprint_total = CachedTotal()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -386,6 +399,7 @@ class PostgresStore(PostgresStreamsMixin):
                     format="binary",
                 )
         self._song_frames.add(np.array([row["id"]]), np.array([song.n_frames]))
+        self._fingerprint_total.adjust(len(hashes))
         self._delta_rows += len(hashes)
         self._maybe_compact_in_background()
         return _song(row), True
@@ -397,13 +411,16 @@ class PostgresStore(PostgresStreamsMixin):
             )
         return None if row is None else _song(row)
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
+        cap = _NO_CAP if max_postings is None else int(max_postings)
         async with self._connection() as conn:
-            # A prepared statement (asyncpg caches it per connection): one round trip.
-            row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist())
+            # A prepared statement (asyncpg caches it per connection): one round trip. A hash
+            # over the cap (compacted postings, whose length is known without reading them,
+            # plus uncompacted rows) is left out whole.
+            row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist(), cap)
             # Millions of hits at catalogue scale: decode them off the event loop, or health
             # checks and every other request wait behind it.
             found, song_ids, frames, missing = await asyncio.to_thread(
@@ -493,7 +510,18 @@ class PostgresStore(PostgresStreamsMixin):
                     "INSERT INTO fp_tombstones (song_id) VALUES ($1) ON CONFLICT DO NOTHING",
                     song_id,
                 )
+        self._fingerprint_total.adjust(-int(count))
         return True
+
+    async def fingerprint_total(self) -> int:
+        total = self._fingerprint_total.fresh()
+        if total is None:
+            async with self._connection() as conn:
+                total = int(
+                    await conn.fetchval("SELECT coalesce(sum(fingerprint_count), 0) FROM songs")
+                )
+            self._fingerprint_total.set(total)
+        return total
 
     async def optimize(self) -> None:
         await self.compact(purge=True)

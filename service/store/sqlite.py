@@ -27,7 +27,7 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import editable_changes, unique_fingerprints
+from service.store import drop_frequent, editable_changes, unique_fingerprints
 from service.store.base import (
     CompactionResult,
     NewSong,
@@ -347,11 +347,19 @@ class SqliteStore(SqliteStreamsMixin):
         ).fetchone()
         return None if row is None else _song(row)
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
-        return await self._run(self._lookup, json.dumps(wanted.tolist()))
+        hits = await self._run(self._lookup, json.dumps(wanted.tolist()))
+        return hits if max_postings is None else drop_frequent(hits, max_postings)
+
+    async def fingerprint_total(self) -> int:
+        return await self._run(
+            lambda conn: int(
+                conn.execute("SELECT coalesce(sum(fingerprint_count), 0) FROM songs").fetchone()[0]
+            )
+        )
 
     def _lookup(self, conn: sqlite3.Connection, wanted_json: str) -> Hits:
         # One statement whatever the number of hashes (no 32766-variable limit): the JSON

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from service.audio.hashes import Fingerprints
 from service.core.hit_cache import HitCache
 from service.matching import Hits
 from service.store.base import Store
@@ -19,9 +20,9 @@ class CountingStore:
         self.store = store
         self.asked: list[np.ndarray] = []
 
-    async def lookup(self, hashes: np.ndarray) -> Hits:
+    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         self.asked.append(np.sort(hashes))
-        return await self.store.lookup(hashes)
+        return await self.store.lookup(hashes, max_postings)
 
 
 def _rows(hits: Hits) -> set[tuple[int, int, int]]:
@@ -61,5 +62,32 @@ def test_seeded_cache_does_not_fetch_what_the_caller_already_has(sqlite_url: str
             hits = await cache.hits_for(np.arange(40, 60, dtype=np.int32))
             assert [a.tolist() for a in counting.asked] == [list(range(50, 60))]
             assert _rows(hits) == _rows(await store.lookup(np.arange(0, 60, dtype=np.int32)))
+
+    asyncio.run(run())
+
+
+def test_a_higher_cap_asks_again_for_the_hashes_a_lower_one_left_out(store_url: str) -> None:
+    """The first tier looks up under a tight frequent-hash cap, later tiers under a looser
+    one: the hashes the tight cap left out must then be fetched, and nothing else again."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            frames = np.arange(0, 60, 3, dtype=np.int32)
+            # hash 1 stored 12 times, hash 2 six times, hash 3 twice
+            hashes = np.repeat(np.array([1, 2, 3], np.int32), [12, 6, 2])
+            offsets = np.concatenate([frames[:12], frames[:6], frames[:2]])
+            await store.add_song(make_song(Fingerprints(hashes, offsets), "c" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, None, max_postings=5)  # type: ignore[arg-type]
+            tight = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=5)
+            assert sorted(set(tight.hashes.tolist())) == [3]
+            same = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=5)
+            assert len(counting.asked) == 1 and _rows(same) == _rows(tight)
+            looser = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), max_postings=8)
+            assert [a.tolist() for a in counting.asked] == [[1, 2, 3], [1, 2, 4]]
+            assert sorted(set(looser.hashes.tolist())) == [2, 3]
+            everything = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=None)
+            assert _rows(everything) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
+            assert len(everything) == 20  # each stored fingerprint once
 
     asyncio.run(run())

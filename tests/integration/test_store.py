@@ -219,6 +219,40 @@ async def test_lookup_returns_exactly_the_stored_rows(store_url: str) -> None:
         assert len(await store.lookup(np.arange(10_000, 10_100, dtype=np.int32))) == 0
 
 
+async def test_lookup_leaves_out_hashes_stored_more_often_than_the_cap(store_url: str) -> None:
+    """A frequent hash is left out whole, whether its postings are compacted or still in the
+    delta; rarer hashes come back complete; the total the cap scales with follows adds and
+    deletes."""
+    frames = np.arange(0, 40, 2, dtype=np.int32)
+
+    def song(counts: dict[int, int]) -> Fingerprints:
+        hashes = np.concatenate([np.full(n, h, np.int32) for h, n in counts.items()])
+        offsets = np.concatenate([frames[:n] for n in counts.values()])
+        return Fingerprints(hashes, offsets)
+
+    fp_a = song({7: 5, 9: 1, 11: 4})
+    fp_b = song({7: 3, 11: 2, 13: 6})
+    async with opened(store_url) as store:
+        await store.add_song(make_song(fp_a, "1" * 64, "A"))
+        assert await store.fingerprint_total() == 10
+        for compacted in (False, True):
+            if compacted:
+                await store.compact()
+            b, _ = await store.add_song(make_song(fp_b, f"{int(compacted) + 2}" * 64, "B"))
+            query = np.array([7, 9, 11, 13], np.int32)
+            everything = await store.lookup(query)
+            assert np.bincount(everything.hashes, minlength=14)[[7, 9, 11, 13]].tolist() == [
+                8, 1, 6, 6,
+            ]  # fmt: skip
+            capped = await store.lookup(query, max_postings=6)
+            assert sorted(set(capped.hashes.tolist())) == [9, 11, 13]
+            assert set(hit_rows(capped)) == {r for r in hit_rows(everything) if r[0] != 7}
+            assert len(await store.lookup(query, max_postings=0)) == 0
+            assert await store.fingerprint_total() == 21
+            assert await store.delete_song(b.id)
+            assert await store.fingerprint_total() == 10
+
+
 async def test_postgres_lookup_decodes_hits_off_the_event_loop(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -139,3 +139,13 @@ def test_a_stray_aligned_hash_does_not_stretch_the_reported_span() -> None:
     assert _covered_span(frames, 94.0) == (300, 380)
     assert _covered_span(frames, 300.0) == (40, 380)
     assert _covered_span(np.array([7]), 94.0) == (7, 7)
+
+
+def test_the_frequent_hash_cap_scales_with_the_catalogue() -> None:
+    """The cap is a multiple of the catalogue's mean postings per hash value, so the same
+    share of a clip's hashes is skipped at any size, with a floor for small catalogues."""
+    params = MatchParams(frequent_hash_factor=50.0, frequent_hash_min=20)
+    assert params.max_postings(0) == 20
+    assert params.max_postings(3_600_000) == 22  # the 8-h corpus: 0.43 postings per hash
+    assert params.max_postings(444_000_000) == 2647  # 10,000 four-minute songs
+    assert MatchParams(frequent_hash_factor=0).max_postings(10**9) is None
