@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -229,7 +230,12 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                         [reference_matching.QueryVariant(**vars(v)) for v in variants],
                         reference_matching.Hits(**vars(hits)),
                         params,
-                        reference_matching.MatchParams(**vars(match_params)),
+                        reference_matching.MatchParams(
+                            **{
+                                f.name: getattr(match_params, f.name)
+                                for f in dataclasses.fields(reference_matching.MatchParams)
+                            }
+                        ),
                     )
 
                 # Alternate which matcher runs first: on millions of hits the first pays
