@@ -23,6 +23,7 @@ from service.core.catalogue import identify_file, index_analysed
 from service.core.cpu import CpuPool
 from service.errors import ServiceError
 from service.matching import MatchParams
+from service.memory import keep_freed_memory
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Song, Store
@@ -312,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command in ("serve", "worker", "index", "identify"):
+        keep_freed_memory()
     try:
         match args.command:
             case "serve":

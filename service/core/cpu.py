@@ -13,6 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from service.memory import keep_freed_memory
+
 T = TypeVar("T")
 
 
@@ -28,7 +30,9 @@ class CpuPool:
         self.workers = max(1, workers)
         if use_processes:
             self._executor: Executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=keep_freed_memory,
             )
         else:
             self._executor = ThreadPoolExecutor(max_workers=self.workers)
