@@ -64,6 +64,7 @@ from service.matching import (
     speed_variants,
     variant_of,
 )
+from service.memory import keep_freed_memory
 from service.settings import Settings
 from service.store.postgres import _LOOKUP_SQL, _NO_CAP, PostgresStore
 from service.store.postings import decode_lookup
@@ -183,6 +184,7 @@ class _TimedStore:
 
 async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
     """service.core.catalogue's identify (tiers, HitCache) with a timer per stage, per clip."""
+    keep_freed_memory()  # as the service does (service/memory.py)
     settings = Settings(database_url=url)
     match_params = MatchParams(
         min_confidence=settings.min_confidence, max_matches=settings.max_matches
@@ -425,7 +427,8 @@ def report(results: dict[str, dict]) -> list[str]:
     lines += [
         "",
         f"The reference matcher (`benchmarks/reference_matching.py`, the matcher of commit "
-        f"c6496bc) ran on the same hits right after the current one; its matches differed on "
+        f"c6496bc) ran on the same hits as the current one (alternately first and second); its "
+        f"matches differed on "
         f"{differ:.0f} of the profiled clips.",
     ]
     lines += [
