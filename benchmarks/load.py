@@ -107,8 +107,8 @@ async def one_level(base: str, clips: list[Clip], concurrency: int, duration_s: 
 
 def report(size: dict[str, float], levels: list[dict], duration_s: float) -> list[str]:
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with two other agents' "
-        'jobs while it ran (so "one core" was at times less); service pinned to core 0 '
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} when the report was written; service pinned to core 0 "
         "(`taskset -c 0`, `CPU_WORKERS=1`), this load generator to core 1, PostgreSQL "
         f"unpinned on the same host. Python {platform.python_version()}. Measured "
         f"{time.strftime('%Y-%m-%d')}.",
