@@ -546,8 +546,9 @@ def report(
     h = t.audio_s / 3600
     fps = t.fingerprints / t.audio_s
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
-        f"PostgreSQL on the same host; {platform.python_version()}. Measured "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} when the report was written, PostgreSQL on the same host; "
+        f"Python {platform.python_version()}. Measured "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
         f"**Indexing on one core** ({t.songs} corpus tracks, {h:.2f} h of audio, "
