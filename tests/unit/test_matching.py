@@ -148,5 +148,5 @@ def test_the_frequent_hash_cap_scales_with_the_catalogue() -> None:
     assert params.max_postings(0) == 20
     assert params.max_postings(3_600_000) == 22  # the 8-h corpus: 0.43 postings per hash
     assert params.max_postings(444_000_000) == 2647  # 10,000 four-minute songs
-    assert MatchParams().max_postings(444_000_000) == 1059  # the default: 20x
+    assert MatchParams().max_postings(444_000_000) == 530  # the default: 10x
     assert MatchParams(frequent_hash_factor=0).max_postings(10**9) is None
