@@ -25,12 +25,7 @@ def unique_values(values: np.ndarray) -> np.ndarray:
     on every identification's path.
     """
     ordered = np.sort(values)
-    if len(ordered) == 0:
-        return ordered
-    distinct = np.empty(len(ordered), dtype=bool)
-    distinct[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
-    return ordered[distinct]
+    return ordered[run_starts(ordered)]
 
 
 def sort_with_order(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
