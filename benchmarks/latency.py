@@ -55,7 +55,7 @@ from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks, thin_peaks
-from service.core.hit_cache import HitCache, postings_cap
+from service.core.hit_cache import HitCache, postings_caps
 from service.matching import (
     Hits,
     MatchParams,
@@ -195,17 +195,9 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
     await store.open()
     rows = []
     try:
-        # Warm: the connection, the prepared statement and the song-length cache (a serving
-        # process has met every song after its first few lookups).
-        async with store._connection() as conn:
-            known = await conn.fetch("SELECT id, n_frames FROM songs")
-        store._song_frames.add(
-            np.array([r["id"] for r in known], dtype=np.int64),
-            np.array([r["n_frames"] for r in known], dtype=np.int64),
-        )
+        # Warm the connection and the prepared statement (open() has read the song lengths).
         await store.lookup(np.arange(0, 1 << 23, 1024, dtype=np.int32))
-        cap = await postings_cap(store, match_params)
-        deep_cap = await postings_cap(store, match_params, deep=True)
+        cap, deep_cap = await postings_caps(store, match_params)
         for clip in clips:
             t = dict.fromkeys((*STAGES, REFERENCE, "hits", "lookup_bytes", "tiers"), 0.0)
             t["reference_differs"] = 0.0

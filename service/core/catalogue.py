@@ -20,7 +20,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.hit_cache import HitCache, postings_cap
+from service.core.hit_cache import HitCache, postings_caps
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -125,8 +125,7 @@ async def identify_analysed(
     Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
     own hashes when the caller already made it (tier 1 is then free and skipped).
     """
-    first_cap = await postings_cap(store, match_params)
-    deep_cap = await postings_cap(store, match_params, deep=True)
+    first_cap, deep_cap = await postings_caps(store, match_params)
     cache = HitCache(
         store, (audio.fingerprints.hashes, hits) if hits is not None else None, first_cap
     )
@@ -172,7 +171,7 @@ async def identify_file(
     # The whole-file answer and the timeline's windows read the same hits: look them up once.
     hits = (
         await store.lookup(
-            unique_values(audio.fingerprints.hashes), await postings_cap(store, match_params)
+            unique_values(audio.fingerprints.hashes), (await postings_caps(store, match_params))[0]
         )
         if timeline
         else None

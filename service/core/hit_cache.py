@@ -79,9 +79,10 @@ def _concat(parts: list[Hits]) -> Hits:
     )
 
 
-async def postings_cap(store: Store, match_params: MatchParams, deep: bool = False) -> int | None:
-    """MatchParams.max_postings for `store`'s catalogue as it is now."""
-    factor = match_params.frequent_hash_factor_deep if deep else match_params.frequent_hash_factor
-    if factor <= 0:
-        return None
-    return match_params.max_postings(await store.fingerprint_total(), deep)
+async def postings_caps(store: Store, match_params: MatchParams) -> tuple[int | None, int | None]:
+    """(first tier's, later tiers') MatchParams.max_postings for `store`'s catalogue as it is
+    now, from one read of its size (none when neither tier caps)."""
+    if match_params.frequent_hash_factor <= 0 and match_params.frequent_hash_factor_deep <= 0:
+        return None, None
+    total = await store.fingerprint_total()
+    return match_params.max_postings(total), match_params.max_postings(total, deep=True)

@@ -21,7 +21,7 @@ from service.arrays import unique_values
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.hit_cache import postings_cap
+from service.core.hit_cache import postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -161,7 +161,7 @@ async def match_windows(
 
     peaks, own = await asyncio.to_thread(prepare)
     hashes = [v.hashes for v in own if len(v.hashes)]
-    cap = await postings_cap(store, per_window)
+    cap, deep_cap = await postings_caps(store, per_window)
     hits = (
         _ordered(await store.lookup(unique_values(np.concatenate(hashes)), cap)) if hashes else None
     )
@@ -185,7 +185,7 @@ async def match_windows(
         speed_hits = _ordered(
             await store.lookup(
                 unique_values(np.concatenate([v.hashes for vs in variants for v in vs])),
-                await postings_cap(store, per_window, deep=True),
+                deep_cap,
             )
         )
 

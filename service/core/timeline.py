@@ -19,7 +19,7 @@ from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
-from service.core.hit_cache import postings_cap
+from service.core.hit_cache import postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -151,7 +151,7 @@ async def timeline(
     one = replace(match_params, max_matches=1)
     whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
-    cap = await postings_cap(store, match_params)
+    cap, deep_cap = await postings_caps(store, match_params)
     if hits is None:
         hits = await store.lookup(unique_values(whole.hashes), cap)
 
@@ -176,7 +176,7 @@ async def timeline(
             ]
         )
         all_hashes = unique_values(np.concatenate([v.hashes for vs in per_window for v in vs]))
-        speed_hits = await store.lookup(all_hashes, await postings_cap(store, one, deep=True))
+        speed_hits = await store.lookup(all_hashes, deep_cap)
 
         def match_missing() -> list[WindowMatch]:
             out = []
