@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.benchmarks_md import write_section
+from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
@@ -343,8 +343,7 @@ def main() -> int:
         section = "accuracy-quick" if args.quick else "accuracy"
         if args.unindexed_only:
             section += "-unindexed"
-        command = f"CORPUS_DIR={root} python -m benchmarks.accuracy " + " ".join(sys.argv[1:])
-        write_section(section, ACCURACY_HEADING, command.replace(" --write", ""), lines)
+        write_section(section, ACCURACY_HEADING, this_command("benchmarks.accuracy", root), lines)
     return 0
 
 

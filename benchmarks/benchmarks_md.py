@@ -6,9 +6,21 @@ its section, next to tables other benchmarks maintain there.
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def this_command(module: str, corpus: str | os.PathLike[str] | None = None) -> str:
+    """The command line that produced a table, ready to paste: this run's arguments, quoted,
+    without `--write`, after the corpus folder it read (`corpus`, else $CORPUS_DIR)."""
+    corpus = corpus if corpus is not None else os.environ.get("CORPUS_DIR")
+    prefix = f"CORPUS_DIR={shlex.quote(os.fspath(corpus))} " if corpus else ""
+    arguments = shlex.join(a for a in sys.argv[1:] if a != "--write")
+    return f"{prefix}python -m {module} {arguments}".rstrip()
 
 
 def write_section(marker: str, heading: str, command: str, lines: list[str]) -> None:

@@ -46,7 +46,7 @@ import asyncpg
 import numpy as np
 
 from benchmarks.accuracy import corpus_dir
-from benchmarks.benchmarks_md import write_section
+from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.reference_decode import decode_audio_per_frame
 from benchmarks.reference_fingerprint import legacy_fingerprinting
 from service.audio.decode import decode_audio
@@ -684,11 +684,7 @@ def main() -> int:
     lines = asyncio.run(run(args))
     print("\n".join(lines))
     if args.write:
-        command = (
-            "CORPUS_DIR=/work/corpus python -m benchmarks.indexing "
-            + " ".join(sys.argv[1:]).replace("--write", "").strip()
-        )
-        write_section("indexing", "## Speed and scale", command.strip(), lines)
+        write_section("indexing", "## Speed and scale", this_command("benchmarks.indexing"), lines)
     return 0
 
 

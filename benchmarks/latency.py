@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks import reference_matching
 from benchmarks.accuracy import corpus_dir
-from benchmarks.benchmarks_md import write_section
+from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import (
     catalogue_hash_distribution,
     catalogue_size,
@@ -504,10 +504,7 @@ def main() -> int:
     lines = report(results)
     print("\n".join(lines))
     if args.write:
-        command = "CORPUS_DIR=/work/corpus python -m benchmarks.latency " + " ".join(
-            a for a in sys.argv[1:] if a != "--write"
-        )
-        write_section("latency", SECTION, command, lines)
+        write_section("latency", SECTION, this_command("benchmarks.latency"), lines)
     return 0
 
 

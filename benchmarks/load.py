@@ -28,7 +28,7 @@ from multiprocessing.synchronize import Event as EventType
 import httpx
 import numpy as np
 
-from benchmarks.benchmarks_md import write_section
+from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import catalogue_size
 from benchmarks.indexing import _url
 from benchmarks.latency import SECTION, Clip, dev_clips
@@ -165,10 +165,7 @@ def main() -> int:
     lines = asyncio.run(run(args))
     print("\n".join(lines))
     if args.write:
-        command = "CORPUS_DIR=/work/corpus python -m benchmarks.load " + " ".join(
-            a for a in sys.argv[1:] if a != "--write"
-        )
-        write_section("load", SECTION, command, lines)
+        write_section("load", SECTION, this_command("benchmarks.load"), lines)
     return 0
 
 

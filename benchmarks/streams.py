@@ -38,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from benchmarks.benchmarks_md import write_section
+from benchmarks.benchmarks_md import this_command, write_section
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file
 from service.core.cpu import CpuPool
@@ -297,8 +297,7 @@ def main() -> int:
     lines = asyncio.run(run(args))
     print("\n".join(lines))
     if args.write:
-        command = "python -m benchmarks.streams " + " ".join(sys.argv[1:])
-        write_section("streams", STREAMS_HEADING, command.strip(), lines)
+        write_section("streams", STREAMS_HEADING, this_command("benchmarks.streams"), lines)
     return 0
 
 
