@@ -59,6 +59,7 @@ from service.core.hit_cache import HitCache, postings_caps
 from service.matching import (
     Hits,
     MatchParams,
+    QueryVariant,
     find_matches,
     inconclusive,
     speed_variants,
@@ -172,6 +173,18 @@ async def _timed_lookup(
     return hits
 
 
+def _reference_variant(v: QueryVariant, ordered: np.ndarray) -> reference_matching.QueryVariant:
+    """`v` for the reference matcher, which has no per-variant cap: the same pairs come from
+    leaving the variant's hashes above its cap out of it (`ordered`: the hits' hashes, sorted)."""
+    fields = {k: x for k, x in vars(v).items() if k != "max_postings"}
+    if v.max_postings is not None:
+        counts = np.searchsorted(ordered, v.hashes, "right") - np.searchsorted(ordered, v.hashes)
+        kept = counts <= v.max_postings
+        for k in ("hashes", "offsets", "query_frames"):
+            fields[k] = fields[k][kept]
+    return reference_matching.QueryVariant(**fields)
+
+
 class _TimedStore:
     """Just enough of a Store for HitCache, timing each lookup into `t`."""
 
@@ -197,7 +210,7 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
     try:
         # Warm the connection and the prepared statement (open() has read the song lengths).
         await store.lookup(np.arange(0, 1 << 23, 1024, dtype=np.int32))
-        cap, deep_cap = await postings_caps(store, match_params)
+        caps = await postings_caps(store, match_params)
         for clip in clips:
             t = dict.fromkeys((*STAGES, REFERENCE, "hits", "lookup_bytes", "tiers"), 0.0)
             t["reference_differs"] = 0.0
@@ -209,19 +222,22 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             sparse = landmark_hashes(thin_peaks(peaks, params), params)
             t["decode"] = (decoded - started) * 1000
             t["fingerprint"] = (time.perf_counter() - decoded) * 1000
-            cache = HitCache(_TimedStore(store, t), None, cap)  # type: ignore[arg-type]
+            cache = HitCache(_TimedStore(store, t), None, caps.first)  # type: ignore[arg-type]
 
             async def match(
-                variants: list, t: dict[str, float] = t, cache=cache, cap=deep_cap
+                variants: list, t: dict[str, float] = t, cache=cache, cap=caps.deep
             ) -> list:
                 hits = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
+
+                ordered = np.sort(hits.hashes)
+                reference_variants = [_reference_variant(v, ordered) for v in variants]
 
                 def current() -> list:
                     return find_matches(variants, hits, params, match_params)
 
                 def previous() -> list:
                     return reference_matching.find_matches(
-                        [reference_matching.QueryVariant(**vars(v)) for v in variants],
+                        reference_variants,
                         reference_matching.Hits(**vars(hits)),
                         params,
                         reference_matching.MatchParams(
@@ -248,14 +264,16 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 t["tiers"] += 1
                 return found
 
-            matches = await match([variant_of(sparse)], cap=cap)
+            matches = await match([variant_of(sparse)], cap=caps.first)
             if inconclusive(matches, match_params):
                 matches = await match([variant_of(dense)])
             if inconclusive(matches, match_params):
                 started = time.perf_counter()
-                variants = speed_variants(peaks, match_params.speed_grid(), query_params)
+                variants = speed_variants(
+                    peaks, match_params.speed_grid(), query_params, caps.speed
+                )
                 t["speed_variants"] = (time.perf_counter() - started) * 1000
-                await match(variants)
+                await match(variants, cap=caps.speed)
             # Side by side: the first tier again without the frequent-hash cap (lookup SQL,
             # hit decoding and voting), and whether its answer is the same song.
             started = time.perf_counter()
@@ -264,7 +282,7 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             t["uncapped_ms"] = (time.perf_counter() - started) * 1000
             t["uncapped_hits"] = float(len(raw))
             started = time.perf_counter()
-            capped = await store.lookup(sparse.hashes, cap)
+            capped = await store.lookup(sparse.hashes, caps.first)
             found_capped = find_matches([variant_of(sparse)], capped, params, match_params)
             t["capped_ms"] = (time.perf_counter() - started) * 1000
             t["capped_hits"] = float(len(capped))
@@ -419,7 +437,8 @@ def report(results: dict[str, dict]) -> list[str]:
     lines += [
         "",
         f"The reference matcher (`benchmarks/reference_matching.py`, the matcher of commit "
-        f"c6496bc) ran on the same hits as the current one (alternately first and second); its "
+        f"c6496bc, counting votes per query frame as the current one does) ran on the same "
+        f"hits as the current one (alternately first and second); its "
         f"matches differed on "
         f"{differ:.0f} of the profiled clips.",
     ]
@@ -456,17 +475,24 @@ async def run(args: argparse.Namespace) -> dict[str, dict]:
             continue
         if p is None:
             p = await _distribution(url, Path(args.results).with_suffix(".p.npy"))
-        print(f"growing to {songs} songs", file=sys.stderr, flush=True)
-        # Rewriting every step is robust to an interrupted earlier step (songs inserted,
-        # postings not) and cheaper than merging a step that more than doubles the catalogue.
-        step = grow if args.merge else rebuild
-        added, load_s = await step(url, songs, p, seed=songs)
-        print(f"   {added:,} postings in {load_s:.0f} s", file=sys.stderr, flush=True)
+        if args.as_is and (await catalogue_size(url))["songs"] == songs:
+            # Measured again on the catalogue as it stands: rewriting 100,000 songs' postings
+            # takes longer than measuring them, and a size is best measured on a quiet machine.
+            load = results.get(str(songs), {}).get("load", {"how": "as is"})
+        else:
+            print(f"growing to {songs} songs", file=sys.stderr, flush=True)
+            # Rewriting every step is robust to an interrupted earlier step (songs inserted,
+            # postings not) and cheaper than merging a step that more than doubles the
+            # catalogue.
+            step = grow if args.merge else rebuild
+            added, load_s = await step(url, songs, p, seed=songs)
+            print(f"   {added:,} postings in {load_s:.0f} s", file=sys.stderr, flush=True)
+            load = {"postings": added, "seconds": load_s, "how": step.__name__}
         measured = await measure_size(url, args)
         if measured["size"]["songs"] != songs:
             raise RuntimeError(f"the catalogue holds {measured['size']['songs']:.0f} songs")
         results[str(songs)] = measured
-        results[str(songs)]["load"] = {"postings": added, "seconds": load_s, "how": step.__name__}
+        results[str(songs)]["load"] = load
         results_path.write_text(json.dumps(results))
         print("\n".join(report({str(songs): results[str(songs)]})), file=sys.stderr, flush=True)
     return results
@@ -497,6 +523,11 @@ def main() -> int:
     parser.add_argument("--again", action="store_true", help="re-measure sizes already done")
     parser.add_argument(
         "--merge", action="store_true", help="merge each step into the postings (see grow)"
+    )
+    parser.add_argument(
+        "--as-is",
+        action="store_true",
+        help="with --again: measure a size the catalogue already holds without rebuilding it",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()

@@ -1,4 +1,8 @@
-"""The matcher as of commit c6496bc, kept verbatim as the reference for benchmarks/latency.py.
+"""The matcher as of commit c6496bc, kept as the reference for benchmarks/latency.py.
+
+One change since that commit, the same the service's matcher made: votes count once per query
+frame (instant), where they counted once per anchor peak (`_collect_votes`). That changed what
+a match scores, not the speed work this reference is here to check.
 
 The voting stage was rewritten for speed (one fast sort with packed indices instead of stable
 argsorts, a count over song ids before any sort); it must give the same matches. latency.py
@@ -14,7 +18,7 @@ import numpy as np
 from scipy.stats import poisson
 
 from service.arrays import unique_values
-from service.audio.hashes import Fingerprints, anchor_bins, pack_hashes, pair_peaks
+from service.audio.hashes import Fingerprints, pack_hashes, pair_peaks
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
 
@@ -200,7 +204,7 @@ def chance_log10_p(
 
 @dataclass(frozen=True)
 class _Votes:
-    """Query/stored hash pairs, one row per distinct (song, variant, offset, anchor)."""
+    """Query/stored hash pairs, one row per distinct (song, variant, offset, query frame)."""
 
     songs: np.ndarray
     variant: np.ndarray
@@ -305,8 +309,7 @@ def _collect_votes(
     """Query/stored hash pairs, reduced to independent evidence.
 
     Votes that are not independent evidence count once per (song, variant, offset):
-    - pairs sharing an anchor peak (a chord that happens to match matches through several of
-      its targets at once);
+    - pairs whose anchors share a query frame (the peaks of one instant are one sound event);
     - repeats of one hash value (a sustained tone yields the same hash frame after frame, and
       two drones line up at many offsets by chance).
     Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
@@ -337,11 +340,10 @@ def _collect_votes(
     recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
     hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
     q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
-    anchor = anchor_bins(q_hash).astype(np.int64)
     shifted = delta - delta.min()
     # Every column non-negative and as narrow as this query allows, so the keys pack.
     q_rel = q_frame - q_frame.min()
-    keep = _first_of_runs(group, shifted, q_rel, anchor)
+    keep = _first_of_runs(group, shifted, q_rel)
     keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
     kept_hits = hit_idx[keep]
     return _Votes(

@@ -2,8 +2,9 @@
 
 Each stored fingerprint that shares a hash with the query votes for (song, db_time - query_time).
 A true match piles its votes into one offset bin; chance hits spread over all the offsets a song
-could take. The score is the number of distinct query anchors at a song's best offset (+-1
-frame, so a query whose frame grid falls between two of the song's still counts fully), and the
+could take. The score is the number of distinct query frames (instants) whose landmarks line up
+at a song's best offset (+-1 frame, so a query whose frame grid falls between two of the song's
+still counts fully), and the
 confidence says how unlikely that count is by chance *for that song and that query*: the
 expected chance count per bin is the song's hits divided by the number of offsets it could align
 at, which grows with the query's length and the song's, so one threshold serves 3-s and 60-s
@@ -32,7 +33,6 @@ from service.arrays import bits, run_starts, sort_with_order, stable_order, uniq
 from service.audio.hashes import (
     HASH_SPACE,
     Fingerprints,
-    anchor_bins,
     pack_hashes,
     pair_peaks,
 )
@@ -63,16 +63,18 @@ class Hits:
 class MatchParams:
     #: Minimum confidence (1 - chance probability over the whole catalogue) to report a match.
     min_confidence: float = 0.99
-    #: Aligned anchors below which nothing is reported whatever the statistics say: a handful
-    #: of coincident hashes can look improbable under the independence model yet happen in
+    #: Aligned query frames below which nothing is reported whatever the statistics say: a
+    #: handful of coincident hashes can look improbable under the independence model yet happen in
     #: music that repeats itself.
     min_score: int = 5
     #: Chance hits in music cluster more than independent draws would (repeated bars, shared
-    #: instruments, drones). Measured on the development corpus's unindexed clips, chance
-    #: alignments reach about 10^3 times the probability the independence model gives them,
-    #: so the model's probability is multiplied by 10^calibration_log10. Rescale it, rather
-    #: than the confidence threshold, when re-calibrating on other music.
-    calibration_log10: float = 3.0
+    #: instruments, drones). Measured on the development corpus's unindexed clips (votes
+    #: counted per query frame), chance alignments reach about 10^2.25 times the probability
+    #: the independence model gives them: the lowest calibration at which the quick benchmark
+    #: answered none of its 10-s unindexed clips. The model's probability is multiplied by
+    #: 10^calibration_log10. Rescale it, rather than the confidence threshold, when
+    #: re-calibrating on other music.
+    calibration_log10: float = 2.25
     #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
     dispersion: float = 1.0
     #: Aligned hashes separated from the rest by more than this (s) are left out of the span a
@@ -93,6 +95,15 @@ class MatchParams:
     #: speed grid): noise (babble above all) leaves a clip with few of its song's landmarks,
     #: often low, frequent ones, so these look further down the frequency list.
     frequent_hash_factor_deep: float = 400.0
+    #: The same for the speed grid's hashes (every candidate speed but the clip's own, whose
+    #: hashes the second tier already looked up under the deep cap). The grid multiplies a
+    #: clip's hashes by its 24 speeds, and a clip of nothing in the catalogue (talk, an
+    #: advert, an unindexed song: most windows of a monitored stream) always reaches it, so
+    #: under the deep cap its lookup and voting were most of the cost of every such query.
+    #: Measured on the quick benchmark (caps at true multiples of the mean): 10x lost pitch
+    #: shifts (+1 semitone, 10 s: 96.7 -> 81.3 %); 50x keeps them (95.9 %), with the same
+    #: false positives as 400x (0.5 % of 10-s unindexed clips).
+    frequent_hash_factor_speed: float = 50.0
     #: The cap never falls below this many postings (a small catalogue's mean is below one).
     frequent_hash_min: int = 20
     #: Candidate speeds searched when the clip does not match at its own speed: from
@@ -108,10 +119,14 @@ class MatchParams:
     #: weaker is compared with the best match across the speed grid.
     accept_without_speed_search_log10: float = -10.0
 
-    def max_postings(self, total_fingerprints: int, deep: bool = False) -> int | None:
+    def max_postings(
+        self, total_fingerprints: int, deep: bool = False, factor: float | None = None
+    ) -> int | None:
         """The most postings a hash may have and still be looked up, in a catalogue of
-        `total_fingerprints` (None: no cap); `deep` for the tiers after the first."""
-        factor = self.frequent_hash_factor_deep if deep else self.frequent_hash_factor
+        `total_fingerprints` (None: no cap); `deep` for the tiers after the first, `factor`
+        for another multiple of the mean."""
+        if factor is None:
+            factor = self.frequent_hash_factor_deep if deep else self.frequent_hash_factor
         if factor <= 0:
             return None
         mean = total_fingerprints / HASH_SPACE
@@ -152,12 +167,21 @@ class QueryVariant:
     offsets: np.ndarray
     #: Anchor frame in the query as recorded, for reporting the matched span.
     query_frames: np.ndarray
+    #: Hashes with more stored postings than this are left out of this variant's votes, as if
+    #: the lookup had left them out: the hits given to the matcher may hold them anyway, for
+    #: another variant looked up under a looser cap, and the matches must not depend on which
+    #: other variants or windows happened to be looked up together.
+    max_postings: int | None = None
 
 
 def speed_variants(
-    peaks: Peaks, factors: Sequence[float], params: FingerprintParams
+    peaks: Peaks,
+    factors: Sequence[float],
+    params: FingerprintParams,
+    max_postings: int | None = None,
 ) -> list[QueryVariant]:
-    """Hashes of the query re-computed as if played at each speed in `factors`."""
+    """Hashes of the query re-computed as if played at each speed in `factors`; every speed
+    but 1.0 leaves out hashes with more than `max_postings` postings."""
     variants = []
     for factor in factors:
         if factor == 1.0:
@@ -180,6 +204,7 @@ def speed_variants(
                 ),
                 offsets=moved.frames[a].astype(np.int32),
                 query_frames=recorded[a].astype(np.int32),
+                max_postings=None if factor == 1.0 else max_postings,
             )
         )
     return variants
@@ -258,7 +283,7 @@ def chance_log10_p(
 
 @dataclass(frozen=True)
 class _Votes:
-    """Query/stored hash pairs, one row per distinct (song, variant, offset, anchor)."""
+    """Query/stored hash pairs, one row per distinct (song, variant, offset, query frame)."""
 
     songs: np.ndarray
     variant: np.ndarray
@@ -305,6 +330,8 @@ def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ..
         lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
         hi = np.searchsorted(sorted_hashes, v.hashes, side="right")
         counts = hi - lo
+        if v.max_postings is not None:
+            counts[counts > v.max_postings] = 0
         total = int(counts.sum())
         q_parts.append(np.repeat(np.arange(len(v.hashes)), counts))
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
@@ -393,8 +420,13 @@ def _collect_votes(
     """Query/stored hash pairs, reduced to independent evidence.
 
     Votes that are not independent evidence count once per (song, variant, offset):
-    - pairs sharing an anchor peak (a chord that happens to match matches through several of
-      its targets at once);
+    - pairs whose anchors share a query frame: the peaks of one instant (a chord, the
+      harmonics of one note, a drum hit's burst) are one sound event, and music that shares
+      recorded material with a song (the same instrument samples or loops in another tune)
+      aligns with it through whole events, several peaks and pairs at a time. Counted per
+      anchor peak, a few such shared notes reached the scores of genuine noisy matches (6.7 %
+      of 10-s clips of unindexed tracks answered, on the development corpus); counted per
+      instant they fall back among chance (0.5 %);
     - repeats of one hash value (a sustained tone yields the same hash frame after frame, and
       two drones line up at many offsets by chance).
     Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
@@ -423,11 +455,10 @@ def _collect_votes(
     recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
     hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
     q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
-    anchor = anchor_bins(q_hash).astype(np.int64)
     shifted = delta - delta.min()
     # Every column non-negative and as narrow as this query allows, so the keys pack.
     q_rel = q_frame - q_frame.min()
-    keep = _first_of_runs(group, shifted, q_rel, anchor)
+    keep = _first_of_runs(group, shifted, q_rel)
     keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
     kept_hits = hit_idx[keep]
     return _Votes(

@@ -94,11 +94,6 @@ def unpack_hashes(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return f1, f1 + df, dt
 
 
-def anchor_bins(hashes: np.ndarray) -> np.ndarray:
-    """The anchor peak's frequency bin of each hash (with its offset, it names the anchor)."""
-    return hashes >> (_DF_BITS + _DT_BITS)
-
-
 def landmark_hashes(peaks: Peaks, params: FingerprintParams) -> Fingerprints:
     """Hashes of every anchor/target pair, with the anchor's frame as offset."""
     a, t = pair_peaks(peaks, params)

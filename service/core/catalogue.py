@@ -121,16 +121,17 @@ async def identify_analysed(
        every real query ends here.
     2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
        neighbours are among the extra ones).
-    3. Those landmarks re-hashed under the grid of candidate speeds.
+    3. Those landmarks re-hashed under the grid of candidate speeds; the other speeds' hashes
+       under the tighter MatchParams.frequent_hash_factor_speed cap.
     Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
     own hashes when the caller already made it (tier 1 is then free and skipped).
     """
-    first_cap, deep_cap = await postings_caps(store, match_params)
+    caps = await postings_caps(store, match_params)
     cache = HitCache(
-        store, (audio.fingerprints.hashes, hits) if hits is not None else None, first_cap
+        store, (audio.fingerprints.hashes, hits) if hits is not None else None, caps.first
     )
 
-    async def match(variants: list[QueryVariant], cap: int | None = deep_cap) -> list[Match]:
+    async def match(variants: list[QueryVariant], cap: int | None) -> list[Match]:
         found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
         return await asyncio.to_thread(find_matches, variants, found, params, match_params)
 
@@ -139,13 +140,16 @@ async def identify_analysed(
         sparse = await asyncio.to_thread(
             lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
         )
-        matches = await match([variant_of(sparse)], first_cap)
+        matches = await match([variant_of(sparse)], caps.first)
     if inconclusive(matches, match_params):
-        matches = await match([variant_of(audio.fingerprints)])
+        matches = await match([variant_of(audio.fingerprints)], caps.deep)
     if inconclusive(matches, match_params):
         grid = match_params.speed_grid()
-        variants = await asyncio.to_thread(speed_variants, audio.peaks, grid, params.for_queries())
-        matches = await match(variants)
+        variants = await asyncio.to_thread(
+            speed_variants, audio.peaks, grid, params.for_queries(), caps.speed
+        )
+        # The clip's own speed (grid[0]) keeps what tier 2 fetched under the deep cap.
+        matches = await match(variants, caps.speed)
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
     return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]

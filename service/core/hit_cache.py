@@ -8,18 +8,13 @@ already fetched are never fetched again.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from service.arrays import unique_values
+from service.arrays import run_starts, unique_values
 from service.matching import Hits, MatchParams
 from service.store.base import Store
-
-
-def _contains(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    if not len(sorted_values):
-        return np.zeros(len(wanted), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
-    return sorted_values[pos] == wanted
 
 
 class HitCache:
@@ -32,34 +27,53 @@ class HitCache:
         """`known` seeds the cache with (hashes asked, their hits) the caller already has,
         looked up under `max_postings`."""
         self._store = store
-        self._cap = _UNCAPPED if max_postings is None else max_postings
+        #: Every hash asked so far (sorted) and the highest cap it was asked under.
         self._asked = np.empty(0, dtype=np.int32)
+        self._asked_cap = np.empty(0, dtype=np.int64)
+        #: Every hash that came back with postings (sorted).
+        self._found = np.empty(0, dtype=np.int32)
         self._parts: list[Hits] = []
         if known is not None:
-            self._asked = unique_values(np.asarray(known[0], dtype=np.int32))
-            self._parts.append(known[1])
+            self._remember(np.asarray(known[0], dtype=np.int32), _cap(max_postings), known[1])
 
     async def hits_for(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
         matcher only pairs the hashes of the variants it is given), each hash with at most
         `max_postings` postings. A hash asked before under a lower cap that came back empty
-        (left out as too frequent, or simply not stored) is asked again."""
-        cap = _UNCAPPED if max_postings is None else max_postings
+        (left out as too frequent, or simply not stored) is asked again; one that came back
+        with postings has them all, whatever cap it was asked under."""
+        cap = _cap(max_postings)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
-        fetch = ~_contains(self._asked, wanted)
-        if cap > self._cap:
-            found = (
-                unique_values(np.concatenate([p.hashes for p in self._parts]))
-                if self._parts
-                else self._asked[:0]
-            )
-            fetch |= ~_contains(found.astype(np.int32), wanted)
-            self._cap = cap
-        new = wanted[fetch]
+        known, pos = _positions(self._asked, wanted)
+        lower = np.zeros(len(wanted), dtype=bool)
+        lower[known] = self._asked_cap[pos[known]] < cap
+        new = wanted[~known | (lower & ~_positions(self._found, wanted)[0])]
         if len(new):
-            self._parts.append(await self._store.lookup(new, None if cap == _UNCAPPED else cap))
-            self._asked = unique_values(np.concatenate([self._asked, new]))
+            found = await self._store.lookup(new, None if cap == _UNCAPPED else cap)
+            self._remember(new, cap, found)
         return _concat(self._parts)
+
+    def _remember(self, asked: np.ndarray, cap: int, hits: Hits) -> None:
+        hashes = np.concatenate([self._asked, asked])
+        caps = np.concatenate([self._asked_cap, np.full(len(asked), cap, dtype=np.int64)])
+        order = np.lexsort((-caps, hashes))  # per hash, its highest cap first
+        hashes, caps = hashes[order], caps[order]
+        first = run_starts(hashes)
+        self._asked, self._asked_cap = hashes[first], caps[first]
+        self._found = unique_values(np.concatenate([self._found, hits.hashes.astype(np.int32)]))
+        self._parts.append(hits)
+
+
+def _cap(max_postings: int | None) -> int:
+    return _UNCAPPED if max_postings is None else max_postings
+
+
+def _positions(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each wanted value is in sorted_values, its index there where it is)."""
+    if not len(sorted_values):
+        return np.zeros(len(wanted), dtype=bool), np.zeros(len(wanted), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
+    return sorted_values[pos] == wanted, pos
 
 
 #: No cap, as an int that compares above every real one.
@@ -79,10 +93,29 @@ def _concat(parts: list[Hits]) -> Hits:
     )
 
 
-async def postings_caps(store: Store, match_params: MatchParams) -> tuple[int | None, int | None]:
-    """(first tier's, later tiers') MatchParams.max_postings for `store`'s catalogue as it is
-    now, from one read of its size (none when neither tier caps)."""
-    if match_params.frequent_hash_factor <= 0 and match_params.frequent_hash_factor_deep <= 0:
-        return None, None
+class PostingsCaps(NamedTuple):
+    """MatchParams.max_postings of each kind of lookup, for one catalogue size."""
+
+    #: The first tier (the clip's index-density landmarks at its own speed).
+    first: int | None
+    #: The second tier (its denser landmarks at its own speed).
+    deep: int | None
+    #: The speed grid's other speeds.
+    speed: int | None
+
+
+async def postings_caps(store: Store, match_params: MatchParams) -> PostingsCaps:
+    """The caps for `store`'s catalogue as it is now, from one read of its size (none when no
+    tier caps)."""
+    mp = match_params
+    if (
+        max(mp.frequent_hash_factor, mp.frequent_hash_factor_deep, mp.frequent_hash_factor_speed)
+        <= 0
+    ):
+        return PostingsCaps(None, None, None)
     total = await store.fingerprint_total()
-    return match_params.max_postings(total), match_params.max_postings(total, deep=True)
+    return PostingsCaps(
+        mp.max_postings(total),
+        mp.max_postings(total, deep=True),
+        mp.max_postings(total, factor=mp.frequent_hash_factor_speed),
+    )

@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from service.arrays import unique_values
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.hit_cache import postings_caps
+from service.core.hit_cache import HitCache, postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -161,10 +160,9 @@ async def match_windows(
 
     peaks, own = await asyncio.to_thread(prepare)
     hashes = [v.hashes for v in own if len(v.hashes)]
-    cap, deep_cap = await postings_caps(store, per_window)
-    hits = (
-        _ordered(await store.lookup(unique_values(np.concatenate(hashes)), cap)) if hashes else None
-    )
+    caps = await postings_caps(store, per_window)
+    cache = HitCache(store)
+    hits = _ordered(await cache.hits_for(np.concatenate(hashes), caps.first)) if hashes else None
 
     def first_pass() -> list[list[Match]]:
         if hits is None:
@@ -180,12 +178,14 @@ async def match_windows(
     if retry:
         grid = per_window.speed_grid()
         variants = await asyncio.to_thread(
-            lambda: [speed_variants(peaks[i], grid, qparams) for i in retry]
+            lambda: [speed_variants(peaks[i], grid, qparams, caps.speed) for i in retry]
         )
+        # Each window's own speed under the deep cap, the other speeds under the speed cap
+        # (their variants leave out what the deep lookup brings beyond it).
+        await cache.hits_for(np.concatenate([vs[0].hashes for vs in variants]), caps.deep)
         speed_hits = _ordered(
-            await store.lookup(
-                unique_values(np.concatenate([v.hashes for vs in variants for v in vs])),
-                deep_cap,
+            await cache.hits_for(
+                np.concatenate([v.hashes for vs in variants for v in vs[1:]]), caps.speed
             )
         )
 

@@ -19,7 +19,7 @@ from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
-from service.core.hit_cache import postings_caps
+from service.core.hit_cache import HitCache, postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -151,9 +151,9 @@ async def timeline(
     one = replace(match_params, max_matches=1)
     whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
-    cap, deep_cap = await postings_caps(store, match_params)
+    caps = await postings_caps(store, match_params)
     if hits is None:
-        hits = await store.lookup(unique_values(whole.hashes), cap)
+        hits = await store.lookup(unique_values(whole.hashes), caps.first)
 
     def match_windows() -> tuple[list[WindowMatch], list[tuple[int, int]]]:
         found, missing = [], []
@@ -171,12 +171,17 @@ async def timeline(
         qparams = params.for_queries()
         per_window = await asyncio.to_thread(
             lambda: [
-                speed_variants(_window_peaks(audio.peaks, lo, hi), grid, qparams)
+                speed_variants(_window_peaks(audio.peaks, lo, hi), grid, qparams, caps.speed)
                 for lo, hi in missing
             ]
         )
-        all_hashes = unique_values(np.concatenate([v.hashes for vs in per_window for v in vs]))
-        speed_hits = await store.lookup(all_hashes, deep_cap)
+        # Each window's own speed (grid[0]) under the deep cap, the other speeds under the
+        # speed cap, as identify_analysed's tiers 2 and 3 do.
+        cache = HitCache(store, (whole.hashes, hits), caps.first)
+        await cache.hits_for(np.concatenate([vs[0].hashes for vs in per_window]), caps.deep)
+        speed_hits = await cache.hits_for(
+            np.concatenate([v.hashes for vs in per_window for v in vs[1:]]), caps.speed
+        )
 
         def match_missing() -> list[WindowMatch]:
             out = []

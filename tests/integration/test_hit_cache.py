@@ -91,3 +91,31 @@ def test_a_higher_cap_asks_again_for_the_hashes_a_lower_one_left_out(store_url: 
             assert len(everything) == 20  # each stored fingerprint once
 
     asyncio.run(run())
+
+
+def test_each_hash_remembers_the_cap_it_was_asked_under(store_url: str) -> None:
+    """The speed grid looks its other speeds up under a tighter cap than the clip's own speed
+    before it: a hash first asked under the tighter cap and left out must still be fetched
+    when a looser cap asks for it, while hashes fetched under the looser one are not asked
+    again under the tighter."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            frames = np.arange(0, 60, 3, dtype=np.int32)
+            # hash 1 stored 12 times, hash 2 six times, hash 3 twice
+            hashes = np.repeat(np.array([1, 2, 3], np.int32), [12, 6, 2])
+            offsets = np.concatenate([frames[:12], frames[:6], frames[:2]])
+            await store.add_song(make_song(Fingerprints(hashes, offsets), "d" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting)  # type: ignore[arg-type]
+            deep = await cache.hits_for(np.array([1], np.int32), max_postings=20)
+            assert len(deep) == 12
+            tight = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=4)
+            assert [a.tolist() for a in counting.asked] == [[1], [2, 3]]
+            assert sorted(set(tight.hashes.tolist())) == [1, 3]  # 1 kept from the deep ask
+            again = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=20)
+            assert [a.tolist() for a in counting.asked] == [[1], [2, 3], [2]]
+            assert _rows(again) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
+            assert len(again) == 20
+
+    asyncio.run(run())

@@ -13,6 +13,7 @@ from service.matching import (
     Hits,
     Match,
     MatchParams,
+    QueryVariant,
     best_offsets,
     chance_log10_p,
     find_matches,
@@ -150,3 +151,52 @@ def test_the_frequent_hash_cap_scales_with_the_catalogue() -> None:
     assert params.max_postings(444_000_000) == 2647  # 10,000 four-minute songs
     assert MatchParams().max_postings(444_000_000) == 530  # the default: 10x
     assert MatchParams(frequent_hash_factor=0).max_postings(10**9) is None
+
+
+def test_a_variant_cap_leaves_out_frequent_hashes_whatever_the_hits_hold() -> None:
+    """Speed variants vote only with hashes under their cap, even when the hits given to the
+    matcher hold more (fetched for the clip's own speed under a looser cap): the same matches
+    as if those hashes had not been in the variant at all."""
+    song = _random_peaks(6, 40)
+    fast = Peaks(
+        np.round(song.frames / 1.03).astype(np.int32),
+        np.round(song.bins * 1.03).astype(np.int32),
+        song.prominence_db,
+    )
+    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
+    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
+    grid = [1.0, 1.03]
+    plain = speed_variants(clip, grid, P)
+    # A third of the speed variant's hashes made frequent: 30 postings each in song 9, one of
+    # them aligned with the clip, so that song 9 matches whenever they count.
+    third = np.arange(len(plain[1].hashes)) % 3 == 0
+    frequent, at = plain[1].hashes[third], plain[1].offsets[third].astype(np.int64)
+    rng = np.random.default_rng(0)
+    filler = Hits(
+        np.repeat(frequent, 30),
+        np.full(30 * len(frequent), 9),
+        np.column_stack([at + 100, rng.integers(0, 1900, (len(frequent), 29))]).ravel(),
+        np.full(30 * len(frequent), 2000),
+    )
+    hits = _concat(_hits_of(1, song), filler)
+    capped = speed_variants(clip, grid, P, max_postings=20)
+    assert capped[0].max_postings is None and capped[1].max_postings == 20
+    counts = np.searchsorted(np.sort(hits.hashes), capped[1].hashes, "right") - np.searchsorted(
+        np.sort(hits.hashes), capped[1].hashes
+    )
+    under = counts <= 20
+    assert 0 < under.sum() < len(under)
+    without = [
+        plain[0],
+        QueryVariant(
+            1.03,
+            plain[1].hashes[under],
+            plain[1].offsets[under],
+            plain[1].query_frames[under],
+        ),
+    ]
+    found = find_matches(capped, hits, P, MatchParams())
+    assert found and found[0].song_id == 1 and found[0].speed == pytest.approx(1.03)
+    assert found == find_matches(without, hits, P, MatchParams())
+    assert 9 not in {m.song_id for m in found}
+    assert 9 in {m.song_id for m in find_matches(plain, hits, P, MatchParams())}
