@@ -31,7 +31,8 @@ from service.store.postings import decode_lookup, encode_postings
 #: building the COPY payload) and the size of one transaction's WAL.
 CHUNK_POSTINGS = 8_000_000
 FINGERPRINT_TABLES = ("fp_postings", "fingerprints", "fp_tombstones")
-#: Hash values per query when reading the real songs' postings back (~70 MB at 10k songs).
+#: Hash values per query when reading the real songs' postings back at 10k songs (~70 MB);
+#: fewer in proportion at larger catalogues (one bytea holds at most 1 GB).
 REAL_SCAN_HASHES = 250_000
 
 
@@ -139,15 +140,17 @@ async def _real_postings(conn: asyncpg.Connection) -> tuple[np.ndarray, np.ndarr
     real = await conn.fetch("SELECT id FROM songs WHERE content_sha256 NOT LIKE 'synthetic-%'")
     real_ids = np.array([r["id"] for r in real], dtype=np.int64)
     top = int(await conn.fetchval("SELECT coalesce(max(hash), -1) FROM fp_postings")) + 1
+    songs = int(await conn.fetchval("SELECT count(*) FROM songs"))
+    step = max(1024, REAL_SCAN_HASHES * 10_000 // max(songs, 10_000))
     parts = []
-    for lo in range(0, top, REAL_SCAN_HASHES):
+    for lo in range(0, top, step):
         row = await conn.fetchrow(
             "SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea"
             " ORDER BY hash), ''::bytea) AS heads,"
             " coalesce(string_agg(postings, ''::bytea ORDER BY hash), ''::bytea) AS body"
             " FROM fp_postings WHERE hash >= $1 AND hash < $2",
             lo,
-            lo + REAL_SCAN_HASHES,
+            lo + step,
         )
         hashes, song_ids, frames = decode_lookup(row["heads"], row["body"], b"", b"")
         keep = np.isin(song_ids, real_ids)

@@ -67,7 +67,7 @@ from service.matching import (
 )
 from service.memory import keep_freed_memory
 from service.settings import Settings
-from service.store.postgres import _LOOKUP_SQL, _NO_CAP, PostgresStore
+from service.store.postgres import _LOOKUP_SQL, PostgresStore, lookup_limits
 from service.store.postings import decode_lookup
 
 FAST_CONDITIONS = ("mp3_64k", "clean")
@@ -151,15 +151,20 @@ async def http_latency(base: str, clips: list[Clip], warm: int = 3) -> list[dict
 
 
 async def _timed_lookup(
-    store: PostgresStore, hashes: np.ndarray, t: dict[str, float], max_postings: int | None
+    store: PostgresStore,
+    hashes: np.ndarray,
+    t: dict[str, float],
+    max_postings: int | None,
+    max_hits: int | None,
 ) -> Hits:
     wanted = np.unique(np.asarray(hashes, dtype=np.int32))
     if len(wanted) == 0:
         return Hits.empty()
     async with store._connection() as conn:
         started = time.perf_counter()
-        cap = _NO_CAP if max_postings is None else max_postings
-        row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist(), cap)
+        row = await conn.fetchrow(
+            _LOOKUP_SQL, wanted.tolist(), *lookup_limits(max_postings, max_hits)
+        )
         fetched = time.perf_counter()
         found, song_ids, frames = decode_lookup(
             row["heads"], row["body"], row["delta"], row["tombstones"]
@@ -191,8 +196,10 @@ class _TimedStore:
     def __init__(self, store: PostgresStore, t: dict[str, float]) -> None:
         self._store, self._t = store, t
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
-        return await _timed_lookup(self._store, hashes, self._t, max_postings)
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
+        return await _timed_lookup(self._store, hashes, self._t, max_postings, max_hits)
 
 
 async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
@@ -222,7 +229,12 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             sparse = landmark_hashes(thin_peaks(peaks, params), params)
             t["decode"] = (decoded - started) * 1000
             t["fingerprint"] = (time.perf_counter() - decoded) * 1000
-            cache = HitCache(_TimedStore(store, t), None, caps.first)  # type: ignore[arg-type]
+            cache = HitCache(
+                _TimedStore(store, t),  # type: ignore[arg-type]
+                None,
+                caps.first,
+                match_params.max_hits_per_lookup,
+            )
 
             async def match(
                 variants: list, t: dict[str, float] = t, cache=cache, cap=caps.deep

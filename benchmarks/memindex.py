@@ -12,6 +12,7 @@ import numpy as np
 
 from service.arrays import unique_values
 from service.matching import Hits
+from service.store import kept_hashes
 from service.store.base import Song
 
 
@@ -33,15 +34,16 @@ class MemoryIndex:
         self.frames = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])[order]
         self._built = True
 
-    def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         if not self._built:
             self._build()
         wanted = unique_values(hashes)
         lo = np.searchsorted(self.hashes, wanted, side="left")
         hi = np.searchsorted(self.hashes, wanted, side="right")
-        if max_postings is not None:
-            frequent = hi - lo > max_postings
-            lo, hi = lo[~frequent], hi[~frequent]
+        keep = kept_hashes(wanted, hi - lo, max_postings, max_hits)
+        lo, hi = lo[keep], hi[keep]
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         return Hits(self.hashes[idx], self.songs[idx], self.offsets[idx], self.frames[idx])
@@ -58,8 +60,10 @@ class MemoryCatalogue:
         self.index = index
         self.names = names
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
-        return self.index.lookup(hashes, max_postings)
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
+        return self.index.lookup(hashes, max_postings, max_hits)
 
     async def fingerprint_total(self) -> int:
         return self.index.size

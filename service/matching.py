@@ -106,6 +106,13 @@ class MatchParams:
     frequent_hash_factor_speed: float = 50.0
     #: The cap never falls below this many postings (a small catalogue's mean is below one).
     frequent_hash_min: int = 20
+    #: Most postings one lookup returns: past this, the most frequent of the hashes under the
+    #: cap are left out too, the rarest kept first. The caps are multiples of the catalogue's
+    #: mean, so without a budget a clip's hits grow with the catalogue without bound: at
+    #: 100,000 songs one speed-grid identification held 15 GB and the kernel killed the
+    #: service. Hits and the voting's arrays take some 100-200 bytes each, so this keeps a
+    #: request under about 1 GB; at 10,000 songs no tier of a 10-s clip reaches it.
+    max_hits_per_lookup: int = 4_000_000
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
     #: speed error of about a quarter of a percent, so the step is half a percent.

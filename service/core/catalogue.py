@@ -20,7 +20,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.hit_cache import HitCache, postings_caps
+from service.core.hit_cache import HitCache, hits_budget, postings_caps
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -128,7 +128,10 @@ async def identify_analysed(
     """
     caps = await postings_caps(store, match_params)
     cache = HitCache(
-        store, (audio.fingerprints.hashes, hits) if hits is not None else None, caps.first
+        store,
+        (audio.fingerprints.hashes, hits) if hits is not None else None,
+        caps.first,
+        match_params.max_hits_per_lookup,
     )
 
     async def match(variants: list[QueryVariant], cap: int | None) -> list[Match]:
@@ -175,7 +178,9 @@ async def identify_file(
     # The whole-file answer and the timeline's windows read the same hits: look them up once.
     hits = (
         await store.lookup(
-            unique_values(audio.fingerprints.hashes), (await postings_caps(store, match_params))[0]
+            unique_values(audio.fingerprints.hashes),
+            (await postings_caps(store, match_params)).first,
+            hits_budget(match_params, audio.duration_s),
         )
         if timeline
         else None

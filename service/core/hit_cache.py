@@ -23,10 +23,12 @@ class HitCache:
         store: Store,
         known: tuple[np.ndarray, Hits] | None = None,
         max_postings: int | None = None,
+        max_hits: int | None = None,
     ) -> None:
         """`known` seeds the cache with (hashes asked, their hits) the caller already has,
-        looked up under `max_postings`."""
+        looked up under `max_postings`; every lookup returns at most `max_hits` postings."""
         self._store = store
+        self._max_hits = max_hits
         #: Every hash asked so far (sorted) and the highest cap it was asked under.
         self._asked = np.empty(0, dtype=np.int32)
         self._asked_cap = np.empty(0, dtype=np.int64)
@@ -49,7 +51,7 @@ class HitCache:
         lower[known] = self._asked_cap[pos[known]] < cap
         new = wanted[~known | (lower & ~_positions(self._found, wanted)[0])]
         if len(new):
-            found = await self._store.lookup(new, None if cap == _UNCAPPED else cap)
+            found = await self._store.lookup(new, None if cap == _UNCAPPED else cap, self._max_hits)
             self._remember(new, cap, found)
         return _concat(self._parts)
 
@@ -119,3 +121,14 @@ async def postings_caps(store: Store, match_params: MatchParams) -> PostingsCaps
         mp.max_postings(total, deep=True),
         mp.max_postings(total, factor=mp.frequent_hash_factor_speed),
     )
+
+
+#: The clip length MatchParams.max_hits_per_lookup is meant for.
+BUDGET_CLIP_S = 10.0
+
+
+def hits_budget(match_params: MatchParams, seconds: float) -> int:
+    """MatchParams.max_hits_per_lookup for a lookup that serves `seconds` of audio at once (a
+    long file's timeline, a batch of stream windows): the budget of a 10-s clip for each 10 s,
+    so that a window of a long file keeps the hashes a clip of it would."""
+    return int(match_params.max_hits_per_lookup * max(1.0, seconds / BUDGET_CLIP_S))

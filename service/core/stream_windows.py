@@ -20,7 +20,7 @@ import numpy as np
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.hit_cache import HitCache, postings_caps
+from service.core.hit_cache import HitCache, hits_budget, postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -161,7 +161,7 @@ async def match_windows(
     peaks, own = await asyncio.to_thread(prepare)
     hashes = [v.hashes for v in own if len(v.hashes)]
     caps = await postings_caps(store, per_window)
-    cache = HitCache(store)
+    cache = HitCache(store, max_hits=hits_budget(per_window, len(indices) * WINDOW_S))
     hits = _ordered(await cache.hits_for(np.concatenate(hashes), caps.first)) if hashes else None
 
     def first_pass() -> list[list[Match]]:

@@ -19,7 +19,7 @@ from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
-from service.core.hit_cache import HitCache, postings_caps
+from service.core.hit_cache import HitCache, hits_budget, postings_caps
 from service.matching import (
     Hits,
     Match,
@@ -152,8 +152,9 @@ async def timeline(
     whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
     caps = await postings_caps(store, match_params)
+    budget = hits_budget(match_params, audio.duration_s)
     if hits is None:
-        hits = await store.lookup(unique_values(whole.hashes), caps.first)
+        hits = await store.lookup(unique_values(whole.hashes), caps.first, budget)
 
     def match_windows() -> tuple[list[WindowMatch], list[tuple[int, int]]]:
         found, missing = [], []
@@ -177,7 +178,7 @@ async def timeline(
         )
         # Each window's own speed (grid[0]) under the deep cap, the other speeds under the
         # speed cap, as identify_analysed's tiers 2 and 3 do.
-        cache = HitCache(store, (whole.hashes, hits), caps.first)
+        cache = HitCache(store, (whole.hashes, hits), caps.first, budget)
         await cache.hits_for(np.concatenate([vs[0].hashes for vs in per_window]), caps.deep)
         speed_hits = await cache.hits_for(
             np.concatenate([v.hashes for vs in per_window for v in vs[1:]]), caps.speed

@@ -115,13 +115,30 @@ class CachedTotal:
             self._value = max(0, self._value + change)
 
 
-def drop_frequent(hits: Hits, max_postings: int) -> Hits:
-    """`hits` without the hashes that have more than `max_postings` of them, for stores that
-    cannot leave them out while reading."""
-    if len(hits) == 0:
+def drop_frequent(hits: Hits, max_postings: int | None, max_hits: int | None = None) -> Hits:
+    """`hits` without the hashes that have more than `max_postings` of them, nor the most
+    frequent ones past `max_hits` in all (see `kept_hashes`), for stores that cannot leave
+    them out while reading."""
+    if len(hits) == 0 or (max_postings is None and max_hits is None):
         return hits
-    _, inverse, counts = np.unique(hits.hashes, return_inverse=True, return_counts=True)
-    keep = counts[inverse] <= max_postings
+    values, inverse, counts = np.unique(hits.hashes, return_inverse=True, return_counts=True)
+    keep = kept_hashes(values, counts, max_postings, max_hits)[inverse]
     if keep.all():
         return hits
     return Hits(hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep])
+
+
+def kept_hashes(
+    values: np.ndarray, counts: np.ndarray, max_postings: int | None, max_hits: int | None
+) -> np.ndarray:
+    """Mask of the distinct hash `values` (with `counts` postings each) a lookup returns: those
+    with at most `max_postings`, and of those the rarest first (ties: the lower hash) while
+    their postings add up to at most `max_hits` (MatchParams.max_hits_per_lookup). The
+    PostgreSQL lookup statement applies the same rule."""
+    keep = counts <= max_postings if max_postings is not None else np.ones(len(counts), bool)
+    if max_hits is not None and int(counts[keep].sum()) > max_hits:
+        order = np.lexsort((values, counts))
+        order = order[keep[order]]
+        over = np.cumsum(counts[order]) > max_hits
+        keep[order[over]] = False
+    return keep

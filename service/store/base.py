@@ -252,10 +252,13 @@ class Store(Protocol):
 
     async def find_by_content(self, content_sha256: str) -> Song | None: ...
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         """Every stored fingerprint whose hash is in `hashes` (int32 array), in one round trip;
         hashes stored more than `max_postings` times are left out whole (see
-        MatchParams.frequent_hash_factor)."""
+        MatchParams.frequent_hash_factor), and so are the most frequent of the rest when they
+        hold more than `max_hits` postings in all (see service.store.kept_hashes)."""
 
     async def fingerprint_total(self) -> int:
         """About how many fingerprints the catalogue holds (at most a minute old), to scale

@@ -109,11 +109,15 @@ WITH p AS MATERIALIZED (
     SELECT hash, postings FROM fp_postings WHERE hash = ANY($1::int4[])
 ), d AS MATERIALIZED (
     SELECT hash, song_id, frame FROM fingerprints WHERE hash = ANY($1::int4[])
-), frequent AS MATERIALIZED (
-    SELECT hash FROM (
+), counted AS MATERIALIZED (
+    SELECT hash, sum(n) AS n FROM (
         SELECT hash, length(postings) / 6 AS n FROM p
         UNION ALL SELECT hash, count(*) FROM d GROUP BY hash
-    ) counted GROUP BY hash HAVING sum(n) > $2::int8
+    ) c GROUP BY hash
+), frequent AS MATERIALIZED (
+    SELECT hash FROM (
+        SELECT hash, n, sum(n) OVER (ORDER BY n, hash) AS running FROM counted
+    ) r WHERE n > $2::int8 OR running > $3::int8
 ), kept AS MATERIALIZED (
     SELECT hash, postings FROM p WHERE hash NOT IN (SELECT hash FROM frequent)
 )
@@ -128,8 +132,17 @@ SELECT
        FROM fp_tombstones) AS tombstones
 """
 
-#: max_postings when the caller sets none.
+#: max_postings or max_hits when the caller sets none.
 _NO_CAP = 1 << 40
+
+
+def lookup_limits(max_postings: int | None, max_hits: int | None) -> tuple[int, int]:
+    """The lookup statement's $2 and $3."""
+    return (
+        _NO_CAP if max_postings is None else int(max_postings),
+        _NO_CAP if max_hits is None else int(max_hits),
+    )
+
 
 #: Move every committed delta row into the postings, in one transaction. Rows COPYed by a
 #: concurrent add_song after this statement's snapshot stay in the delta for the next run; a
@@ -411,16 +424,19 @@ class PostgresStore(PostgresStreamsMixin):
             )
         return None if row is None else _song(row)
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
-        cap = _NO_CAP if max_postings is None else int(max_postings)
         async with self._connection() as conn:
             # A prepared statement (asyncpg caches it per connection): one round trip. A hash
-            # over the cap (compacted postings, whose length is known without reading them,
-            # plus uncompacted rows) is left out whole.
-            row = await conn.fetchrow(_LOOKUP_SQL, wanted.tolist(), cap)
+            # over the cap or past the budget (compacted postings, whose length is known
+            # without reading them, plus uncompacted rows) is left out whole.
+            row = await conn.fetchrow(
+                _LOOKUP_SQL, wanted.tolist(), *lookup_limits(max_postings, max_hits)
+            )
             # Millions of hits at catalogue scale: decode them off the event loop, or health
             # checks and every other request wait behind it.
             found, song_ids, frames, missing = await asyncio.to_thread(

@@ -347,12 +347,14 @@ class SqliteStore(SqliteStreamsMixin):
         ).fetchone()
         return None if row is None else _song(row)
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
         hits = await self._run(self._lookup, json.dumps(wanted.tolist()))
-        return hits if max_postings is None else drop_frequent(hits, max_postings)
+        return drop_frequent(hits, max_postings, max_hits)
 
     async def fingerprint_total(self) -> int:
         return await self._run(

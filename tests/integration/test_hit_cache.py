@@ -20,9 +20,11 @@ class CountingStore:
         self.store = store
         self.asked: list[np.ndarray] = []
 
-    async def lookup(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         self.asked.append(np.sort(hashes))
-        return await self.store.lookup(hashes, max_postings)
+        return await self.store.lookup(hashes, max_postings, max_hits)
 
 
 def _rows(hits: Hits) -> set[tuple[int, int, int]]:

@@ -248,6 +248,11 @@ async def test_lookup_leaves_out_hashes_stored_more_often_than_the_cap(store_url
             assert sorted(set(capped.hashes.tolist())) == [9, 11, 13]
             assert set(hit_rows(capped)) == {r for r in hit_rows(everything) if r[0] != 7}
             assert len(await store.lookup(query, max_postings=0)) == 0
+            # A budget of postings keeps the rarest hashes first (ties: the lower hash).
+            for cap, budget, kept in ((6, 7, [9, 11]), (6, 6, [9]), (None, 20, [9, 11, 13])):
+                limited = await store.lookup(query, max_postings=cap, max_hits=budget)
+                assert sorted(set(limited.hashes.tolist())) == kept
+                assert set(hit_rows(limited)) == {r for r in hit_rows(everything) if r[0] in kept}
             assert await store.fingerprint_total() == 21
             assert await store.delete_song(b.id)
             assert await store.fingerprint_total() == 10
