@@ -174,40 +174,42 @@ async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tupl
         have = int(await conn.fetchval("SELECT count(*) FROM songs"))
         n_frames = int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s)
         per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
-        if target_songs < have:
-            # Shrink: drop the newest synthetic songs (to re-measure a smaller size).
-            await conn.execute(
-                "DELETE FROM songs WHERE id IN (SELECT id FROM songs"
-                " WHERE content_sha256 LIKE 'synthetic-%' ORDER BY id DESC LIMIT $1)",
-                have - target_songs,
-            )
-        if target_songs > have:
-            await conn.execute(
-                "INSERT INTO songs (title, duration_s, n_frames, content_sha256,"
-                " fingerprint_count) SELECT 'synthetic ' || i, $3, $4, 'synthetic-' || i, $5"
-                " FROM generate_series($1::int, $2::int) i",
-                have + 1, target_songs, SYNTHETIC_SONG_S, n_frames, per_song,
-            )  # fmt: skip
-        syn_ids = np.array(
-            [
-                r["id"]
-                for r in await conn.fetch(
-                    "SELECT id FROM songs WHERE content_sha256 LIKE 'synthetic-%' ORDER BY id"
-                )
-            ],
-            dtype=np.int64,
-        )
+        # Read before anything changes: the songs and the postings are rewritten in one
+        # transaction, so a step that fails leaves the catalogue as it was.
         real_h, real_s, real_f = await _real_postings(conn)
         print(f"   {len(real_h):,} real postings kept", file=sys.stderr, flush=True)
-        rng = np.random.default_rng(seed)
-        counts = rng.poisson(p * len(syn_ids) * per_song)
-        real_counts = np.bincount(real_h, minlength=len(counts))
-        bounds = np.searchsorted(
-            np.cumsum(counts + real_counts),
-            np.arange(CHUNK_POSTINGS, (counts + real_counts).sum(), CHUNK_POSTINGS),
-        )
-        edges = [0, *bounds.tolist(), len(counts)]
         async with conn.transaction():
+            if target_songs < have:
+                # Shrink: drop the newest synthetic songs (to re-measure a smaller size).
+                await conn.execute(
+                    "DELETE FROM songs WHERE id IN (SELECT id FROM songs"
+                    " WHERE content_sha256 LIKE 'synthetic-%' ORDER BY id DESC LIMIT $1)",
+                    have - target_songs,
+                )
+            if target_songs > have:
+                await conn.execute(
+                    "INSERT INTO songs (title, duration_s, n_frames, content_sha256,"
+                    " fingerprint_count) SELECT 'synthetic ' || i, $3, $4, 'synthetic-' || i, $5"
+                    " FROM generate_series($1::int, $2::int) i",
+                    have + 1, target_songs, SYNTHETIC_SONG_S, n_frames, per_song,
+                )  # fmt: skip
+            syn_ids = np.array(
+                [
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT id FROM songs WHERE content_sha256 LIKE 'synthetic-%' ORDER BY id"
+                    )
+                ],
+                dtype=np.int64,
+            )
+            rng = np.random.default_rng(seed)
+            counts = rng.poisson(p * len(syn_ids) * per_song)
+            real_counts = np.bincount(real_h, minlength=len(counts))
+            bounds = np.searchsorted(
+                np.cumsum(counts + real_counts),
+                np.arange(CHUNK_POSTINGS, (counts + real_counts).sum(), CHUNK_POSTINGS),
+            )
+            edges = [0, *bounds.tolist(), len(counts)]
             await conn.execute("TRUNCATE fp_postings")
             for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
                 if hi <= lo:
