@@ -126,14 +126,12 @@ class MatchParams:
     #: weaker is compared with the best match across the speed grid.
     accept_without_speed_search_log10: float = -10.0
 
-    def max_postings(
-        self, total_fingerprints: int, deep: bool = False, factor: float | None = None
-    ) -> int | None:
+    def max_postings(self, total_fingerprints: int, factor: float | None = None) -> int | None:
         """The most postings a hash may have and still be looked up, in a catalogue of
-        `total_fingerprints` (None: no cap); `deep` for the tiers after the first, `factor`
-        for another multiple of the mean."""
+        `total_fingerprints` (None: no cap), at `factor` times the mean (default: the first
+        tier's, frequent_hash_factor)."""
         if factor is None:
-            factor = self.frequent_hash_factor_deep if deep else self.frequent_hash_factor
+            factor = self.frequent_hash_factor
         if factor <= 0:
             return None
         mean = total_fingerprints / HASH_SPACE

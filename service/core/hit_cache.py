@@ -32,8 +32,6 @@ class HitCache:
         #: Every hash asked so far (sorted) and the highest cap it was asked under.
         self._asked = np.empty(0, dtype=np.int32)
         self._asked_cap = np.empty(0, dtype=np.int64)
-        #: Every hash that came back with postings (sorted).
-        self._found = np.empty(0, dtype=np.int32)
         self._parts: list[Hits] = []
         if known is not None:
             self._remember(np.asarray(known[0], dtype=np.int32), _cap(max_postings), known[1])
@@ -49,7 +47,12 @@ class HitCache:
         known, pos = _positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
         lower[known] = self._asked_cap[pos[known]] < cap
-        new = wanted[~known | (lower & ~_positions(self._found, wanted)[0])]
+        if lower.any():
+            # Only when a looser cap asks again (a later tier): which hashes came back with
+            # postings, from the hits themselves.
+            found = unique_values(np.concatenate([p.hashes for p in self._parts]))
+            lower &= ~_positions(found.astype(np.int32), wanted)[0]
+        new = wanted[~known | lower]
         if len(new):
             found = await self._store.lookup(new, None if cap == _UNCAPPED else cap, self._max_hits)
             self._remember(new, cap, found)
@@ -62,7 +65,6 @@ class HitCache:
         hashes, caps = hashes[order], caps[order]
         first = run_starts(hashes)
         self._asked, self._asked_cap = hashes[first], caps[first]
-        self._found = unique_values(np.concatenate([self._found, hits.hashes.astype(np.int32)]))
         self._parts.append(hits)
 
 
@@ -118,8 +120,8 @@ async def postings_caps(store: Store, match_params: MatchParams) -> PostingsCaps
     total = await store.fingerprint_total()
     return PostingsCaps(
         mp.max_postings(total),
-        mp.max_postings(total, deep=True),
-        mp.max_postings(total, factor=mp.frequent_hash_factor_speed),
+        mp.max_postings(total, mp.frequent_hash_factor_deep),
+        mp.max_postings(total, mp.frequent_hash_factor_speed),
     )
 
 

@@ -33,6 +33,13 @@ def _rows(hits: Hits) -> set[tuple[int, int, int]]:
     )
 
 
+def _twelve_six_two() -> Fingerprints:
+    """One song's fingerprints: hash 1 stored 12 times, hash 2 six times, hash 3 twice."""
+    frames = np.arange(0, 60, 3, dtype=np.int32)
+    hashes = np.repeat(np.array([1, 2, 3], np.int32), [12, 6, 2])
+    return Fingerprints(hashes, np.concatenate([frames[:12], frames[:6], frames[:2]]))
+
+
 def test_each_tier_fetches_only_new_hashes_and_sees_all_hits(store_url: str) -> None:
     async def run() -> None:
         rng = np.random.default_rng(7)
@@ -74,11 +81,7 @@ def test_a_higher_cap_asks_again_for_the_hashes_a_lower_one_left_out(store_url: 
 
     async def run() -> None:
         async with opened(store_url) as store:
-            frames = np.arange(0, 60, 3, dtype=np.int32)
-            # hash 1 stored 12 times, hash 2 six times, hash 3 twice
-            hashes = np.repeat(np.array([1, 2, 3], np.int32), [12, 6, 2])
-            offsets = np.concatenate([frames[:12], frames[:6], frames[:2]])
-            await store.add_song(make_song(Fingerprints(hashes, offsets), "c" * 64))
+            await store.add_song(make_song(_twelve_six_two(), "c" * 64))
             counting = CountingStore(store)
             cache = HitCache(counting, None, max_postings=5)  # type: ignore[arg-type]
             tight = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=5)
@@ -103,11 +106,7 @@ def test_each_hash_remembers_the_cap_it_was_asked_under(store_url: str) -> None:
 
     async def run() -> None:
         async with opened(store_url) as store:
-            frames = np.arange(0, 60, 3, dtype=np.int32)
-            # hash 1 stored 12 times, hash 2 six times, hash 3 twice
-            hashes = np.repeat(np.array([1, 2, 3], np.int32), [12, 6, 2])
-            offsets = np.concatenate([frames[:12], frames[:6], frames[:2]])
-            await store.add_song(make_song(Fingerprints(hashes, offsets), "d" * 64))
+            await store.add_song(make_song(_twelve_six_two(), "d" * 64))
             counting = CountingStore(store)
             cache = HitCache(counting)  # type: ignore[arg-type]
             deep = await cache.hits_for(np.array([1], np.int32), max_postings=20)
