@@ -4,11 +4,10 @@ Each stored fingerprint that shares a hash with the query votes for (song, db_ti
 A true match piles its votes into one offset bin; chance hits spread over all the offsets a song
 could take. The score is the number of distinct query frames (instants) whose landmarks line up
 at a song's best offset (+-1 frame, so a query whose frame grid falls between two of the song's
-still counts fully), and the
-confidence says how unlikely that count is by chance *for that song and that query*: the
-expected chance count per bin is the song's hits divided by the number of offsets it could align
-at, which grows with the query's length and the song's, so one threshold serves 3-s and 60-s
-queries alike.
+still counts fully), and the confidence says how unlikely that count is by chance *for that
+song and that query*: the expected chance count per bin is the song's hits divided by the number
+of offsets it could align at, which grows with the query's length and the song's, so one
+threshold serves 3-s and 60-s queries alike.
 
 Speed changes (a radio edit playing 2-5 % fast raises pitch and tempo together) move every
 landmark: frequencies scale by the speed and times by its inverse, so plain (f1, df, dt) hashes
@@ -71,7 +70,8 @@ class MatchParams:
     #: instruments, drones). Measured on the development corpus's unindexed clips (votes
     #: counted per query frame), chance alignments reach about 10^2.25 times the probability
     #: the independence model gives them: the lowest calibration at which the quick benchmark
-    #: answered none of its 10-s unindexed clips. The model's probability is multiplied by
+    #: answered at most one of its 210 10-s unindexed clips while white noise at 0 dB stayed
+    #: above 97 % (BENCHMARKS.md). The model's probability is multiplied by
     #: 10^calibration_log10. Rescale it, rather than the confidence threshold, when
     #: re-calibrating on other music.
     calibration_log10: float = 2.25
@@ -111,7 +111,8 @@ class MatchParams:
     #: mean, so without a budget a clip's hits grow with the catalogue without bound: at
     #: 100,000 songs one speed-grid identification held 15 GB and the kernel killed the
     #: service. Hits and the voting's arrays take some 100-200 bytes each, so this keeps a
-    #: request under about 1 GB; at 10,000 songs no tier of a 10-s clip reaches it.
+    #: request under about 1 GB. At 10,000 songs a 10-s clip's first tier meets ~96,000
+    #: hits and a speed-grid clip 4.5 million over all its tiers.
     max_hits_per_lookup: int = 4_000_000
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
