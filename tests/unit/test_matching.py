@@ -97,6 +97,34 @@ def test_speed_variants_undo_a_speed_change(speed):
     assert not plain or plain[0].score < found[0].score / 3
 
 
+def test_a_match_at_another_speed_pays_the_speed_calibration() -> None:
+    """The speed grid's matches are charged calibration_log10_speed on top of the rest; the
+    clip's own speed is not."""
+    song = _random_peaks(5, 40)
+    hits = _hits_of(1, song)
+    fast = Peaks(
+        np.round(song.frames / 1.03).astype(np.int32),
+        np.round(song.bins * 1.03).astype(np.int32),
+        song.prominence_db,
+    )
+    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
+    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
+    at_speed = speed_variants(clip, [1.03], P)
+    plain, charged = MatchParams(calibration_log10_speed=0.0), MatchParams()
+    assert charged.calibration_log10_speed > 0
+    free = find_matches(at_speed, hits, P, plain)[0]
+    paid = find_matches(at_speed, hits, P, charged)[0]
+    assert paid.score == free.score and paid.speed == pytest.approx(1.03)
+    assert paid.chance_log10 == pytest.approx(free.chance_log10 + charged.calibration_log10_speed)
+    # A clip at the song's own speed matches at 1.0: nothing extra.
+    first = song.frames < 400
+    own = speed_variants(
+        Peaks(song.frames[first], song.bins[first], song.prominence_db[first]), [1.0], P
+    )
+    matched = find_matches(own, hits, P, charged)
+    assert matched and matched == find_matches(own, hits, P, plain)
+
+
 def test_refine_time_scale_recovers_a_tempo_change():
     q = np.arange(0, 300, 3)
     db = np.round(120 + 0.95 * q)
