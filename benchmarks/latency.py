@@ -55,7 +55,7 @@ from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks, thin_peaks
-from service.core.hit_cache import HitCache, postings_caps
+from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.matching import (
     Hits,
     MatchParams,
@@ -237,9 +237,15 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             )
 
             async def match(
-                variants: list, t: dict[str, float] = t, cache=cache, cap=caps.deep
+                variants: list,
+                t: dict[str, float] = t,
+                cache=cache,
+                cap=caps.deep,
+                budget: int | None = None,
             ) -> list:
-                hits = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
+                hits = await cache.hits_for(
+                    np.concatenate([v.hashes for v in variants]), cap, budget
+                )
 
                 ordered = np.sort(hits.hashes)
                 reference_variants = [_reference_variant(v, ordered) for v in variants]
@@ -276,7 +282,8 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 t["tiers"] += 1
                 return found
 
-            matches = await match([variant_of(sparse)], cap=caps.first)
+            budget = first_tier_budget(match_params, audio.duration_s)
+            matches = await match([variant_of(sparse)], cap=caps.first, budget=budget)
             if inconclusive(matches, match_params):
                 matches = await match([variant_of(dense)])
             if inconclusive(matches, match_params):
@@ -298,8 +305,15 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             found_capped = find_matches([variant_of(sparse)], capped, params, match_params)
             t["capped_ms"] = (time.perf_counter() - started) * 1000
             t["capped_hits"] = float(len(capped))
-            top = [f[0].song_id if f else None for f in (found_raw, found_capped)]
+            started = time.perf_counter()
+            budgeted = await store.lookup(sparse.hashes, caps.first, budget)
+            found_budgeted = find_matches([variant_of(sparse)], budgeted, params, match_params)
+            t["budget_ms"] = (time.perf_counter() - started) * 1000
+            t["budget_hits"] = float(len(budgeted))
+            top = [f[0].song_id if f else None for f in (found_raw, found_capped, found_budgeted)]
             t["cap_same_top"] = float(top[0] == top[1])
+            t["budget_same_top"] = float(top[2] == top[1])
+            t["budget_settles"] = float(not inconclusive(found_budgeted, match_params))
             t["condition"] = clip.condition  # type: ignore[assignment]
             rows.append(t)
     finally:
@@ -422,28 +436,35 @@ def report(results: dict[str, dict]) -> list[str]:
             )
     lines += [
         "",
-        "**The frequent-hash cap, side by side** (each profiled clip's first tier, its "
-        "index-density landmarks, looked up and voted on twice in a row: without the cap and "
-        "with it; lookup SQL + hit decoding + voting, mean ms):",
+        "**The frequent-hash cap and the first tier's budget, side by side** (each profiled "
+        "clip's first tier, its index-density landmarks, looked up and voted on three times in "
+        "a row: without the cap, with it, and with the cap and "
+        "`MatchParams.max_hits_first_tier`, the rarest hashes first; lookup SQL + hit decoding "
+        "+ voting, mean ms; 'same top' compares with the capped answer, 'settled' counts the "
+        "clips the budgeted tier answers without going on to the second):",
         "",
-        "| songs | cap (postings) | clips | hits without | hits with | ms without | ms with "
-        "| speed-up | same top song |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| songs | cap (postings) | clips | hits without | hits with | hits budgeted "
+        "| ms without | ms with | ms budgeted | same top song (cap) | same top (budget) "
+        "| settled (budget) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sizes:
         rows = [p for p in r["profile"] if "uncapped_ms" in p]
         if not rows:
             continue
-        mean = {
-            k: float(np.mean([p[k] for p in rows]))
-            for k in ("uncapped_hits", "capped_hits", "uncapped_ms", "capped_ms")
-        }
+        keys = ("uncapped_hits", "capped_hits", "budget_hits", "uncapped_ms", "capped_ms")
+        mean = {k: float(np.mean([p.get(k, np.nan) for p in rows])) for k in (*keys, "budget_ms")}
         same = sum(p["cap_same_top"] for p in rows)
+        extra = [
+            f"{sum(p[k] for p in rows):.0f}/{len(rows)}" if all(k in p for p in rows) else "-"
+            for k in ("budget_same_top", "budget_settles")
+        ]
         lines.append(
             f"| {r['size']['songs']:,.0f} | {r['size'].get('cap', float('nan')):,.0f} | "
             f"{len(rows)} | {mean['uncapped_hits']:,.0f} | {mean['capped_hits']:,.0f} | "
-            f"{mean['uncapped_ms']:,.1f} | {mean['capped_ms']:,.1f} | "
-            f"{mean['uncapped_ms'] / mean['capped_ms']:.1f}x | {same:.0f}/{len(rows)} |"
+            f"{mean['budget_hits']:,.0f} | {mean['uncapped_ms']:,.1f} | "
+            f"{mean['capped_ms']:,.1f} | {mean['budget_ms']:,.1f} | "
+            f"{same:.0f}/{len(rows)} | {extra[0]} | {extra[1]} |"
         )
     differ = sum(p.get("reference_differs", 0) for r in sizes for p in r["profile"])
     lines += [

@@ -123,6 +123,14 @@ class MatchParams:
     #: request under about 1 GB. At 10,000 songs a 10-s clip's first tier meets ~96,000
     #: hits and a speed-grid clip 4.5 million over all its tiers.
     max_hits_per_lookup: int = 4_000_000
+    #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
+    #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at
+    #: 10,000 songs and ~960,000 at 100,000, where looking them up and voting on them took
+    #: 170 ms of a 291-ms p50 (BENCHMARKS.md). Under this budget the first tier keeps the
+    #: clip's rarest hashes, which decide a clean clip at any size; a clip they leave
+    #: inconclusive goes on to the second tier, which asks the hashes left out again under
+    #: the deep cap and the full budget. So the budget trades only latency, never answers.
+    max_hits_first_tier: int = 150_000
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
     #: speed error of about a quarter of a percent, so the step is half a percent.

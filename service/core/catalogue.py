@@ -20,7 +20,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.hit_cache import HitCache, hits_budget, postings_caps
+from service.core.hit_cache import HitCache, first_tier_budget, hits_budget, postings_caps
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -117,8 +117,9 @@ async def identify_analysed(
     """Matches found in three tiers, each only when the one before is not conclusive.
 
     1. The clip's landmarks thinned to the index's density: the pairs a clean copy of the
-       song was indexed with, a third of the query's hashes, so a third of the lookup. Nearly
-       every real query ends here.
+       song was indexed with, a third of the query's hashes, so a third of the lookup, and
+       at most MatchParams.max_hits_first_tier postings of them, the rarest hashes first.
+       Nearly every real query ends here.
     2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
        neighbours are among the extra ones).
     3. Those landmarks re-hashed under the grid of candidate speeds; the other speeds' hashes
@@ -134,8 +135,10 @@ async def identify_analysed(
         match_params.max_hits_per_lookup,
     )
 
-    async def match(variants: list[QueryVariant], cap: int | None) -> list[Match]:
-        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap)
+    async def match(
+        variants: list[QueryVariant], cap: int | None, budget: int | None = None
+    ) -> list[Match]:
+        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap, budget)
         return await asyncio.to_thread(find_matches, variants, found, params, match_params)
 
     matches: list[Match] = []
@@ -143,7 +146,9 @@ async def identify_analysed(
         sparse = await asyncio.to_thread(
             lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
         )
-        matches = await match([variant_of(sparse)], caps.first)
+        matches = await match(
+            [variant_of(sparse)], caps.first, first_tier_budget(match_params, audio.duration_s)
+        )
     if inconclusive(matches, match_params):
         matches = await match([variant_of(audio.fingerprints)], caps.deep)
     if inconclusive(matches, match_params):

@@ -26,50 +26,68 @@ class HitCache:
         max_hits: int | None = None,
     ) -> None:
         """`known` seeds the cache with (hashes asked, their hits) the caller already has,
-        looked up under `max_postings`; every lookup returns at most `max_hits` postings."""
+        looked up under `max_postings` and `max_hits`; every lookup returns at most `max_hits`
+        postings unless it asks for fewer."""
         self._store = store
         self._max_hits = max_hits
-        #: Every hash asked so far (sorted) and the highest cap it was asked under.
+        #: Every hash asked so far (sorted), and the highest cap and budget it was asked under.
         self._asked = np.empty(0, dtype=np.int32)
         self._asked_cap = np.empty(0, dtype=np.int64)
+        self._asked_budget = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
         if known is not None:
-            self._remember(np.asarray(known[0], dtype=np.int32), _cap(max_postings), known[1])
+            asked = np.asarray(known[0], dtype=np.int32)
+            self._remember(asked, _cap(max_postings), _cap(max_hits), known[1])
 
-    async def hits_for(self, hashes: np.ndarray, max_postings: int | None = None) -> Hits:
+    async def hits_for(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
         matcher only pairs the hashes of the variants it is given), each hash with at most
-        `max_postings` postings. A hash asked before under a lower cap that came back empty
-        (left out as too frequent, or simply not stored) is asked again; one that came back
-        with postings has them all, whatever cap it was asked under."""
+        `max_postings` postings, the lookup returning at most `max_hits` postings (default:
+        the cache's budget) of the new hashes. A hash that came back empty (left out as too
+        frequent or over the budget, or simply not stored) is asked again under a higher cap
+        or a larger budget; one that came back with postings has them all, whatever cap it
+        was asked under. (Caps and budgets are compared separately, against the highest of
+        each a hash was asked under: the tiers only ever raise both.)"""
         cap = _cap(max_postings)
+        budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         known, pos = _positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
-        lower[known] = self._asked_cap[pos[known]] < cap
+        lower[known] = (self._asked_cap[pos[known]] < cap) | (
+            self._asked_budget[pos[known]] < budget
+        )
         if lower.any():
-            # Only when a looser cap asks again (a later tier): which hashes came back with
-            # postings, from the hits themselves.
+            # Only when a looser cap or budget asks again (a later tier): which hashes came
+            # back with postings, from the hits themselves.
             found = unique_values(np.concatenate([p.hashes for p in self._parts]))
             lower &= ~_positions(found.astype(np.int32), wanted)[0]
         new = wanted[~known | lower]
         if len(new):
-            found = await self._store.lookup(new, None if cap == _UNCAPPED else cap, self._max_hits)
-            self._remember(new, cap, found)
+            found = await self._store.lookup(
+                new,
+                None if cap == _UNCAPPED else cap,
+                None if budget == _UNCAPPED else budget,
+            )
+            self._remember(new, cap, budget, found)
         return _concat(self._parts)
 
-    def _remember(self, asked: np.ndarray, cap: int, hits: Hits) -> None:
+    def _remember(self, asked: np.ndarray, cap: int, budget: int, hits: Hits) -> None:
         hashes = np.concatenate([self._asked, asked])
         caps = np.concatenate([self._asked_cap, np.full(len(asked), cap, dtype=np.int64)])
-        order = np.lexsort((-caps, hashes))  # per hash, its highest cap first
-        hashes, caps = hashes[order], caps[order]
+        budgets = np.concatenate([self._asked_budget, np.full(len(asked), budget, dtype=np.int64)])
+        order = np.argsort(hashes, kind="stable")
+        hashes, caps, budgets = hashes[order], caps[order], budgets[order]
         first = run_starts(hashes)
-        self._asked, self._asked_cap = hashes[first], caps[first]
+        self._asked = hashes[first]
+        self._asked_cap = np.maximum.reduceat(caps, first)
+        self._asked_budget = np.maximum.reduceat(budgets, first)
         self._parts.append(hits)
 
 
-def _cap(max_postings: int | None) -> int:
-    return _UNCAPPED if max_postings is None else max_postings
+def _cap(limit: int | None) -> int:
+    return _UNCAPPED if limit is None else limit
 
 
 def _positions(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +98,7 @@ def _positions(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarra
     return sorted_values[pos] == wanted, pos
 
 
-#: No cap, as an int that compares above every real one.
+#: No cap or budget, as an int that compares above every real one.
 _UNCAPPED = 1 << 62
 
 
@@ -134,3 +152,8 @@ def hits_budget(match_params: MatchParams, seconds: float) -> int:
     long file's timeline, a batch of stream windows): the budget of a 10-s clip for each 10 s,
     so that a window of a long file keeps the hashes a clip of it would."""
     return int(match_params.max_hits_per_lookup * max(1.0, seconds / BUDGET_CLIP_S))
+
+
+def first_tier_budget(match_params: MatchParams, seconds: float) -> int:
+    """MatchParams.max_hits_first_tier for a clip of `seconds`, per 10 s as hits_budget."""
+    return int(match_params.max_hits_first_tier * max(1.0, seconds / BUDGET_CLIP_S))

@@ -151,3 +151,26 @@ def test_real_music_is_identified_under_degradation(catalogue, clips, condition)
 @pytest.mark.parametrize("name", UNINDEXED)
 def test_unindexed_real_music_gets_no_match(catalogue, clips, name, condition):
     assert _identify(catalogue, clips[(name, condition)]) == []
+
+
+@pytest.mark.parametrize("condition", ["mp3_64k", "white_snrm5"])
+def test_a_first_tier_budget_that_leaves_out_every_hash_costs_no_answer(
+    catalogue, clips, condition
+):
+    """The first tier's budget (rarest hashes first) only decides how soon a clip is settled:
+    the hashes it leaves out are asked again by the second tier, which then gives the answer
+    (its denser landmarks score a little differently)."""
+    store, pool, ids, loop = catalogue
+    starved = MatchParams(max_hits_first_tier=1)
+    answered = 0
+    for name in INDEXED:
+        path = clips[(name, condition)]
+        usual = loop.run_until_complete(identify_file(store, pool, path, MatchParams())).matches
+        late = loop.run_until_complete(identify_file(store, pool, path, starved)).matches
+        assert [ids[m.song.id] for m in late[:1]] == [ids[m.song.id] for m in usual[:1]]
+        if usual:
+            answered += 1
+            assert late[0].match.song_offset_s == pytest.approx(
+                usual[0].match.song_offset_s, abs=0.05
+            )
+    assert answered >= REQUIRED_FOUND.get(condition, len(INDEXED))

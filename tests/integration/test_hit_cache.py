@@ -120,3 +120,25 @@ def test_each_hash_remembers_the_cap_it_was_asked_under(store_url: str) -> None:
             assert len(again) == 20
 
     asyncio.run(run())
+
+
+def test_a_larger_budget_asks_again_for_the_hashes_a_smaller_one_left_out(
+    store_url: str,
+) -> None:
+    """The first tier looks up under a small budget of postings, the second under the full
+    one, possibly at the same cap (a small catalogue's caps all sit at the floor): the hashes
+    the small budget left out, the most frequent first, must then be fetched."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "e" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, None, max_postings=20, max_hits=100)  # type: ignore[arg-type]
+            small = await cache.hits_for(np.array([1, 2, 3], np.int32), 20, max_hits=8)
+            assert sorted(set(small.hashes.tolist())) == [2, 3]  # 2 + 6 postings fit in 8
+            full = await cache.hits_for(np.array([1, 2, 3], np.int32), 20)
+            assert [a.tolist() for a in counting.asked] == [[1, 2, 3], [1]]
+            assert _rows(full) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
+            assert len(full) == 20
+
+    asyncio.run(run())
