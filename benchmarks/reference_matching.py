@@ -56,6 +56,9 @@ class MatchParams:
     #: so the model's probability is multiplied by 10^calibration_log10. Rescale it, rather
     #: than the confidence threshold, when re-calibrating on other music.
     calibration_log10: float = 3.0
+    #: Added for matches at another speed of the grid, as service.matching charges them
+    #: (added after that commit, so that both matchers give the same answers).
+    calibration_log10_speed: float = 0.0
     #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
     dispersion: float = 1.0
     #: Aligned hashes separated from the rest by more than this (s) are left out of the span a
@@ -430,6 +433,8 @@ def find_matches(
     lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, songs)]]
     log_p = chance_log10_p(score, total, lengths, query_frames, params.dispersion)
     log_p += np.log10(max(votes.n_songs, 1) * n_var * len(scales)) + params.calibration_log10
+    factors = np.array([v.factor for v in variants])[variant]
+    log_p += np.where(factors != 1.0, params.calibration_log10_speed, 0.0)
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
     eligible = np.nonzero((score >= params.min_score) & (confidence >= params.min_confidence))[0]
     eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
