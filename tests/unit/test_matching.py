@@ -43,6 +43,15 @@ def _concat(*hits: Hits) -> Hits:
     return Hits(*(np.concatenate([getattr(h, f) for h in hits]) for f in Hits.__dataclass_fields__))
 
 
+def _played_at(song: Peaks, speed: float, frames: int = 400) -> Peaks:
+    """The first `frames` frames of `song` played `speed` times fast: times shrink,
+    frequencies rise (peaks pushed above max_bin are lost)."""
+    fast_frames = np.round(song.frames / speed).astype(np.int32)
+    fast_bins = np.round(song.bins * speed).astype(np.int32)
+    keep = (fast_bins <= P.max_bin) & (fast_frames < frames)
+    return Peaks(fast_frames[keep], fast_bins[keep], song.prominence_db[keep])
+
+
 def test_best_offsets_counts_a_three_bin_window():
     groups = np.array([7, 7, 7, 7, 7, 9, 9])
     delta = np.array([10, 10, 11, 40, 9, -5, -5])
@@ -80,14 +89,7 @@ def test_clip_of_a_song_matches_it_at_the_right_offset():
 def test_speed_variants_undo_a_speed_change(speed):
     song = _random_peaks(4, 40)
     hits = _hits_of(1, song)
-    # The clip plays `speed` times fast: times shrink, frequencies rise.
-    fast = Peaks(
-        np.round(song.frames / speed).astype(np.int32),
-        np.round(song.bins * speed).astype(np.int32),
-        song.prominence_db,
-    )
-    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
-    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
+    clip = _played_at(song, speed)
     plain = find_matches(landmark_hashes(clip, P), hits, P, MatchParams())
     variants = speed_variants(clip, MatchParams().speed_grid(), P)
     found = find_matches(variants, hits, P, MatchParams())
@@ -102,25 +104,17 @@ def test_a_match_at_another_speed_pays_the_speed_calibration() -> None:
     clip's own speed is not."""
     song = _random_peaks(5, 40)
     hits = _hits_of(1, song)
-    fast = Peaks(
-        np.round(song.frames / 1.03).astype(np.int32),
-        np.round(song.bins * 1.03).astype(np.int32),
-        song.prominence_db,
-    )
-    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
-    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
-    at_speed = speed_variants(clip, [1.03], P)
+    # A clip short enough (1.3 s) that its chance probability stays finite in float64.
+    at_speed = speed_variants(_played_at(song, 1.03, frames=40), [1.03], P)
     plain, charged = MatchParams(calibration_log10_speed=0.0), MatchParams()
     assert charged.calibration_log10_speed > 0
     free = find_matches(at_speed, hits, P, plain)[0]
     paid = find_matches(at_speed, hits, P, charged)[0]
+    assert np.isfinite(free.chance_log10)
     assert paid.score == free.score and paid.speed == pytest.approx(1.03)
     assert paid.chance_log10 == pytest.approx(free.chance_log10 + charged.calibration_log10_speed)
     # A clip at the song's own speed matches at 1.0: nothing extra.
-    first = song.frames < 400
-    own = speed_variants(
-        Peaks(song.frames[first], song.bins[first], song.prominence_db[first]), [1.0], P
-    )
+    own = speed_variants(_played_at(song, 1.0, frames=40), [1.0], P)
     matched = find_matches(own, hits, P, charged)
     assert matched and matched == find_matches(own, hits, P, plain)
 
@@ -186,13 +180,7 @@ def test_a_variant_cap_leaves_out_frequent_hashes_whatever_the_hits_hold() -> No
     matcher hold more (fetched for the clip's own speed under a looser cap): the same matches
     as if those hashes had not been in the variant at all."""
     song = _random_peaks(6, 40)
-    fast = Peaks(
-        np.round(song.frames / 1.03).astype(np.int32),
-        np.round(song.bins * 1.03).astype(np.int32),
-        song.prominence_db,
-    )
-    keep = (fast.bins <= P.max_bin) & (fast.frames < 400)
-    clip = Peaks(fast.frames[keep], fast.bins[keep], fast.prominence_db[keep])
+    clip = _played_at(song, 1.03)
     grid = [1.0, 1.03]
     plain = speed_variants(clip, grid, P)
     # A third of the speed variant's hashes made frequent: 30 postings each in song 9, one of
