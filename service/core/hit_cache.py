@@ -151,9 +151,14 @@ def hits_budget(match_params: MatchParams, seconds: float) -> int:
     """MatchParams.max_hits_per_lookup for a lookup that serves `seconds` of audio at once (a
     long file's timeline, a batch of stream windows): the budget of a 10-s clip for each 10 s,
     so that a window of a long file keeps the hashes a clip of it would."""
-    return int(match_params.max_hits_per_lookup * max(1.0, seconds / BUDGET_CLIP_S))
+    return _per_clip(match_params.max_hits_per_lookup, seconds)
 
 
 def first_tier_budget(match_params: MatchParams, seconds: float) -> int:
     """MatchParams.max_hits_first_tier for a clip of `seconds`, per 10 s as hits_budget."""
-    return int(match_params.max_hits_first_tier * max(1.0, seconds / BUDGET_CLIP_S))
+    return _per_clip(match_params.max_hits_first_tier, seconds)
+
+
+def _per_clip(budget_per_clip: int, seconds: float) -> int:
+    """A budget meant for a BUDGET_CLIP_S clip, scaled to `seconds` (never below it)."""
+    return int(budget_per_clip * max(1.0, seconds / BUDGET_CLIP_S))
