@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
 from service.audio.params import FingerprintParams
@@ -47,7 +48,7 @@ def spectrogram_db(
     stop = start + (n_frames - 1) * params.hop + params.n_fft
     frames = sliding_window_view(samples[start:stop], params.n_fft)[:: params.hop]
     window, reference = _window(params.n_fft)
-    spectrum = np.fft.rfft(frames * window, axis=1)
+    spectrum = scipy.fft.rfft(frames * window, axis=1)
     # rfft of float32 frames is complex64, so its magnitude is float32 already. In-place steps:
     # the same float32 operations as out-of-place ones (bit-identical dB), without the copies.
     magnitude = np.abs(spectrum).astype(np.float32, copy=False)

@@ -207,6 +207,11 @@ GOLDEN_DEFAULT = [
     ),
 ]
 
+#: How far each peak's prominence may move by rounding alone (dB): the FFT (scipy's pocketfft
+#: since the goldens were computed with numpy's; 5e-5 dB per peak between them on these
+#: files) and the log10 kernel round differently, and a peak or hash that moves fails above.
+PROMINENCE_ROUNDING_DB = 1e-4
+
 #: The parameters GOLDEN was computed with.
 FIRST_FORMAT = replace(DEFAULT_PARAMS, density_bands=1)
 
@@ -219,7 +224,7 @@ def _check(params, name, n_peaks, peaks_sha256, prominence_sum, n_hashes, hashes
     blob = peaks.frames.tobytes() + peaks.bins.tobytes()
     assert hashlib.sha256(blob).hexdigest() == peaks_sha256
     assert float(np.sum(peaks.prominence_db, dtype=np.float64)) == pytest.approx(
-        prominence_sum, abs=0.02
+        prominence_sum, abs=PROMINENCE_ROUNDING_DB * n_peaks
     )
     assert len(fingerprints) == n_hashes
     blob = fingerprints.hashes.tobytes() + fingerprints.offsets.tobytes()
