@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import poisson
@@ -136,6 +137,12 @@ class MatchParams:
     #: speed error of about a quarter of a percent, so the step is half a percent.
     speed_range: float = 0.06
     speed_step: float = 0.005
+    #: When the grid's lookup (its budget shared by all its speeds) leaves the clip
+    #: inconclusive, the speeds at and beside the grid speeds of this many best candidates
+    #: are looked up again with the whole budget to themselves. At 100,000 songs the shared
+    #: budget reaches only a clip's rarest hashes at each speed, too few to settle some
+    #: sped-up songs.
+    speed_focus: int = 2
     #: Residual time scales searched (tempo without pitch change and vice versa), +- this.
     time_scale_range: float = 0.07
     #: Candidate songs whose alignment is refined for a residual time scale.
@@ -177,6 +184,8 @@ class Match:
     speed: float = 1.0
     #: log10 of the chance probability behind `confidence` (which saturates at 1.0).
     chance_log10: float = 0.0
+    #: The speed-grid variant the match was found under (`speed` adds the residual scale).
+    grid_speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +240,15 @@ def speed_variants(
             )
         )
     return variants
+
+
+def merge_matches(first: Sequence[Match], second: Sequence[Match], limit: int) -> list[Match]:
+    """Each song's more improbable match of the two lists, ordered as find_matches orders."""
+    best: dict[int, Match] = {}
+    for m in (*first, *second):
+        if m.song_id not in best or m.chance_log10 < best[m.song_id].chance_log10:
+            best[m.song_id] = m
+    return sorted(best.values(), key=lambda m: (-m.score, m.chance_log10))[:limit]
 
 
 def inconclusive(matches: Sequence[Match], params: MatchParams) -> bool:
@@ -543,24 +561,49 @@ def refine_time_scale(
     return _best_scale(db_frame, q_frame, scales, fine)
 
 
+class Search(NamedTuple):
+    """What a search over a query's variants found."""
+
+    #: Matches that beat chance, best first (what find_matches returns).
+    matches: list[Match]
+    #: The most improbable songs whether or not they beat chance, most improbable first:
+    #: where to look closer when nothing is conclusive.
+    candidates: list[Match]
+
+
 def find_matches(
     variants: Sequence[QueryVariant] | Fingerprints,
     hits: Hits,
     fp_params: FingerprintParams,
     params: MatchParams,
+    speeds_tried: int = 1,
 ) -> list[Match]:
     """Scored matches of a query, best first, empty when nothing beats chance.
 
     The family-wise chance level multiplies each song's tail probability by the number of
-    candidate songs and of speed and time-scale hypotheses tried.
+    candidate songs and of speed and time-scale hypotheses tried: the variants given, or
+    `speeds_tried` when more speeds were searched to choose them.
     """
+    return search_matches(variants, hits, fp_params, params, speeds_tried).matches
+
+
+def search_matches(
+    variants: Sequence[QueryVariant] | Fingerprints,
+    hits: Hits,
+    fp_params: FingerprintParams,
+    params: MatchParams,
+    speeds_tried: int = 1,
+    candidates: int = 0,
+) -> Search:
+    """find_matches, plus the `candidates` most improbable songs (at least min_score votes)
+    whatever their confidence, from the same votes."""
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
     query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
     drift = int(np.ceil(params.time_scale_range * query_frames))
     votes = _collect_votes(variants, hits, params.min_score, drift)
     if len(votes.songs) == 0:
-        return []
+        return Search([], [])
     n_var = len(variants)
     group_ids, best_delta, best_score, totals = best_offsets(
         votes.songs * n_var + votes.variant, votes.db_frame - votes.q_frame
@@ -587,29 +630,36 @@ def find_matches(
     vote_songs, first_vote = np.unique(votes.songs, return_index=True)
     lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, songs)]]
     log_p = chance_log10_p(score, total, lengths, query_frames, params.dispersion)
-    log_p += np.log10(max(votes.n_songs, 1) * n_var * len(scales)) + params.calibration_log10
+    hypotheses = max(votes.n_songs, 1) * max(n_var, speeds_tried) * len(scales)
+    log_p += np.log10(hypotheses) + params.calibration_log10
     factors = np.array([v.factor for v in variants])[variant]
     log_p += np.where(factors != 1.0, params.calibration_log10_speed, 0.0)
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
-    eligible = np.nonzero((score >= params.min_score) & (confidence >= params.min_confidence))[0]
-    eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
-    matches: list[Match] = []
-    for c in eligible[: params.max_matches]:
+
+    def match(c: int) -> Match:
         mine = votes.select((votes.songs == songs[c]) & (votes.variant == variant[c]))
         aligned = np.abs(mine.db_frame - scale[c] * mine.q_frame - delta[c]) <= 1.5
         span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
         factor = variants[int(variant[c])].factor
-        matches.append(
-            Match(
-                song_id=int(songs[c]),
-                score=int(score[c]),
-                confidence=float(confidence[c]),
-                song_offset_s=float(delta[c]) * fp_params.frame_s,
-                query_start_s=float(span[0]) * fp_params.frame_s,
-                query_end_s=float(span[1] + 1) * fp_params.frame_s
-                + fp_params.n_fft / fp_params.sample_rate_hz,
-                speed=float(factor * scale[c]),
-                chance_log10=float(log_p[c]),
-            )
+        return Match(
+            song_id=int(songs[c]),
+            score=int(score[c]),
+            confidence=float(confidence[c]),
+            song_offset_s=float(delta[c]) * fp_params.frame_s,
+            query_start_s=float(span[0]) * fp_params.frame_s,
+            query_end_s=float(span[1] + 1) * fp_params.frame_s
+            + fp_params.n_fft / fp_params.sample_rate_hz,
+            speed=float(factor * scale[c]),
+            chance_log10=float(log_p[c]),
+            grid_speed=float(factor),
         )
-    return matches
+
+    voted = score >= params.min_score
+    eligible = np.nonzero(voted & (confidence >= params.min_confidence))[0]
+    eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
+    likely = np.nonzero(voted)[0]
+    likely = likely[np.argsort(log_p[likely], kind="stable")]
+    return Search(
+        [match(c) for c in eligible[: params.max_matches]],
+        [match(c) for c in likely[:candidates]],
+    )

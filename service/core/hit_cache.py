@@ -40,7 +40,11 @@ class HitCache:
             self._remember(asked, _cap(max_postings), _cap(max_hits), known[1])
 
     async def hits_for(
-        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+        self,
+        hashes: np.ndarray,
+        max_postings: int | None = None,
+        max_hits: int | None = None,
+        again: bool = False,
     ) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
         matcher only pairs the hashes of the variants it is given), each hash with at most
@@ -49,14 +53,15 @@ class HitCache:
         frequent or over the budget, or simply not stored) is asked again under a higher cap
         or a larger budget; one that came back with postings has them all, whatever cap it
         was asked under. (Caps and budgets are compared separately, against the highest of
-        each a hash was asked under: the tiers only ever raise both.)"""
+        each a hash was asked under: the tiers only ever raise both.) `again` asks every
+        empty hash again whatever it was asked under: fewer hashes share the same budget."""
         cap = _cap(max_postings)
         budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         known, pos = _positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
-        lower[known] = (self._asked_cap[pos[known]] < cap) | (
-            self._asked_budget[pos[known]] < budget
+        lower[known] = (
+            again | (self._asked_cap[pos[known]] < cap) | (self._asked_budget[pos[known]] < budget)
         )
         if lower.any():
             # Only when a looser cap or budget asks again (a later tier): which hashes came

@@ -174,3 +174,40 @@ def test_a_first_tier_budget_that_leaves_out_every_hash_costs_no_answer(
                 usual[0].match.song_offset_s, abs=0.05
             )
     assert answered >= REQUIRED_FOUND.get(condition, len(INDEXED))
+
+
+#: A grid budget that, shared by the grid's 25 speeds, reaches only each speed's rarest hashes
+#: in this 4-song catalogue, as the default budget does at 100,000 songs.
+STARVED_GRID = 150
+
+
+@pytest.mark.parametrize("condition", ["speed_p5", "speed_m2"])
+def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_speeds(
+    catalogue, clips, condition
+):
+    store, pool, ids, loop = catalogue
+    shared_only = MatchParams(max_hits_per_lookup=STARVED_GRID, speed_focus=0)
+    focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    stronger = 0
+    for name in INDEXED:
+        path = clips[(name, condition)]
+        before = loop.run_until_complete(identify_file(store, pool, path, shared_only)).matches
+        after = loop.run_until_complete(identify_file(store, pool, path, focused)).matches
+        assert after and ids[after[0].song.id] == name, f"{name}/{condition}"
+        assert after[0].match.speed == pytest.approx(CONDITIONS[condition][2], abs=0.01)
+        assert after[0].match.song_offset_s == pytest.approx(CLIP_START_S, abs=0.5)
+        if before:
+            assert ids[before[0].song.id] == name
+            assert after[0].match.chance_log10 <= before[0].match.chance_log10
+        if not before or after[0].match.chance_log10 < before[0].match.chance_log10 - 10:
+            stronger += 1
+    assert stronger >= 2
+
+
+@pytest.mark.parametrize("name", UNINDEXED)
+def test_a_starved_speed_grid_focus_answers_no_unindexed_music(catalogue, clips, name):
+    store, pool, _, loop = catalogue
+    focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    for condition in ("speed_p5", "mp3_64k", "white_snrm5"):
+        path = clips[(name, condition)]
+        assert loop.run_until_complete(identify_file(store, pool, path, focused)).matches == []

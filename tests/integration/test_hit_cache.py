@@ -142,3 +142,26 @@ def test_a_larger_budget_asks_again_for_the_hashes_a_smaller_one_left_out(
             assert len(full) == 20
 
     asyncio.run(run())
+
+
+def test_asking_again_refetches_what_a_shared_budget_left_out(store_url: str) -> None:
+    """The speed grid's lookup shares one budget among all its speeds; the speed focus then
+    asks a few speeds' hashes again under the same budget, now shared by fewer hashes: those
+    left out before are fetched, those already fetched are not, whatever their cap and budget
+    were."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "f" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, None, max_postings=20, max_hits=14)  # type: ignore[arg-type]
+            shared = await cache.hits_for(np.array([1, 2, 3], np.int32))
+            assert sorted(set(shared.hashes.tolist())) == [2, 3]  # 2 + 6 fit in 14, 12 more not
+            same = await cache.hits_for(np.array([1, 3], np.int32))
+            assert len(counting.asked) == 1 and _rows(same) == _rows(shared)
+            focused = await cache.hits_for(np.array([1, 3], np.int32), again=True)
+            assert [a.tolist() for a in counting.asked] == [[1, 2, 3], [1]]  # 12 fit in 14
+            assert _rows(focused) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
+            assert len(focused) == 20
+
+    asyncio.run(run())

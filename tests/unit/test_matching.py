@@ -17,6 +17,7 @@ from service.matching import (
     best_offsets,
     chance_log10_p,
     find_matches,
+    merge_matches,
     refine_time_scale,
     speed_variants,
 )
@@ -117,6 +118,33 @@ def test_a_match_at_another_speed_pays_the_speed_calibration() -> None:
     own = speed_variants(_played_at(song, 1.0, frames=40), [1.0], P)
     matched = find_matches(own, hits, P, charged)
     assert matched and matched == find_matches(own, hits, P, plain)
+
+
+def test_a_match_chosen_from_more_speeds_than_it_was_found_at_pays_for_all_of_them() -> None:
+    """The speed focus looks a few grid speeds up again, chosen by a search over all of them:
+    its matches are charged for every speed searched, not just the ones voted on."""
+    song = _random_peaks(6, 40)
+    hits = _hits_of(1, song)
+    at_speed = speed_variants(_played_at(song, 1.03, frames=40), [1.03], P)
+    alone = find_matches(at_speed, hits, P, MatchParams())[0]
+    chosen = find_matches(at_speed, hits, P, MatchParams(), speeds_tried=25)[0]
+    assert np.isfinite(alone.chance_log10)
+    assert chosen.score == alone.score and chosen.grid_speed == 1.03
+    assert chosen.chance_log10 == pytest.approx(alone.chance_log10 + np.log10(25))
+    # Fewer speeds tried than voted on changes nothing: the variants given were all tried.
+    assert find_matches(at_speed, hits, P, MatchParams(), speeds_tried=0) == [alone]
+
+
+def test_merging_two_searches_keeps_each_songs_more_improbable_match() -> None:
+    def match(song_id: int, score: int, chance: float) -> Match:
+        return Match(song_id, score, 1.0, 0.0, 0.0, 10.0, chance_log10=chance)
+
+    grid = [match(1, 20, -12.0), match(2, 9, -6.0)]
+    focus = [match(2, 30, -25.0), match(3, 8, -5.0), match(1, 18, -11.0)]
+    merged = merge_matches(grid, focus, limit=5)
+    assert merged == [focus[0], grid[0], focus[1]]
+    assert merge_matches(grid, focus, limit=1) == [focus[0]]
+    assert merge_matches([], [], limit=5) == []
 
 
 def test_refine_time_scale_recovers_a_tempo_change():
