@@ -21,6 +21,7 @@ from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
 from service.core.hit_cache import HitCache, first_tier_budget, hits_budget, postings_caps
+from service.core.speed_search import search_speeds
 from service.core.timeline import SongTimelineEntry
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
@@ -29,12 +30,8 @@ from service.matching import (
     Match,
     MatchParams,
     QueryVariant,
-    Search,
     find_matches,
     inconclusive,
-    merge_matches,
-    search_matches,
-    speed_variants,
     variant_of,
 )
 from service.store.base import NewSong, Song, SongMeta, Store
@@ -125,8 +122,8 @@ async def identify_analysed(
        Nearly every real query ends here.
     2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
        neighbours are among the extra ones).
-    3. Those landmarks re-hashed under the grid of candidate speeds; the other speeds' hashes
-       under the tighter MatchParams.frequent_hash_factor_speed cap.
+    3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
+       speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap.
     Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
     own hashes when the caller already made it (tier 1 is then free and skipped).
     """
@@ -155,53 +152,10 @@ async def identify_analysed(
     if inconclusive(matches, match_params):
         matches = await match([variant_of(audio.fingerprints)], caps.deep)
     if inconclusive(matches, match_params):
-        grid = match_params.speed_grid()
-        variants = await asyncio.to_thread(
-            speed_variants, audio.peaks, grid, params.for_queries(), caps.speed
-        )
-        # The clip's own speed (grid[0]) keeps what tier 2 fetched under the deep cap.
-        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), caps.speed)
-        searched = await asyncio.to_thread(
-            search_matches, variants, found, params, match_params, 1, match_params.speed_focus
-        )
-        matches = searched.matches
-        if inconclusive(matches, match_params) and searched.candidates:
-            matches = await focus_speeds(
-                cache, variants, searched, caps.speed, params, match_params
-            )
+        matches = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
     return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]
-
-
-async def focus_speeds(
-    cache: HitCache,
-    variants: list[QueryVariant],
-    searched: Search,
-    cap: int | None,
-    params: FingerprintParams,
-    match_params: MatchParams,
-) -> list[Match]:
-    """The grid's answer after the speeds around its best candidates are looked up again.
-
-    The grid's lookup shares one budget among all its speeds, rarest hashes first, so at a
-    large catalogue each speed gets only its rarest hashes: the right song shows among the
-    most improbable candidates, but too weakly to be final. The grid speeds at and beside
-    theirs (a real speed falls between two of them) then get the whole budget. Their matches
-    still pay for every speed searched: choosing which to look at again was a search over the
-    whole grid.
-    """
-    grid = sorted(v.factor for v in variants)
-    speeds = set()
-    for m in searched.candidates:
-        at = grid.index(m.grid_speed)
-        speeds.update(grid[max(0, at - 1) : at + 2])
-    focus = [v for v in variants if v.factor in speeds]
-    hits = await cache.hits_for(np.concatenate([v.hashes for v in focus]), cap, again=True)
-    refound = await asyncio.to_thread(
-        find_matches, focus, hits, params, match_params, len(variants)
-    )
-    return merge_matches(searched.matches, refound, match_params.max_matches)
 
 
 async def identify_file(

@@ -179,35 +179,53 @@ def test_a_first_tier_budget_that_leaves_out_every_hash_costs_no_answer(
 #: A grid budget that, shared by the grid's 25 speeds, reaches only each speed's rarest hashes
 #: in this 4-song catalogue, as the default budget does at 100,000 songs.
 STARVED_GRID = 150
+SPEED_SEARCHED = ["speed_p5", "speed_m2", "pitch_p1st"]
 
 
-@pytest.mark.parametrize("condition", ["speed_p5", "speed_m2"])
-def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_speeds(
-    catalogue, clips, condition
-):
+def test_a_starved_speed_grid_still_finds_every_song_at_its_speed(catalogue, clips):
+    """The grid is searched coarse to fine (service/core/speed_search.py): a budget that
+    starves the query-density landmarks at every speed leaves the index-density ones and the
+    speeds of the best candidates enough."""
     store, pool, ids, loop = catalogue
-    shared_only = MatchParams(max_hits_per_lookup=STARVED_GRID, speed_focus=0)
+    starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    for condition in SPEED_SEARCHED:
+        for name in INDEXED:
+            path = clips[(name, condition)]
+            matches = loop.run_until_complete(identify_file(store, pool, path, starved)).matches
+            assert matches and ids[matches[0].song.id] == name, f"{name}/{condition}"
+            best = matches[0].match
+            assert best.speed == pytest.approx(CONDITIONS[condition][2], abs=0.01)
+            assert best.song_offset_s == pytest.approx(CLIP_START_S, abs=0.5)
+            assert best.chance_log10 < -10
+
+
+def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_speeds(
+    catalogue, clips
+):
+    """The focus step: the query-density landmarks at and beside the speeds of the coarse
+    step's best candidates, looked up with the whole budget, make weak matches strong."""
+    store, pool, ids, loop = catalogue
+    unfocused = MatchParams(max_hits_per_lookup=STARVED_GRID, speed_focus=0)
     focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
     stronger = 0
-    for name in INDEXED:
-        path = clips[(name, condition)]
-        before = loop.run_until_complete(identify_file(store, pool, path, shared_only)).matches
-        after = loop.run_until_complete(identify_file(store, pool, path, focused)).matches
-        assert after and ids[after[0].song.id] == name, f"{name}/{condition}"
-        assert after[0].match.speed == pytest.approx(CONDITIONS[condition][2], abs=0.01)
-        assert after[0].match.song_offset_s == pytest.approx(CLIP_START_S, abs=0.5)
-        if before:
-            assert ids[before[0].song.id] == name
-            assert after[0].match.chance_log10 <= before[0].match.chance_log10
-        if not before or after[0].match.chance_log10 < before[0].match.chance_log10 - 10:
-            stronger += 1
-    assert stronger >= 2
+    for condition in SPEED_SEARCHED:
+        for name in INDEXED:
+            path = clips[(name, condition)]
+            before = loop.run_until_complete(identify_file(store, pool, path, unfocused)).matches
+            after = loop.run_until_complete(identify_file(store, pool, path, focused)).matches
+            assert after and ids[after[0].song.id] == name, f"{name}/{condition}"
+            if before:
+                assert ids[before[0].song.id] == name
+                assert after[0].match.chance_log10 <= before[0].match.chance_log10
+            if not before or after[0].match.chance_log10 < before[0].match.chance_log10 - 10:
+                stronger += 1
+    assert stronger >= 4
 
 
 @pytest.mark.parametrize("name", UNINDEXED)
-def test_a_starved_speed_grid_focus_answers_no_unindexed_music(catalogue, clips, name):
+def test_a_starved_speed_grid_answers_no_unindexed_music(catalogue, clips, name):
     store, pool, _, loop = catalogue
-    focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
-    for condition in ("speed_p5", "mp3_64k", "white_snrm5"):
+    starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    for condition in ("speed_p5", "mp3_64k", "white_snrm5", "pitch_p1st"):
         path = clips[(name, condition)]
-        assert loop.run_until_complete(identify_file(store, pool, path, focused)).matches == []
+        assert loop.run_until_complete(identify_file(store, pool, path, starved)).matches == []

@@ -1,0 +1,90 @@
+"""The speed grid: a clip that matches nothing at its own speed, searched at candidate speeds.
+
+A clip's landmarks re-hashed under every speed of the grid are 25 times its hashes, and at a
+large catalogue they meet far more postings than one lookup may return
+(MatchParams.max_hits_per_lookup, rarest hashes first). Songs' landmarks sit mostly on frequent
+hash values: at 100,000 songs the hashes that match a 5 %-slow clip's song have a median of
+some 6,000 postings, against a catalogue mean of 530. Under a budget shared by every speed and
+every one of the clip's query-density landmarks, each speed kept only hashes too rare to hold
+the song, and 5 %-slow clips went unanswered (BENCHMARKS.md). So the grid is searched coarse to
+fine, each step only when the one before is not conclusive:
+
+1. The clip's index-density landmarks (the pairs a clean copy of the song was indexed with, a
+   third of its hashes, so the budget reaches three times deeper) under every speed.
+2. Its query-density landmarks at and beside the speeds of step 1's most improbable
+   candidates (a real speed falls between two grid speeds), with the whole budget.
+3. Its query-density landmarks under every speed, the budget shared: all a small catalogue
+   needs, and what is left when step 1's candidates pointed at the wrong speeds.
+
+Every step's matches pay for the whole grid: choosing the speeds of step 2 was a search over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.audio.params import FingerprintParams
+from service.audio.peaks import Peaks, thin_peaks
+from service.core.hit_cache import HitCache
+from service.matching import (
+    Match,
+    MatchParams,
+    QueryVariant,
+    inconclusive,
+    merge_matches,
+    search_matches,
+    speed_variants,
+)
+
+
+async def search_speeds(
+    cache: HitCache,
+    peaks: Peaks,
+    cap: int | None,
+    params: FingerprintParams,
+    match_params: MatchParams,
+) -> list[Match]:
+    """Matches of a clip's query-density `peaks` under the speed grid, best first.
+
+    `params` are the index's fingerprint parameters (the clip's peaks were picked under
+    params.for_queries()); the speeds other than the clip's own are looked up under `cap`.
+    """
+    grid = match_params.speed_grid()
+    focus = match_params.speed_focus
+
+    async def search(
+        variants: list[QueryVariant], again: bool = False
+    ) -> tuple[list[Match], list[Match]]:
+        hashes = np.concatenate([v.hashes for v in variants])
+        hits = await cache.hits_for(hashes, cap, again=again)
+        found = await asyncio.to_thread(
+            search_matches, variants, hits, params, match_params, len(grid), focus
+        )
+        return found.matches, found.candidates
+
+    coarse = await asyncio.to_thread(
+        lambda: speed_variants(thin_peaks(peaks, params), grid, params, cap)
+    )
+    matches, candidates = await search(coarse)
+    if not inconclusive(matches, match_params):
+        return matches
+    dense = await asyncio.to_thread(speed_variants, peaks, grid, params.for_queries(), cap)
+    chosen = _around(sorted(grid), [m.grid_speed for m in candidates])
+    if chosen:
+        found, _ = await search([v for v in dense if v.factor in chosen], again=True)
+        matches = merge_matches(matches, found, match_params.max_matches)
+        if not inconclusive(matches, match_params):
+            return matches
+    found, _ = await search(dense)
+    return merge_matches(matches, found, match_params.max_matches)
+
+
+def _around(grid: list[float], speeds: list[float]) -> set[float]:
+    """The grid speeds at and next to each of `speeds` (sorted `grid`)."""
+    chosen: set[float] = set()
+    for speed in speeds:
+        at = grid.index(speed)
+        chosen.update(grid[max(0, at - 1) : at + 2])
+    return chosen
