@@ -16,12 +16,19 @@ fine, each step only when the one before is not conclusive:
 3. Its query-density landmarks under every speed, the budget shared: all a small catalogue
    needs, and what is left when step 1's candidates pointed at the wrong speeds.
 
-Every step's matches pay for the whole grid: choosing the speeds of step 2 was a search over it.
+Every step's matches pay for the whole grid (choosing the speeds of step 2 was a search over
+it), and a match at a speed other than the clip's own pays MatchParams.calibration_log10_speed
+once for each of the three searches whose best match is the answer (log10 3 more). On the
+development corpus that took the 10-s unindexed clips answered from 4 of 728 to 1 (the grid
+searched once, densely, answered 3), and pitch-shifted 5-s clips lost 0.4-0.8 points
+(BENCHMARKS.md). Matches at the clip's own speed, noisy clips', pay no more than before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -53,6 +60,10 @@ async def search_speeds(
     """
     grid = match_params.speed_grid()
     focus = match_params.speed_focus
+    charged = replace(
+        match_params,
+        calibration_log10_speed=match_params.calibration_log10_speed + math.log10(_SEARCHES),
+    )
 
     async def search(
         variants: list[QueryVariant], again: bool = False
@@ -60,7 +71,7 @@ async def search_speeds(
         hashes = np.concatenate([v.hashes for v in variants])
         hits = await cache.hits_for(hashes, cap, again=again)
         found = await asyncio.to_thread(
-            search_matches, variants, hits, params, match_params, len(grid), focus
+            search_matches, variants, hits, params, charged, len(grid), focus
         )
         return found.matches, found.candidates
 
@@ -79,6 +90,10 @@ async def search_speeds(
             return matches
     found, _ = await search(dense)
     return merge_matches(matches, found, match_params.max_matches)
+
+
+#: Searches of the grid whose best match is the answer (coarse, focus, dense).
+_SEARCHES = 3
 
 
 def _around(grid: list[float], speeds: list[float]) -> set[float]:

@@ -1,0 +1,46 @@
+"""The speed grid searched coarse to fine, against a real catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from service.audio.hashes import landmark_hashes
+from service.audio.params import DEFAULT_PARAMS
+from service.audio.peaks import thin_peaks
+from service.core.hit_cache import HitCache
+from service.core.speed_search import search_speeds
+from service.matching import MatchParams, find_matches, inconclusive, speed_variants
+from tests.integration.test_store import make_song, opened
+from tests.unit.test_matching import _played_at, _random_peaks
+
+P = DEFAULT_PARAMS
+
+
+def test_a_match_at_another_speed_pays_for_every_search_of_the_grid(sqlite_url: str) -> None:
+    """The answer is the best of up to three searches of the grid, so a match at a speed
+    other than the clip's own pays the speed calibration three times (log10 3 more than one
+    search of the same variants and hits would charge)."""
+
+    async def run() -> None:
+        song = _random_peaks(9, 40)
+        async with opened(sqlite_url) as store:
+            fp = landmark_hashes(song, P)
+            await store.add_song(make_song(fp, "a" * 64, n_frames=int(song.frames.max()) + 1))
+            # A clip short enough (1.3 s) that its chance probability stays finite.
+            clip = _played_at(song, 1.03, frames=40)
+            mp = MatchParams()
+            found = await search_speeds(HitCache(store), clip, None, P, mp)
+            assert found and found[0].grid_speed == pytest.approx(1.03)
+            assert not inconclusive(found, mp)  # settled by the first, coarse search
+            coarse = speed_variants(thin_peaks(clip, P), mp.speed_grid(), P)
+            hits = await store.lookup(np.concatenate([v.hashes for v in coarse]))
+            once = find_matches(coarse, hits, P, mp)[0]
+            assert np.isfinite(once.chance_log10)
+            assert found[0].score == once.score
+            assert found[0].chance_log10 == pytest.approx(once.chance_log10 + math.log10(3))
+
+    asyncio.run(run())
