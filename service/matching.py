@@ -137,11 +137,11 @@ class MatchParams:
     #: speed error of about a quarter of a percent, so the step is half a percent.
     speed_range: float = 0.06
     speed_step: float = 0.005
-    #: When the grid's lookup (its budget shared by all its speeds) leaves the clip
-    #: inconclusive, the speeds at and beside the grid speeds of this many best candidates
-    #: are looked up again with the whole budget to themselves. At 100,000 songs the shared
-    #: budget reaches only a clip's rarest hashes at each speed, too few to settle some
-    #: sped-up songs.
+    #: When the grid's coarse search (index-density landmarks at every speed, one budget
+    #: shared by all) leaves the clip inconclusive, its query-density landmarks at and beside
+    #: the grid speeds of this many most improbable candidates are looked up with the whole
+    #: budget to themselves (service/core/speed_search.py; 0: no such step). At 100,000
+    #: songs a shared budget reaches only a clip's rarest hashes at each speed.
     speed_focus: int = 2
     #: Residual time scales searched (tempo without pitch change and vice versa), +- this.
     time_scale_range: float = 0.07
