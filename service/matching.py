@@ -143,6 +143,10 @@ class MatchParams:
     #: budget to themselves (service/core/speed_search.py; 0: no such step). At 100,000
     #: songs a shared budget reaches only a clip's rarest hashes at each speed.
     speed_focus: int = 2
+    #: Also search pitch-only variants of every grid speed (frequencies scaled, times not): a
+    #: speed variant of a pitch-shifted clip gets its time differences wrong by as much, so
+    #: only its short ones still match, and at 100,000 songs that was too few.
+    pitch_search: bool = True
     #: Residual time scales searched (tempo without pitch change and vice versa), +- this.
     time_scale_range: float = 0.07
     #: Candidate songs whose alignment is refined for a residual time scale.
@@ -184,8 +188,10 @@ class Match:
     speed: float = 1.0
     #: log10 of the chance probability behind `confidence` (which saturates at 1.0).
     chance_log10: float = 0.0
-    #: The speed-grid variant the match was found under (`speed` adds the residual scale).
+    #: The speed-grid variant the match was found under (`speed` adds the residual scale),
+    #: and its index among the variants searched.
     grid_speed: float = 1.0
+    variant: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,14 @@ class QueryVariant:
     #: another variant looked up under a looser cap, and the matches must not depend on which
     #: other variants or windows happened to be looked up together.
     max_postings: int | None = None
+    #: Frequencies only: a pitch shift scales the clip's frequencies by `factor` and leaves
+    #: its times alone (offsets and time differences are the clip's own).
+    pitch_only: bool = False
+
+    @property
+    def time_scale(self) -> float:
+        """How much faster than the song the clip plays under this variant."""
+        return 1.0 if self.pitch_only else self.factor
 
 
 def speed_variants(
@@ -211,16 +225,20 @@ def speed_variants(
     factors: Sequence[float],
     params: FingerprintParams,
     max_postings: int | None = None,
+    pitch_only: bool = False,
 ) -> list[QueryVariant]:
-    """Hashes of the query re-computed as if played at each speed in `factors`; every speed
-    but 1.0 leaves out hashes with more than `max_postings` postings."""
+    """Hashes of the query re-computed as if played at each speed in `factors` (with
+    `pitch_only`, as if only its frequencies were scaled); every speed but 1.0 leaves out
+    hashes with more than `max_postings` postings."""
     variants = []
     for factor in factors:
         if factor == 1.0:
             bins, frames = peaks.bins, peaks.frames
         else:
             bins = np.round(peaks.bins / factor).astype(np.int32)
-            frames = np.round(peaks.frames * factor).astype(np.int32)
+            frames = (
+                peaks.frames if pitch_only else np.round(peaks.frames * factor).astype(np.int32)
+            )
         inside = (bins >= params.min_bin) & (bins <= params.max_bin)
         order = np.lexsort((bins[inside], frames[inside]))
         moved = Peaks(
@@ -237,6 +255,7 @@ def speed_variants(
                 offsets=moved.frames[a].astype(np.int32),
                 query_frames=recorded[a].astype(np.int32),
                 max_postings=None if factor == 1.0 else max_postings,
+                pitch_only=pitch_only and factor != 1.0,
             )
         )
     return variants
@@ -640,7 +659,7 @@ def search_matches(
         mine = votes.select((votes.songs == songs[c]) & (votes.variant == variant[c]))
         aligned = np.abs(mine.db_frame - scale[c] * mine.q_frame - delta[c]) <= 1.5
         span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
-        factor = variants[int(variant[c])].factor
+        chosen = variants[int(variant[c])]
         return Match(
             song_id=int(songs[c]),
             score=int(score[c]),
@@ -649,9 +668,10 @@ def search_matches(
             query_start_s=float(span[0]) * fp_params.frame_s,
             query_end_s=float(span[1] + 1) * fp_params.frame_s
             + fp_params.n_fft / fp_params.sample_rate_hz,
-            speed=float(factor * scale[c]),
+            speed=float(chosen.time_scale * scale[c]),
             chance_log10=float(log_p[c]),
-            grid_speed=float(factor),
+            grid_speed=float(chosen.factor),
+            variant=int(variant[c]),
         )
 
     voted = score >= params.min_score

@@ -59,32 +59,36 @@ async def search_speeds(
     params.for_queries()); the speeds other than the clip's own are looked up under `cap`.
     """
     grid = match_params.speed_grid()
+    # Pitch-only twins of every speed but the clip's own, after the speeds.
+    twins = grid[1:] if match_params.pitch_search else []
+    hypotheses = len(grid) + len(twins)
     focus = match_params.speed_focus
     charged = replace(
         match_params,
         calibration_log10_speed=match_params.calibration_log10_speed + math.log10(_SEARCHES),
     )
 
+    def variants(of: Peaks, fp: FingerprintParams) -> list[QueryVariant]:
+        return speed_variants(of, grid, fp, cap) + speed_variants(of, twins, fp, cap, True)
+
     async def search(
-        variants: list[QueryVariant], again: bool = False
+        chosen: list[QueryVariant], again: bool = False
     ) -> tuple[list[Match], list[Match]]:
-        hashes = np.concatenate([v.hashes for v in variants])
+        hashes = np.concatenate([v.hashes for v in chosen])
         hits = await cache.hits_for(hashes, cap, again=again)
         found = await asyncio.to_thread(
-            search_matches, variants, hits, params, charged, len(grid), focus
+            search_matches, chosen, hits, params, charged, hypotheses, focus
         )
         return found.matches, found.candidates
 
-    coarse = await asyncio.to_thread(
-        lambda: speed_variants(thin_peaks(peaks, params), grid, params, cap)
-    )
+    coarse = await asyncio.to_thread(variants, thin_peaks(peaks, params), params)
     matches, candidates = await search(coarse)
     if not inconclusive(matches, match_params):
         return matches
-    dense = await asyncio.to_thread(speed_variants, peaks, grid, params.for_queries(), cap)
-    chosen = _around(sorted(grid), [m.grid_speed for m in candidates])
+    dense = await asyncio.to_thread(variants, peaks, params.for_queries())
+    chosen = _around(dense, [m.variant for m in candidates])
     if chosen:
-        found, _ = await search([v for v in dense if v.factor in chosen], again=True)
+        found, _ = await search([dense[i] for i in chosen], again=True)
         matches = merge_matches(matches, found, match_params.max_matches)
         if not inconclusive(matches, match_params):
             return matches
@@ -96,10 +100,15 @@ async def search_speeds(
 _SEARCHES = 3
 
 
-def _around(grid: list[float], speeds: list[float]) -> set[float]:
-    """The grid speeds at and next to each of `speeds` (sorted `grid`)."""
-    chosen: set[float] = set()
-    for speed in speeds:
-        at = grid.index(speed)
-        chosen.update(grid[max(0, at - 1) : at + 2])
-    return chosen
+def _around(variants: list[QueryVariant], picked: list[int]) -> list[int]:
+    """Indices of the variants at and next to each of `picked` in factor, among those of the
+    same kind (speed or pitch only)."""
+    chosen: set[int] = set()
+    for i in picked:
+        kind = variants[i].pitch_only
+        same = sorted(
+            (v.factor, j) for j, v in enumerate(variants) if v.pitch_only == kind or v.factor == 1.0
+        )
+        at = same.index((variants[i].factor, i))
+        chosen.update(j for _, j in same[max(0, at - 1) : at + 2])
+    return sorted(chosen)

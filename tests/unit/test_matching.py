@@ -147,6 +147,28 @@ def test_merging_two_searches_keeps_each_songs_more_improbable_match() -> None:
     assert merge_matches([], [], limit=5) == []
 
 
+def test_a_pitch_only_variant_undoes_a_pitch_shift_that_a_speed_variant_only_approximates():
+    """A pitch shift scales frequencies and leaves times alone: re-hashed with frequencies
+    scaled back and times kept, the clip's landmarks are the song's again, and the match
+    reports the clip's true speed (1.0); a speed variant also scales the time differences, so
+    only the short ones survive."""
+    song = _random_peaks(12, 30)
+    hits = _hits_of(1, song)
+    bins = np.round(song.bins * 1.06).astype(np.int32)
+    keep = (bins <= P.max_bin) & (song.frames < 400)
+    clip = Peaks(song.frames[keep], bins[keep], song.prominence_db[keep])
+    pitch = speed_variants(clip, [1.06], P, pitch_only=True)
+    assert pitch[0].pitch_only and pitch[0].time_scale == 1.0
+    found = find_matches(pitch, hits, P, MatchParams())
+    assert found and found[0].song_id == 1 and found[0].grid_speed == 1.06
+    assert found[0].speed == pytest.approx(1.0, abs=0.01)
+    assert found[0].song_offset_s == pytest.approx(0.0, abs=2 * P.frame_s)
+    approx = find_matches(speed_variants(clip, [1.06], P), hits, P, MatchParams())
+    assert not approx or approx[0].score < 0.9 * found[0].score
+    # At the clip's own factor a pitch-only variant is the plain one.
+    assert not speed_variants(clip, [1.0], P, pitch_only=True)[0].pitch_only
+
+
 def test_refine_time_scale_recovers_a_tempo_change():
     q = np.arange(0, 300, 3)
     db = np.round(120 + 0.95 * q)
