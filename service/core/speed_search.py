@@ -12,9 +12,13 @@ fine, each step only when the one before is not conclusive:
 1. The clip's index-density landmarks (the pairs a clean copy of the song was indexed with, a
    third of its hashes, so the budget reaches three times deeper) under every speed.
 2. Its query-density landmarks at and beside the speeds of step 1's most improbable
-   candidates (a real speed falls between two grid speeds), with the whole budget.
-3. Its query-density landmarks under every speed, the budget shared: all a small catalogue
-   needs, and what is left when step 1's candidates pointed at the wrong speeds.
+   candidates (a real speed falls between two grid speeds), and at their pitch-only twins,
+   with the whole budget.
+3. Its query-density landmarks under every speed and pitch-only twin, the budget shared: all
+   a small catalogue needs, and what is left when step 1's candidates pointed elsewhere.
+
+A pitch-only twin (MatchParams.pitch_search) scales a speed's frequencies and leaves the times
+alone, as a pitch shift does.
 
 Every step's matches pay for the whole grid (choosing the speeds of step 2 was a search over
 it), and a match at a speed other than the clip's own pays MatchParams.calibration_log10_speed
@@ -81,12 +85,18 @@ async def search_speeds(
         )
         return found.matches, found.candidates
 
-    coarse = await asyncio.to_thread(variants, thin_peaks(peaks, params), params)
+    # Speeds only: pitch-only twins would halve each speed's share of the budget, and a
+    # pitch-shifted clip still shows near its factor through its short time differences.
+    coarse = await asyncio.to_thread(
+        lambda: speed_variants(thin_peaks(peaks, params), grid, params, cap)
+    )
     matches, candidates = await search(coarse)
     if not inconclusive(matches, match_params):
         return matches
     dense = await asyncio.to_thread(variants, peaks, params.for_queries())
-    chosen = _around(dense, [m.variant for m in candidates])
+    # The coarse variants are the first len(grid) of `dense`, in the same order.
+    chosen = _around(dense[: len(grid)], [m.variant for m in candidates])
+    chosen += [len(grid) + i - 1 for i in chosen if i > 0 and twins]
     if chosen:
         found, _ = await search([dense[i] for i in chosen], again=True)
         matches = merge_matches(matches, found, match_params.max_matches)
@@ -101,14 +111,10 @@ _SEARCHES = 3
 
 
 def _around(variants: list[QueryVariant], picked: list[int]) -> list[int]:
-    """Indices of the variants at and next to each of `picked` in factor, among those of the
-    same kind (speed or pitch only)."""
+    """Indices of the variants at and next to each of `picked` in factor."""
+    by_factor = sorted((v.factor, j) for j, v in enumerate(variants))
     chosen: set[int] = set()
     for i in picked:
-        kind = variants[i].pitch_only
-        same = sorted(
-            (v.factor, j) for j, v in enumerate(variants) if v.pitch_only == kind or v.factor == 1.0
-        )
-        at = same.index((variants[i].factor, i))
-        chosen.update(j for _, j in same[max(0, at - 1) : at + 2])
+        at = by_factor.index((variants[i].factor, i))
+        chosen.update(j for _, j in by_factor[max(0, at - 1) : at + 2])
     return sorted(chosen)
