@@ -1,13 +1,13 @@
 """The speed grid: a clip that matches nothing at its own speed, searched at candidate speeds.
 
-A clip's landmarks re-hashed under every speed of the grid are 25 times its hashes, and at a
-large catalogue they meet far more postings than one lookup may return
-(MatchParams.max_hits_per_lookup, rarest hashes first). Songs' landmarks sit mostly on frequent
-hash values: at 100,000 songs the hashes that match a 5 %-slow clip's song have a median of
-some 6,000 postings, against a catalogue mean of 530. Under a budget shared by every speed and
-every one of the clip's query-density landmarks, each speed kept only hashes too rare to hold
-the song, and 5 %-slow clips went unanswered (BENCHMARKS.md). So the grid is searched coarse to
-fine, each step only when the one before is not conclusive:
+A clip's landmarks re-hashed under every speed of the grid are 25 times its hashes (49 with
+the pitch-only twins), and at a large catalogue they meet far more postings than one lookup
+may return (MatchParams.max_hits_per_lookup, rarest hashes first). Songs' landmarks sit mostly
+on frequent hash values: at 100,000 songs the hashes that match a 5 %-slow clip's song have a
+median of some 6,000 postings, against a catalogue mean of 530. Under a budget shared by every
+speed and every one of the clip's query-density landmarks, each speed kept only hashes too
+rare to hold the song, and 5 %-slow clips went unanswered (BENCHMARKS.md). So the grid is
+searched coarse to fine, each step only when the one before is not conclusive:
 
 1. The clip's index-density landmarks (the pairs a clean copy of the song was indexed with, a
    third of its hashes, so the budget reaches three times deeper) under every speed.
@@ -24,8 +24,9 @@ Every step's matches pay for the whole grid (choosing the speeds of step 2 was a
 it), and a match at a speed other than the clip's own pays MatchParams.calibration_log10_speed
 once for each of the three searches whose best match is the answer (log10 3 more). On the
 development corpus that took the 10-s unindexed clips answered from 4 of 728 to 1 (the grid
-searched once, densely, answered 3), and pitch-shifted 5-s clips lost 0.4-0.8 points
-(BENCHMARKS.md). Matches at the clip's own speed, noisy clips', pay no more than before.
+searched once, densely, answered 3); the pitch-only twins, which doubled the hypotheses, brought
+it to 2 while pitch-shifted 5-s clips went from 84-92 % to 98-99 % (BENCHMARKS.md). Matches at
+the clip's own speed, noisy clips', pay no speed calibration.
 """
 
 from __future__ import annotations
