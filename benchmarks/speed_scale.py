@@ -70,7 +70,8 @@ async def dense_grid(store: PostgresStore, audio: AnalysedAudio, mp: MatchParams
     return await asyncio.to_thread(find_matches, variants, hits, DEFAULT_PARAMS, mp)
 
 
-async def run(args: argparse.Namespace) -> dict[tuple[str, str], Tally]:
+async def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str], Tally], int]:
+    """Each way's tally per condition, and the catalogue's size."""
     root = corpus_dir() / "queries" / "dev"
     with (root / "queries.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["indexed"] == "1" and r["clip_len_s"] == "10"]
@@ -115,9 +116,10 @@ async def run(args: argparse.Namespace) -> dict[tuple[str, str], Tally]:
                     {w: tallies[(condition, w)].right for w in WAYS},
                     flush=True,
                 )
+        songs = (await store.list_songs(1, 0)).total
     finally:
         await store.close()
-    return tallies
+    return tallies, songs
 
 
 def report(tallies: dict[tuple[str, str], Tally], songs: int) -> list[str]:
@@ -141,15 +143,6 @@ def report(tallies: dict[tuple[str, str], Tally], songs: int) -> list[str]:
     return lines
 
 
-async def catalogue_songs(args: argparse.Namespace) -> int:
-    store = PostgresStore(f"{args.dsn.rstrip('/')}/{args.database}", DEFAULT_PARAMS.version)
-    await store.open()
-    try:
-        return (await store.list_songs(1, 0)).total
-    finally:
-        await store.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432")
@@ -159,8 +152,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
-    tallies = asyncio.run(run(args))
-    lines = report(tallies, asyncio.run(catalogue_songs(args)))
+    lines = report(*asyncio.run(run(args)))
     print("\n".join(lines))
     if args.write:
         write_section("speed-scale", SECTION, this_command("benchmarks.speed_scale"), lines)

@@ -188,10 +188,9 @@ class Match:
     speed: float = 1.0
     #: log10 of the chance probability behind `confidence` (which saturates at 1.0).
     chance_log10: float = 0.0
-    #: The speed-grid variant the match was found under (`speed` adds the residual scale),
-    #: and its index among the variants searched.
+    #: The factor of the speed-grid variant the match was found under (`speed` is the clip's
+    #: playback speed: with the residual scale, and 1.0 for a pitch-only variant's).
     grid_speed: float = 1.0
-    variant: int = 0
 
 
 @dataclass(frozen=True)
@@ -671,7 +670,6 @@ def search_matches(
             speed=float(chosen.time_scale * scale[c]),
             chance_log10=float(log_p[c]),
             grid_speed=float(chosen.factor),
-            variant=int(variant[c]),
         )
 
     voted = score >= params.min_score

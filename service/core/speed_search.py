@@ -44,6 +44,7 @@ from service.matching import (
     Match,
     MatchParams,
     QueryVariant,
+    Search,
     inconclusive,
     merge_matches,
     search_matches,
@@ -67,7 +68,6 @@ async def search_speeds(
     # Pitch-only twins of every speed but the clip's own, after the speeds.
     twins = grid[1:] if match_params.pitch_search else []
     hypotheses = len(grid) + len(twins)
-    focus = match_params.speed_focus
     charged = replace(
         match_params,
         calibration_log10_speed=match_params.calibration_log10_speed + math.log10(_SEARCHES),
@@ -77,45 +77,45 @@ async def search_speeds(
         return speed_variants(of, grid, fp, cap) + speed_variants(of, twins, fp, cap, True)
 
     async def search(
-        chosen: list[QueryVariant], again: bool = False
-    ) -> tuple[list[Match], list[Match]]:
+        chosen: list[QueryVariant], again: bool = False, candidates: int = 0
+    ) -> Search:
         hashes = np.concatenate([v.hashes for v in chosen])
         hits = await cache.hits_for(hashes, cap, again=again)
-        found = await asyncio.to_thread(
-            search_matches, chosen, hits, params, charged, hypotheses, focus
+        return await asyncio.to_thread(
+            search_matches, chosen, hits, params, charged, hypotheses, candidates
         )
-        return found.matches, found.candidates
 
     # Speeds only: pitch-only twins would halve each speed's share of the budget, and a
     # pitch-shifted clip still shows near its factor through its short time differences.
     coarse = await asyncio.to_thread(
         lambda: speed_variants(thin_peaks(peaks, params), grid, params, cap)
     )
-    matches, candidates = await search(coarse)
+    first = await search(coarse, candidates=match_params.speed_focus)
+    matches = first.matches
     if not inconclusive(matches, match_params):
         return matches
     dense = await asyncio.to_thread(variants, peaks, params.for_queries())
-    # The coarse variants are the first len(grid) of `dense`, in the same order.
-    chosen = _around(dense[: len(grid)], [m.variant for m in candidates])
-    chosen += [len(grid) + i - 1 for i in chosen if i > 0 and twins]
+    # The speeds at and beside the candidates', and their twins.
+    speeds = _around(grid, [m.grid_speed for m in first.candidates])
+    chosen = [v for v in dense if v.factor in speeds]
     if chosen:
-        found, _ = await search([dense[i] for i in chosen], again=True)
-        matches = merge_matches(matches, found, match_params.max_matches)
+        found = await search(chosen, again=True)
+        matches = merge_matches(matches, found.matches, match_params.max_matches)
         if not inconclusive(matches, match_params):
             return matches
-    found, _ = await search(dense)
-    return merge_matches(matches, found, match_params.max_matches)
+    found = await search(dense)
+    return merge_matches(matches, found.matches, match_params.max_matches)
 
 
 #: Searches of the grid whose best match is the answer (coarse, focus, dense).
 _SEARCHES = 3
 
 
-def _around(variants: list[QueryVariant], picked: list[int]) -> list[int]:
-    """Indices of the variants at and next to each of `picked` in factor."""
-    by_factor = sorted((v.factor, j) for j, v in enumerate(variants))
-    chosen: set[int] = set()
-    for i in picked:
-        at = by_factor.index((variants[i].factor, i))
-        chosen.update(j for _, j in by_factor[max(0, at - 1) : at + 2])
-    return sorted(chosen)
+def _around(grid: list[float], speeds: list[float]) -> set[float]:
+    """The grid speeds at and next to each of `speeds`."""
+    ordered = sorted(grid)
+    chosen: set[float] = set()
+    for speed in speeds:
+        at = ordered.index(speed)
+        chosen.update(ordered[max(0, at - 1) : at + 2])
+    return chosen
