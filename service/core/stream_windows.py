@@ -21,13 +21,13 @@ from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.hit_cache import HitCache, hits_budget, postings_caps
+from service.core.speed_search import search_speeds_batch
 from service.matching import (
     Hits,
     Match,
     MatchParams,
     find_matches,
     inconclusive,
-    speed_variants,
     variant_of,
 )
 from service.store.base import Store, StreamSegment, StreamWindow
@@ -149,7 +149,8 @@ async def match_windows(
     params: FingerprintParams = DEFAULT_PARAMS,
 ) -> list[StreamWindow]:
     """Match the windows `indices` from the segments' peaks: one lookup for all of them at
-    their own speed, one more for those that need the speed search."""
+    their own speed, then the speed search (coarse to fine, each step one lookup) for those
+    that need it."""
     qparams = params.for_queries()
     per_window = replace(match_params, max_matches=MATCHES_PER_WINDOW)
 
@@ -176,24 +177,14 @@ async def match_windows(
         if len(own[i].hashes) and inconclusive(matches, per_window)
     ]
     if retry:
-        grid = per_window.speed_grid()
-        variants = await asyncio.to_thread(
-            lambda: [speed_variants(peaks[i], grid, qparams, caps.speed) for i in retry]
+        # Each window's own speed under the deep cap first (identify's second tier), then
+        # the speed grid coarse to fine, as for a clip (speed_search.py).
+        await cache.hits_for(np.concatenate([own[i].hashes for i in retry]), caps.deep)
+        searched = await search_speeds_batch(
+            cache, [peaks[i] for i in retry], caps.speed, params, per_window, _ordered
         )
-        # Each window's own speed under the deep cap, the other speeds under the speed cap
-        # (their variants leave out what the deep lookup brings beyond it).
-        await cache.hits_for(np.concatenate([vs[0].hashes for vs in variants]), caps.deep)
-        speed_hits = _ordered(
-            await cache.hits_for(
-                np.concatenate([v.hashes for vs in variants for v in vs[1:]]), caps.speed
-            )
-        )
-
-        def second_pass() -> None:
-            for i, vs in zip(retry, variants, strict=True):
-                found[i] = find_matches(vs, speed_hits, params, per_window)
-
-        await asyncio.to_thread(second_pass)
+        for i, matches in zip(retry, searched, strict=True):
+            found[i] = matches
     return [
         StreamWindow(k, hits_to_json([WindowHit.of(window_start_s(k), m) for m in matches]))
         for k, matches in zip(indices, found, strict=True)

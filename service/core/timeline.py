@@ -4,8 +4,8 @@ The file is cut into overlapping windows, each window is matched like a clip of 
 consecutive windows that agree on a song *and* on its alignment (the song position advances
 with file time at the match's speed) merge into one entry with a start and an end. A song that
 comes back later, or a jump inside a song, starts a new entry. All hashes of the file are
-looked up at once, so an hour costs two round trips (one more for the windows that need the
-speed search), not one per window.
+looked up at once, so an hour costs one round trip (a few more for the windows that need the
+speed search, all of them together), not one per window.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
 from service.core.hit_cache import HitCache, hits_budget, postings_caps
+from service.core.speed_search import search_speeds_batch
 from service.matching import (
     Hits,
     Match,
@@ -27,7 +28,6 @@ from service.matching import (
     QueryVariant,
     find_matches,
     inconclusive,
-    speed_variants,
     variant_of,
 )
 from service.store.base import Song, Store
@@ -168,31 +168,24 @@ async def timeline(
 
     windows, missing = await asyncio.to_thread(match_windows)
     if missing:
-        grid = one.speed_grid()
-        qparams = params.for_queries()
-        per_window = await asyncio.to_thread(
-            lambda: [
-                speed_variants(_window_peaks(audio.peaks, lo, hi), grid, qparams, caps.speed)
-                for lo, hi in missing
-            ]
-        )
-        # Each window's own speed (grid[0]) under the deep cap, the other speeds under the
-        # speed cap, as identify_analysed's tiers 2 and 3 do.
+        # Each window's own speed under the deep cap first (identify's second tier), then
+        # the speed grid coarse to fine, as for a clip (speed_search.py).
         cache = HitCache(store, (whole.hashes, hits), caps.first, budget)
-        await cache.hits_for(np.concatenate([vs[0].hashes for vs in per_window]), caps.deep)
-        speed_hits = await cache.hits_for(
-            np.concatenate([v.hashes for vs in per_window for v in vs[1:]]), caps.speed
+        await cache.hits_for(
+            np.concatenate([_slice(whole, lo, hi).hashes for lo, hi in missing]), caps.deep
         )
-
-        def match_missing() -> list[WindowMatch]:
-            out = []
-            for (lo, _), variants in zip(missing, per_window, strict=True):
-                matches = find_matches(variants, speed_hits, params, one)
-                if matches:
-                    out.append(WindowMatch(lo * params.frame_s, matches[0]))
-            return out
-
-        windows += await asyncio.to_thread(match_missing)
+        searched = await search_speeds_batch(
+            cache,
+            [_window_peaks(audio.peaks, lo, hi) for lo, hi in missing],
+            caps.speed,
+            params,
+            one,
+        )
+        windows += [
+            WindowMatch(lo * params.frame_s, matches[0])
+            for (lo, _), matches in zip(missing, searched, strict=True)
+            if matches
+        ]
     entries = merge_windows(windows)
     songs = await store.get_songs(sorted({e.song_id for e in entries}))
     return [SongTimelineEntry(songs[e.song_id], e) for e in entries if e.song_id in songs]
