@@ -199,7 +199,8 @@ async def _timed_lookup(
 def _reference_variant(v: QueryVariant, ordered: np.ndarray) -> reference_matching.QueryVariant:
     """`v` for the reference matcher, which has no per-variant cap: the same pairs come from
     leaving the variant's hashes above its cap out of it (`ordered`: the hits' hashes, sorted)."""
-    fields = {k: x for k, x in vars(v).items() if k != "max_postings"}
+    # The stage profile builds speed variants only, never pitch-only ones.
+    fields = {k: x for k, x in vars(v).items() if k not in ("max_postings", "pitch_only")}
     if v.max_postings is not None:
         counts = np.searchsorted(ordered, v.hashes, "right") - np.searchsorted(ordered, v.hashes)
         kept = counts <= v.max_postings
