@@ -24,7 +24,8 @@ whose file is replaced). `--write` updates the live-streams section of BENCHMARK
 catalogue built by latency.py (which holds the program's tracks among the corpus's), so that
 the stream is matched at catalogue scale. The streams get fresh names and are deleted
 afterwards; `--in-order-only` skips the two shuffled deliveries, which at that scale cost
-many minutes each and measure nothing the first does not.
+many minutes each and measure nothing the first does not, and `--segments N` feeds the
+program's first N segments only (truth cut where they end).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -213,6 +214,11 @@ async def run(args: argparse.Namespace) -> list[str]:
     ]
     manifest = {r["track_id"]: r for r in read_csv(root / "manifest.csv")}
     segments = read_csv(folder / f"segments_{args.layout}.csv")
+    if args.segments:
+        # The program's first N segments; truth ends where they do.
+        segments = segments[: args.segments]
+        cut = float(segments[-1]["program_start_s"]) + float(segments[-1]["audio_duration_s"])
+        truth = [replace(p, end_s=min(p.end_s, cut)) for p in truth if p.start_s < cut]
     files = [folder / args.layout / r["file"] for r in segments]
     # Program time 0 on the TS clock (make_stream.py: first PTS plus the AAC priming).
     t0 = float(segments[0]["audio_pts_start_s"]) - float(segments[0]["program_start_s"])
@@ -280,7 +286,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             p.kind == "track" and p.indexed and p.end_s - p.start_s >= MIN_PLAY_S for p in truth
         )
         lines = [
-            f"Program `{args.set}` ({program_min:.1f} min, {len(files)} segments of 12 s, "
+            f"Program `{args.set}` ({'its first ' if args.segments else ''}"
+            f"{program_min:.1f} min, {len(files)} segments of 12 s, "
             f"`{args.layout}` layout; {len(tracks)} indexed tracks in a catalogue of "
             f"{songs_before if args.catalogue else len(tracks):,} songs, "
             f"{eligible} aired >= 15 s; {sum(p.kind == 'talk' for p in truth)} talk gaps, "
@@ -335,6 +342,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--catalogue", action="store_true", help="keep --store's songs")
     parser.add_argument("--in-order-only", action="store_true")
+    parser.add_argument("--segments", type=int, default=0, help="the program's first N only")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     lines = asyncio.run(run(args))

@@ -40,7 +40,7 @@ import numpy as np
 
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.hit_cache import HitCache
+from service.core.hit_cache import HitCache, hits_budget
 from service.matching import (
     Hits,
     Match,
@@ -76,10 +76,13 @@ async def search_speeds_batch(
     params: FingerprintParams,
     match_params: MatchParams,
     order_hits: Callable[[Hits], Hits] | None = None,
+    seconds_each: float | None = None,
 ) -> list[list[Match]]:
     """search_speeds for several clips at once (the windows of a long file or of a stream):
-    each step is one lookup for every clip still open, under the cache's budget, and each
-    clip is matched against those hits alone. `order_hits` puts the hits in an order that does
+    each step is one lookup for every clip still open, and each clip is matched against those
+    hits alone. The lookups' budget is the cache's, or with `seconds_each` (the clips' length)
+    a clip's budget (hits_budget) for each clip the step looks up: a long file's few open
+    windows must not share the whole file's. `order_hits` puts the hits in an order that does
     not depend on how the lookups went (streams need it: their windows must match the same
     whichever other windows shared the lookups)."""
     grid = match_params.speed_grid()
@@ -103,7 +106,10 @@ async def search_speeds_batch(
         hashes = [v.hashes for vs in chosen for v in vs]
         if not hashes:
             return [Search([], []) for _ in chosen]
-        hits = await cache.hits_for(np.concatenate(hashes), cap, again=again)
+        budget = (
+            None if seconds_each is None else hits_budget(match_params, seconds_each * len(chosen))
+        )
+        hits = await cache.hits_for(np.concatenate(hashes), cap, budget, again=again)
 
         def run() -> list[Search]:
             ordered = order_hits(hits) if order_hits is not None else hits

@@ -19,13 +19,14 @@ import numpy as np
 
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
-from service.audio.peaks import Peaks
-from service.core.hit_cache import HitCache, hits_budget, postings_caps
+from service.audio.peaks import Peaks, thin_peaks
+from service.core.hit_cache import HitCache, first_tier_budget, hits_budget, postings_caps
 from service.core.speed_search import search_speeds_batch
 from service.matching import (
     Hits,
     Match,
     MatchParams,
+    QueryVariant,
     find_matches,
     inconclusive,
     variant_of,
@@ -120,6 +121,18 @@ def window_start_s(index: int) -> float:
     return index * WINDOW_HOP_S
 
 
+#: Seconds of a window that may be missing for it to count as complete: segments meet with
+#: a few milliseconds of rounding between them.
+COVERAGE_SLACK_S = 0.25
+
+
+def window_covered_s(index: int, segments: list[StreamSegment]) -> float:
+    """Seconds of window `index` that the segments cover."""
+    lo = window_start_s(index)
+    hi = lo + WINDOW_S
+    return sum(max(0.0, min(s.end_s, hi) - max(s.start_s, lo)) for s in segments)
+
+
 def window_peaks(
     index: int, segments: list[tuple[StreamSegment, Peaks]], params: FingerprintParams
 ) -> Peaks:
@@ -148,40 +161,70 @@ async def match_windows(
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
 ) -> list[StreamWindow]:
-    """Match the windows `indices` from the segments' peaks: one lookup for all of them at
-    their own speed, then the speed search (coarse to fine, each step one lookup) for those
-    that need it."""
+    """Match the windows `indices` from the segments' peaks, in identify's tiers
+    (catalogue.identify_analysed), every tier one lookup for all the windows it serves, under
+    the budget of as many clips: the windows' index-density landmarks under the first tier's
+    budget, then the denser query landmarks of those not settled, then the speed grid, coarse
+    to fine, for those still open.
+
+    At 100,000 songs the deeper tiers cost seconds per window (millions of postings), so only
+    a window whose audio is all there goes beyond the first tier: the windows reaching past
+    the newest segment are matched again, complete, when the next one arrives. A window whose
+    segment never comes (a gap, the end of the stream) keeps its first-tier matches. Which
+    windows are complete depends only on the segments present, so the log still does not
+    depend on the order they came in."""
     qparams = params.for_queries()
     per_window = replace(match_params, max_matches=MATCHES_PER_WINDOW)
 
-    def prepare() -> tuple[list[Peaks], list]:
+    def prepare() -> tuple[list[Peaks], list[QueryVariant], list[QueryVariant]]:
         decoded = [(s, unpack_peaks(s.peaks)) for s in segments]
         peaks = [window_peaks(k, decoded, params) for k in indices]
-        return peaks, [variant_of(landmark_hashes(p, qparams)) for p in peaks]
+        sparse = [variant_of(landmark_hashes(thin_peaks(p, params), params)) for p in peaks]
+        dense = [variant_of(landmark_hashes(p, qparams)) for p in peaks]
+        return peaks, sparse, dense
 
-    peaks, own = await asyncio.to_thread(prepare)
-    hashes = [v.hashes for v in own if len(v.hashes)]
+    peaks, sparse, dense = await asyncio.to_thread(prepare)
+    complete = [window_covered_s(k, segments) >= WINDOW_S - COVERAGE_SLACK_S for k in indices]
     caps = await postings_caps(store, per_window)
-    cache = HitCache(store, max_hits=hits_budget(per_window, len(indices) * WINDOW_S))
-    hits = _ordered(await cache.hits_for(np.concatenate(hashes), caps.first)) if hashes else None
+    cache = HitCache(store)
+    found: list[list[Match]] = [[] for _ in indices]
 
-    def first_pass() -> list[list[Match]]:
-        if hits is None:
-            return [[] for _ in indices]
-        return [find_matches([v], hits, params, per_window) if len(v.hashes) else [] for v in own]
+    def still_open() -> list[int]:
+        return [
+            i
+            for i, v in enumerate(dense)
+            if complete[i] and len(v.hashes) and inconclusive(found[i], per_window)
+        ]
 
-    found = await asyncio.to_thread(first_pass)
-    retry = [
-        i
-        for i, matches in enumerate(found)
-        if len(own[i].hashes) and inconclusive(matches, per_window)
-    ]
-    if retry:
-        # Each window's own speed under the deep cap first (identify's second tier), then
-        # the speed grid coarse to fine, as for a clip (speed_search.py).
-        await cache.hits_for(np.concatenate([own[i].hashes for i in retry]), caps.deep)
+    async def tier(
+        windows: list[int], variants: list[QueryVariant], cap: int | None, budget: int
+    ) -> None:
+        hashes = [variants[i].hashes for i in windows if len(variants[i].hashes)]
+        if not hashes:
+            return
+        hits = await cache.hits_for(np.concatenate(hashes), cap, budget)
+
+        def run() -> None:
+            ordered = _ordered(hits)
+            for i in windows:
+                if len(variants[i].hashes):
+                    found[i] = find_matches([variants[i]], ordered, params, per_window)
+
+        await asyncio.to_thread(run)
+
+    first = [i for i, v in enumerate(dense) if len(v.hashes)]
+    await tier(first, sparse, caps.first, first_tier_budget(per_window, len(first) * WINDOW_S))
+    if retry := still_open():
+        await tier(retry, dense, caps.deep, hits_budget(per_window, len(retry) * WINDOW_S))
+    if retry := still_open():
         searched = await search_speeds_batch(
-            cache, [peaks[i] for i in retry], caps.speed, params, per_window, _ordered
+            cache,
+            [peaks[i] for i in retry],
+            caps.speed,
+            params,
+            per_window,
+            _ordered,
+            seconds_each=WINDOW_S,
         )
         for i, matches in zip(retry, searched, strict=True):
             found[i] = matches

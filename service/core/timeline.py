@@ -172,7 +172,9 @@ async def timeline(
         # the speed grid coarse to fine, as for a clip (speed_search.py).
         cache = HitCache(store, (whole.hashes, hits), caps.first, budget)
         await cache.hits_for(
-            np.concatenate([_slice(whole, lo, hi).hashes for lo, hi in missing]), caps.deep
+            np.concatenate([_slice(whole, lo, hi).hashes for lo, hi in missing]),
+            caps.deep,
+            hits_budget(one, len(missing) * WINDOW_S),
         )
         searched = await search_speeds_batch(
             cache,
@@ -180,6 +182,7 @@ async def timeline(
             caps.speed,
             params,
             one,
+            seconds_each=WINDOW_S,
         )
         windows += [
             WindowMatch(lo * params.frame_s, matches[0])
