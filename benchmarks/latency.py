@@ -250,8 +250,6 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             t["fingerprint"] = (time.perf_counter() - decoded) * 1000
             cache = HitCache(
                 _TimedStore(store, t),  # type: ignore[arg-type]
-                None,
-                caps.first,
                 match_params.max_hits_per_lookup,
             )
 

@@ -61,7 +61,7 @@ async def dense_grid(store: PostgresStore, audio: AnalysedAudio, mp: MatchParams
     if not inconclusive(matches, mp):
         return matches
     caps = await postings_caps(store, mp)
-    cache = HitCache(store, None, caps.deep, mp.max_hits_per_lookup)
+    cache = HitCache(store, mp.max_hits_per_lookup)
     params = DEFAULT_PARAMS.for_queries()
     variants = speed_variants(audio.peaks, mp.speed_grid(), params, caps.speed)
     # The clip's own speed as tier 2 looked it up (deep cap), the others under the speed cap.

@@ -25,7 +25,8 @@ catalogue built by latency.py (which holds the program's tracks among the corpus
 the stream is matched at catalogue scale. The streams get fresh names and are deleted
 afterwards; `--in-order-only` skips the two shuffled deliveries, which at that scale cost
 many minutes each and measure nothing the first does not, and `--segments N` feeds the
-program's first N segments only (truth cut where they end).
+program's first N segments only (truth cut where they end). `--no-speed-search` runs as the
+worker does with STREAM_SPEED_SEARCH=false.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     songs_before = (await store.stats()).songs
     suffix = f"-{os.getpid()}" if args.catalogue else ""
     pool = CpuPool(args.workers)
-    params = StreamParams()
+    params = StreamParams(speed_search=not args.no_speed_search)
     lines: list[str] = []
     try:
         tracks = sorted({p.track_id for p in truth if p.kind == "track" and p.indexed})
@@ -292,7 +293,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             f"{songs_before if args.catalogue else len(tracks):,} songs, "
             f"{eligible} aired >= 15 s; {sum(p.kind == 'talk' for p in truth)} talk gaps, "
             f"{sum(p.kind == 'track' and not p.indexed for p in truth)} unindexed tracks). "
-            f"Times on the stream clock, compared with truth.csv.",
+            f"Times on the stream clock, compared with truth.csv."
+            + (" Speed search off (`STREAM_SPEED_SEARCH=false`)." if args.no_speed_search else ""),
             "",
             *lines,
             "",
@@ -343,6 +345,7 @@ def main() -> int:
     parser.add_argument("--catalogue", action="store_true", help="keep --store's songs")
     parser.add_argument("--in-order-only", action="store_true")
     parser.add_argument("--segments", type=int, default=0, help="the program's first N only")
+    parser.add_argument("--no-speed-search", action="store_true", help="STREAM_SPEED_SEARCH=false")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     lines = asyncio.run(run(args))

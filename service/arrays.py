@@ -66,3 +66,15 @@ def run_starts(ordered: np.ndarray) -> np.ndarray:
     change[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
     return np.flatnonzero(change)
+
+
+def pack_columns(*columns: np.ndarray) -> np.ndarray | None:
+    """Non-negative int columns packed into one int64 key that sorts like their lexsort
+    (first column most significant), or None if they do not fit in 63 bits."""
+    widths = [bits(int(c.max())) if len(c) else 1 for c in columns]
+    if sum(widths) > 63:
+        return None
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column, width in zip(columns, widths, strict=True):
+        key = key << width | column
+    return key

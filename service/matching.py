@@ -29,7 +29,14 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import poisson
 
-from service.arrays import bits, run_starts, sort_with_order, stable_order, unique_values
+from service.arrays import (
+    bits,
+    pack_columns,
+    run_starts,
+    sort_with_order,
+    stable_order,
+    unique_values,
+)
 from service.audio.hashes import (
     HASH_SPACE,
     Fingerprints,
@@ -280,18 +287,6 @@ def variant_of(fingerprints: Fingerprints) -> QueryVariant:
     return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)
 
 
-def _pack(*columns: np.ndarray) -> np.ndarray | None:
-    """Non-negative int columns packed into one int64 key that sorts like their lexsort
-    (first column most significant), or None if they do not fit in 63 bits."""
-    widths = [bits(int(c.max())) if len(c) else 1 for c in columns]
-    if sum(widths) > 63:
-        return None
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    for column, width in zip(columns, widths, strict=True):
-        key = key << width | column
-    return key
-
-
 def best_offsets(
     groups: np.ndarray, delta: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -314,7 +309,7 @@ def best_offsets(
     # Per group, the bin with the highest windowed score (ties: most votes of its own, then
     # the earliest offset), as one sort of a packed key rather than a three-column lexsort.
     group_index = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(uniq))))
-    rank = _pack(group_index, window.max() - window, counts.max() - counts)
+    rank = pack_columns(group_index, window.max() - window, counts.max() - counts)
     order = stable_order(rank) if rank is not None else np.lexsort((-counts, -window, uniq_group))
     best = order[first]  # groups keep their places and sizes in the sorted order
     best_delta = (uniq[best] & 0xFFFFFFFF) - (1 << 31)
@@ -407,7 +402,7 @@ def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
     Columns whose value ranges fit in 63 bits together are packed into one int64 key: one
     sort of a flat array instead of np.unique(axis=0)'s row sort, which costs ten times more.
     """
-    key = _pack(*columns)
+    key = pack_columns(*columns)
     if key is not None:
         ordered, order = sort_with_order(key)
         return order[run_starts(ordered)]

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="How long (stream time) segments' peaks and window matches are kept for "
         "recomputing the log; the log itself is kept for good.",
     )
+    stream_speed_search: bool = Field(
+        True,
+        description="Search stream windows that match nothing at their own speed under the "
+        "speed grid (songs played 2-6 % fast or slow). At 100,000 songs it costs seconds per "
+        "window of unknown audio (talk, ads, music not in the catalogue): turn it off when the "
+        "stations play songs at their own speed (BENCHMARKS.md, Live streams).",
+    )
     stream_sweep_interval_s: float = Field(
         10.0,
         gt=0,

@@ -14,19 +14,17 @@ from pathlib import PurePath
 
 import numpy as np
 
-from service.arrays import unique_values
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.hit_cache import HitCache, first_tier_budget, hits_budget, postings_caps
+from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.core.speed_search import search_speeds
-from service.core.timeline import SongTimelineEntry
+from service.core.timeline import SongTimelineEntry, file_matches
 from service.core.timeline import timeline as build_timeline
 from service.errors import NoFingerprints
 from service.matching import (
-    Hits,
     Match,
     MatchParams,
     QueryVariant,
@@ -112,7 +110,6 @@ async def identify_analysed(
     audio: AnalysedAudio,
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
-    hits: Hits | None = None,
 ) -> list[SongMatch]:
     """Matches found in three tiers, each only when the one before is not conclusive.
 
@@ -124,16 +121,10 @@ async def identify_analysed(
        neighbours are among the extra ones).
     3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
        speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap.
-    Each tier looks up only hashes not fetched yet. `hits` may carry the lookup of the clip's
-    own hashes when the caller already made it (tier 1 is then free and skipped).
+    Each tier looks up only hashes not fetched yet.
     """
     caps = await postings_caps(store, match_params)
-    cache = HitCache(
-        store,
-        (audio.fingerprints.hashes, hits) if hits is not None else None,
-        caps.first,
-        match_params.max_hits_per_lookup,
-    )
+    cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
 
     async def match(
         variants: list[QueryVariant], cap: int | None, budget: int | None = None
@@ -141,14 +132,12 @@ async def identify_analysed(
         found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap, budget)
         return await asyncio.to_thread(find_matches, variants, found, params, match_params)
 
-    matches: list[Match] = []
-    if hits is None:
-        sparse = await asyncio.to_thread(
-            lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
-        )
-        matches = await match(
-            [variant_of(sparse)], caps.first, first_tier_budget(match_params, audio.duration_s)
-        )
+    sparse = await asyncio.to_thread(
+        lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
+    )
+    matches = await match(
+        [variant_of(sparse)], caps.first, first_tier_budget(match_params, audio.duration_s)
+    )
     if inconclusive(matches, match_params):
         matches = await match([variant_of(audio.fingerprints)], caps.deep)
     if inconclusive(matches, match_params):
@@ -169,29 +158,27 @@ async def identify_file(
     """Identify a file; with `timeline` also list every song found with its start and end.
 
     `timeline=None` decides by length: files longer than TIMELINE_AUTO_MIN_S get one (the
-    worker's reports use this), shorter ones are a single clip.
+    worker's reports use this), shorter ones are a single clip. A file that long is matched
+    window by window whatever `timeline` says, and its matches are its timeline's songs, each
+    once (its highest-scoring entry): matched as one clip, an hour's hashes met hundreds of
+    millions of postings at 100,000 songs, and an hour of music is not one song anyway.
     """
     started = time.perf_counter()
     audio = await pool.run(analyse_file, os.fspath(path), params.for_queries())
+    long = audio.duration_s > TIMELINE_AUTO_MIN_S
     if timeline is None:
-        timeline = audio.duration_s > TIMELINE_AUTO_MIN_S
-    # The whole-file answer and the timeline's windows read the same hits: look them up once.
-    hits = (
-        await store.lookup(
-            unique_values(audio.fingerprints.hashes),
-            (await postings_caps(store, match_params)).first,
-            hits_budget(match_params, audio.duration_s),
-        )
-        if timeline
-        else None
-    )
-    matches = await identify_analysed(store, audio, match_params, params, hits)
-    entries = (
-        await build_timeline(store, audio, match_params, params, hits) if hits is not None else None
-    )
+        timeline = long
+    entries = await build_timeline(store, audio, match_params, params) if timeline or long else None
+    if long:
+        assert entries is not None
+        matches = [
+            SongMatch(song, m) for song, m in file_matches(entries, match_params.max_matches)
+        ]
+    else:
+        matches = await identify_analysed(store, audio, match_params, params)
     return IdentifyResult(
         duration_s=audio.duration_s,
         matches=matches,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
-        timeline=entries,
+        timeline=entries if timeline else None,
     )

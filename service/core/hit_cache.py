@@ -18,16 +18,8 @@ from service.store.base import Store
 
 
 class HitCache:
-    def __init__(
-        self,
-        store: Store,
-        known: tuple[np.ndarray, Hits] | None = None,
-        max_postings: int | None = None,
-        max_hits: int | None = None,
-    ) -> None:
-        """`known` seeds the cache with (hashes asked, their hits) the caller already has,
-        looked up under `max_postings` and `max_hits`; every lookup returns at most `max_hits`
-        postings unless it asks for fewer."""
+    def __init__(self, store: Store, max_hits: int | None = None) -> None:
+        """Every lookup returns at most `max_hits` postings unless it asks for fewer."""
         self._store = store
         self._max_hits = max_hits
         #: Every hash asked so far (sorted), and the highest cap and budget it was asked under.
@@ -35,9 +27,6 @@ class HitCache:
         self._asked_cap = np.empty(0, dtype=np.int64)
         self._asked_budget = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
-        if known is not None:
-            asked = np.asarray(known[0], dtype=np.int32)
-            self._remember(asked, _cap(max_postings), _cap(max_hits), known[1])
 
     async def hits_for(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -71,6 +71,8 @@ class StreamParams:
     #: How long segments' peaks and window matches are kept (s of stream time); segments
     #: older than that when they arrive are ignored.
     retention_s: float = 6 * 3600.0
+    #: Whether windows that match nothing at their own speed go through the speed grid.
+    speed_search: bool = True
     log: LogParams = field(default_factory=LogParams)
 
 
@@ -197,7 +199,13 @@ async def add_segment(
         segments = sorted(
             [s for s in around if s.sequence != sequence] + [segment], key=lambda s: s.start_s
         )
-        fresh = await match_windows(store, indices, segments, match_params, fp_params)
+        fresh = await match_windows(
+            store,
+            indices,
+            segments,
+            match_params if params.speed_search else replace(match_params, speed_range=0.0),
+            fp_params,
+        )
         changes = await _recompute_log(
             store, state, fresh, lo_s, hi_s, max(state.max_end_s, segment.end_s), params
         )

@@ -3,9 +3,9 @@
 The file is cut into overlapping windows, each window is matched like a clip of its own, and
 consecutive windows that agree on a song *and* on its alignment (the song position advances
 with file time at the match's speed) merge into one entry with a start and an end. A song that
-comes back later, or a jump inside a song, starts a new entry. All hashes of the file are
-looked up at once, so an hour costs one round trip (a few more for the windows that need the
-speed search, all of them together), not one per window.
+comes back later, or a jump inside a song, starts a new entry. The windows are
+matched in identify's tiers a batch at a time (window_tiers.py), so an hour costs a few dozen
+round trips, not one per window, and what a lookup holds stays bounded however long the file.
 """
 
 from __future__ import annotations
@@ -15,21 +15,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from service.arrays import unique_values
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
-from service.core.hit_cache import HitCache, hits_budget, postings_caps
-from service.core.speed_search import search_speeds_batch
-from service.matching import (
-    Hits,
-    Match,
-    MatchParams,
-    QueryVariant,
-    find_matches,
-    inconclusive,
-    variant_of,
-)
+from service.core.hit_cache import postings_caps
+from service.core.window_tiers import Window, match_window_tiers
+from service.matching import Match, MatchParams
 from service.store.base import Song, Store
 
 #: Window length and hop (s): long enough to identify under noise, short enough that a song
@@ -56,6 +47,20 @@ class TimelineEntry:
     score: int  # aligned anchors over the whole entry
     confidence: float  # of the most confident window
     speed: float
+    chance_log10: float = 0.0  # of the most confident window
+
+    def as_match(self) -> Match:
+        """The entry as a match of the whole file (times in the file)."""
+        return Match(
+            song_id=self.song_id,
+            score=self.score,
+            confidence=self.confidence,
+            song_offset_s=self.song_start_s - self.start_s * self.speed,
+            query_start_s=self.start_s,
+            query_end_s=self.end_s,
+            speed=self.speed,
+            chance_log10=self.chance_log10,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,17 +82,6 @@ def _window_bounds(n_frames: int, params: FingerprintParams) -> list[tuple[int, 
 def _window_peaks(peaks: Peaks, lo: int, hi: int) -> Peaks:
     inside = (peaks.frames >= lo) & (peaks.frames < hi)
     return Peaks(peaks.frames[inside] - lo, peaks.bins[inside], peaks.prominence_db[inside])
-
-
-def _slice(variant: QueryVariant, lo: int, hi: int) -> QueryVariant:
-    """The part of a (speed 1.0) variant anchored in [lo, hi), rebased to start at 0."""
-    inside = (variant.query_frames >= lo) & (variant.query_frames < hi)
-    return QueryVariant(
-        variant.factor,
-        variant.hashes[inside],
-        variant.offsets[inside] - lo,
-        variant.query_frames[inside] - lo,
-    )
 
 
 def merge_windows(windows: list[WindowMatch]) -> list[TimelineEntry]:
@@ -113,6 +107,7 @@ def merge_windows(windows: list[WindowMatch]) -> list[TimelineEntry]:
                 score=sum(w.match.score for w in current),
                 confidence=max(w.match.confidence for w in current),
                 speed=speed,
+                chance_log10=min(w.match.chance_log10 for w in current),
             )
         )
         current.clear()
@@ -137,58 +132,49 @@ def merge_windows(windows: list[WindowMatch]) -> list[TimelineEntry]:
     return entries
 
 
+#: Windows per batch: the first tier looks up a batch's windows at once (at most the first
+#: tier's budget of 150,000 postings each), the deeper tiers a few of them at a time.
+BATCH_WINDOWS = 64
+
+
 async def timeline(
     store: Store,
     audio: AnalysedAudio,
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
-    hits: Hits | None = None,
 ) -> list[SongTimelineEntry]:
     """Every catalogue song found in a long file, with where it starts and ends.
 
-    `hits` may carry the lookup of the file's own hashes when the caller already made it.
+    The windows are matched in identify's tiers, a batch at a time (window_tiers.py): what a
+    lookup holds stays that of a few clips however long the file, where one lookup of a
+    whole hour's hashes met hundreds of millions of postings at 100,000 songs.
     """
     one = replace(match_params, max_matches=1)
-    whole = variant_of(audio.fingerprints)
     bounds = _window_bounds(audio.n_frames, params)
     caps = await postings_caps(store, match_params)
-    budget = hits_budget(match_params, audio.duration_s)
-    if hits is None:
-        hits = await store.lookup(unique_values(whole.hashes), caps.first, budget)
-
-    def match_windows() -> tuple[list[WindowMatch], list[tuple[int, int]]]:
-        found, missing = [], []
-        for lo, hi in bounds:
-            matches = find_matches([_slice(whole, lo, hi)], hits, params, one)
-            if inconclusive(matches, one):
-                missing.append((lo, hi))
-            else:
-                found.append(WindowMatch(lo * params.frame_s, matches[0]))
-        return found, missing
-
-    windows, missing = await asyncio.to_thread(match_windows)
-    if missing:
-        # Each window's own speed under the deep cap first (identify's second tier), then
-        # the speed grid coarse to fine, as for a clip (speed_search.py).
-        cache = HitCache(store, (whole.hashes, hits), caps.first, budget)
-        await cache.hits_for(
-            np.concatenate([_slice(whole, lo, hi).hashes for lo, hi in missing]),
-            caps.deep,
-            hits_budget(one, len(missing) * WINDOW_S),
+    windows: list[WindowMatch] = []
+    for start in range(0, len(bounds), BATCH_WINDOWS):
+        batch = bounds[start : start + BATCH_WINDOWS]
+        peaks = await asyncio.to_thread(
+            lambda batch=batch: [Window(_window_peaks(audio.peaks, lo, hi)) for lo, hi in batch]
         )
-        searched = await search_speeds_batch(
-            cache,
-            [_window_peaks(audio.peaks, lo, hi) for lo, hi in missing],
-            caps.speed,
-            params,
-            one,
-            seconds_each=WINDOW_S,
-        )
+        found = await match_window_tiers(store, peaks, WINDOW_S, caps, one, params)
         windows += [
             WindowMatch(lo * params.frame_s, matches[0])
-            for (lo, _), matches in zip(missing, searched, strict=True)
+            for (lo, _), matches in zip(batch, found, strict=True)
             if matches
         ]
     entries = merge_windows(windows)
     songs = await store.get_songs(sorted({e.song_id for e in entries}))
     return [SongTimelineEntry(songs[e.song_id], e) for e in entries if e.song_id in songs]
+
+
+def file_matches(entries: list[SongTimelineEntry], limit: int) -> list[tuple[Song, Match]]:
+    """The whole file's answer from its timeline: each song once, as its highest-scoring
+    entry, ordered as find_matches orders."""
+    best: dict[int, SongTimelineEntry] = {}
+    for e in entries:
+        if e.song.id not in best or e.entry.score > best[e.song.id].entry.score:
+            best[e.song.id] = e
+    chosen = sorted(best.values(), key=lambda e: (-e.entry.score, e.entry.chance_log10))
+    return [(e.song, e.entry.as_match()) for e in chosen[:limit]]

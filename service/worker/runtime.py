@@ -93,7 +93,9 @@ async def running_worker(
 
 def stream_params_of(settings: Settings) -> StreamParams:
     return StreamParams(
-        segment_s=settings.stream_segment_s, retention_s=settings.stream_retention_s
+        segment_s=settings.stream_segment_s,
+        retention_s=settings.stream_retention_s,
+        speed_search=settings.stream_speed_search,
     )
 
 

@@ -60,21 +60,6 @@ def test_each_tier_fetches_only_new_hashes_and_sees_all_hits(store_url: str) -> 
     asyncio.run(run())
 
 
-def test_seeded_cache_does_not_fetch_what_the_caller_already_has(sqlite_url: str) -> None:
-    async def run() -> None:
-        rng = np.random.default_rng(8)
-        async with opened(sqlite_url) as store:
-            await store.add_song(make_song(make_fingerprints(rng, 500, 0, 100), "b" * 64))
-            known = np.arange(0, 50, dtype=np.int32)
-            counting = CountingStore(store)
-            cache = HitCache(counting, (known, await store.lookup(known)))  # type: ignore[arg-type]
-            hits = await cache.hits_for(np.arange(40, 60, dtype=np.int32))
-            assert [a.tolist() for a in counting.asked] == [list(range(50, 60))]
-            assert _rows(hits) == _rows(await store.lookup(np.arange(0, 60, dtype=np.int32)))
-
-    asyncio.run(run())
-
-
 def test_a_higher_cap_asks_again_for_the_hashes_a_lower_one_left_out(store_url: str) -> None:
     """The first tier looks up under a tight frequent-hash cap, later tiers under a looser
     one: the hashes the tight cap left out must then be fetched, and nothing else again."""
@@ -83,7 +68,7 @@ def test_a_higher_cap_asks_again_for_the_hashes_a_lower_one_left_out(store_url: 
         async with opened(store_url) as store:
             await store.add_song(make_song(_twelve_six_two(), "c" * 64))
             counting = CountingStore(store)
-            cache = HitCache(counting, None, max_postings=5)  # type: ignore[arg-type]
+            cache = HitCache(counting)  # type: ignore[arg-type]
             tight = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=5)
             assert sorted(set(tight.hashes.tolist())) == [3]
             same = await cache.hits_for(np.array([1, 2, 3], np.int32), max_postings=5)
@@ -133,7 +118,7 @@ def test_a_larger_budget_asks_again_for_the_hashes_a_smaller_one_left_out(
         async with opened(store_url) as store:
             await store.add_song(make_song(_twelve_six_two(), "e" * 64))
             counting = CountingStore(store)
-            cache = HitCache(counting, None, max_postings=20, max_hits=100)  # type: ignore[arg-type]
+            cache = HitCache(counting, max_hits=100)  # type: ignore[arg-type]
             small = await cache.hits_for(np.array([1, 2, 3], np.int32), 20, max_hits=8)
             assert sorted(set(small.hashes.tolist())) == [2, 3]  # 2 + 6 postings fit in 8
             full = await cache.hits_for(np.array([1, 2, 3], np.int32), 20)
@@ -154,7 +139,7 @@ def test_asking_again_refetches_what_a_shared_budget_left_out(store_url: str) ->
         async with opened(store_url) as store:
             await store.add_song(make_song(_twelve_six_two(), "f" * 64))
             counting = CountingStore(store)
-            cache = HitCache(counting, None, max_postings=20, max_hits=14)  # type: ignore[arg-type]
+            cache = HitCache(counting, max_hits=14)  # type: ignore[arg-type]
             shared = await cache.hits_for(np.array([1, 2, 3], np.int32))
             assert sorted(set(shared.hashes.tolist())) == [2, 3]  # 2 + 6 fit in 14, 12 more not
             same = await cache.hits_for(np.array([1, 3], np.int32))
