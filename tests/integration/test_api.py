@@ -254,6 +254,14 @@ def test_timeline_of_a_mix(client, indexed, catalogue, unknown_song, tmp_path):
         assert end == pytest.approx(e_end, abs=2.0)
         assert song_start == pytest.approx(e_song + (start - e_start) * e_speed, abs=0.5)
         assert speed == pytest.approx(e_speed, abs=0.01)
-    # Without the flag, no timeline is computed.
+    # A file this long (64 s) is matched window by window: its matches are the timeline's
+    # songs, each once as its best entry: song 1 (20 s at its own speed) before song 3.
+    matches = r.json()["matches"]
+    assert [m["song"]["id"] for m in matches] == [indexed[1]["id"], indexed[3]["id"]]
+    assert matches[1]["speed"] == pytest.approx(1.03, abs=0.01)
+    assert matches[1]["query_start_s"] == pytest.approx(32.0, abs=2.0)
+    # Without the flag no timeline is returned; the matches are the same.
     with mix.open("rb") as f:
-        assert client.post("/identify", files={"file": ("mix.mp3", f)}).json()["timeline"] is None
+        plain = client.post("/identify", files={"file": ("mix.mp3", f)}).json()
+    assert plain["timeline"] is None
+    assert [m["song"]["id"] for m in plain["matches"]] == [m["song"]["id"] for m in matches]

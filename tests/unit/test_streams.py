@@ -11,6 +11,7 @@ from service.core.stream_clock import PTS_WRAP_S, place_segment, pts_epoch
 from service.core.stream_keys import BadStreamKey, SegmentKey, parse_segment_key
 from service.core.stream_log import LogParams, build_plays, ended_by_timeout, reconcile
 from service.core.stream_windows import (
+    COVERAGE_SLACK_S,
     WINDOW_HOP_S,
     WINDOW_S,
     WindowHit,
@@ -18,6 +19,7 @@ from service.core.stream_windows import (
     hits_to_json,
     pack_peaks,
     unpack_peaks,
+    window_covered_s,
     window_peaks,
     windows_touching,
 )
@@ -121,6 +123,25 @@ def test_windows_touching_a_segment_and_straddling_ones_join_both_sides():
     assert set(joined.bins[seconds < 2.0 - frame_s]) == {51}
     assert set(joined.bins[seconds > 2.0 + frame_s]) == {52}
     assert np.all(np.diff(joined.frames) >= 0)
+
+
+def test_a_window_is_complete_once_every_second_of_it_has_arrived():
+    """Only complete windows go past the first tier (the deeper tiers cost seconds per window
+    at 100,000 songs); the ones reaching past the newest segment wait for the next."""
+
+    def seg(seq: int, start: float, length: float = 12.0) -> StreamSegment:
+        return StreamSegment(seq, f"k{seq}", start, length, None, 0, b"")
+
+    first = [seg(1, 0.0)]
+    assert window_covered_s(0, first) == pytest.approx(WINDOW_S)  # [0, 10)
+    assert window_covered_s(1, first) == pytest.approx(7.0)  # [5, 15): 12-15 s still to come
+    assert window_covered_s(-1, first) == pytest.approx(5.0)  # before the stream began
+    both = [seg(1, 0.0), seg(2, 12.01)]  # segments meet with rounding between them
+    assert window_covered_s(1, both) == pytest.approx(WINDOW_S - 0.01)
+    assert window_covered_s(1, both) >= WINDOW_S - COVERAGE_SLACK_S
+    gap = [seg(1, 0.0), seg(3, 24.0)]  # segment 2 lost
+    assert window_covered_s(2, gap) == pytest.approx(2.0)  # [10, 20): 10-12 s only
+    assert window_covered_s(4, gap) == pytest.approx(6.0)  # [20, 30): 24-30 s only
 
 
 # --- the log ----------------------------------------------------------------------------------
