@@ -352,6 +352,7 @@ def main() -> int:
     print("\n".join(lines))
     if args.write:
         block = "streams-scale" if args.catalogue else "streams"
+        block += "-no-speed-search" if args.no_speed_search else ""
         write_section(block, STREAMS_HEADING, this_command("benchmarks.streams"), lines)
     return 0
 
