@@ -40,7 +40,7 @@ import numpy as np
 
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.hit_cache import HitCache, hits_budget
+from service.core.hit_cache import HitCache
 from service.matching import (
     Hits,
     Match,
@@ -60,13 +60,15 @@ async def search_speeds(
     cap: int | None,
     params: FingerprintParams,
     match_params: MatchParams,
+    order_hits: Callable[[Hits], Hits] | None = None,
 ) -> list[Match]:
     """Matches of a clip's query-density `peaks` under the speed grid, best first.
 
     `params` are the index's fingerprint parameters (the clip's peaks were picked under
     params.for_queries()); the speeds other than the clip's own are looked up under `cap`.
+    `order_hits` as for search_speeds_batch.
     """
-    return (await search_speeds_batch(cache, [peaks], cap, params, match_params))[0]
+    return (await search_speeds_batch(cache, [peaks], cap, params, match_params, order_hits))[0]
 
 
 async def search_speeds_batch(
@@ -76,15 +78,11 @@ async def search_speeds_batch(
     params: FingerprintParams,
     match_params: MatchParams,
     order_hits: Callable[[Hits], Hits] | None = None,
-    seconds_each: float | None = None,
 ) -> list[list[Match]]:
-    """search_speeds for several clips at once (the windows of a long file or of a stream):
-    each step is one lookup for every clip still open, and each clip is matched against those
-    hits alone. The lookups' budget is the cache's, or with `seconds_each` (the clips' length)
-    a clip's budget (hits_budget) for each clip the step looks up: a long file's few open
-    windows must not share the whole file's. `order_hits` puts the hits in an order that does
-    not depend on how the lookups went (streams need it: their windows must match the same
-    whichever other windows shared the lookups)."""
+    """search_speeds for several clips at once: each step is one lookup, under the cache's
+    budget, for every clip still open, and each clip is matched against those hits alone.
+    `order_hits` puts the hits in an order that does not depend on how the lookups went
+    (streams need it: a window must match the same whichever lookups came before)."""
     grid = match_params.speed_grid()
     # Pitch-only twins of every speed but the clip's own, after the speeds.
     twins = grid[1:] if match_params.pitch_search else []
@@ -106,10 +104,7 @@ async def search_speeds_batch(
         hashes = [v.hashes for vs in chosen for v in vs]
         if not hashes:
             return [Search([], []) for _ in chosen]
-        budget = (
-            None if seconds_each is None else hits_budget(match_params, seconds_each * len(chosen))
-        )
-        hits = await cache.hits_for(np.concatenate(hashes), cap, budget, again=again)
+        hits = await cache.hits_for(np.concatenate(hashes), cap, again=again)
 
         def run() -> list[Search]:
             ordered = order_hits(hits) if order_hits is not None else hits

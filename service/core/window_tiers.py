@@ -6,9 +6,11 @@ the speed grid coarse to fine (speed_search.py). Each tier is one lookup for eve
 the batch it serves, under the budget of as many clips.
 
 At 100,000 songs the deeper tiers cost seconds and millions of postings per window, so they
-take the open windows a few at a time (DEEP_GROUP): the hits a lookup holds, and with them a
-process's memory, stay those of a few clips whatever the batch or the file's length. The
-first tier is cheap (150,000 postings per window at most) and serves the whole batch at once.
+take the open windows one at a time, each with a clip's budget and a HitCache of its own: the
+hits a lookup holds, and with them a process's memory, stay those of one clip whatever the
+batch or the file's length (four windows per lookup held 10 GB at the peak of a 26-minute
+file's timeline). The first tier is cheap (150,000 postings per window at most) and serves the
+whole batch in one lookup.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from service.audio.hashes import landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
 from service.core.hit_cache import HitCache, PostingsCaps, first_tier_budget, hits_budget
-from service.core.speed_search import search_speeds_batch
+from service.core.speed_search import search_speeds
 from service.matching import (
     Hits,
     Match,
@@ -34,10 +36,6 @@ from service.matching import (
     variant_of,
 )
 from service.store.base import Store
-
-#: Open windows per lookup of the deeper tiers: four 10-s windows are at most 16 million
-#: postings per lookup at the default budget.
-DEEP_GROUP = 4
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,8 @@ async def match_window_tiers(
     params: FingerprintParams,
     order_hits: Callable[[Hits], Hits] | None = None,
 ) -> list[list[Match]]:
-    """Matches of every window, best first. The first tier and each group of the deeper tiers
-    fetch through a HitCache of their own, so that what a group's lookups hold is dropped with
+    """Matches of every window, best first. The first tier and each window's deeper tiers
+    fetch through a HitCache of their own, so that what a window's lookups hold is dropped with
     it. `order_hits` puts each lookup's hits in an order that does not depend on which windows
     shared it (streams need it: their log must not depend on the order the segments came
     in)."""
@@ -79,7 +77,7 @@ async def match_window_tiers(
         chosen: list[int],
         variants: list[QueryVariant],
         cap: int | None,
-        budget: int,
+        budget: int | None = None,
     ) -> None:
         hashes = [variants[i].hashes for i in chosen if len(variants[i].hashes)]
         if not hashes:
@@ -104,22 +102,12 @@ async def match_window_tiers(
     present = [i for i, v in enumerate(dense) if len(v.hashes)]
     first = first_tier_budget(match_params, len(present) * window_s)
     await tier(HitCache(store), present, sparse, caps.first, first)
-    deeper = still_open(present)
-    for start in range(0, len(deeper), DEEP_GROUP):
-        group = deeper[start : start + DEEP_GROUP]
-        cache = HitCache(store)
-        await tier(cache, group, dense, caps.deep, hits_budget(match_params, len(group) * window_s))
+    for i in still_open(present):
+        cache = HitCache(store, hits_budget(match_params, window_s))
+        await tier(cache, [i], dense, caps.deep)
         # speed_range 0 (MatchParams.speed_grid() is the clip's own speed alone): no grid.
-        if len(match_params.speed_grid()) > 1 and (retry := still_open(group)):
-            searched = await search_speeds_batch(
-                cache,
-                [windows[i].peaks for i in retry],
-                caps.speed,
-                params,
-                match_params,
-                order_hits,
-                seconds_each=window_s,
+        if len(match_params.speed_grid()) > 1 and still_open([i]):
+            found[i] = await search_speeds(
+                cache, windows[i].peaks, caps.speed, params, match_params, order_hits
             )
-            for i, matches in zip(retry, searched, strict=True):
-                found[i] = matches
     return found
