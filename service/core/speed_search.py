@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -66,23 +66,9 @@ async def search_speeds(
 
     `params` are the index's fingerprint parameters (the clip's peaks were picked under
     params.for_queries()); the speeds other than the clip's own are looked up under `cap`.
-    `order_hits` as for search_speeds_batch.
-    """
-    return (await search_speeds_batch(cache, [peaks], cap, params, match_params, order_hits))[0]
-
-
-async def search_speeds_batch(
-    cache: HitCache,
-    clips: Sequence[Peaks],
-    cap: int | None,
-    params: FingerprintParams,
-    match_params: MatchParams,
-    order_hits: Callable[[Hits], Hits] | None = None,
-) -> list[list[Match]]:
-    """search_speeds for several clips at once: each step is one lookup, under the cache's
-    budget, for every clip still open, and each clip is matched against those hits alone.
     `order_hits` puts the hits in an order that does not depend on how the lookups went
-    (streams need it: a window must match the same whichever lookups came before)."""
+    (a stream's window must match the same whichever lookups came before).
+    """
     grid = match_params.speed_grid()
     # Pitch-only twins of every speed but the clip's own, after the speeds.
     twins = grid[1:] if match_params.pitch_search else []
@@ -91,60 +77,42 @@ async def search_speeds_batch(
         match_params,
         calibration_log10_speed=match_params.calibration_log10_speed + math.log10(_SEARCHES),
     )
-    qparams = params.for_queries()
 
-    def variants(of: Peaks) -> list[QueryVariant]:
-        return speed_variants(of, grid, qparams, cap) + speed_variants(
-            of, twins, qparams, cap, True
-        )
+    def variants(of: Peaks, fp: FingerprintParams) -> list[QueryVariant]:
+        return speed_variants(of, grid, fp, cap) + speed_variants(of, twins, fp, cap, True)
 
     async def search(
-        chosen: list[list[QueryVariant]], again: bool = False, candidates: int = 0
-    ) -> list[Search]:
-        hashes = [v.hashes for vs in chosen for v in vs]
-        if not hashes:
-            return [Search([], []) for _ in chosen]
-        hits = await cache.hits_for(np.concatenate(hashes), cap, again=again)
+        chosen: list[QueryVariant], again: bool = False, candidates: int = 0
+    ) -> Search:
+        hashes = np.concatenate([v.hashes for v in chosen])
+        hits = await cache.hits_for(hashes, cap, again=again)
 
-        def run() -> list[Search]:
+        def run() -> Search:
             ordered = order_hits(hits) if order_hits is not None else hits
-            return [
-                search_matches(vs, ordered, params, charged, hypotheses, candidates)
-                if vs
-                else Search([], [])
-                for vs in chosen
-            ]
+            return search_matches(chosen, ordered, params, charged, hypotheses, candidates)
 
         return await asyncio.to_thread(run)
 
     # Speeds only: pitch-only twins would halve each speed's share of the budget, and a
     # pitch-shifted clip still shows near its factor through its short time differences.
     coarse = await asyncio.to_thread(
-        lambda: [speed_variants(thin_peaks(p, params), grid, params, cap) for p in clips]
+        lambda: speed_variants(thin_peaks(peaks, params), grid, params, cap)
     )
     first = await search(coarse, candidates=match_params.speed_focus)
-    results = [s.matches for s in first]
-    still = [i for i, m in enumerate(results) if inconclusive(m, match_params)]
-    if not still:
-        return results
-    dense = await asyncio.to_thread(lambda: {i: variants(clips[i]) for i in still})
+    matches = first.matches
+    if not inconclusive(matches, match_params):
+        return matches
+    dense = await asyncio.to_thread(variants, peaks, params.for_queries())
     # The speeds at and beside the candidates', and their twins.
-    focus = {}
-    for i in still:
-        speeds = _around(grid, [m.grid_speed for m in first[i].candidates])
-        chosen = [v for v in dense[i] if v.factor in speeds]
-        if chosen:
-            focus[i] = chosen
-    if focus:
-        found = await search(list(focus.values()), again=True)
-        for i, s in zip(focus, found, strict=True):
-            results[i] = merge_matches(results[i], s.matches, match_params.max_matches)
-        still = [i for i in still if inconclusive(results[i], match_params)]
-    if still:
-        found = await search([dense[i] for i in still])
-        for i, s in zip(still, found, strict=True):
-            results[i] = merge_matches(results[i], s.matches, match_params.max_matches)
-    return results
+    speeds = _around(grid, [m.grid_speed for m in first.candidates])
+    chosen = [v for v in dense if v.factor in speeds]
+    if chosen:
+        found = await search(chosen, again=True)
+        matches = merge_matches(matches, found.matches, match_params.max_matches)
+        if not inconclusive(matches, match_params):
+            return matches
+    found = await search(dense)
+    return merge_matches(matches, found.matches, match_params.max_matches)
 
 
 #: Searches of the grid whose best match is the answer (coarse, focus, dense).

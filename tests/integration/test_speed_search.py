@@ -12,7 +12,7 @@ from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import thin_peaks
 from service.core.hit_cache import HitCache
-from service.core.speed_search import search_speeds, search_speeds_batch
+from service.core.speed_search import search_speeds
 from service.matching import MatchParams, find_matches, inconclusive, speed_variants
 from tests.integration.test_store import make_song, opened
 from tests.unit.test_matching import _played_at, _random_peaks
@@ -44,39 +44,5 @@ def test_a_match_at_another_speed_pays_for_every_search_of_the_grid(sqlite_url: 
             assert np.isfinite(once.chance_log10)
             assert found[0].score == once.score
             assert found[0].chance_log10 == pytest.approx(once.chance_log10 + math.log10(3))
-
-    asyncio.run(run())
-
-
-def test_a_batch_of_clips_matches_as_each_clip_alone(sqlite_url: str) -> None:
-    """Streams and timelines search the grid for many windows at once: one lookup per step
-    for all of them. Under a budget that does not bind, every window gets what a search of it
-    alone gives, including a window of music the catalogue lacks, which goes through all three
-    steps and must come back empty, and a window with no peaks."""
-
-    async def run() -> None:
-        songs = [_random_peaks(9, 40), _random_peaks(21, 40)]
-        async with opened(sqlite_url) as store:
-            for i, song in enumerate(songs):
-                fp = landmark_hashes(song, P)
-                await store.add_song(
-                    make_song(fp, f"{i}" * 64, n_frames=int(song.frames.max()) + 1)
-                )
-            clips = [
-                _played_at(songs[0], 1.03, frames=40),
-                _random_peaks(77, 1.3),  # not in the catalogue
-                _played_at(songs[1], 0.96, frames=40),
-                _random_peaks(5, 0.0),  # silence: no peaks at all
-            ]
-            mp = MatchParams()
-            alone = [await search_speeds(HitCache(store), c, None, P, mp) for c in clips]
-            together = await search_speeds_batch(HitCache(store), clips, None, P, mp)
-            ordered = await search_speeds_batch(
-                HitCache(store), clips, None, P, mp, order_hits=lambda h: h
-            )
-            assert together == alone == ordered
-            assert [m[0].song_id if m else None for m in together] == [1, None, 2, None]
-            assert together[0][0].grid_speed == pytest.approx(1.03)
-            assert together[2][0].grid_speed == pytest.approx(0.96)
 
     asyncio.run(run())
