@@ -371,29 +371,59 @@ def _hash_order(hashes: np.ndarray) -> np.ndarray:
     return np.argsort(hashes, kind="stable")
 
 
-def _pairs(variants: Sequence[QueryVariant], hits: Hits) -> tuple[np.ndarray, ...]:
-    """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays.
+#: Query/stored pairs built at once: a speed search's dense step at 100,000 songs pairs tens of
+#: millions, and the int64 index arrays of all of them held several GB at once. Variants are
+#: independent hypotheses (every group the matcher reduces is one song under one variant), so
+#: they are paired a few at a time and only the pairs that could still make a match are kept.
+_PAIRS_PER_CHUNK = 4_000_000
 
-    The hits are sorted by hash once and each variant's few thousand hashes are searched in
-    them, rather than every hit being searched in every variant.
-    """
-    order = _hash_order(hits.hashes)
-    sorted_hashes = hits.hashes[order]
-    v_parts, q_parts, h_parts = [], [], []
-    for v_idx, v in enumerate(variants):
-        lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
-        hi = np.searchsorted(sorted_hashes, v.hashes, side="right")
-        counts = hi - lo
-        if v.max_postings is not None:
-            counts[counts > v.max_postings] = 0
-        total = int(counts.sum())
-        q_parts.append(np.repeat(np.arange(len(v.hashes)), counts))
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        h_parts.append(order[starts + np.arange(total)])
-        v_parts.append(np.full(total, v_idx, dtype=np.int64))
-    if len(variants) == 1:
-        return v_parts[0], q_parts[0], h_parts[0]
-    return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
+
+class _Pairing:
+    """Where each variant's hashes sit among the hits, sorted by hash once.
+
+    The hits are sorted once and each variant's few thousand hashes are searched in them,
+    rather than every hit being searched in every variant."""
+
+    def __init__(self, variants: Sequence[QueryVariant], hits: Hits) -> None:
+        self.order = _hash_order(hits.hashes)
+        sorted_hashes = hits.hashes[self.order]
+        self.lo, self.counts = [], []
+        for v in variants:
+            lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
+            counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
+            if v.max_postings is not None:
+                counts[counts > v.max_postings] = 0
+            self.lo.append(lo)
+            self.counts.append(counts)
+
+    def chunks(self, limit: int) -> list[list[int]]:
+        """Runs of consecutive variants with at most `limit` pairs each (one variant may
+        exceed it alone)."""
+        chunks: list[list[int]] = [[]]
+        size = 0
+        for i, counts in enumerate(self.counts):
+            n = int(counts.sum())
+            if chunks[-1] and size + n > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(i)
+            size += n
+        return chunks
+
+    def pairs(self, chosen: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (variant, query landmark, stored fingerprint) sharing a hash, as index
+        arrays, for the variants `chosen`."""
+        v_parts, q_parts, h_parts = [], [], []
+        for v_idx in chosen:
+            lo, counts = self.lo[v_idx], self.counts[v_idx]
+            total = int(counts.sum())
+            q_parts.append(np.repeat(np.arange(len(counts)), counts))
+            starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+            h_parts.append(self.order[starts + np.arange(total)])
+            v_parts.append(np.full(total, v_idx, dtype=np.int64))
+        if len(chosen) == 1:
+            return v_parts[0], q_parts[0], h_parts[0]
+        return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
 
 
 def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
@@ -490,17 +520,33 @@ def _collect_votes(
     empty = np.empty(0, dtype=np.int64)
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return _Votes(empty, empty, empty, empty, empty, empty)
-    v_idx, q_idx, hit_idx = _pairs(variants, hits)
-    if len(hit_idx) == 0:
-        return _Votes(empty, empty, empty, empty, empty, empty)
     n_var = len(variants)
     offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
     base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
-    q_flat = base[v_idx] + q_idx
-    delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
-    song = hits.song_ids[hit_idx].astype(np.int64)
-    keep, n_songs = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
-    v_idx, hit_idx, q_flat, delta, song = (a[keep] for a in (v_idx, hit_idx, q_flat, delta, song))
+    pairing = _Pairing(variants, hits)
+    chunks = pairing.chunks(_PAIRS_PER_CHUNK)
+    # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
+    seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool) if len(chunks) > 1 else None
+    kept: list[tuple[np.ndarray, ...]] = []
+    n_songs = 0
+    for chunk in chunks:
+        v_idx, q_idx, hit_idx = pairing.pairs(chunk)
+        if len(hit_idx) == 0:
+            continue
+        q_flat = base[v_idx] + q_idx
+        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
+        song = hits.song_ids[hit_idx].astype(np.int64)
+        keep, n_songs = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
+        if seen is not None:
+            seen[song] = True
+        kept.append(tuple(a[keep] for a in (v_idx, hit_idx, q_flat, delta, song)))
+    if seen is not None:
+        n_songs = int(np.count_nonzero(seen))
+    if not kept:
+        return _Votes(empty, empty, empty, empty, empty, empty)
+    v_idx, hit_idx, q_flat, delta, song = (
+        kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
+    )
     if len(hit_idx) == 0:
         return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
     # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.

@@ -266,3 +266,22 @@ def test_a_variant_cap_leaves_out_frequent_hashes_whatever_the_hits_hold() -> No
     assert found == find_matches(without, hits, P, MatchParams())
     assert 9 not in {m.song_id for m in found}
     assert 9 in {m.song_id for m in find_matches(plain, hits, P, MatchParams())}
+
+
+def test_pairing_variants_a_few_at_a_time_changes_no_answer(monkeypatch):
+    """A speed search's pairs are built a chunk of variants at a time to bound memory; since
+    every group the matcher reduces is one song under one variant, the chunks must give the
+    very matches and chance figures (the count of candidate songs included) of one pass."""
+    import service.matching as matching
+
+    songs = [_random_peaks(s, 40) for s in (3, 4, 5, 6)]
+    hits = [_hits_of(i + 1, p) for i, p in enumerate(songs)]
+    all_hits = Hits(*(np.concatenate([getattr(h, f) for h in hits]) for f in vars(hits[0])))
+    clip = _played_at(songs[2], 1.02, frames=300)
+    variants = speed_variants(clip, MatchParams().speed_grid(), P)
+    one_pass = find_matches(variants, all_hits, P, MatchParams(max_matches=4))
+    monkeypatch.setattr(matching, "_PAIRS_PER_CHUNK", 50)
+    assert len(matching._Pairing(variants, all_hits).chunks(50)) > 10
+    chunked = find_matches(variants, all_hits, P, MatchParams(max_matches=4))
+    assert one_pass and one_pass[0].song_id == 3
+    assert chunked == one_pass
