@@ -2,15 +2,14 @@
 
 A window is matched like a clip (catalogue.identify_analysed): its index-density landmarks
 under the first tier's budget, then its denser query landmarks if that settled nothing, then
-the speed grid coarse to fine (speed_search.py). Each tier is one lookup for every window of
-the batch it serves, under the budget of as many clips.
+the speed grid coarse to fine (speed_search.py).
 
 At 100,000 songs the deeper tiers cost seconds and millions of postings per window, so they
 take the open windows one at a time, each with a clip's budget and a HitCache of its own: the
 hits a lookup holds, and with them a process's memory, stay those of one clip whatever the
 batch or the file's length (four windows per lookup held 10 GB at the peak of a 26-minute
 file's timeline). The first tier is cheap (150,000 postings per window at most) and serves the
-whole batch in one lookup.
+whole batch in one lookup, under the budget of as many clips.
 """
 
 from __future__ import annotations

@@ -262,3 +262,19 @@ def test_a_song_that_realigns_at_a_repeat_while_it_plays_stays_one_play():
         )
         == 2
     )
+
+
+def test_hits_in_canonical_order_whatever_order_they_came_in():
+    from service.core.stream_windows import _ordered
+    from service.matching import Hits
+
+    assert len(_ordered(Hits.empty())) == 0  # a window whose lookup found nothing
+    rng = np.random.default_rng(4)
+    hits = Hits(*(rng.integers(0, 50, 400) for _ in range(4)))
+    shuffled = rng.permutation(400)
+    again = Hits(*(column[shuffled] for column in vars(hits).values()))
+
+    def rows(h: Hits) -> list[tuple[int, int, int]]:
+        return list(zip(h.hashes.tolist(), h.song_ids.tolist(), h.offsets.tolist(), strict=True))
+
+    assert rows(_ordered(hits)) == rows(_ordered(again)) == sorted(rows(hits))
