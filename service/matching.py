@@ -387,7 +387,8 @@ class _Pairing:
     def __init__(self, variants: Sequence[QueryVariant], hits: Hits) -> None:
         self.order = _hash_order(hits.hashes)
         sorted_hashes = hits.hashes[self.order]
-        self.lo, self.counts = [], []
+        self.lo: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
         for v in variants:
             lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
             counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo

@@ -168,14 +168,14 @@ async def identify_file(
     long = audio.duration_s > TIMELINE_AUTO_MIN_S
     if timeline is None:
         timeline = long
-    entries = await build_timeline(store, audio, match_params, params) if timeline or long else None
     if long:
-        assert entries is not None
+        entries = await build_timeline(store, audio, match_params, params)
         matches = [
             SongMatch(song, m) for song, m in file_matches(entries, match_params.max_matches)
         ]
     else:
         matches = await identify_analysed(store, audio, match_params, params)
+        entries = await build_timeline(store, audio, match_params, params) if timeline else None
     return IdentifyResult(
         duration_s=audio.duration_s,
         matches=matches,
