@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
+from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
 from service.core.catalogue import identify_analysed, index_file
@@ -68,22 +69,34 @@ class Outcome:
     confidence: float
     speed: float
     elapsed_ms: float
+    #: What decided the answer (Match.evidence), "" for no answer.
+    evidence: str = ""
 
 
 def corpus_dir() -> Path:
     return Path(os.environ.get("CORPUS_DIR", Path.cwd() / "corpus"))
 
 
-def _fingerprint_track(args: tuple[str, str, str]) -> tuple[str, np.ndarray, np.ndarray, int]:
+def _fingerprint_track(
+    args: tuple[str, str, str],
+) -> tuple[str, np.ndarray, np.ndarray, int, tuple[int, np.ndarray]]:
     track_id, path, cache = args
-    cache_file = Path(cache) / f"{track_id}.npz"
+    cache_file = Path(cache) / f"{track_id}-env{DEFAULT_ENVELOPE.format}.npz"
     if cache_file.exists():
         data = np.load(cache_file)
-        return track_id, data["hashes"], data["offsets"], int(data["n_frames"])
+        envelope = (DEFAULT_ENVELOPE.format, data["envelope"])
+        return track_id, data["hashes"], data["offsets"], int(data["n_frames"]), envelope
     audio = analyse_file(path)
     fp = audio.fingerprints
-    np.savez(cache_file, hashes=fp.hashes, offsets=fp.offsets, n_frames=audio.n_frames)
-    return track_id, fp.hashes, fp.offsets, audio.n_frames
+    assert audio.envelope is not None
+    np.savez(
+        cache_file,
+        hashes=fp.hashes,
+        offsets=fp.offsets,
+        n_frames=audio.n_frames,
+        envelope=audio.envelope,
+    )
+    return track_id, fp.hashes, fp.offsets, audio.n_frames, (audio.envelope_format, audio.envelope)
 
 
 _INDEX: MemoryIndex | None = None
@@ -124,7 +137,7 @@ def _run_query(q: Query) -> Outcome:
         error = abs(best.song_offset_s - q.start_s)
         if q.loop_period_s:
             error = min(error % q.loop_period_s, q.loop_period_s - error % q.loop_period_s)
-    return Outcome(q, answer, error, best.confidence, best.speed, elapsed_ms)
+    return Outcome(q, answer, error, best.confidence, best.speed, elapsed_ms, best.evidence)
 
 
 def load_queries(
@@ -169,8 +182,8 @@ def build_index(root: Path, workers: int) -> tuple[MemoryIndex, list[str], float
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         args = [(t, p, str(cache)) for t, p in tracks]
-        for track_id, hashes, offsets, n_frames in pool.imap(_fingerprint_track, args):
-            index.add(len(track_ids), hashes, offsets, n_frames)
+        for track_id, hashes, offsets, n_frames, envelope in pool.imap(_fingerprint_track, args):
+            index.add(len(track_ids), hashes, offsets, n_frames, envelope)
             track_ids.append(track_id)
             total_frames += n_frames
     hours = total_frames * DEFAULT_PARAMS.frame_s / 3600
@@ -295,6 +308,13 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
     lines.append(
         f"Wrong song answered over all indexed clips: {wrong_total}/{indexed_total} "
         f"({100 * wrong_total / max(indexed_total, 1):.2f} %)."
+    )
+    by_envelope = [o for o in outcomes if o.evidence == "envelope"]
+    right = sum(o.answer == o.query.expected for o in by_envelope)
+    lines.append(
+        f"Answers confirmed by band envelopes (the landmarks alone left the clip undecided): "
+        f"{len(by_envelope)}, {right} of them right, "
+        f"{sum(o.query.expected == 'none' for o in by_envelope)} of them to unindexed clips."
     )
     return lines
 

@@ -13,16 +13,27 @@ import numpy as np
 from service.arrays import unique_values
 from service.matching import Hits
 from service.store import kept_hashes
-from service.store.base import Song
+from service.store.base import EnvelopeRange, EnvelopeSlice, Song
 
 
 class MemoryIndex:
     def __init__(self) -> None:
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         self._built = False
+        #: Band envelopes by song id, with their format.
+        self.envelopes: dict[int, tuple[int, np.ndarray]] = {}
 
-    def add(self, song_id: int, hashes: np.ndarray, offsets: np.ndarray, n_frames: int) -> None:
+    def add(
+        self,
+        song_id: int,
+        hashes: np.ndarray,
+        offsets: np.ndarray,
+        n_frames: int,
+        envelope: tuple[int, np.ndarray] | None = None,
+    ) -> None:
         self._parts.append((hashes, offsets, np.full(len(hashes), song_id), n_frames))
+        if envelope is not None:
+            self.envelopes[song_id] = envelope
         self._built = False
 
     def _build(self) -> None:
@@ -67,6 +78,17 @@ class MemoryCatalogue:
 
     async def fingerprint_total(self) -> int:
         return self.index.size
+
+    async def song_envelopes(
+        self, ranges: list[EnvelopeRange], envelope_format: int
+    ) -> dict[int, EnvelopeSlice]:
+        found = {}
+        for r in ranges:
+            stored = self.index.envelopes.get(r.song_id)
+            if stored is not None and stored[0] == envelope_format:
+                first = max(0, r.first)
+                found[r.song_id] = EnvelopeSlice(first, stored[1][first : max(first, r.last)])
+        return found
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         now = datetime.now(UTC)

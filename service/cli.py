@@ -19,10 +19,9 @@ from typing import Any, TextIO
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import AnalysedAudio, analyse_file
-from service.core.catalogue import identify_file, index_analysed
+from service.core.catalogue import identify_file, index_analysed, match_params_of
 from service.core.cpu import CpuPool
 from service.errors import ServiceError
-from service.matching import MatchParams
 from service.memory import keep_freed_memory
 from service.settings import Settings
 from service.store import create_store
@@ -186,7 +185,7 @@ async def cmd_compact(settings: Settings, purge: bool) -> int:
 async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) -> int:
     store = await _open_store(settings)
     pool = CpuPool(1, use_processes=False)
-    params = MatchParams(min_confidence=settings.min_confidence, max_matches=settings.max_matches)
+    params = match_params_of(settings)
     status = 0
     try:
         for name in files:
@@ -205,6 +204,7 @@ async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) 
                     "query_start_s": round(m.match.query_start_s, 3),
                     "query_end_s": round(m.match.query_end_s, 3),
                     "speed": round(m.match.speed, 4),
+                    "evidence": m.match.evidence,
                 }
                 for m in result.matches
             ]

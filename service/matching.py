@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +45,7 @@ from service.audio.hashes import (
 )
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
+from service.envelope_check import EnvelopeCheckParams
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class MatchParams:
     #: A match at the clip's own speed this improbable by chance (log10) is final; anything
     #: weaker is compared with the best match across the speed grid.
     accept_without_speed_search_log10: float = -10.0
+    #: How a clip no tier could decide is confirmed from band envelopes (None: it is not).
+    envelope_check: EnvelopeCheckParams | None = field(default_factory=EnvelopeCheckParams)
 
     def max_postings(self, total_fingerprints: int, factor: float | None = None) -> int | None:
         """The most postings a hash may have and still be looked up, in a catalogue of
@@ -198,6 +201,10 @@ class Match:
     #: The factor of the speed-grid variant the match was found under (`speed` is the clip's
     #: playback speed: with the residual scale, and 1.0 for a pitch-only variant's).
     grid_speed: float = 1.0
+    #: What decided the match: "landmarks" (the aligned hashes beat chance) or "envelope"
+    #: (the hashes found the song and offset, its band envelopes confirmed them; the
+    #: confidence is then the envelope check's, service/envelope_check.py).
+    evidence: str = "landmarks"
 
 
 @dataclass(frozen=True)

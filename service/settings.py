@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         "probability below 1 - min_confidence across the whole catalogue.",
     )
     max_matches: int = Field(5, ge=1, le=100, description="Most matches returned per query.")
+    envelope_check: bool = Field(
+        True,
+        description="Confirm the landmark candidates of a clip no landmark tier could decide "
+        "from the songs' band envelopes (noisy clips; see README, How it works).",
+    )
 
     # --- AWS: S3 uploads -> SQS -> worker -> S3 reports + SNS -------------------------------
     aws_region: str = Field(

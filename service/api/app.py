@@ -14,8 +14,8 @@ from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
 from service.api.uploads import BodySizeLimit
 from service.audio.params import DEFAULT_PARAMS
+from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
-from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.worker.runtime import running_worker
@@ -36,9 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.settings = settings
             app.state.store = store
             app.state.pool = pool
-            app.state.match_params = MatchParams(
-                min_confidence=settings.min_confidence, max_matches=settings.max_matches
-            )
+            app.state.match_params = match_params_of(settings)
             log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
             if settings.sqs_queue_url and settings.run_worker_in_api:
                 # The SQS poller shares the store and CPU pool; it stops (drains within

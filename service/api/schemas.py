@@ -79,6 +79,12 @@ class MatchOut(BaseModel):
     query_start_s: float = Field(description="Start of the matched span within the clip.")
     query_end_s: float = Field(description="End of the matched span within the clip.")
     speed: float = Field(description="Playback speed of the clip relative to the song.")
+    evidence: Literal["landmarks", "envelope"] = Field(
+        description="What decided the match: `landmarks` when the aligned hashes alone beat "
+        "chance; `envelope` when they only found the candidate (a noisy clip) and the song's "
+        "band envelopes confirmed it at that offset (the confidence is then the envelope "
+        "check's)."
+    )
 
     @classmethod
     def of(cls, found: SongMatch) -> MatchOut:
@@ -91,6 +97,7 @@ class MatchOut(BaseModel):
             query_start_s=round(m.query_start_s, 3),
             query_end_s=round(m.query_end_s, 3),
             speed=round(m.speed, 4),
+            evidence="envelope" if m.evidence == "envelope" else "landmarks",
         )
 
 

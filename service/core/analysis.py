@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from service.audio.decode import decode_audio
+from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeParams, band_envelopes
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks, find_peaks
@@ -30,12 +33,18 @@ class AnalysedAudio:
     #: The landmark peaks the fingerprints were built from; queries re-hash them under
     #: candidate speeds (service.matching.speed_variants).
     peaks: Peaks
+    #: Band envelopes, int8 (frames, bands): stored with a song, and what confirms a noisy
+    #: clip's candidates (service/envelope_check.py).
+    envelope: np.ndarray | None = None
+    envelope_format: int = 0
     start_pts_s: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
 def analyse_file(
-    path: str | os.PathLike[str], params: FingerprintParams = DEFAULT_PARAMS
+    path: str | os.PathLike[str],
+    params: FingerprintParams = DEFAULT_PARAMS,
+    envelope: EnvelopeParams = DEFAULT_ENVELOPE,
 ) -> AnalysedAudio:
     """Decode and fingerprint a file. Raises the audio ServiceErrors on bad input."""
     audio = decode_audio(path, params.sample_rate_hz)
@@ -50,6 +59,8 @@ def analyse_file(
         content_sha256=audio.content_sha256,
         fingerprints=landmark_hashes(peaks, params),
         peaks=peaks,
+        envelope=band_envelopes(audio.samples, params, envelope),
+        envelope_format=envelope.format,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
     )

@@ -12,26 +12,27 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePath
 
-import numpy as np
-
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
+from service.core.envelope_confirm import confirm_by_envelope
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.core.speed_search import search_speeds
 from service.core.timeline import SongTimelineEntry, file_matches
 from service.core.timeline import timeline as build_timeline
+from service.envelope_check import EnvelopeCheckParams
 from service.errors import NoFingerprints
 from service.matching import (
     Match,
     MatchParams,
-    QueryVariant,
     find_matches,
     inconclusive,
+    search_matches,
     variant_of,
 )
+from service.settings import Settings
 from service.store.base import NewSong, Song, SongMeta, Store
 
 
@@ -48,6 +49,15 @@ class IdentifyResult:
     elapsed_ms: float
     #: Every song found in a long file with its start and end, when asked for.
     timeline: list[SongTimelineEntry] | None = None
+
+
+def match_params_of(settings: Settings) -> MatchParams:
+    """The matcher's parameters the settings choose (the API, the CLI and the worker)."""
+    return MatchParams(
+        min_confidence=settings.min_confidence,
+        max_matches=settings.max_matches,
+        envelope_check=EnvelopeCheckParams() if settings.envelope_check else None,
+    )
 
 
 #: Files longer than this get a timeline when the caller lets the length decide.
@@ -89,6 +99,8 @@ async def index_analysed(
             n_frames=audio.n_frames,
             content_sha256=audio.content_sha256,
             fingerprints=audio.fingerprints,
+            envelope=audio.envelope,
+            envelope_format=audio.envelope_format,
         )
     )
 
@@ -121,27 +133,35 @@ async def identify_analysed(
        neighbours are among the extra ones).
     3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
        speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap.
-    Each tier looks up only hashes not fetched yet.
+    Each tier looks up only hashes not fetched yet. When none beats chance, the second tier's
+    most improbable candidates are checked against their songs' band envelopes
+    (envelope_confirm.py): noise that leaves too few landmarks still leaves the rhythm.
     """
     caps = await postings_caps(store, match_params)
     cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
-
-    async def match(
-        variants: list[QueryVariant], cap: int | None, budget: int | None = None
-    ) -> list[Match]:
-        found = await cache.hits_for(np.concatenate([v.hashes for v in variants]), cap, budget)
-        return await asyncio.to_thread(find_matches, variants, found, params, match_params)
-
     sparse = await asyncio.to_thread(
         lambda: landmark_hashes(thin_peaks(audio.peaks, params), params)
     )
-    matches = await match(
-        [variant_of(sparse)], caps.first, first_tier_budget(match_params, audio.duration_s)
+    found = await cache.hits_for(
+        sparse.hashes, caps.first, first_tier_budget(match_params, audio.duration_s)
     )
+    matches = await asyncio.to_thread(
+        find_matches, [variant_of(sparse)], found, params, match_params
+    )
+    candidates: list[Match] = []
     if inconclusive(matches, match_params):
-        matches = await match([variant_of(audio.fingerprints)], caps.deep)
+        dense = [variant_of(audio.fingerprints)]
+        found = await cache.hits_for(dense[0].hashes, caps.deep)
+        checked = match_params.envelope_check.candidates if match_params.envelope_check else 0
+        search = await asyncio.to_thread(
+            search_matches, dense, found, params, match_params, 1, checked
+        )
+        matches, candidates = search.matches, search.candidates
     if inconclusive(matches, match_params):
         matches = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
+    if not matches and candidates:
+        confirmed = await confirm_by_envelope(store, audio, candidates, params, match_params)
+        matches = [confirmed] if confirmed is not None else []
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.
     return [SongMatch(songs[m.song_id], m) for m in matches if m.song_id in songs]

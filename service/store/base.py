@@ -55,6 +55,35 @@ class NewSong:
     n_frames: int
     content_sha256: str
     fingerprints: Fingerprints
+    #: Band envelopes (service/audio/envelopes.py), int8 of shape (frames, bands), and their
+    #: format; None stores none (the song is then never confirmed by envelopes).
+    envelope: np.ndarray | None = None
+    envelope_format: int = 0
+
+
+@dataclass(frozen=True)
+class EnvelopeRange:
+    """Frames [first, last) of one song's band envelopes, as asked for."""
+
+    song_id: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class EnvelopeSlice:
+    """Stored band envelope frames of a song: int8 (frames, bands) from frame `first` on
+    (fewer frames than asked where the song ends)."""
+
+    first: int
+    values: np.ndarray
+
+
+def envelope_slice(blob: bytes, bands: int, first: int) -> EnvelopeSlice:
+    """Frames of a stored envelope from the bytes a ranged read returned."""
+    values = np.frombuffer(blob, dtype=np.int8)
+    usable = len(values) - len(values) % bands
+    return EnvelopeSlice(first, values[:usable].reshape(-1, bands))
 
 
 @dataclass(frozen=True)
@@ -267,6 +296,12 @@ class Store(Protocol):
     async def get_song(self, song_id: int) -> Song | None: ...
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]: ...
+
+    async def song_envelopes(
+        self, ranges: list[EnvelopeRange], envelope_format: int
+    ) -> dict[int, EnvelopeSlice]:
+        """The asked frames of each song's band envelopes, in one round trip; songs with no
+        envelope of `envelope_format` are left out."""
 
     async def list_songs(self, limit: int, offset: int, query: str | None = None) -> SongPage:
         """Songs by id; `query` filters case-insensitively on title, artist, album, isrc,

@@ -25,11 +25,14 @@ from service.matching import Hits
 from service.store import CachedTotal, editable_changes, unique_fingerprints
 from service.store.base import (
     CompactionResult,
+    EnvelopeRange,
+    EnvelopeSlice,
     NewSong,
     ProcessedObject,
     Song,
     SongPage,
     StoreStats,
+    envelope_slice,
 )
 from service.store.migrations import list_migrations
 from service.store.postgres_streams import PostgresStreamsMixin
@@ -411,6 +414,15 @@ class PostgresStore(PostgresStreamsMixin):
                     columns=["hash", "song_id", "frame"],
                     format="binary",
                 )
+            if song.envelope is not None and song.envelope.size:
+                await conn.execute(
+                    "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+                    " VALUES ($1, $2, $3, $4)",
+                    row["id"],
+                    song.envelope_format,
+                    song.envelope.shape[1],
+                    np.ascontiguousarray(song.envelope, dtype=np.int8).tobytes(),
+                )
         self._song_frames.add(np.array([row["id"]]), np.array([song.n_frames]))
         self._fingerprint_total.adjust(len(hashes))
         self._delta_rows += len(hashes)
@@ -460,6 +472,28 @@ class PostgresStore(PostgresStreamsMixin):
         """The lookup's hits and the ids among them whose song length is not cached yet."""
         found, song_ids, frames = decode_lookup(heads, body, delta, tombstones)
         return found, song_ids, frames, self._song_frames.missing(song_ids)
+
+    async def song_envelopes(
+        self, ranges: list[EnvelopeRange], envelope_format: int
+    ) -> dict[int, EnvelopeSlice]:
+        if not ranges:
+            return {}
+        async with self._connection() as conn:
+            # substring() of an EXTERNAL (uncompressed) value reads only the chunks it needs.
+            rows = await conn.fetch(
+                "SELECT e.song_id, e.bands, r.first,"
+                " substring(e.envelope FROM r.first * e.bands + 1"
+                " FOR (r.last - r.first) * e.bands) AS part"
+                " FROM unnest($1::int4[], $2::int4[], $3::int4[]) AS r (song_id, first, last)"
+                " JOIN song_envelopes e ON e.song_id = r.song_id AND e.format = $4",
+                [r.song_id for r in ranges],
+                [max(0, r.first) for r in ranges],
+                [max(0, r.last) for r in ranges],
+                envelope_format,
+            )
+        return {
+            row["song_id"]: envelope_slice(row["part"], row["bands"], row["first"]) for row in rows
+        }
 
     async def get_song(self, song_id: int) -> Song | None:
         async with self._connection() as conn:

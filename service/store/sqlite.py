@@ -30,11 +30,14 @@ from service.matching import Hits
 from service.store import drop_frequent, editable_changes, unique_fingerprints
 from service.store.base import (
     CompactionResult,
+    EnvelopeRange,
+    EnvelopeSlice,
     NewSong,
     ProcessedObject,
     Song,
     SongPage,
     StoreStats,
+    envelope_slice,
 )
 from service.store.migrations import list_migrations
 from service.store.sqlite_streams import SqliteStreamsMixin
@@ -336,6 +339,17 @@ class SqliteStore(SqliteStreamsMixin):
             conn.executemany(
                 "INSERT INTO fingerprints (hash, song_id, frame) VALUES (?, ?, ?)", table.tolist()
             )
+            if song.envelope is not None and song.envelope.size:
+                conn.execute(
+                    "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        row["id"],
+                        song.envelope_format,
+                        song.envelope.shape[1],
+                        np.ascontiguousarray(song.envelope, dtype=np.int8).tobytes(),
+                    ),
+                )
         return _song(row), True
 
     async def find_by_content(self, content_sha256: str) -> Song | None:
@@ -383,6 +397,28 @@ class SqliteStore(SqliteStreamsMixin):
             offsets=table[:, 2].copy(),
             song_frames=table[:, 3].copy(),
         )
+
+    async def song_envelopes(
+        self, ranges: list[EnvelopeRange], envelope_format: int
+    ) -> dict[int, EnvelopeSlice]:
+        if not ranges:
+            return {}
+        return await self._run(self._song_envelopes, ranges, envelope_format)
+
+    def _song_envelopes(
+        self, conn: sqlite3.Connection, ranges: list[EnvelopeRange], envelope_format: int
+    ) -> dict[int, EnvelopeSlice]:
+        found: dict[int, EnvelopeSlice] = {}
+        for r in ranges:
+            first, last = max(0, r.first), max(0, r.last)
+            row = conn.execute(
+                "SELECT bands, substr(envelope, ? * bands + 1, ? * bands) FROM song_envelopes"
+                " WHERE song_id = ? AND format = ?",
+                (first, last - first, r.song_id, envelope_format),
+            ).fetchone()
+            if row is not None:
+                found[r.song_id] = envelope_slice(row[1], row[0], first)
+        return found
 
     async def get_song(self, song_id: int) -> Song | None:
         return await self._run(self._get_song, song_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
+from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.core.streams import StreamParams
 from service.matching import MatchParams
@@ -97,10 +98,6 @@ def stream_params_of(settings: Settings) -> StreamParams:
         retention_s=settings.stream_retention_s,
         speed_search=settings.stream_speed_search,
     )
-
-
-def match_params_of(settings: Settings) -> MatchParams:
-    return MatchParams(min_confidence=settings.min_confidence, max_matches=settings.max_matches)
 
 
 async def run_worker(settings: Settings) -> int:

@@ -17,7 +17,7 @@ from service.audio.hashes import Fingerprints
 from service.errors import IndexMismatch, StoreUnavailable
 from service.settings import Settings
 from service.store import create_store
-from service.store.base import NewSong, SongMeta, Store
+from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
 from service.store.migrations import list_migrations
 from service.store.sqlite import SqliteStore
 
@@ -837,3 +837,37 @@ async def test_migration_converts_a_populated_database(pg_empty_url: str, tmp_pa
         await store.compact(purge=True)
         assert set(hit_rows(await store.lookup(probe))) == expected
         assert (await store.stats()).songs == 2
+
+
+async def test_song_envelopes_ranges_formats_and_deletion(store_url: str) -> None:
+    """A ranged read returns exactly the stored frames asked for (fewer past the song's end),
+    only for the format asked, and the envelope goes with its song."""
+    rng = np.random.default_rng(11)
+    envelope = rng.integers(-127, 128, (500, 24)).astype(np.int8)
+    async with opened(store_url) as store:
+        song, _ = await store.add_song(
+            NewSong(
+                meta=SongMeta(title="Enveloped"),
+                duration_s=16.0,
+                n_frames=500,
+                content_sha256="e" * 64,
+                fingerprints=make_fingerprints(rng, 100),
+                envelope=envelope,
+                envelope_format=1,
+            )
+        )
+        bare, _ = await store.add_song(make_song(make_fingerprints(rng, 100), "f" * 64, "Bare"))
+        got = await store.song_envelopes(
+            [EnvelopeRange(song.id, 40, 140), EnvelopeRange(bare.id, 0, 50)], 1
+        )
+        assert set(got) == {song.id}
+        assert got[song.id].first == 40
+        np.testing.assert_array_equal(got[song.id].values, envelope[40:140])
+
+        tail = await store.song_envelopes([EnvelopeRange(song.id, 450, 900)], 1)
+        np.testing.assert_array_equal(tail[song.id].values, envelope[450:])
+        assert await store.song_envelopes([EnvelopeRange(song.id, 0, 10)], 2) == {}
+
+        assert await store.delete_song(song.id)
+        assert await store.song_envelopes([EnvelopeRange(song.id, 0, 10)], 1) == {}
+    assert await count_rows(store_url, "SELECT count(*) FROM song_envelopes") == 0

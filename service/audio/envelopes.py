@@ -1,0 +1,83 @@
+"""Samples -> band envelopes: each log-spaced band's loudness, frame by frame, against its own
+recent level.
+
+Landmarks keep a few dozen peaks per second and need both peaks of a pair to survive. Under
+babble at 0 dB only about 5 % of a clip's indexed landmarks come back, too few to beat chance,
+although the landmark votes usually do rank the right song and offset among the first few
+candidates. The envelopes keep the rhythm of every band (notes starting and stopping, drums),
+which noise blurs but does not replace, so they can confirm such a candidate
+(service/envelope_check.py). They are stored beside the song, not hashed: they are only read
+for a handful of candidates of a clip the landmarks left undecided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+from service.audio.params import FingerprintParams
+from service.audio.spectrogram import frame_count, spectrogram_db
+
+#: Frames of spectrogram computed at once (bounds memory whatever the file's length).
+_CHUNK_FRAMES = 4096
+
+
+@dataclass(frozen=True)
+class EnvelopeParams:
+    """The envelope layout. `format` is stored with every envelope: a song whose envelope has
+    another format is simply not confirmed by envelopes (its landmarks still match)."""
+
+    format: int = 1
+    #: Bands of equal width in log frequency over the landmarks' range (100-3,750 Hz): 24 is
+    #: about a major third each. Measured on the development corpus's noisy clips
+    #: (a scratch script): the envelopes' correlation at the true offset stood 4.4 standard
+    #: deviations (median) above the song's other offsets for clips the landmarks could not
+    #: decide, and no candidate of 185 unindexed clips reached 3.2.
+    bands: int = 24
+    #: Each band's level is taken against its mean over +-this many frames (+-0.5 s): what
+    #: is kept is change (onsets, notes, beats), which equalisation, gain and the spectrum
+    #: of steady noise do not alter.
+    detrend_frames: int = 16
+    #: Stored as int8 steps of this many dB (+-31.75 dB around the local level).
+    step_db: float = 0.25
+
+
+DEFAULT_ENVELOPE = EnvelopeParams()
+
+
+@lru_cache(maxsize=8)
+def _edges(params: FingerprintParams, env: EnvelopeParams) -> np.ndarray:
+    edges = np.geomspace(params.min_bin, params.max_bin + 1, env.bands + 1).astype(np.int64)
+    if np.any(np.diff(edges) < 1):
+        raise ValueError("too many envelope bands for the frequency range")
+    return edges
+
+
+def band_levels(
+    samples: np.ndarray, params: FingerprintParams, env: EnvelopeParams = DEFAULT_ENVELOPE
+) -> np.ndarray:
+    """Log energy (dB) of each band in each STFT frame: float32 (frames, bands), on the
+    landmarks' frame grid, so a song frame here is a song frame in the index."""
+    edges = _edges(params, env)
+    total = frame_count(len(samples), params)
+    out = np.empty((total, env.bands), dtype=np.float32)
+    for start in range(0, total, _CHUNK_FRAMES):
+        spec = spectrogram_db(samples, params, start, _CHUNK_FRAMES)
+        power = np.power(10.0, spec[:, edges[0] : edges[-1]] / 10.0, dtype=np.float32)
+        energy = np.add.reduceat(power, edges[:-1] - edges[0], axis=1)
+        out[start : start + len(spec)] = 10.0 * np.log10(np.maximum(energy, 1e-20))
+    return out
+
+
+def band_envelopes(
+    samples: np.ndarray, params: FingerprintParams, env: EnvelopeParams = DEFAULT_ENVELOPE
+) -> np.ndarray:
+    """Band levels against their local mean, quantised: int8 (frames, bands)."""
+    levels = band_levels(samples, params, env)
+    if len(levels) == 0:
+        return np.empty((0, env.bands), dtype=np.int8)
+    change = levels - uniform_filter1d(levels, 2 * env.detrend_frames + 1, axis=0)
+    return np.clip(np.round(change / env.step_db), -127, 127).astype(np.int8)
