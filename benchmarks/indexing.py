@@ -50,6 +50,7 @@ from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.reference_decode import decode_audio_per_frame
 from benchmarks.reference_fingerprint import legacy_fingerprinting
 from service.audio.decode import decode_audio
+from service.audio.envelopes import DEFAULT_ENVELOPE, band_envelopes
 from service.audio.hashes import landmark_hashes, unpack_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks
@@ -141,6 +142,9 @@ class StageTimes:
     compact_s: float = 0.0
     decode_cpu_s: float = 0.0
     fingerprint_cpu_s: float = 0.0
+    #: Band envelopes (a second STFT pass), timed apart from the fingerprints.
+    envelope_s: float = 0.0
+    envelope_bytes: int = 0
     #: The same tracks through the code before issue 7's work (per-frame decoder, scipy
     #: maximum_filter), measured right next to each "after" run; None when not compared.
     before: Before | None = None
@@ -194,6 +198,9 @@ async def time_stages(tracks: list[Path], url: str, compare: bool) -> StageTimes
             peaks = find_peaks(audio.samples, DEFAULT_PARAMS)
             fingerprints = landmark_hashes(peaks, DEFAULT_PARAMS)
             fingerprinted, fingerprinted_cpu = time.perf_counter(), time.process_time()
+            envelope = band_envelopes(audio.samples, DEFAULT_PARAMS)
+            t.envelope_s += time.perf_counter() - fingerprinted
+            fingerprinted = time.perf_counter()
             t.decode_cpu_s += decoded_cpu - started_cpu
             t.fingerprint_cpu_s += fingerprinted_cpu - decoded_cpu
             if old is not None and t.before is not None:
@@ -209,6 +216,8 @@ async def time_stages(tracks: list[Path], url: str, compare: bool) -> StageTimes
                     n_frames=frame_count(len(audio.samples), DEFAULT_PARAMS),
                     content_sha256=audio.content_sha256,
                     fingerprints=fingerprints,
+                    envelope=envelope,
+                    envelope_format=DEFAULT_ENVELOPE.format,
                 )
             )
             stored = time.perf_counter()
@@ -232,6 +241,7 @@ async def time_stages(tracks: list[Path], url: str, compare: bool) -> StageTimes
         await vacuum(url, *FINGERPRINT_TABLES)
         t.postings_bytes = await relation_bytes(url, FINGERPRINT_TABLES)
         t.songs_bytes = await relation_bytes(url, ("songs",))
+        t.envelope_bytes = await relation_bytes(url, ("song_envelopes",))
     finally:
         await store.close()
     return t
@@ -285,6 +295,8 @@ def child_index(path: str, url: str) -> None:
                     n_frames=audio.n_frames,
                     content_sha256=audio.content_sha256,
                     fingerprints=audio.fingerprints,
+                    envelope=audio.envelope,
+                    envelope_format=audio.envelope_format,
                 )
             )
         finally:
@@ -473,13 +485,14 @@ def _mb_per_h(size: int, audio_s: float) -> float:
 
 
 def _stage_table_after_only(t: StageTimes) -> list[str]:
-    total = t.decode_s + t.fingerprint_s + t.store_s
+    total = t.decode_s + t.fingerprint_s + t.envelope_s + t.store_s
     lines = ["| stage | seconds | x real time |", "|---|---|---|"]
     for name, s in (
         ("decode (PyAV + soxr to 8 kHz mono)", t.decode_s),
         ("fingerprint (STFT, peaks, hashes)", t.fingerprint_s),
-        ("store (`add_song`: one COPY into the delta)", t.store_s),
-        ("**decode + fingerprint + store**", total),
+        ("band envelopes (a second STFT, 24 bands)", t.envelope_s),
+        ("store (`add_song`: one COPY into the delta, envelopes)", t.store_s),
+        ("**decode + fingerprint + envelopes + store**", total),
         ("compaction of the whole delta (`compact`, once)", t.compact_s),
         ("all of the above", total + t.compact_s),
     ):
@@ -497,7 +510,7 @@ def _stage_table(t: StageTimes) -> list[str]:
     without the waits a shared machine adds), wall rows what a user would wait."""
     b = t.before
     assert b is not None
-    after_total = t.decode_s + t.fingerprint_s + t.store_s
+    after_total = t.decode_s + t.fingerprint_s + t.envelope_s + t.store_s
     before_total = b.decode_s + b.fingerprint_s + t.store_s
     rows = [
         ("decode, wall", b.decode_s, t.decode_s),
@@ -509,7 +522,7 @@ def _stage_table(t: StageTimes) -> list[str]:
         (
             "decode + fingerprint CPU + store wall",
             b.decode_cpu_s + b.fingerprint_cpu_s + t.store_s,
-            t.decode_cpu_s + t.fingerprint_cpu_s + t.store_s,
+            t.decode_cpu_s + t.fingerprint_cpu_s + t.envelope_s + t.store_s,
         ),
     ]
     lines = [
@@ -529,6 +542,8 @@ def _stage_table(t: StageTimes) -> list[str]:
             f"{t.mp3_audio_s / t.mp3_total_s:.0f} | {old / t.mp3_total_s:.2f}x |"
         )
     lines += [
+        f"| band envelopes (after only: a second STFT, 24 bands), wall | | | "
+        f"{t.envelope_s:.1f} | {t.audio_s / t.envelope_s:.0f} | |",
         f"| compaction of the whole delta (`compact`, once) | | | {t.compact_s:.1f} | "
         f"{t.audio_s / t.compact_s:.0f} | |",
         "",
@@ -570,6 +585,8 @@ def report(
         f"{_mb_per_h(t.postings_bytes, t.audio_s):.1f} | {t.postings_bytes / t.fingerprints:.1f} |",
         f"| `songs` table (either layout) | {t.songs_bytes / 1e6:.2f} | "
         f"{_mb_per_h(t.songs_bytes, t.audio_s):.2f} | |",
+        f"| `song_envelopes` (either layout) | {t.envelope_bytes / 1e6:.2f} | "
+        f"{_mb_per_h(t.envelope_bytes, t.audio_s):.2f} | |",
         f"| ratio row / postings | {t.row_layout_bytes / t.postings_bytes:.1f}x | | |",
     ]
     for row in scale:

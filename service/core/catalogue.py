@@ -160,7 +160,9 @@ async def identify_analysed(
     if inconclusive(matches, match_params):
         matches = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
     if not matches and candidates:
-        confirmed = await confirm_by_envelope(store, audio, candidates, params, match_params)
+        confirmed = await confirm_by_envelope(
+            store, audio.envelope, audio.envelope_format, candidates, params, match_params
+        )
         matches = [confirmed] if confirmed is not None else []
     songs = await store.get_songs([m.song_id for m in matches])
     # A song deleted between lookup and fetch simply drops out of the answer.

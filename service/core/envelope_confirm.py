@@ -14,7 +14,6 @@ from dataclasses import replace
 import numpy as np
 
 from service.audio.params import FingerprintParams
-from service.core.analysis import AnalysedAudio
 from service.envelope_check import EnvelopeCheckParams, envelope_z, fetch_range, score_of
 from service.matching import Match, MatchParams
 from service.store.base import EnvelopeRange, EnvelopeSlice, Store
@@ -55,29 +54,29 @@ def _best(
 
 async def confirm_by_envelope(
     store: Store,
-    audio: AnalysedAudio,
+    envelope: np.ndarray | None,
+    envelope_format: int,
     candidates: Sequence[Match],
     params: FingerprintParams,
     match_params: MatchParams,
 ) -> Match | None:
-    """The best candidate the envelopes confirm, as a match whose confidence is the check's;
-    None when none passes (or the clip, or every candidate's song, has no envelope)."""
+    """The best candidate the clip's `envelope` (service/audio/envelopes.py, of
+    `envelope_format`) confirms, as a match whose confidence is the check's; None when none
+    passes (or the clip, or every candidate's song, has no envelope)."""
     check = match_params.envelope_check
-    if check is None or audio.envelope is None or len(audio.envelope) == 0:
+    if check is None or envelope is None or len(envelope) == 0:
         return None
     tried = _checkable(candidates, check)
     if not tried:
         return None
     ranges = []
     for m in tried:
-        first, last = fetch_range(
-            round(m.song_offset_s / params.frame_s), len(audio.envelope), check
-        )
+        first, last = fetch_range(round(m.song_offset_s / params.frame_s), len(envelope), check)
         ranges.append(EnvelopeRange(m.song_id, first, last))
-    slices = await store.song_envelopes(ranges, audio.envelope_format)
+    slices = await store.song_envelopes(ranges, envelope_format)
     if not slices:
         return None
-    query = audio.envelope.astype(np.float32)
+    query = envelope.astype(np.float32)
     best = await asyncio.to_thread(_best, query, tried, slices, params, check)
     if best is None or best[1] < check.min_z:
         return None

@@ -156,9 +156,17 @@ async def timeline(
     for start in range(0, len(bounds), BATCH_WINDOWS):
         batch = bounds[start : start + BATCH_WINDOWS]
         peaks = await asyncio.to_thread(
-            lambda batch=batch: [Window(_window_peaks(audio.peaks, lo, hi)) for lo, hi in batch]
+            lambda batch=batch: [
+                Window(
+                    _window_peaks(audio.peaks, lo, hi),
+                    envelope=None if audio.envelope is None else audio.envelope[lo:hi],
+                )
+                for lo, hi in batch
+            ]
         )
-        found = await match_window_tiers(store, peaks, WINDOW_S, caps, one, params)
+        found = await match_window_tiers(
+            store, peaks, WINDOW_S, caps, one, params, envelope_format=audio.envelope_format
+        )
         windows += [
             WindowMatch(lo * params.frame_s, matches[0])
             for (lo, _), matches in zip(batch, found, strict=True)

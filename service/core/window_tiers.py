@@ -23,6 +23,7 @@ import numpy as np
 from service.audio.hashes import landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
+from service.core.envelope_confirm import confirm_by_envelope
 from service.core.hit_cache import HitCache, PostingsCaps, first_tier_budget, hits_budget
 from service.core.speed_search import search_speeds
 from service.matching import (
@@ -32,6 +33,7 @@ from service.matching import (
     QueryVariant,
     find_matches,
     inconclusive,
+    search_matches,
     variant_of,
 )
 from service.store.base import Store
@@ -45,6 +47,10 @@ class Window:
     #: Whether the window may go past the first tier (a stream's window whose audio has not
     #: all arrived yet is matched again when it has).
     deep: bool = True
+    #: The window's band envelopes (service/audio/envelopes.py), on the same frame grid:
+    #: a window no tier decides is then confirmed from them, as a clip is
+    #: (envelope_confirm.py). None: not checked (streams keep no envelopes).
+    envelope: np.ndarray | None = None
 
 
 async def match_window_tiers(
@@ -55,12 +61,14 @@ async def match_window_tiers(
     match_params: MatchParams,
     params: FingerprintParams,
     order_hits: Callable[[Hits], Hits] | None = None,
+    envelope_format: int = 0,
 ) -> list[list[Match]]:
     """Matches of every window, best first. The first tier and each window's deeper tiers
     fetch through a HitCache of their own, so that what a window's lookups hold is dropped with
     it. `order_hits` puts each lookup's hits in an order that does not depend on which windows
     shared it (streams need it: their log must not depend on the order the segments came
-    in)."""
+    in). Windows with envelopes (of `envelope_format`) that no tier decides are checked
+    against their second tier's candidates' envelopes."""
     qparams = params.for_queries()
 
     def prepare() -> tuple[list[QueryVariant], list[QueryVariant]]:
@@ -70,6 +78,8 @@ async def match_window_tiers(
 
     sparse, dense = await asyncio.to_thread(prepare)
     found: list[list[Match]] = [[] for _ in windows]
+    candidates: list[list[Match]] = [[] for _ in windows]
+    check = match_params.envelope_check
 
     async def tier(
         cache: HitCache,
@@ -77,6 +87,7 @@ async def match_window_tiers(
         variants: list[QueryVariant],
         cap: int | None,
         budget: int | None = None,
+        keep_candidates: bool = False,
     ) -> None:
         hashes = [variants[i].hashes for i in chosen if len(variants[i].hashes)]
         if not hashes:
@@ -86,7 +97,14 @@ async def match_window_tiers(
         def run() -> None:
             ordered = order_hits(hits) if order_hits is not None else hits
             for i in chosen:
-                if len(variants[i].hashes):
+                if not len(variants[i].hashes):
+                    continue
+                if keep_candidates and check is not None and windows[i].envelope is not None:
+                    search = search_matches(
+                        [variants[i]], ordered, params, match_params, 1, check.candidates
+                    )
+                    found[i], candidates[i] = search.matches, search.candidates
+                else:
                     found[i] = find_matches([variants[i]], ordered, params, match_params)
 
         await asyncio.to_thread(run)
@@ -103,10 +121,15 @@ async def match_window_tiers(
     await tier(HitCache(store), present, sparse, caps.first, first)
     for i in still_open(present):
         cache = HitCache(store, hits_budget(match_params, window_s))
-        await tier(cache, [i], dense, caps.deep)
+        await tier(cache, [i], dense, caps.deep, keep_candidates=True)
         # speed_range 0 (MatchParams.speed_grid() is the clip's own speed alone): no grid.
         if len(match_params.speed_grid()) > 1 and still_open([i]):
             found[i] = await search_speeds(
                 cache, windows[i].peaks, caps.speed, params, match_params, order_hits
             )
+        if not found[i] and candidates[i]:
+            confirmed = await confirm_by_envelope(
+                store, windows[i].envelope, envelope_format, candidates[i], params, match_params
+            )
+            found[i] = [confirmed] if confirmed is not None else []
     return found

@@ -108,6 +108,7 @@ def test_identify_excerpt_in_another_codec(
     assert 0.99 <= best["confidence"] <= 1.0
     assert 0 <= best["query_start_s"] < best["query_end_s"] <= length_s + 0.2
     assert best["speed"] == 1.0
+    assert best["evidence"] == "landmarks"
     # Nothing else in the catalogue plays in this clip.
     assert [m["song"]["id"] for m in body["matches"]] == [indexed[seed]["id"]]
 

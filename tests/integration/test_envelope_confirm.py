@@ -11,7 +11,8 @@ import pytest
 
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
-from service.core.catalogue import index_analysed
+from service.core.catalogue import identify_file, index_analysed, index_file
+from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope
 from service.matching import Match, MatchParams
 from service.settings import Settings
@@ -67,9 +68,14 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
         clip = analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
         params = MatchParams()
 
+        async def check(candidates: list[Match], p: MatchParams = params) -> Match | None:
+            return await confirm_by_envelope(
+                store, clip.envelope, clip.envelope_format, candidates, DEFAULT_PARAMS, p
+            )
+
         # The right song at the right offset, ranked behind a wrong song: confirmed.
         candidates = [_candidate(other.id, 12.0), _candidate(song.id, CLIP_START_S)]
-        confirmed = await confirm_by_envelope(store, clip, candidates, DEFAULT_PARAMS, params)
+        confirmed = await check(candidates)
         assert confirmed is not None
         assert confirmed.song_id == song.id and confirmed.evidence == "envelope"
         assert confirmed.confidence >= params.min_confidence
@@ -80,12 +86,92 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
             [_candidate(song.id, CLIP_START_S + 17.0)],
             [_candidate(other.id, CLIP_START_S)],
         ):
-            assert await confirm_by_envelope(store, clip, wrong, DEFAULT_PARAMS, params) is None
+            assert await check(wrong) is None
 
         # Switched off, or a candidate at another speed: not checked.
         off = replace(params, envelope_check=None)
-        assert await confirm_by_envelope(store, clip, candidates, DEFAULT_PARAMS, off) is None
+        assert await check(candidates, off) is None
         fast = [replace(_candidate(song.id, CLIP_START_S), speed=1.04, grid_speed=1.04)]
-        assert await confirm_by_envelope(store, clip, fast, DEFAULT_PARAMS, params) is None
+        assert await check(fast) is None
     finally:
+        await store.close()
+
+
+async def test_identify_answers_a_clip_only_the_envelopes_decide(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Through the use case, as the API and the worker call it: a clip drowned 12 dB under
+    another song keeps too few landmarks for them to beat chance; the envelopes confirm the
+    song they ranked first. With the check switched off the clip gets no answer."""
+    songs = [synth_song(seed, 80.0) for seed in (41, 42, 44, 45)]
+    clip = songs[0][30 * SYNTH_RATE_HZ :][: 10 * SYNTH_RATE_HZ].astype(np.float64)
+    noise = synth_song(47, 10.0).astype(np.float64)[: len(clip)]
+    noise *= np.sqrt((clip**2).mean() / (noise**2).mean()) * 10 ** (12 / 20)
+    mixed = (clip + noise) / np.abs(clip + noise).max() * 0.8
+    clip_file = encode(mixed.astype(np.float32), tmp_path / "clip", "mp3_64k")
+    store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(1, use_processes=False)
+    try:
+        ids = []
+        for i, samples in enumerate(songs):
+            song, _ = await index_file(
+                store, pool, encode(samples, tmp_path / f"song{i}", "mp3"), SongMeta(f"S{i}")
+            )
+            ids.append(song.id)
+        result = await identify_file(store, pool, clip_file, MatchParams())
+        assert [m.song.id for m in result.matches] == [ids[0]]
+        best = result.matches[0].match
+        assert best.evidence == "envelope"
+        assert best.song_offset_s == pytest.approx(30.0, abs=0.1)
+        assert best.confidence >= 0.99
+
+        off = await identify_file(store, pool, clip_file, MatchParams(envelope_check=None))
+        assert off.matches == []
+    finally:
+        pool.close()
+        await store.close()
+
+
+async def test_a_long_files_windows_are_confirmed_too(store_url: str, tmp_path: Path) -> None:
+    """A 70-s file: 30 s of one song, then 40 s of another drowned 16 dB under a third. The
+    landmarks alone find the drowned song in a few windows only, and the timeline splits it
+    in two; with the windows' envelopes checked it is one entry over most of its stretch."""
+    songs = [synth_song(seed, 80.0) for seed in (41, 42, 44, 45)]
+    clean = songs[1][10 * SYNTH_RATE_HZ : 40 * SYNTH_RATE_HZ].astype(np.float64)
+    drowned = songs[0][20 * SYNTH_RATE_HZ : 60 * SYNTH_RATE_HZ].astype(np.float64)
+    noise = synth_song(47, 40.0).astype(np.float64)[: len(drowned)]
+    noise *= np.sqrt((drowned**2).mean() / (noise**2).mean()) * 10 ** (16 / 20)
+    noisy = (drowned + noise) * np.sqrt((clean**2).mean() / ((drowned + noise) ** 2).mean())
+    whole = np.concatenate([clean, noisy])
+    long_file = encode(
+        (whole / np.abs(whole).max() * 0.8).astype(np.float32), tmp_path / "l", "mp3"
+    )
+    store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(1, use_processes=False)
+    try:
+        ids = []
+        for i, samples in enumerate(songs):
+            song, _ = await index_file(
+                store, pool, encode(samples, tmp_path / f"song{i}", "mp3"), SongMeta(f"S{i}")
+            )
+            ids.append(song.id)
+
+        async def entries(params: MatchParams) -> list[tuple[int, float, float]]:
+            result = await identify_file(store, pool, long_file, params, timeline=True)
+            assert result.timeline is not None
+            return [(e.song.id, e.entry.start_s, e.entry.end_s) for e in result.timeline]
+
+        checked = await entries(MatchParams())
+        assert checked[0][0] == ids[1] and checked[0][1] < 1.0 and checked[0][2] > 29.0
+        drowned_entries = [e for e in checked if e[0] == ids[0]]
+        assert len(drowned_entries) == 1
+        assert drowned_entries[0][1] < 36.0 and drowned_entries[0][2] > 60.0
+        assert {e[0] for e in checked} == {ids[0], ids[1]}
+
+        unchecked = await entries(MatchParams(envelope_check=None))
+        assert len([e for e in unchecked if e[0] == ids[0]]) > 1
+    finally:
+        pool.close()
         await store.close()
