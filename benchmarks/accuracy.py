@@ -320,7 +320,7 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
 
 
 def main() -> int:
-    global _INDEX, _TRACK_IDS, _STORE_URL
+    global _INDEX, _TRACK_IDS, _STORE_URL, _MATCH
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one clip per track, fewer cases")
     parser.add_argument("--conditions", help="comma-separated condition names")
@@ -330,8 +330,15 @@ def main() -> int:
     parser.add_argument(
         "--unindexed-only", action="store_true", help="only clips of unindexed tracks"
     )
+    parser.add_argument(
+        "--no-envelope-check",
+        action="store_true",
+        help="landmarks alone (MatchParams.envelope_check=None), for side-by-side runs",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
+    if args.no_envelope_check:
+        _MATCH = MatchParams(envelope_check=None)
     root = corpus_dir()
     conditions = args.conditions or (QUICK_CONDITIONS if args.quick else None)
     queries = load_queries(
@@ -363,6 +370,8 @@ def main() -> int:
         section = "accuracy-quick" if args.quick else "accuracy"
         if args.unindexed_only:
             section += "-unindexed"
+        if args.no_envelope_check:
+            section += "-landmarks-only"
         write_section(section, ACCURACY_HEADING, this_command("benchmarks.accuracy", root), lines)
     return 0
 

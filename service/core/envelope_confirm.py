@@ -81,7 +81,7 @@ async def confirm_by_envelope(
     if best is None or best[1] < check.min_z:
         return None
     match, z = best
-    score = score_of(z, len(tried))
+    score = score_of(z, len(tried), check)
     confidence = 1.0 - 10.0**score.chance_log10
     if confidence < match_params.min_confidence:
         return None

@@ -20,6 +20,11 @@ RATE = DEFAULT_PARAMS.sample_rate_hz
 CHECK = EnvelopeCheckParams()
 
 
+def confirms(z: float | None, tried: int = 8) -> bool:
+    """Whether a z-score would confirm a candidate among `tried` at the default 0.99."""
+    return z is not None and 1.0 - 10.0 ** score_of(z, tried, CHECK).chance_log10 >= 0.99
+
+
 @pytest.fixture(scope="module")
 def song() -> np.ndarray:
     return synth_song(31, 90.0, RATE)
@@ -71,12 +76,12 @@ def test_the_true_offset_stands_out_under_heavy_noise(song: np.ndarray) -> None:
     start = 1200
     query = band_envelopes(_noisy_excerpt(song, start, 10.0, -3.0), DEFAULT_PARAMS)
     z = envelope_z(query.astype(np.float32), env, start, CHECK)
-    assert z is not None and z >= CHECK.min_z
+    assert confirms(z)
     # The same clip against an unrelated song, at any offset, stays among chance.
     other = band_envelopes(synth_song(32, 90.0, RATE), DEFAULT_PARAMS).astype(np.float32)
     for at in (0, 900, 1500):
         z_other = envelope_z(query.astype(np.float32), other, at, CHECK)
-        assert z_other is not None and z_other < CHECK.min_z
+        assert z_other is not None and not confirms(z_other, tried=1)
 
 
 def test_too_little_overlap_or_background_is_no_verdict(song: np.ndarray) -> None:
@@ -87,10 +92,13 @@ def test_too_little_overlap_or_background_is_no_verdict(song: np.ndarray) -> Non
     assert envelope_z(query, env[:320], 10, CHECK) is None
     # A clip hanging over the song's start is compared on the part inside.
     z = envelope_z(env[:300], env[100:], -100, CHECK)
-    assert z is not None and z > CHECK.min_z
+    assert confirms(z)
 
 
-def test_score_pays_for_every_candidate_tried() -> None:
-    one, eight = score_of(4.0, 1), score_of(4.0, 8)
-    assert one.chance_log10 == pytest.approx(-4.5, abs=0.05)
+def test_score_pays_for_every_candidate_tried_and_its_calibration() -> None:
+    one, eight = score_of(4.0, 1, CHECK), score_of(4.0, 8, CHECK)
+    assert one.chance_log10 == pytest.approx(-4.5 + CHECK.calibration_log10, abs=0.05)
     assert eight.chance_log10 == pytest.approx(one.chance_log10 + np.log10(8))
+    # Eight candidates: z 4.05 confirms, 3.9 does not; one candidate: 3.5 does.
+    assert confirms(4.05) and not confirms(3.9)
+    assert confirms(3.5, tried=1) and not confirms(3.4, tried=1)
