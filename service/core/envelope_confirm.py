@@ -2,7 +2,7 @@
 
 The landmark votes of a noisy clip usually rank its song and offset among their first few
 candidates without beating chance; service/envelope_check.py judges those few candidates from
-the clip's and each song's band envelopes, a lookup of a few kilobytes per candidate.
+the clip's and each song's band envelopes, one ranged read of up to 67 KB per candidate.
 """
 
 from __future__ import annotations
