@@ -89,6 +89,9 @@ async def index_analysed(
     """Store analysed audio as a song; returns (song, created). Same content -> same song."""
     existing = await store.find_by_content(audio.content_sha256)
     if existing is not None:
+        if audio.envelope is not None:
+            # A song indexed before band envelopes were stored gets them now.
+            await store.set_song_envelope(existing.id, audio.envelope, audio.envelope_format)
         return existing, False
     if len(audio.fingerprints) == 0:
         raise NoFingerprints("the audio yields no fingerprints (silence or a steady tone?)")

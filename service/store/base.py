@@ -297,6 +297,13 @@ class Store(Protocol):
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]: ...
 
+    async def set_song_envelope(
+        self, song_id: int, envelope: np.ndarray, envelope_format: int
+    ) -> None:
+        """Store a song's band envelopes unless it has some of this format already (songs
+        indexed before envelopes existed get them when their audio is indexed again); a
+        song that no longer exists is left alone."""
+
     async def song_envelopes(
         self, ranges: list[EnvelopeRange], envelope_format: int
     ) -> dict[int, EnvelopeSlice]:

@@ -473,6 +473,26 @@ class PostgresStore(PostgresStreamsMixin):
         found, song_ids, frames = decode_lookup(heads, body, delta, tombstones)
         return found, song_ids, frames, self._song_frames.missing(song_ids)
 
+    async def set_song_envelope(
+        self, song_id: int, envelope: np.ndarray, envelope_format: int
+    ) -> None:
+        if not envelope.size:
+            return
+        async with self._connection() as conn:
+            # The song may be deleted meanwhile: insert only while it exists (the foreign key
+            # would refuse it anyway, with an error nobody needs).
+            await conn.execute(
+                "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+                " SELECT id, $2, $3, $4 FROM songs WHERE id = $1"
+                " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
+                " bands = excluded.bands, envelope = excluded.envelope"
+                " WHERE song_envelopes.format <> excluded.format",
+                song_id,
+                envelope_format,
+                envelope.shape[1],
+                np.ascontiguousarray(envelope, dtype=np.int8).tobytes(),
+            )
+
     async def song_envelopes(
         self, ranges: list[EnvelopeRange], envelope_format: int
     ) -> dict[int, EnvelopeSlice]:

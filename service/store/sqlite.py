@@ -398,6 +398,30 @@ class SqliteStore(SqliteStreamsMixin):
             song_frames=table[:, 3].copy(),
         )
 
+    async def set_song_envelope(
+        self, song_id: int, envelope: np.ndarray, envelope_format: int
+    ) -> None:
+        if envelope.size:
+            await self._run(self._set_song_envelope, song_id, envelope, envelope_format)
+
+    def _set_song_envelope(
+        self, conn: sqlite3.Connection, song_id: int, envelope: np.ndarray, envelope_format: int
+    ) -> None:
+        with _transaction(conn):
+            conn.execute(
+                "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+                " SELECT id, ?, ?, ? FROM songs WHERE id = ?"
+                " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
+                " bands = excluded.bands, envelope = excluded.envelope"
+                " WHERE song_envelopes.format <> excluded.format",
+                (
+                    envelope_format,
+                    envelope.shape[1],
+                    np.ascontiguousarray(envelope, dtype=np.int8).tobytes(),
+                    song_id,
+                ),
+            )
+
     async def song_envelopes(
         self, ranges: list[EnvelopeRange], envelope_format: int
     ) -> dict[int, EnvelopeSlice]:

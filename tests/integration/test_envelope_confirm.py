@@ -19,7 +19,7 @@ from service.core.envelope_confirm import confirm_by_envelope
 from service.matching import Match, MatchParams
 from service.settings import Settings
 from service.store import create_store
-from service.store.base import SongMeta, Store
+from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0
@@ -180,3 +180,31 @@ async def test_a_long_files_windows_are_confirmed_too(store_url: str, tmp_path: 
         unchecked = await entries(MatchParams(envelope_check=None))
         assert drowned_s(checked) >= 15.0
         assert drowned_s(checked) >= drowned_s(unchecked) + 5.0
+
+
+async def test_indexing_known_audio_again_adds_its_missing_envelopes(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    """A song stored before envelopes existed (its row and hashes only) gets them when the
+    same audio is indexed again; it stays the same song."""
+    store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
+    await store.open()
+    try:
+        audio = analyse_file(files["song"])
+        old, _ = await store.add_song(
+            NewSong(
+                meta=SongMeta("Old"),
+                duration_s=audio.duration_s,
+                n_frames=audio.n_frames,
+                content_sha256=audio.content_sha256,
+                fingerprints=audio.fingerprints,
+            )
+        )
+        whole = [EnvelopeRange(old.id, 0, audio.n_frames)]
+        assert await store.song_envelopes(whole, audio.envelope_format) == {}
+        again, created = await index_analysed(store, audio, SongMeta("Again"), "song.mp3")
+        assert (again.id, created) == (old.id, False)
+        got = await store.song_envelopes(whole, audio.envelope_format)
+        np.testing.assert_array_equal(got[old.id].values, audio.envelope)
+    finally:
+        await store.close()

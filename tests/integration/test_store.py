@@ -871,3 +871,29 @@ async def test_song_envelopes_ranges_formats_and_deletion(store_url: str) -> Non
         assert await store.delete_song(song.id)
         assert await store.song_envelopes([EnvelopeRange(song.id, 0, 10)], 1) == {}
     assert await count_rows(store_url, "SELECT count(*) FROM song_envelopes") == 0
+
+
+async def test_a_song_without_envelopes_gets_them_once(store_url: str) -> None:
+    """Songs indexed before envelopes existed get them later; a song's envelopes of the same
+    format are never replaced, another format's are; a deleted song gets none."""
+    rng = np.random.default_rng(12)
+    first = rng.integers(-127, 128, (300, 24)).astype(np.int8)
+    second = rng.integers(-127, 128, (300, 24)).astype(np.int8)
+    async with opened(store_url) as store:
+        song, _ = await store.add_song(make_song(make_fingerprints(rng, 100), "a" * 64, "Old"))
+        whole = [EnvelopeRange(song.id, 0, 300)]
+        assert await store.song_envelopes(whole, 1) == {}
+
+        await store.set_song_envelope(song.id, first, 1)
+        await store.set_song_envelope(song.id, second, 1)
+        np.testing.assert_array_equal((await store.song_envelopes(whole, 1))[song.id].values, first)
+
+        await store.set_song_envelope(song.id, second, 2)
+        assert await store.song_envelopes(whole, 1) == {}
+        np.testing.assert_array_equal(
+            (await store.song_envelopes(whole, 2))[song.id].values, second
+        )
+
+        assert await store.delete_song(song.id)
+        await store.set_song_envelope(song.id, first, 1)
+    assert await count_rows(store_url, "SELECT count(*) FROM song_envelopes") == 0
