@@ -44,9 +44,10 @@ class AnalysedAudio:
 def analyse_file(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
-    envelope: EnvelopeParams = DEFAULT_ENVELOPE,
+    envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
 ) -> AnalysedAudio:
-    """Decode and fingerprint a file. Raises the audio ServiceErrors on bad input."""
+    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None (a
+    stream segment: streams keep peaks only). Raises the audio ServiceErrors on bad input."""
     audio = decode_audio(path, params.sample_rate_hz)
     if audio.duration_s < MIN_DURATION_S:
         raise AudioTooShort(
@@ -59,8 +60,8 @@ def analyse_file(
         content_sha256=audio.content_sha256,
         fingerprints=landmark_hashes(peaks, params),
         peaks=peaks,
-        envelope=band_envelopes(audio.samples, params, envelope),
-        envelope_format=envelope.format,
+        envelope=None if envelope is None else band_envelopes(audio.samples, params, envelope),
+        envelope_format=0 if envelope is None else envelope.format,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
     )

@@ -112,7 +112,8 @@ async def process_stream_segment(
     """
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
-    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries())
+    # No band envelopes: the stream log keeps the segment's peaks only, never its envelopes.
+    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries(), None)
     return await add_segment(
         store,
         parsed.stream,
