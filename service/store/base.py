@@ -79,6 +79,11 @@ class EnvelopeSlice:
     values: np.ndarray
 
 
+def envelope_blob(envelope: np.ndarray) -> bytes:
+    """How an envelope is stored: its int8 levels, frame-major (envelope_slice reads them)."""
+    return np.ascontiguousarray(envelope, dtype=np.int8).tobytes()
+
+
 def envelope_slice(blob: bytes, bands: int, first: int) -> EnvelopeSlice:
     """Frames of a stored envelope from the bytes a ranged read returned."""
     values = np.frombuffer(blob, dtype=np.int8)

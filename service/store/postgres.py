@@ -32,6 +32,7 @@ from service.store.base import (
     Song,
     SongPage,
     StoreStats,
+    envelope_blob,
     envelope_slice,
 )
 from service.store.migrations import list_migrations
@@ -182,6 +183,25 @@ WHERE p.hash >= $2 AND p.hash <= $3
 
 #: Postings rows rewritten per purge transaction.
 _PURGE_BATCH_ROWS = 100_000
+
+
+async def _set_envelope(
+    conn: asyncpg.Connection, song_id: int, envelope: np.ndarray, envelope_format: int
+) -> None:
+    """Store a song's band envelopes unless it has some of this format (add_song's new song
+    has none). The song may be deleted meanwhile: the row is inserted only while it exists
+    (the foreign key would refuse it anyway, with an error nobody needs)."""
+    await conn.execute(
+        "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+        " SELECT id, $2, $3, $4 FROM songs WHERE id = $1"
+        " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
+        " bands = excluded.bands, envelope = excluded.envelope"
+        " WHERE song_envelopes.format <> excluded.format",
+        song_id,
+        envelope_format,
+        envelope.shape[1],
+        envelope_blob(envelope),
+    )
 
 
 def _song(row: asyncpg.Record) -> Song:
@@ -415,14 +435,7 @@ class PostgresStore(PostgresStreamsMixin):
                     format="binary",
                 )
             if song.envelope is not None and song.envelope.size:
-                await conn.execute(
-                    "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
-                    " VALUES ($1, $2, $3, $4)",
-                    row["id"],
-                    song.envelope_format,
-                    song.envelope.shape[1],
-                    np.ascontiguousarray(song.envelope, dtype=np.int8).tobytes(),
-                )
+                await _set_envelope(conn, row["id"], song.envelope, song.envelope_format)
         self._song_frames.add(np.array([row["id"]]), np.array([song.n_frames]))
         self._fingerprint_total.adjust(len(hashes))
         self._delta_rows += len(hashes)
@@ -479,19 +492,7 @@ class PostgresStore(PostgresStreamsMixin):
         if not envelope.size:
             return
         async with self._connection() as conn:
-            # The song may be deleted meanwhile: insert only while it exists (the foreign key
-            # would refuse it anyway, with an error nobody needs).
-            await conn.execute(
-                "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
-                " SELECT id, $2, $3, $4 FROM songs WHERE id = $1"
-                " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
-                " bands = excluded.bands, envelope = excluded.envelope"
-                " WHERE song_envelopes.format <> excluded.format",
-                song_id,
-                envelope_format,
-                envelope.shape[1],
-                np.ascontiguousarray(envelope, dtype=np.int8).tobytes(),
-            )
+            await _set_envelope(conn, song_id, envelope, envelope_format)
 
     async def song_envelopes(
         self, ranges: list[EnvelopeRange], envelope_format: int

@@ -37,6 +37,7 @@ from service.store.base import (
     Song,
     SongPage,
     StoreStats,
+    envelope_blob,
     envelope_slice,
 )
 from service.store.migrations import list_migrations
@@ -116,6 +117,21 @@ def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _set_envelope(
+    conn: sqlite3.Connection, song_id: int, envelope: np.ndarray, envelope_format: int
+) -> None:
+    """Store a song's band envelopes unless it has some of this format (add_song's new song
+    has none); nothing while the song does not exist. Runs inside the caller's transaction."""
+    conn.execute(
+        "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
+        " SELECT id, ?, ?, ? FROM songs WHERE id = ?"
+        " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
+        " bands = excluded.bands, envelope = excluded.envelope"
+        " WHERE song_envelopes.format <> excluded.format",
+        (envelope_format, envelope.shape[1], envelope_blob(envelope), song_id),
+    )
 
 
 class SqliteStore(SqliteStreamsMixin):
@@ -340,16 +356,7 @@ class SqliteStore(SqliteStreamsMixin):
                 "INSERT INTO fingerprints (hash, song_id, frame) VALUES (?, ?, ?)", table.tolist()
             )
             if song.envelope is not None and song.envelope.size:
-                conn.execute(
-                    "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
-                    " VALUES (?, ?, ?, ?)",
-                    (
-                        row["id"],
-                        song.envelope_format,
-                        song.envelope.shape[1],
-                        np.ascontiguousarray(song.envelope, dtype=np.int8).tobytes(),
-                    ),
-                )
+                _set_envelope(conn, row["id"], song.envelope, song.envelope_format)
         return _song(row), True
 
     async def find_by_content(self, content_sha256: str) -> Song | None:
@@ -408,19 +415,7 @@ class SqliteStore(SqliteStreamsMixin):
         self, conn: sqlite3.Connection, song_id: int, envelope: np.ndarray, envelope_format: int
     ) -> None:
         with _transaction(conn):
-            conn.execute(
-                "INSERT INTO song_envelopes (song_id, format, bands, envelope)"
-                " SELECT id, ?, ?, ? FROM songs WHERE id = ?"
-                " ON CONFLICT (song_id) DO UPDATE SET format = excluded.format,"
-                " bands = excluded.bands, envelope = excluded.envelope"
-                " WHERE song_envelopes.format <> excluded.format",
-                (
-                    envelope_format,
-                    envelope.shape[1],
-                    np.ascontiguousarray(envelope, dtype=np.int8).tobytes(),
-                    song_id,
-                ),
-            )
+            _set_envelope(conn, song_id, envelope, envelope_format)
 
     async def song_envelopes(
         self, ranges: list[EnvelopeRange], envelope_format: int
