@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy.stats import poisson
@@ -204,7 +204,7 @@ class Match:
     #: What decided the match: "landmarks" (the aligned hashes beat chance) or "envelope"
     #: (the hashes found the song and offset, its band envelopes confirmed them; the
     #: confidence is then the envelope check's, service/envelope_check.py).
-    evidence: str = "landmarks"
+    evidence: Literal["landmarks", "envelope"] = "landmarks"
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class MatchOut(BaseModel):
             query_start_s=round(m.query_start_s, 3),
             query_end_s=round(m.query_end_s, 3),
             speed=round(m.speed, 4),
-            evidence="envelope" if m.evidence == "envelope" else "landmarks",
+            evidence=m.evidence,
         )
 
 

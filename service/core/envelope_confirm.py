@@ -46,7 +46,7 @@ def _best(
         if stored is None:
             continue
         at = round(m.song_offset_s / params.frame_s) - stored.first
-        z = envelope_z(query, stored.values.astype(np.float32), at, check)
+        z = envelope_z(query, stored.values, at, check)
         if z is not None and (best is None or z > best[1]):
             best = (m, z)
     return best
@@ -76,8 +76,7 @@ async def confirm_by_envelope(
     slices = await store.song_envelopes(ranges, envelope_format)
     if not slices:
         return None
-    query = envelope.astype(np.float32)
-    best = await asyncio.to_thread(_best, query, tried, slices, params, check)
+    best = await asyncio.to_thread(_best, envelope, tried, slices, params, check)
     if best is None or best[1] < check.min_z:
         return None
     match, z = best
