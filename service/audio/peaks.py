@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,15 @@ def _candidate_peaks(
     return f.astype(np.int32), (b + params.min_bin).astype(np.int32), prominence[f, b]
 
 
-def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
+#: Receives each chunk's own spectrogram frames: (first frame index, frames x bins dB).
+SpectrogramSink = Callable[[int, np.ndarray], None]
+
+
+def find_peaks(
+    samples: np.ndarray,
+    params: FingerprintParams,
+    on_spectrogram: SpectrogramSink | None = None,
+) -> Peaks:
     """Landmark peaks of a mono signal at `params.sample_rate_hz`.
 
     A peak is the maximum of its +-peak_frames x +-peak_bins neighbourhood, stands
@@ -107,6 +116,11 @@ def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
     lie within +-density_frames.
     The signal is processed in chunks with a halo wide enough for both filters, so the result
     equals the whole-signal computation while memory stays bounded.
+
+    `on_spectrogram`, when given, is called with every chunk's own frames (not its halo), in
+    order and each frame once, so another per-frame analysis (the band envelopes) can reuse
+    this STFT instead of computing a second one. They are read-only: the peaks are picked from
+    the same array afterwards.
     """
     total = frame_count(len(samples), params)
     # Candidates in the outer halo are needed (complete) for the density test of the inner
@@ -120,7 +134,12 @@ def find_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
         stop = min(total, start + _CHUNK_FRAMES)
         first = max(0, start - halo - filter_halo)
         last = min(total, stop + halo + filter_halo)
-        f, b, p = _candidate_peaks(spectrogram_db(samples, params, first, last - first), params)
+        spec = spectrogram_db(samples, params, first, last - first)
+        if on_spectrogram is not None:
+            own = spec[start - first : stop - first]
+            own.flags.writeable = False
+            on_spectrogram(start, own)
+        f, b, p = _candidate_peaks(spec, params)
         f += first
         usable = (f >= start - halo) & (f < stop + halo)
         f, b, p = f[usable], b[usable], p[usable]

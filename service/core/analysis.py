@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.audio.decode import decode_audio
-from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeParams, band_envelopes
+from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeParams, peaks_and_envelopes
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks, find_peaks
@@ -53,14 +53,18 @@ def analyse_file(
         raise AudioTooShort(
             f"audio lasts {audio.duration_s:.2f} s; at least {MIN_DURATION_S:.0f} s is needed"
         )
-    peaks = find_peaks(audio.samples, params)
+    # Indexing wants both from one STFT; a stream segment only the peaks.
+    if envelope is None:
+        peaks, envelopes = find_peaks(audio.samples, params), None
+    else:
+        peaks, envelopes = peaks_and_envelopes(audio.samples, params, envelope)
     return AnalysedAudio(
         duration_s=audio.duration_s,
         n_frames=frame_count(len(audio.samples), params),
         content_sha256=audio.content_sha256,
         fingerprints=landmark_hashes(peaks, params),
         peaks=peaks,
-        envelope=None if envelope is None else band_envelopes(audio.samples, params, envelope),
+        envelope=envelopes,
         envelope_format=0 if envelope is None else envelope.format,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
