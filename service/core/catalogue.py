@@ -17,7 +17,7 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
-from service.core.envelope_confirm import confirm_by_envelope
+from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.core.speed_search import search_speeds
 from service.core.timeline import SongTimelineEntry, file_matches
@@ -29,7 +29,9 @@ from service.matching import (
     MatchParams,
     find_matches,
     inconclusive,
+    merge_matches,
     search_matches,
+    speed_search_needed,
     variant_of,
 )
 from service.settings import Settings
@@ -135,10 +137,14 @@ async def identify_analysed(
     2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
        neighbours are among the extra ones).
     3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
-       speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap.
-    Each tier looks up only hashes not fetched yet. When none beats chance, the second tier's
-    most improbable candidates are checked against their songs' band envelopes
-    (envelope_confirm.py): noise that leaves too few landmarks still leaves the rhythm.
+       speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap;
+       also when the match the first tiers settled on drifts by more than a grid step
+       (matching.speed_search_needed), and that match then competes with the grid's.
+    Each tier looks up only hashes not fetched yet. Then the band envelopes
+    (envelope_confirm.py): matches that beat chance too narrowly to be final are dropped if
+    their songs' envelopes do not follow the clip; when no match is left, the second tier's
+    most improbable candidates are checked against theirs: noise that leaves too few
+    landmarks still leaves the rhythm.
     """
     caps = await postings_caps(store, match_params)
     cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
@@ -160,8 +166,15 @@ async def identify_analysed(
             search_matches, dense, found, params, match_params, 1, checked
         )
         matches, candidates = search.matches, search.candidates
-    if inconclusive(matches, match_params):
-        matches = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
+    # speed_range 0 (MatchParams.speed_grid() is the clip's own speed alone): no grid.
+    if len(match_params.speed_grid()) > 1 and speed_search_needed(matches, match_params):
+        found = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
+        # A final but drifting match stays in the running against the grid's.
+        settled = not inconclusive(matches, match_params)
+        matches = merge_matches(matches, found, match_params.max_matches) if settled else found
+    matches = await drop_contradicted(
+        store, audio.envelope, audio.envelope_format, matches, params, match_params
+    )
     if not matches and candidates:
         confirmed = await confirm_by_envelope(
             store, audio.envelope, audio.envelope_format, candidates, params, match_params

@@ -15,7 +15,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file
 from service.core.catalogue import identify_file, index_analysed, index_file
 from service.core.cpu import CpuPool
-from service.core.envelope_confirm import confirm_by_envelope
+from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.matching import Match, MatchParams
 from service.settings import Settings
 from service.store import create_store
@@ -95,6 +95,48 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
         assert await check(candidates, off) is None
         fast = [replace(_candidate(song.id, CLIP_START_S), speed=1.04, grid_speed=1.04)]
         assert await check(fast) is None
+    finally:
+        await store.close()
+
+
+async def test_weak_matches_the_envelopes_contradict_are_dropped(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
+    await store.open()
+    try:
+        song, _ = await index_analysed(
+            store, analyse_file(files["song"]), SongMeta("Song"), "song.mp3"
+        )
+        other, _ = await index_analysed(
+            store, analyse_file(files["other"]), SongMeta("Other"), "other.ogg"
+        )
+        clip = analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
+        params = MatchParams()
+
+        async def kept(matches: list[Match], p: MatchParams = params) -> list[Match]:
+            return await drop_contradicted(
+                store, clip.envelope, clip.envelope_format, matches, DEFAULT_PARAMS, p
+            )
+
+        def weak(song_id: int, offset_s: float, chance: float = -4.0) -> Match:
+            return replace(_candidate(song_id, offset_s), confidence=0.9999, chance_log10=chance)
+
+        right, wrong = weak(song.id, CLIP_START_S), weak(other.id, 12.0, -5.0)
+        # Beating chance narrowly, a wrong song whose rhythm the clip does not follow goes;
+        # the right one stays, whatever their order.
+        assert await kept([wrong, right]) == [right]
+        assert await kept([right, wrong]) == [right]
+        # The right song at a wrong offset is no better than a wrong song.
+        assert await kept([weak(song.id, CLIP_START_S + 17.0)]) == []
+        # A song with no envelopes (indexed before them) cannot be contradicted.
+        unknown = weak(song.id + other.id + 1000, 3.0)
+        assert await kept([unknown]) == [unknown]
+        # A settled clip (its best match final) is not checked, nor anything with the check
+        # switched off.
+        final = replace(wrong, chance_log10=-12.0)
+        assert await kept([final, right]) == [final, right]
+        assert await kept([wrong], replace(params, envelope_check=None)) == [wrong]
     finally:
         await store.close()
 

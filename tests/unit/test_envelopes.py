@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.signal import resample_poly
 
 from service.audio.envelopes import DEFAULT_ENVELOPE, band_envelopes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.spectrogram import frame_count
 from service.envelope_check import (
     EnvelopeCheckParams,
+    at_speed,
     correlations,
     envelope_z,
     score_of,
@@ -82,6 +84,23 @@ def test_the_true_offset_stands_out_under_heavy_noise(song: np.ndarray) -> None:
     for at in (0, 900, 1500):
         z_other = envelope_z(query.astype(np.float32), other, at, CHECK)
         assert z_other is not None and not confirms(z_other, tried=1)
+
+
+def test_a_clip_played_fast_is_compared_on_the_songs_time_grid(song: np.ndarray) -> None:
+    env = band_envelopes(song, DEFAULT_PARAMS).astype(np.float32)
+    start = 1200
+    excerpt = song[start * DEFAULT_PARAMS.hop :][: 12 * RATE].astype(np.float64)
+    # Played 3 % fast, as a radio edit does: tempo and pitch together.
+    fast = resample_poly(excerpt, 100, 103).astype(np.float32)
+    query = band_envelopes(fast, DEFAULT_PARAMS)
+    assert at_speed(query, 1.0) is query
+    on_song_grid = at_speed(query, 1.03)
+    assert len(on_song_grid) == int(len(query) * 1.03)
+    z_as_recorded = envelope_z(query.astype(np.float32), env, start, CHECK)
+    z = envelope_z(on_song_grid.astype(np.float32), env, start, CHECK)
+    assert confirms(z)
+    # As recorded, its beats drift away from the song's along the clip.
+    assert z_as_recorded is not None and z is not None and z > z_as_recorded + 2.0
 
 
 def test_too_little_overlap_or_background_is_no_verdict(song: np.ndarray) -> None:

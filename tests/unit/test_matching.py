@@ -19,6 +19,7 @@ from service.matching import (
     find_matches,
     merge_matches,
     refine_time_scale,
+    speed_search_needed,
     speed_variants,
 )
 
@@ -145,6 +146,23 @@ def test_merging_two_searches_keeps_each_songs_more_improbable_match() -> None:
     assert merged == [focus[0], grid[0], focus[1]]
     assert merge_matches(grid, focus, limit=1) == [focus[0]]
     assert merge_matches([], [], limit=5) == []
+
+
+def test_a_final_match_that_drifts_still_sends_the_clip_to_the_speed_grid() -> None:
+    mp = MatchParams()
+
+    def match(chance: float, speed: float = 1.0, grid: float = 1.0) -> Match:
+        return Match(1, 11, 1.0, 0.0, 0.0, 10.0, speed, chance, grid)
+
+    assert speed_search_needed([], mp)
+    assert speed_search_needed([match(-5.0)], mp)  # not final
+    assert not speed_search_needed([match(-10.5)], mp)
+    assert not speed_search_needed([match(-10.5, 1.004)], mp)  # within a grid step
+    # 1.3 % of drift at the clip's own speed: the grid holds a closer hypothesis.
+    assert speed_search_needed([match(-10.5, 1.013)], mp)
+    assert speed_search_needed([match(-10.5, 0.987)], mp)
+    # Found by the grid already: nothing closer to look for.
+    assert not speed_search_needed([match(-10.5, 1.013, 1.01)], mp)
 
 
 def test_a_pitch_only_variant_undoes_a_pitch_shift_that_a_speed_variant_only_approximates():
