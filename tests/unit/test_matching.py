@@ -163,6 +163,8 @@ def test_a_final_match_that_drifts_still_sends_the_clip_to_the_speed_grid() -> N
     assert speed_search_needed([match(-10.5, 0.987)], mp)
     # Found by the grid already: nothing closer to look for.
     assert not speed_search_needed([match(-10.5, 1.013, 1.01)], mp)
+    # Drifting, but too improbable for anything the grid could find to matter.
+    assert not speed_search_needed([match(-20.5, 1.05)], mp)
 
 
 def test_a_pitch_only_variant_undoes_a_pitch_shift_that_a_speed_variant_only_approximates():
