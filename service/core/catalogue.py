@@ -19,7 +19,7 @@ from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
-from service.core.speed_search import search_speeds
+from service.core.speed_search import after_speed_search
 from service.core.timeline import SongTimelineEntry, file_matches
 from service.core.timeline import timeline as build_timeline
 from service.envelope_check import EnvelopeCheckParams
@@ -29,9 +29,7 @@ from service.matching import (
     MatchParams,
     find_matches,
     inconclusive,
-    merge_matches,
     search_matches,
-    speed_search_needed,
     variant_of,
 )
 from service.settings import Settings
@@ -166,12 +164,9 @@ async def identify_analysed(
             search_matches, dense, found, params, match_params, 1, checked
         )
         matches, candidates = search.matches, search.candidates
-    # speed_range 0 (MatchParams.speed_grid() is the clip's own speed alone): no grid.
-    if len(match_params.speed_grid()) > 1 and speed_search_needed(matches, match_params):
-        found = await search_speeds(cache, audio.peaks, caps.speed, params, match_params)
-        # A final but drifting match stays in the running against the grid's.
-        settled = not inconclusive(matches, match_params)
-        matches = merge_matches(matches, found, match_params.max_matches) if settled else found
+    matches = await after_speed_search(
+        cache, matches, audio.peaks, caps.speed, params, match_params
+    )
     matches = await drop_contradicted(
         store, audio.envelope, audio.envelope_format, matches, params, match_params
     )

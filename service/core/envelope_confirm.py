@@ -127,6 +127,8 @@ async def drop_contradicted(
     if not inconclusive(matches, match_params):
         return matches
     weak = [m for m in matches if inconclusive([m], match_params)]
+    if not weak:
+        return matches
     zs = await _envelope_zs(store, envelope, envelope_format, weak, params, check)
     contradicted = {
         id(m) for m, z in zip(weak, zs, strict=True) if z is not None and z < check.veto_z

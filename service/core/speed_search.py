@@ -50,6 +50,7 @@ from service.matching import (
     inconclusive,
     merge_matches,
     search_matches,
+    speed_search_needed,
     speed_variants,
 )
 
@@ -113,6 +114,27 @@ async def search_speeds(
             return matches
     found = await search(dense)
     return merge_matches(matches, found.matches, match_params.max_matches)
+
+
+async def after_speed_search(
+    cache: HitCache,
+    matches: list[Match],
+    peaks: Peaks,
+    cap: int | None,
+    params: FingerprintParams,
+    match_params: MatchParams,
+    order_hits: Callable[[Hits], Hits] | None = None,
+) -> list[Match]:
+    """A clip's `matches` at its own speed, or what the speed grid makes of them when they
+    need it (matching.speed_search_needed): the grid's matches instead of inconclusive ones;
+    beside a final but drifting one, which competes with them. With speed_range 0
+    (MatchParams.speed_grid() is the clip's own speed alone) there is no grid."""
+    if len(match_params.speed_grid()) <= 1 or not speed_search_needed(matches, match_params):
+        return matches
+    found = await search_speeds(cache, peaks, cap, params, match_params, order_hits)
+    if inconclusive(matches, match_params):
+        return found
+    return merge_matches(matches, found, match_params.max_matches)
 
 
 #: Searches of the grid whose best match is the answer (coarse, focus, dense).

@@ -25,7 +25,7 @@ from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, PostingsCaps, first_tier_budget, hits_budget
-from service.core.speed_search import search_speeds
+from service.core.speed_search import after_speed_search
 from service.matching import (
     Hits,
     Match,
@@ -33,9 +33,7 @@ from service.matching import (
     QueryVariant,
     find_matches,
     inconclusive,
-    merge_matches,
     search_matches,
-    speed_search_needed,
     variant_of,
 )
 from service.store.base import Store
@@ -111,28 +109,18 @@ async def match_window_tiers(
 
         await asyncio.to_thread(run)
 
-    def deep(i: int) -> bool:
-        return windows[i].deep and len(dense[i].hashes) > 0
-
     present = [i for i, v in enumerate(dense) if len(v.hashes)]
     first = first_tier_budget(match_params, len(present) * window_s)
     await tier(HitCache(store), present, sparse, caps.first, first)
-    grid = len(match_params.speed_grid()) > 1  # speed_range 0: the clip's own speed alone
     for i in present:
-        if not deep(i):
+        if not windows[i].deep:
             continue
         cache = HitCache(store, hits_budget(match_params, window_s))
         if inconclusive(found[i], match_params):
             await tier(cache, [i], dense, caps.deep, keep_candidates=True)
-        if grid and speed_search_needed(found[i], match_params):
-            speeds = await search_speeds(
-                cache, windows[i].peaks, caps.speed, params, match_params, order_hits
-            )
-            # A final but drifting match stays in the running against the grid's.
-            settled = not inconclusive(found[i], match_params)
-            found[i] = (
-                merge_matches(found[i], speeds, match_params.max_matches) if settled else speeds
-            )
+        found[i] = await after_speed_search(
+            cache, found[i], windows[i].peaks, caps.speed, params, match_params, order_hits
+        )
         found[i] = await drop_contradicted(
             store, windows[i].envelope, envelope_format, found[i], params, match_params
         )

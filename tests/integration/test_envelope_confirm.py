@@ -137,6 +137,7 @@ async def test_weak_matches_the_envelopes_contradict_are_dropped(
         final = replace(wrong, chance_log10=-12.0)
         assert await kept([final, right]) == [final, right]
         assert await kept([wrong], replace(params, envelope_check=None)) == [wrong]
+        assert await kept([]) == []
     finally:
         await store.close()
 
