@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file
+from service.core.analysis import AnalysedAudio, analyse_file
 from service.core.catalogue import identify_file, index_analysed, index_file
 from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.matching import Match, MatchParams
 from service.settings import Settings
 from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
+from service.store.base import EnvelopeRange, NewSong, Song, SongMeta, Store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0
@@ -55,9 +55,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-async def test_the_envelopes_confirm_the_true_candidate_only(
+@asynccontextmanager
+async def _song_other_and_clip(
     store_url: str, files: dict[str, Path]
-) -> None:
+) -> AsyncIterator[tuple[Store, Song, Song, AnalysedAudio]]:
+    """A store holding the fixture's song and other song, and the clip analysed as a query."""
     store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
     await store.open()
     try:
@@ -67,7 +69,15 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
         other, _ = await index_analysed(
             store, analyse_file(files["other"]), SongMeta("Other"), "other.ogg"
         )
-        clip = analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
+        yield store, song, other, analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
+    finally:
+        await store.close()
+
+
+async def test_the_envelopes_confirm_the_true_candidate_only(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
         params = MatchParams()
 
         async def check(candidates: list[Match], p: MatchParams = params) -> Match | None:
@@ -95,23 +105,12 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
         assert await check(candidates, off) is None
         fast = [replace(_candidate(song.id, CLIP_START_S), speed=1.04, grid_speed=1.04)]
         assert await check(fast) is None
-    finally:
-        await store.close()
 
 
 async def test_weak_matches_the_envelopes_contradict_are_dropped(
     store_url: str, files: dict[str, Path]
 ) -> None:
-    store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
-    await store.open()
-    try:
-        song, _ = await index_analysed(
-            store, analyse_file(files["song"]), SongMeta("Song"), "song.mp3"
-        )
-        other, _ = await index_analysed(
-            store, analyse_file(files["other"]), SongMeta("Other"), "other.ogg"
-        )
-        clip = analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
+    async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
         params = MatchParams()
 
         async def kept(matches: list[Match], p: MatchParams = params) -> list[Match]:
@@ -138,8 +137,6 @@ async def test_weak_matches_the_envelopes_contradict_are_dropped(
         assert await kept([final, right]) == [final, right]
         assert await kept([wrong], replace(params, envelope_check=None)) == [wrong]
         assert await kept([]) == []
-    finally:
-        await store.close()
 
 
 SONG_SEEDS = (41, 42, 44, 45)
