@@ -3,8 +3,9 @@ accuracy fails CI.
 
 Four real recordings (rock with vocals, electronic) are indexed through the service's own code
 path; 10-s clips are degraded the way users' clips are (noise at -5 dB SNR, low-bitrate codecs,
-telephone band, speed, pitch and tempo changes) and must come back as the right song at the
-right offset; clips of two unindexed recordings must come back with no match. The excerpts and
+telephone band, speed, pitch and tempo changes, another recording 0-6 dB louder over them) and
+must come back as the right song at the right offset; clips of two unindexed recordings must
+come back with no match. The excerpts and
 their licences are in tests/data/music/.
 """
 
@@ -145,6 +146,51 @@ def test_real_music_is_identified_under_degradation(catalogue, clips, condition)
         assert best.confidence >= 0.99
         found += 1
     assert found >= REQUIRED_FOUND.get(condition, len(INDEXED))
+
+
+#: Louder than the song (dB) -> songs (of 4) that must be found, and whether one of them must
+#: be found by its band envelopes (the landmarks leaving the clip undecided).
+UNDER_MUSIC = {0.0: (4, False), 3.0: (3, False), 6.0: (1, True)}
+
+
+@pytest.fixture(scope="module")
+def under_music(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, float], Path]:
+    """(recording, dB) -> its 10-s clip under 10 s of an unindexed recording that much
+    louder: a crowd, a bar, a DJ playing over it."""
+    folder = tmp_path_factory.mktemp("guard-music")
+    cover = decode_audio(MUSIC / f"{UNINDEXED[0]}.ogg", RATE).samples.astype(np.float64)
+    cover = cover[int(18.0 * RATE) :]
+    out = {}
+    for name in INDEXED:
+        clip = _clip(decode_audio(MUSIC / f"{name}.ogg", RATE).samples).astype(np.float64)
+        noise = cover[: len(clip)]
+        for over_db in UNDER_MUSIC:
+            loud = noise * np.sqrt((clip**2).mean() / (noise**2).mean()) * 10 ** (over_db / 20)
+            mixed = clip + loud
+            mixed /= max(1.0, np.abs(mixed).max())
+            out[(name, over_db)] = _write_wav(mixed, folder / f"{name}-{over_db:g}dB.wav")
+    return out
+
+
+@pytest.mark.parametrize("over_db", list(UNDER_MUSIC))
+def test_real_music_under_louder_music(catalogue, under_music, over_db):
+    """Weak landmark matches are checked against the band envelopes (a right one is kept),
+    and a clip the landmarks cannot decide is confirmed from them."""
+    required, by_envelope = UNDER_MUSIC[over_db]
+    found, evidence = 0, []
+    for name in INDEXED:
+        matches = _identify(catalogue, under_music[(name, over_db)])
+        if not matches:
+            continue
+        best_name, best = matches[0]
+        assert best_name == name, f"{name} under {over_db} dB: answered {best_name}"
+        assert best.song_offset_s == pytest.approx(CLIP_START_S, abs=0.5)
+        assert best.confidence >= 0.99
+        found += 1
+        evidence.append(best.evidence)
+    assert found >= required
+    if by_envelope:
+        assert "envelope" in evidence
 
 
 @pytest.mark.parametrize("condition", ["clean", "white_snrm5", "mp3_64k", "speed_p5"])
