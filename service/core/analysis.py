@@ -46,8 +46,8 @@ def analyse_file(
     params: FingerprintParams = DEFAULT_PARAMS,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
 ) -> AnalysedAudio:
-    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None (a
-    stream segment: streams keep peaks only). Raises the audio ServiceErrors on bad input."""
+    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None.
+    Raises the audio ServiceErrors on bad input."""
     audio = decode_audio(path, params.sample_rate_hz)
     if audio.duration_s < MIN_DURATION_S:
         raise AudioTooShort(

@@ -1,4 +1,5 @@
-"""A stream's fixed grid of windows: the segments' peaks joined across boundaries, matched.
+"""A stream's fixed grid of windows: the segments' peaks (and band envelopes) joined across
+boundaries, matched.
 
 Window k covers stream time [k x WINDOW_HOP_S, k x WINDOW_HOP_S + WINDOW_S). Its landmarks are
 paired from the peaks of every stored segment it overlaps, so a window that straddles a
@@ -156,6 +157,34 @@ def window_peaks(
     return Peaks(frames[order].astype(np.int32), bins[order].astype(np.int32), prominence[order])
 
 
+def window_envelope(
+    index: int, segments: list[StreamSegment], params: FingerprintParams
+) -> tuple[np.ndarray | None, int]:
+    """The band envelopes of every segment inside window `index`, on the window's frame grid
+    (frames no segment covers stay 0, no change), and their format; (None, 0) unless every
+    such segment has envelopes of one format. Each segment's envelopes were taken against
+    their own mean over +-0.5 s, within the segment: only the half-second at a boundary
+    differs from the stream's as one recording."""
+    lo_s = window_start_s(index)
+    inside = [s for s in segments if s.end_s > lo_s and s.start_s < lo_s + WINDOW_S]
+    layouts = {(s.envelope_format, s.envelope_bands) for s in inside}
+    if len(layouts) != 1:
+        return None, 0
+    ((envelope_format, bands),) = layouts
+    if envelope_format == 0 or bands <= 0:
+        return None, 0
+    n_frames = round(WINDOW_S / params.frame_s)
+    out = np.zeros((n_frames, bands), dtype=np.int8)
+    for segment in inside:
+        values = np.frombuffer(segment.envelope, dtype=np.int8)
+        values = values[: len(values) - len(values) % bands].reshape(-1, bands)
+        first = round((segment.start_s - lo_s) / params.frame_s)
+        lo, hi = max(0, first), min(n_frames, first + len(values))
+        if hi > lo:
+            out[lo:hi] = values[lo - first : hi - first]
+    return out, envelope_format
+
+
 async def match_windows(
     store: Store,
     indices: list[int],
@@ -174,15 +203,18 @@ async def match_windows(
     came in."""
     per_window = replace(match_params, max_matches=MATCHES_PER_WINDOW)
 
-    def prepare() -> list[Window]:
+    def prepare() -> list[tuple[Window, int]]:
         decoded = [(s, unpack_peaks(s.peaks)) for s in segments]
-        return [
-            Window(
+        windows = []
+        for k in indices:
+            envelope, envelope_format = window_envelope(k, segments, params)
+            window = Window(
                 window_peaks(k, decoded, params),
                 deep=window_covered_s(k, segments) >= WINDOW_S - COVERAGE_SLACK_S,
+                envelope=envelope,
             )
-            for k in indices
-        ]
+            windows.append((window, envelope_format))
+        return windows
 
     windows = await asyncio.to_thread(prepare)
     caps = await postings_caps(store, per_window)
@@ -190,8 +222,12 @@ async def match_windows(
     # touches could leave out different hashes for a window touched by another segment, and
     # its matches would depend on which segment came last.
     found = [
-        (await match_window_tiers(store, [w], WINDOW_S, caps, per_window, params, _ordered))[0]
-        for w in windows
+        (
+            await match_window_tiers(
+                store, [w], WINDOW_S, caps, per_window, params, _ordered, envelope_format
+            )
+        )[0]
+        for w, envelope_format in windows
     ]
     return [
         StreamWindow(k, hits_to_json([WindowHit.of(window_start_s(k), m) for m in matches]))

@@ -1,13 +1,13 @@
 """Live-stream segments (`songs_to_check/streams/...`) -> the stream's airplay log.
 
-Per segment: parse the key (core/stream_keys.py), decode and find peaks (in the CPU pool),
-place the segment on the stream clock (core/stream_clock.py), then, under the stream's lock:
-match every window of the stream's grid the segment touches, joined with its neighbours'
-peaks (core/stream_windows.py); rebuild the plays of the affected region from all stored
-window matches (core/stream_log.py); write segment, windows, plays and outbox events in one
-transaction. The log is a function of the stored windows, which are a function of the
-segments present, so it comes out the same whatever order, how often and on how many
-workers the segments arrive; only the events say how it got there.
+Per segment: parse the key (core/stream_keys.py), decode, find peaks and band envelopes (in
+the CPU pool), place the segment on the stream clock (core/stream_clock.py), then, under the
+stream's lock: match every window of the stream's grid the segment touches, joined with its
+neighbours' peaks and envelopes (core/stream_windows.py); rebuild the plays of the affected
+region from all stored window matches (core/stream_log.py); write segment, windows, plays and
+outbox events in one transaction. The log is a function of the stored windows, which are a
+function of the segments present, so it comes out the same whatever order, how often and on
+how many workers the segments arrive; only the events say how it got there.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+import numpy as np
 
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
@@ -54,6 +56,7 @@ from service.store.base import (
     StreamState,
     StreamUpdate,
     StreamWindow,
+    envelope_blob,
 )
 
 log = logging.getLogger(__name__)
@@ -112,8 +115,7 @@ async def process_stream_segment(
     """
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
-    # No band envelopes: the stream log keeps the segment's peaks only, never its envelopes.
-    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries(), None)
+    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries())
     return await add_segment(
         store,
         parsed.stream,
@@ -121,6 +123,8 @@ async def process_stream_segment(
         key,
         audio.peaks,
         n_frames=audio.n_frames,
+        envelope=audio.envelope,
+        envelope_format=audio.envelope_format,
         duration_s=audio.duration_s,
         pts_s=audio.start_pts_s,
         uploaded_at=uploaded_at or datetime.now(UTC),
@@ -138,6 +142,8 @@ async def add_segment(
     peaks: Peaks,
     *,
     n_frames: int,
+    envelope: np.ndarray | None = None,
+    envelope_format: int = 0,
     duration_s: float,
     pts_s: float | None,
     uploaded_at: datetime,
@@ -145,7 +151,9 @@ async def add_segment(
     params: StreamParams,
     fp_params: FingerprintParams = DEFAULT_PARAMS,
 ) -> SegmentResult:
-    """Place an analysed segment, match the windows it touches, update the log."""
+    """Place an analysed segment, match the windows it touches, update the log. With its
+    band `envelope` (of `envelope_format`), the windows it is part of are checked against
+    the songs' envelopes as clips are."""
     async with store.stream_lock(stream):
         state = await store.get_stream(stream)
         if state is None:
@@ -170,6 +178,9 @@ async def add_segment(
             pts_s=pts_s,
             n_frames=n_frames,
             peaks=pack_peaks(peaks),
+            envelope_format=envelope_format if envelope is not None else 0,
+            envelope_bands=envelope.shape[1] if envelope is not None else 0,
+            envelope=envelope_blob(envelope) if envelope is not None else b"",
         )
 
         def result(outcome: str, windows: list[StreamWindow], play_ids: list[int]) -> SegmentResult:

@@ -48,8 +48,9 @@ class Window:
     #: all arrived yet is matched again when it has).
     deep: bool = True
     #: The window's band envelopes (service/audio/envelopes.py), on the same frame grid:
-    #: a window no tier decides is then confirmed from them, as a clip is
-    #: (envelope_confirm.py). None: not checked (streams keep no envelopes).
+    #: its weak matches are checked and, when no tier decides it, its candidates confirmed
+    #: from them, as a clip's are (envelope_confirm.py). None: not checked (stream segments
+    #: stored before they had envelopes).
     envelope: np.ndarray | None = None
 
 

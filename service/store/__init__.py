@@ -50,7 +50,10 @@ STREAM_COLUMNS = (
     "id, name, pts_epoch_s, wall_origin, max_end_s, last_sequence, last_key, last_segment_at,"
     " created_at"
 )
-SEGMENT_COLUMNS = "sequence, key, start_s, duration_s, pts_s, n_frames, peaks"
+SEGMENT_COLUMNS = (
+    "sequence, key, start_s, duration_s, pts_s, n_frames, peaks, envelope_format, envelope_bands,"
+    " envelope"
+)
 PLAY_COLUMNS = ", ".join(("id", "stream_id", *PLAY_FIELDS, "created_at", "updated_at"))
 
 #: Largest frame either store accepts: PostgreSQL postings hold 24 bits (149 hours of audio),

@@ -182,6 +182,12 @@ class StreamSegment:
     n_frames: int
     #: Serialised landmark peaks (core.stream_windows.pack_peaks).
     peaks: bytes
+    #: The segment's band envelopes (envelope_blob: int8, frame-major, `envelope_bands` a
+    #: frame; service/audio/envelopes.py) and their format; format 0: none (segments stored
+    #: before migration 0006, or analysed without them).
+    envelope_format: int = 0
+    envelope_bands: int = 0
+    envelope: bytes = b""
 
     @property
     def end_s(self) -> float:

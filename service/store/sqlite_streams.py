@@ -65,6 +65,7 @@ def _segment(row: sqlite3.Row) -> StreamSegment:
     v["start_s"], v["duration_s"] = float(v["start_s"]), float(v["duration_s"])
     v["pts_s"] = None if v["pts_s"] is None else float(v["pts_s"])
     v["peaks"] = bytes(v["peaks"])
+    v["envelope"] = bytes(v["envelope"])
     return StreamSegment(**v)
 
 
@@ -238,11 +239,14 @@ class SqliteStreamsMixin:
             if segment is not None:
                 conn.execute(
                     "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
-                    " pts_s, n_frames, peaks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
                     " start_s = excluded.start_s, duration_s = excluded.duration_s,"
                     " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
-                    f" peaks = excluded.peaks, received_at = {_NOW}"
+                    " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
+                    " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
+                    f" received_at = {_NOW}"
                     " WHERE excluded.key <= stream_segments.key",
                     (
                         update.stream_id,
@@ -253,6 +257,9 @@ class SqliteStreamsMixin:
                         None if segment.pts_s is None else float(segment.pts_s),
                         int(segment.n_frames),
                         segment.peaks,
+                        int(segment.envelope_format),
+                        int(segment.envelope_bands),
+                        segment.envelope,
                     ),
                 )
                 end = float(segment.end_s)

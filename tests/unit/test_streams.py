@@ -20,6 +20,7 @@ from service.core.stream_windows import (
     pack_peaks,
     unpack_peaks,
     window_covered_s,
+    window_envelope,
     window_peaks,
     windows_touching,
 )
@@ -123,6 +124,34 @@ def test_windows_touching_a_segment_and_straddling_ones_join_both_sides():
     assert set(joined.bins[seconds < 2.0 - frame_s]) == {51}
     assert set(joined.bins[seconds > 2.0 + frame_s]) == {52}
     assert np.all(np.diff(joined.frames) >= 0)
+
+
+def test_a_windows_envelopes_join_its_segments_on_one_frame_grid():
+    frame_s = DEFAULT_PARAMS.frame_s
+    n, bands = round(12.0 / frame_s), 24
+
+    def segment(seq: int, start: float, fmt: int = 1) -> StreamSegment:
+        values = np.full((n, bands), seq, dtype=np.int8)
+        values[:, 0] = np.arange(n) % 100  # each frame's place in its segment
+        blob = values.tobytes() if fmt else b""
+        return StreamSegment(
+            seq, f"k{seq}", start, 12.0, None, n, b"", fmt, bands if fmt else 0, blob
+        )
+
+    joined, fmt = window_envelope(2, [segment(1, 0.0), segment(2, 12.0)], DEFAULT_PARAMS)
+    assert fmt == 1 and joined is not None
+    assert joined.shape == (round(WINDOW_S / frame_s), bands)
+    # [10, 20) s: seconds 10-12 from the first segment, 12-20 from the second, frame for frame.
+    cut = round(2.0 / frame_s)
+    assert set(joined[:cut, 1]) == {1} and set(joined[cut:, 1]) == {2}
+    assert list(joined[cut : cut + 3, 0]) == [0, 1, 2]
+    assert joined[cut - 1, 0] == (cut - 1 + round(10.0 / frame_s)) % 100
+    # A window past the newest segment is padded with no change.
+    tail, _ = window_envelope(3, [segment(1, 0.0), segment(2, 12.0)], DEFAULT_PARAMS)
+    assert tail is not None and not tail[round(9.0 / frame_s) :].any()
+    # A segment stored without envelopes, or with another format: the window has none.
+    assert window_envelope(2, [segment(1, 0.0), segment(2, 12.0, 0)], DEFAULT_PARAMS) == (None, 0)
+    assert window_envelope(2, [segment(1, 0.0), segment(2, 12.0, 2)], DEFAULT_PARAMS) == (None, 0)
 
 
 def test_a_window_is_complete_once_every_second_of_it_has_arrived():
