@@ -63,6 +63,7 @@ from service.matching import (
     QueryVariant,
     find_matches,
     inconclusive,
+    speed_search_needed,
     speed_variants,
     variant_of,
 )
@@ -307,7 +308,7 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             matches = await match([variant_of(sparse)], cap=caps.first, budget=budget)
             if inconclusive(matches, match_params):
                 matches = await match([variant_of(dense)])
-            if inconclusive(matches, match_params):
+            if speed_search_needed(matches, match_params):
                 started = time.perf_counter()
                 variants = speed_variants(
                     peaks, match_params.speed_grid(), query_params, caps.speed
