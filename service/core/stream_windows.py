@@ -28,7 +28,7 @@ from service.matching import (
     Match,
     MatchParams,
 )
-from service.store.base import Store, StreamSegment, StreamWindow
+from service.store.base import Store, StreamSegment, StreamWindow, envelope_slice
 
 #: Window length and hop (s), as for timelines of long files (core/timeline.py).
 WINDOW_S = 10.0
@@ -176,8 +176,7 @@ def window_envelope(
     n_frames = round(WINDOW_S / params.frame_s)
     out = np.zeros((n_frames, bands), dtype=np.int8)
     for segment in inside:
-        values = np.frombuffer(segment.envelope, dtype=np.int8)
-        values = values[: len(values) - len(values) % bands].reshape(-1, bands)
+        values = envelope_slice(segment.envelope, bands, 0).values
         first = round((segment.start_s - lo_s) / params.frame_s)
         lo, hi = max(0, first), min(n_frames, first + len(values))
         if hi > lo:
@@ -203,18 +202,18 @@ async def match_windows(
     came in."""
     per_window = replace(match_params, max_matches=MATCHES_PER_WINDOW)
 
-    def prepare() -> list[tuple[Window, int]]:
+    def window(k: int, decoded: list[tuple[StreamSegment, Peaks]]) -> Window:
+        envelope, envelope_format = window_envelope(k, segments, params)
+        return Window(
+            window_peaks(k, decoded, params),
+            deep=window_covered_s(k, segments) >= WINDOW_S - COVERAGE_SLACK_S,
+            envelope=envelope,
+            envelope_format=envelope_format,
+        )
+
+    def prepare() -> list[Window]:
         decoded = [(s, unpack_peaks(s.peaks)) for s in segments]
-        windows = []
-        for k in indices:
-            envelope, envelope_format = window_envelope(k, segments, params)
-            window = Window(
-                window_peaks(k, decoded, params),
-                deep=window_covered_s(k, segments) >= WINDOW_S - COVERAGE_SLACK_S,
-                envelope=envelope,
-            )
-            windows.append((window, envelope_format))
-        return windows
+        return [window(k, decoded) for k in indices]
 
     windows = await asyncio.to_thread(prepare)
     caps = await postings_caps(store, per_window)
@@ -222,12 +221,8 @@ async def match_windows(
     # touches could leave out different hashes for a window touched by another segment, and
     # its matches would depend on which segment came last.
     found = [
-        (
-            await match_window_tiers(
-                store, [w], WINDOW_S, caps, per_window, params, _ordered, envelope_format
-            )
-        )[0]
-        for w, envelope_format in windows
+        (await match_window_tiers(store, [w], WINDOW_S, caps, per_window, params, _ordered))[0]
+        for w in windows
     ]
     return [
         StreamWindow(k, hits_to_json([WindowHit.of(window_start_s(k), m) for m in matches]))

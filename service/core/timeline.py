@@ -160,13 +160,12 @@ async def timeline(
                 Window(
                     _window_peaks(audio.peaks, lo, hi),
                     envelope=None if audio.envelope is None else audio.envelope[lo:hi],
+                    envelope_format=audio.envelope_format,
                 )
                 for lo, hi in batch
             ]
         )
-        found = await match_window_tiers(
-            store, peaks, WINDOW_S, caps, one, params, envelope_format=audio.envelope_format
-        )
+        found = await match_window_tiers(store, peaks, WINDOW_S, caps, one, params)
         windows += [
             WindowMatch(lo * params.frame_s, matches[0])
             for (lo, _), matches in zip(batch, found, strict=True)

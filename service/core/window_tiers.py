@@ -52,6 +52,9 @@ class Window:
     #: from them, as a clip's are (envelope_confirm.py). None: not checked (stream segments
     #: stored before they had envelopes).
     envelope: np.ndarray | None = None
+    #: The envelopes' format (service/audio/envelopes.py EnvelopeParams.format): only songs'
+    #: envelopes of the same format are compared with them.
+    envelope_format: int = 0
 
 
 async def match_window_tiers(
@@ -62,14 +65,13 @@ async def match_window_tiers(
     match_params: MatchParams,
     params: FingerprintParams,
     order_hits: Callable[[Hits], Hits] | None = None,
-    envelope_format: int = 0,
 ) -> list[list[Match]]:
     """Matches of every window, best first. The first tier and each window's deeper tiers
     fetch through a HitCache of their own, so that what a window's lookups hold is dropped with
     it. `order_hits` puts each lookup's hits in an order that does not depend on which windows
     shared it (streams need it: their log must not depend on the order the segments came
-    in). Windows with envelopes (of `envelope_format`) that no tier decides are checked
-    against their second tier's candidates' envelopes."""
+    in). Windows with envelopes are checked against their matches' and, when no tier decides
+    them, their second tier's candidates' envelopes."""
     qparams = params.for_queries()
 
     def prepare() -> tuple[list[QueryVariant], list[QueryVariant]]:
@@ -114,20 +116,21 @@ async def match_window_tiers(
     first = first_tier_budget(match_params, len(present) * window_s)
     await tier(HitCache(store), present, sparse, caps.first, first)
     for i in present:
-        if not windows[i].deep:
+        window = windows[i]
+        if not window.deep:
             continue
         cache = HitCache(store, hits_budget(match_params, window_s))
         if inconclusive(found[i], match_params):
             await tier(cache, [i], dense, caps.deep, keep_candidates=True)
         found[i] = await after_speed_search(
-            cache, found[i], windows[i].peaks, caps.speed, params, match_params, order_hits
+            cache, found[i], window.peaks, caps.speed, params, match_params, order_hits
         )
         found[i] = await drop_contradicted(
-            store, windows[i].envelope, envelope_format, found[i], params, match_params
+            store, window.envelope, window.envelope_format, found[i], params, match_params
         )
         if not found[i] and candidates[i]:
             confirmed = await confirm_by_envelope(
-                store, windows[i].envelope, envelope_format, candidates[i], params, match_params
+                store, window.envelope, window.envelope_format, candidates[i], params, match_params
             )
             found[i] = [confirmed] if confirmed is not None else []
     return found
