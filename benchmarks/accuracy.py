@@ -33,7 +33,7 @@ from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file
+from service.core.analysis import analyse_file, analyse_query
 from service.core.catalogue import identify_analysed, index_file
 from service.core.cpu import CpuPool
 from service.matching import MatchParams
@@ -121,7 +121,7 @@ def _catalogue() -> object:
 
 def _run_query(q: Query) -> Outcome:
     started = time.perf_counter()
-    audio = analyse_file(corpus_dir() / "queries" / "dev" / q.file, DEFAULT_PARAMS.for_queries())
+    audio = analyse_query(corpus_dir() / "queries" / "dev" / q.file)
     catalogue = _catalogue()
     run = identify_analysed(catalogue, audio, _MATCH)  # type: ignore[arg-type]
     loop = _WORKER_STATE.get("loop")

@@ -54,7 +54,7 @@ from benchmarks.service_process import ROOT, running_service
 from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
-from service.audio.peaks import find_peaks, thin_peaks
+from service.audio.peaks import find_peaks_and_sustained, thin_peaks
 from service.core.catalogue import resolve_meta
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.matching import (
@@ -244,8 +244,9 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
             started = time.perf_counter()
             audio = decode_audio(clip.path, query_params.sample_rate_hz)
             decoded = time.perf_counter()
-            peaks = find_peaks(audio.samples, query_params)
-            dense = landmark_hashes(peaks, query_params)
+            # As analysis.analyse_query: the second tier's peaks are picked up front.
+            peaks, sustained = find_peaks_and_sustained(audio.samples, query_params)
+            dense = landmark_hashes(sustained, query_params)
             sparse = landmark_hashes(thin_peaks(peaks, params), params)
             t["decode"] = (decoded - started) * 1000
             t["fingerprint"] = (time.perf_counter() - decoded) * 1000

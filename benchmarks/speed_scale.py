@@ -32,7 +32,7 @@ from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.latency import _title
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_file
+from service.core.analysis import AnalysedAudio, analyse_query
 from service.core.catalogue import identify_analysed
 from service.core.hit_cache import HitCache, postings_caps
 from service.matching import Match, MatchParams, find_matches, inconclusive, speed_variants
@@ -86,7 +86,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str], Tally], i
         for condition in args.conditions:
             chosen = [r for r in rows if r["condition"] == condition]
             for i, r in enumerate(rng.sample(chosen, min(args.clips, len(chosen)))):
-                audio = analyse_file(root / r["query_file"], DEFAULT_PARAMS.for_queries())
+                audio = analyse_query(root / r["query_file"])
                 title = _title(paths[r["track_id"]])
                 for way in WAYS if i % 2 == 0 else WAYS[::-1]:
                     started = time.perf_counter()

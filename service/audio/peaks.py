@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -102,6 +102,20 @@ def _candidate_peaks(
 SpectrogramSink = Callable[[int, np.ndarray], None]
 
 
+#: Picks the candidate peaks of one chunk's spectrogram (frames x bins, dB): (frame, bin,
+#: prominence, strength), where strength ranks them for the density limit.
+CandidatePicker = Callable[
+    [np.ndarray, FingerprintParams], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+]
+
+
+def _prominent_candidates(
+    spec: np.ndarray, params: FingerprintParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    f, b, p = _candidate_peaks(spec, params)
+    return f, b, p, p
+
+
 def find_peaks(
     samples: np.ndarray,
     params: FingerprintParams,
@@ -122,14 +136,88 @@ def find_peaks(
     this STFT instead of computing a second one. They are read-only: the peaks are picked from
     the same array afterwards.
     """
+    return _pick_peaks(samples, params, [_prominent_candidates], on_spectrogram)[0]
+
+
+def find_sustained_peaks(samples: np.ndarray, params: FingerprintParams) -> Peaks:
+    """A query's peaks for when noise hides its song's: local maxima of a smaller
+    neighbourhood (`query_sustained_peak_frames` x `query_sustained_peak_bins`), ranked for
+    the density limit by how steadily they last rather than by prominence alone.
+
+    Under babble the loudest peaks of a clip are speech: harmonics that glide from frame to
+    frame and, in the index's wide neighbourhood, outshine the song's peaks beside them. The
+    song's peaks that the index holds are mostly notes that hold their frequency. Measured on
+    the development corpus's babble clips at 0 dB (10 s), against the song's index peaks:
+    of the clip's prominent local maxima in the index's neighbourhood, 25 % are the song's,
+    and the 200 most prominent hold 19 % of them; in the smaller neighbourhood, the 300
+    steadiest hold 29 %. On clean clips the same ranking keeps fewer of the song's peaks than
+    prominence does, so the first tier keeps the index's picking and only the second tier
+    (catalogue.identify_analysed) uses these.
+    """
+    return _pick_peaks(samples, params, [_sustained_candidates])[0]
+
+
+def find_peaks_and_sustained(
+    samples: np.ndarray,
+    params: FingerprintParams,
+    on_spectrogram: SpectrogramSink | None = None,
+) -> tuple[Peaks, Peaks]:
+    """find_peaks and find_sustained_peaks from one STFT (a clip to identify needs both)."""
+    peaks, sustained = _pick_peaks(
+        samples, params, [_prominent_candidates, _sustained_candidates], on_spectrogram
+    )
+    return peaks, sustained
+
+
+def _sustained_candidates(
+    spec: np.ndarray, params: FingerprintParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    narrow = replace(
+        params,
+        peak_frames=params.query_sustained_peak_frames,
+        peak_bins=params.query_sustained_peak_bins,
+    )
+    f, b, p = _candidate_peaks(spec, narrow)
+    strength = p / params.query_prominence_db_per_steady_frame + _steadiness(spec, f, b, params)
+    return f, b, p, strength
+
+
+def _steadiness(
+    spec: np.ndarray, frames: np.ndarray, bins: np.ndarray, params: FingerprintParams
+) -> np.ndarray:
+    """For each peak, the frames within +-query_steady_frames in which its bin is still a
+    spectral maximum (at least its two neighbours) within query_steady_within_db of the peak:
+    a held note scores them all, a gliding or short sound few."""
+    last_frame, last_bin = spec.shape[0] - 1, spec.shape[1] - 1
+    level = spec[frames, bins]
+    below, above = np.maximum(bins - 1, 0), np.minimum(bins + 1, last_bin)
+    steady = np.zeros(len(frames), dtype=np.float32)
+    span = params.query_steady_frames
+    for shift in (*range(-span, 0), *range(1, span + 1)):
+        t = np.clip(frames + shift, 0, last_frame)
+        value = spec[t, bins]
+        steady += (
+            (value >= spec[t, below])
+            & (value >= spec[t, above])
+            & (value >= level - params.query_steady_within_db)
+        )
+    return steady
+
+
+def _pick_peaks(
+    samples: np.ndarray,
+    params: FingerprintParams,
+    pickers: Sequence[CandidatePicker],
+    on_spectrogram: SpectrogramSink | None = None,
+) -> list[Peaks]:
+    """For each picker, its candidates density-limited by their strength, chunk by chunk,
+    all from one STFT."""
     total = frame_count(len(samples), params)
     # Candidates in the outer halo are needed (complete) for the density test of the inner
     # ones, so the spectrogram reaches out by both filter sizes plus the density window.
     halo = params.density_frames
     filter_halo = max(params.peak_frames, params.mean_frames)
-    out_f: list[np.ndarray] = []
-    out_b: list[np.ndarray] = []
-    out_p: list[np.ndarray] = []
+    out: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in pickers]
     for start in range(0, total, _CHUNK_FRAMES):
         stop = min(total, start + _CHUNK_FRAMES)
         first = max(0, start - halo - filter_halo)
@@ -139,23 +227,25 @@ def find_peaks(
             own = spec[start - first : stop - first]
             own.flags.writeable = False
             on_spectrogram(start, own)
-        f, b, p = _candidate_peaks(spec, params)
-        f += first
-        usable = (f >= start - halo) & (f < stop + halo)
-        f, b, p = f[usable], b[usable], p[usable]
-        order = np.lexsort((b, f))
-        f, b, p = f[order], b[order], p[order]
-        keep = _density_mask(f, b, p, params)
-        keep &= (f >= start) & (f < stop)
-        out_f.append(f[keep])
-        out_b.append(b[keep])
-        out_p.append(p[keep])
-    if not out_f:
+        for pick, parts in zip(pickers, out, strict=True):
+            f, b, p, strength = pick(spec, params)
+            f += first
+            usable = (f >= start - halo) & (f < stop + halo)
+            f, b, p, strength = f[usable], b[usable], p[usable], strength[usable]
+            order = np.lexsort((b, f))
+            f, b, p, strength = f[order], b[order], p[order], strength[order]
+            keep = _density_mask(f, b, strength, params)
+            keep &= (f >= start) & (f < stop)
+            parts.append((f[keep], b[keep], p[keep]))
+    return [_joined(parts) for parts in out]
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Peaks:
+    if not parts:
         empty = np.empty(0, dtype=np.int32)
         return Peaks(empty, empty.copy(), np.empty(0, dtype=np.float32))
-    return Peaks(
-        np.concatenate(out_f), np.concatenate(out_b), np.concatenate(out_p).astype(np.float32)
-    )
+    frames, bins, prominence = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return Peaks(frames, bins, prominence.astype(np.float32))
 
 
 def thin_peaks(peaks: Peaks, params: FingerprintParams) -> Peaks:

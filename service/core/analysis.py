@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.audio.decode import decode_audio
-from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeParams, peaks_and_envelopes
+from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeCollector, EnvelopeParams
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
-from service.audio.peaks import Peaks, find_peaks
+from service.audio.peaks import Peaks, find_peaks, find_peaks_and_sustained
 from service.audio.spectrogram import frame_count
 from service.errors import AudioTooShort
 
@@ -37,6 +37,8 @@ class AnalysedAudio:
     #: clip's candidates (service/envelope_check.py).
     envelope: np.ndarray | None = None
     envelope_format: int = 0
+    #: A clip's second-tier peaks (peaks.find_sustained_peaks), when asked for.
+    sustained_peaks: Peaks | None = None
     start_pts_s: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -45,27 +47,41 @@ def analyse_file(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+    sustained: bool = False,
 ) -> AnalysedAudio:
-    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None.
-    Raises the audio ServiceErrors on bad input."""
+    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None, and
+    with the peaks a clip's second tier looks up (`sustained`, for a clip to identify under
+    `params.for_queries()`). Raises the audio ServiceErrors on bad input."""
     audio = decode_audio(path, params.sample_rate_hz)
     if audio.duration_s < MIN_DURATION_S:
         raise AudioTooShort(
             f"audio lasts {audio.duration_s:.2f} s; at least {MIN_DURATION_S:.0f} s is needed"
         )
-    # Indexing wants both from one STFT; a stream segment only the peaks.
-    if envelope is None:
-        peaks, envelopes = find_peaks(audio.samples, params), None
+    # Peaks, sustained peaks and envelopes all from one STFT.
+    n_frames = frame_count(len(audio.samples), params)
+    collector = None if envelope is None else EnvelopeCollector(n_frames, params, envelope)
+    sustained_peaks = None
+    if sustained:
+        peaks, sustained_peaks = find_peaks_and_sustained(audio.samples, params, collector)
     else:
-        peaks, envelopes = peaks_and_envelopes(audio.samples, params, envelope)
+        peaks = find_peaks(audio.samples, params, collector)
     return AnalysedAudio(
         duration_s=audio.duration_s,
-        n_frames=frame_count(len(audio.samples), params),
+        n_frames=n_frames,
         content_sha256=audio.content_sha256,
         fingerprints=landmark_hashes(peaks, params),
         peaks=peaks,
-        envelope=envelopes,
+        envelope=None if collector is None else collector.envelopes(),
         envelope_format=0 if envelope is None else envelope.format,
+        sustained_peaks=sustained_peaks,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
     )
+
+
+def analyse_query(
+    path: str | os.PathLike[str], params: FingerprintParams = DEFAULT_PARAMS
+) -> AnalysedAudio:
+    """A clip (or long file) to identify against an index built with `params`: its
+    query-density peaks and hashes, band envelopes and second-tier sustained peaks."""
+    return analyse_file(path, params.for_queries(), sustained=True)

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from service.audio.hashes import landmark_hashes
+from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import thin_peaks
-from service.core.analysis import AnalysedAudio, analyse_file
+from service.core.analysis import AnalysedAudio, analyse_file, analyse_query
 from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
@@ -120,6 +120,14 @@ async def index_file(
     return await index_analysed(store, audio, meta, filename or os.fspath(path))
 
 
+def second_tier_hashes(audio: AnalysedAudio, params: FingerprintParams) -> Fingerprints:
+    """The hashes of a clip's second tier: of its sustained peaks when it has them (a clip
+    analysed by analyse_query), else of its query-density peaks."""
+    if audio.sustained_peaks is None:
+        return audio.fingerprints
+    return landmark_hashes(audio.sustained_peaks, params.for_queries())
+
+
 async def identify_analysed(
     store: Store,
     audio: AnalysedAudio,
@@ -132,8 +140,8 @@ async def identify_analysed(
        song was indexed with, a third of the query's hashes, so a third of the lookup, and
        at most MatchParams.max_hits_first_tier postings of them, the rarest hashes first.
        Nearly every real query ends here.
-    2. The query's denser landmarks (noise hides some of the song's peaks; their lower-ranked
-       neighbours are among the extra ones).
+    2. The query's denser landmarks, picked for noise (noise hides some of the song's peaks;
+       its held notes are among the steadiest of the rest: peaks.find_sustained_peaks).
     3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
        speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap;
        also when the match the first tiers settled on drifts by more than a grid step
@@ -157,7 +165,7 @@ async def identify_analysed(
     )
     candidates: list[Match] = []
     if inconclusive(matches, match_params):
-        dense = [variant_of(audio.fingerprints)]
+        dense = [variant_of(await asyncio.to_thread(second_tier_hashes, audio, params))]
         found = await cache.hits_for(dense[0].hashes, caps.deep)
         checked = match_params.envelope_check.candidates if match_params.envelope_check else 0
         search = await asyncio.to_thread(
@@ -197,7 +205,7 @@ async def identify_file(
     million postings at 100,000 songs, and an hour of music is not one song anyway.
     """
     started = time.perf_counter()
-    audio = await pool.run(analyse_file, os.fspath(path), params.for_queries())
+    audio = await pool.run(analyse_query, os.fspath(path), params)
     long = audio.duration_s > TIMELINE_AUTO_MIN_S
     if timeline is None:
         timeline = long

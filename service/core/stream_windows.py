@@ -184,6 +184,17 @@ def window_envelope(
     return out, envelope_format
 
 
+def second_tier_peaks(
+    decoded: list[tuple[StreamSegment, Peaks]],
+) -> list[tuple[StreamSegment, Peaks]]:
+    """Each segment's peaks for its windows' second tier: its sustained ones
+    (peaks.find_sustained_peaks), or the query-density `decoded` ones where it has none
+    stored (segments stored before migration 0007, silence)."""
+    return [
+        (s, unpack_peaks(s.sustained_peaks) if s.sustained_peaks else peaks) for s, peaks in decoded
+    ]
+
+
 async def match_windows(
     store: Store,
     indices: list[int],
@@ -202,18 +213,23 @@ async def match_windows(
     came in."""
     per_window = replace(match_params, max_matches=MATCHES_PER_WINDOW)
 
-    def window(k: int, decoded: list[tuple[StreamSegment, Peaks]]) -> Window:
+    def window(
+        k: int,
+        decoded: list[tuple[StreamSegment, Peaks]],
+        sustained: list[tuple[StreamSegment, Peaks]],
+    ) -> Window:
         envelope, envelope_format = window_envelope(k, segments, params)
         return Window(
             window_peaks(k, decoded, params),
             deep=window_covered_s(k, segments) >= WINDOW_S - COVERAGE_SLACK_S,
             envelope=envelope,
             envelope_format=envelope_format,
+            sustained=window_peaks(k, sustained, params),
         )
 
     def prepare() -> list[Window]:
         decoded = [(s, unpack_peaks(s.peaks)) for s in segments]
-        return [window(k, decoded) for k in indices]
+        return [window(k, decoded, second_tier_peaks(decoded)) for k in indices]
 
     windows = await asyncio.to_thread(prepare)
     caps = await postings_caps(store, per_window)

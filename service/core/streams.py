@@ -23,7 +23,7 @@ import numpy as np
 
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.analysis import analyse_file
+from service.core.analysis import analyse_query
 from service.core.cpu import CpuPool
 from service.core.stream_clock import place_segment, pts_epoch
 from service.core.stream_keys import parse_segment_key
@@ -115,7 +115,7 @@ async def process_stream_segment(
     """
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
-    audio = await pool.run(analyse_file, os.fspath(local_path), fp_params.for_queries())
+    audio = await pool.run(analyse_query, os.fspath(local_path), fp_params)
     return await add_segment(
         store,
         parsed.stream,
@@ -125,6 +125,7 @@ async def process_stream_segment(
         n_frames=audio.n_frames,
         envelope=audio.envelope,
         envelope_format=audio.envelope_format,
+        sustained=audio.sustained_peaks,
         duration_s=audio.duration_s,
         pts_s=audio.start_pts_s,
         uploaded_at=uploaded_at or datetime.now(UTC),
@@ -144,6 +145,7 @@ async def add_segment(
     n_frames: int,
     envelope: np.ndarray | None = None,
     envelope_format: int = 0,
+    sustained: Peaks | None = None,
     duration_s: float,
     pts_s: float | None,
     uploaded_at: datetime,
@@ -153,7 +155,8 @@ async def add_segment(
 ) -> SegmentResult:
     """Place an analysed segment, match the windows it touches, update the log. With its
     band `envelope` (of `envelope_format`), the windows it is part of are checked against
-    the songs' envelopes as clips are."""
+    the songs' envelopes as clips are; with its `sustained` peaks, their second tier looks
+    those up as a clip's does."""
     async with store.stream_lock(stream):
         state = await store.get_stream(stream)
         if state is None:
@@ -181,6 +184,7 @@ async def add_segment(
             envelope_format=envelope_format if envelope is not None else 0,
             envelope_bands=envelope.shape[1] if envelope is not None else 0,
             envelope=envelope_blob(envelope) if envelope is not None else b"",
+            sustained_peaks=pack_peaks(sustained) if sustained is not None else b"",
         )
 
         def result(outcome: str, windows: list[StreamWindow], play_ids: list[int]) -> SegmentResult:

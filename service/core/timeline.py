@@ -161,6 +161,9 @@ async def timeline(
                     _window_peaks(audio.peaks, lo, hi),
                     envelope=None if audio.envelope is None else audio.envelope[lo:hi],
                     envelope_format=audio.envelope_format,
+                    sustained=None
+                    if audio.sustained_peaks is None
+                    else _window_peaks(audio.sustained_peaks, lo, hi),
                 )
                 for lo, hi in batch
             ]

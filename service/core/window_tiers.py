@@ -1,7 +1,8 @@
 """Windows of a stream or of a long file, matched in identify's tiers a batch at a time.
 
 A window is matched like a clip (catalogue.identify_analysed): its index-density landmarks
-under the first tier's budget, then its denser query landmarks if that settled nothing, then
+under the first tier's budget, then its denser query landmarks (its sustained peaks' when it
+has them) if that settled nothing, then
 the speed grid coarse to fine (speed_search.py).
 
 At 100,000 songs the deeper tiers cost seconds and millions of postings per window, so they
@@ -55,6 +56,9 @@ class Window:
     #: The envelopes' format (service/audio/envelopes.py EnvelopeParams.format): only songs'
     #: envelopes of the same format are compared with them.
     envelope_format: int = 0
+    #: The window's second-tier peaks (peaks.find_sustained_peaks), on the same grid; None:
+    #: its query-density peaks serve that tier too.
+    sustained: Peaks | None = None
 
 
 async def match_window_tiers(
@@ -76,7 +80,10 @@ async def match_window_tiers(
 
     def prepare() -> tuple[list[QueryVariant], list[QueryVariant]]:
         sparse = [variant_of(landmark_hashes(thin_peaks(w.peaks, params), params)) for w in windows]
-        dense = [variant_of(landmark_hashes(w.peaks, qparams)) for w in windows]
+        dense = [
+            variant_of(landmark_hashes(w.peaks if w.sustained is None else w.sustained, qparams))
+            for w in windows
+        ]
         return sparse, dense
 
     sparse, dense = await asyncio.to_thread(prepare)

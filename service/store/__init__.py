@@ -52,7 +52,7 @@ STREAM_COLUMNS = (
 )
 SEGMENT_COLUMNS = (
     "sequence, key, start_s, duration_s, pts_s, n_frames, peaks, envelope_format, envelope_bands,"
-    " envelope"
+    " envelope, sustained_peaks"
 )
 PLAY_COLUMNS = ", ".join(("id", "stream_id", *PLAY_FIELDS, "created_at", "updated_at"))
 

@@ -188,6 +188,9 @@ class StreamSegment:
     envelope_format: int = 0
     envelope_bands: int = 0
     envelope: bytes = b""
+    #: Serialised second-tier peaks (peaks.find_sustained_peaks, packed as `peaks`); empty:
+    #: none (segments stored before migration 0007, or analysed without them).
+    sustained_peaks: bytes = b""
 
     @property
     def end_s(self) -> float:

@@ -200,14 +200,15 @@ class PostgresStreamsMixin:
             if segment is not None:
                 await conn.execute(
                     "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
-                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
+                    " sustained_peaks)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                     " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
                     " start_s = excluded.start_s, duration_s = excluded.duration_s,"
                     " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
                     " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
                     " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
-                    " received_at = now()"
+                    " sustained_peaks = excluded.sustained_peaks, received_at = now()"
                     " WHERE excluded.key <= stream_segments.key",
                     update.stream_id,
                     segment.sequence,
@@ -220,6 +221,7 @@ class PostgresStreamsMixin:
                     segment.envelope_format,
                     segment.envelope_bands,
                     segment.envelope,
+                    segment.sustained_peaks,
                 )
                 await conn.execute(
                     "UPDATE streams SET last_segment_at = now(),"

@@ -66,6 +66,7 @@ def _segment(row: sqlite3.Row) -> StreamSegment:
     v["pts_s"] = None if v["pts_s"] is None else float(v["pts_s"])
     v["peaks"] = bytes(v["peaks"])
     v["envelope"] = bytes(v["envelope"])
+    v["sustained_peaks"] = bytes(v["sustained_peaks"])
     return StreamSegment(**v)
 
 
@@ -239,14 +240,15 @@ class SqliteStreamsMixin:
             if segment is not None:
                 conn.execute(
                     "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
-                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
+                    " sustained_peaks)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
                     " start_s = excluded.start_s, duration_s = excluded.duration_s,"
                     " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
                     " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
                     " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
-                    f" received_at = {_NOW}"
+                    f" sustained_peaks = excluded.sustained_peaks, received_at = {_NOW}"
                     " WHERE excluded.key <= stream_segments.key",
                     (
                         update.stream_id,
@@ -260,6 +262,7 @@ class SqliteStreamsMixin:
                         int(segment.envelope_format),
                         int(segment.envelope_bands),
                         segment.envelope,
+                        segment.sustained_peaks,
                     ),
                 )
                 end = float(segment.end_s)

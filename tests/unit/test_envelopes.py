@@ -22,7 +22,7 @@ RATE = DEFAULT_PARAMS.sample_rate_hz
 CHECK = EnvelopeCheckParams()
 
 
-def confirms(z: float | None, tried: int = 8) -> bool:
+def confirms(z: float | None, tried: int = CHECK.candidates) -> bool:
     """Whether a z-score would confirm a candidate among `tried` at the default 0.99."""
     return z is not None and 1.0 - 10.0 ** score_of(z, tried, CHECK).chance_log10 >= 0.99
 
@@ -115,9 +115,10 @@ def test_too_little_overlap_or_background_is_no_verdict(song: np.ndarray) -> Non
 
 
 def test_score_pays_for_every_candidate_tried_and_its_calibration() -> None:
-    one, eight = score_of(4.0, 1, CHECK), score_of(4.0, 8, CHECK)
+    one, three = score_of(4.0, 1, CHECK), score_of(4.0, 3, CHECK)
     assert one.chance_log10 == pytest.approx(-4.5 + CHECK.calibration_log10, abs=0.05)
-    assert eight.chance_log10 == pytest.approx(one.chance_log10 + np.log10(8))
-    # Eight candidates: z 4.05 confirms, 3.9 does not; one candidate: 3.5 does.
-    assert confirms(4.05) and not confirms(3.9)
-    assert confirms(3.5, tried=1) and not confirms(3.4, tried=1)
+    assert three.chance_log10 == pytest.approx(one.chance_log10 + np.log10(3))
+    # Three candidates: z 4.05 confirms, 3.95 does not (the threshold eight had before the
+    # calibration moved by log10(8 / 3)); one candidate: 3.75 does, 3.7 does not.
+    assert confirms(4.05) and not confirms(3.95)
+    assert confirms(3.75, tried=1) and not confirms(3.7, tried=1)

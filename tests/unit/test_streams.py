@@ -18,6 +18,7 @@ from service.core.stream_windows import (
     hits_from_json,
     hits_to_json,
     pack_peaks,
+    second_tier_peaks,
     unpack_peaks,
     window_covered_s,
     window_envelope,
@@ -124,6 +125,22 @@ def test_windows_touching_a_segment_and_straddling_ones_join_both_sides():
     assert set(joined.bins[seconds < 2.0 - frame_s]) == {51}
     assert set(joined.bins[seconds > 2.0 + frame_s]) == {52}
     assert np.all(np.diff(joined.frames) >= 0)
+
+
+def test_a_windows_second_tier_uses_each_segments_sustained_peaks_where_stored():
+    def peaks(bin_: int) -> Peaks:
+        return Peaks(np.array([5, 9], np.int32), np.full(2, bin_, np.int32), np.ones(2, np.float32))
+
+    def segment(seq: int, sustained: bytes) -> StreamSegment:
+        return StreamSegment(seq, f"k{seq}", 12.0 * seq, 12.0, None, 375, b"",
+                             sustained_peaks=sustained)  # fmt: skip
+
+    new = segment(1, pack_peaks(peaks(77)))
+    old = segment(2, b"")  # stored before migration 0007
+    chosen = second_tier_peaks([(new, peaks(50)), (old, peaks(60))])
+    assert [s for s, _ in chosen] == [new, old]
+    assert chosen[0][1].bins.tolist() == [77, 77]
+    assert chosen[1][1].bins.tolist() == [60, 60]
 
 
 def test_a_windows_envelopes_join_its_segments_on_one_frame_grid():
