@@ -58,8 +58,9 @@ def _keep_strongest_nearby(
             break
         i, j = i[near], j[near]
         j_wins = order[j] > order[i]
-        np.add.at(stronger, i[j_wins], 1)
-        np.add.at(stronger, j[~j_wins], 1)
+        # bincount, not np.add.at: the same counts, several times faster.
+        stronger += np.bincount(i[j_wins], minlength=n).astype(np.int32)
+        stronger += np.bincount(j[~j_wins], minlength=n).astype(np.int32)
     return stronger < keep_count
 
 
