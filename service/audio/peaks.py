@@ -38,30 +38,43 @@ def _keep_strongest_nearby(
     """Mask of peaks with fewer than `keep_count` stronger peaks within +-half_window frames
     (and in the same group, when `groups` is given).
 
-    `frames` must be sorted (by group first, when grouped). Comparing each peak with its k-th
-    neighbour on both sides, one vectorised pass per k, stops as soon as no peak has a k-th
-    neighbour inside the window.
+    `frames` must be sorted (by group first, when grouped), so each peak's later neighbours
+    inside the window are the next few entries: every pair is compared once, as a block of
+    (peak, k-th later neighbour) rows at a time rather than one pass per k, the stronger of
+    the two counting against the other.
     """
     n = len(frames)
-    stronger = np.zeros(n, dtype=np.int32)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
     # Ties are broken by index so that equal prominences give a deterministic, total order.
     rank_key = np.lexsort((np.arange(n), strength))
     order = np.empty(n, dtype=np.int64)
     order[rank_key] = np.arange(n)
-    for k in range(1, n):
-        i = np.arange(n - k)
-        j = i + k
-        near = frames[j] - frames[i] <= half_window
-        if groups is not None:
-            near &= groups[j] == groups[i]
-        if not near.any():
-            break
-        i, j = i[near], j[near]
+    position = frames.astype(np.int64) - int(frames.min())
+    if groups is not None:
+        # One sorted key: each group after the previous one, further apart than the window.
+        position += groups.astype(np.int64) * (int(position.max()) + half_window + 1)
+    index = np.arange(n)
+    window_end = np.searchsorted(position, position + half_window, side="right")
+    width = int((window_end - index - 1).max())
+    stronger = np.zeros(n, dtype=np.int64)
+    if width <= 0:
+        return stronger < keep_count
+    later = np.arange(1, width + 1)
+    rows = max(1, _PAIR_BLOCK // width)
+    for first in range(0, n, rows):
+        i = index[first : first + rows, None]
+        j = i + later
+        inside = j < window_end[first : first + rows, None]
+        j = np.where(inside, j, 0)
         j_wins = order[j] > order[i]
-        # bincount, not np.add.at: the same counts, several times faster.
-        stronger += np.bincount(i[j_wins], minlength=n).astype(np.int32)
-        stronger += np.bincount(j[~j_wins], minlength=n).astype(np.int32)
+        stronger[first : first + rows] += np.count_nonzero(j_wins & inside, axis=1)
+        stronger += np.bincount(j[~j_wins & inside], minlength=n)
     return stronger < keep_count
+
+
+#: (peak, neighbour) pairs compared per block: bounds the density limit's memory.
+_PAIR_BLOCK = 1 << 18
 
 
 def _density_mask(

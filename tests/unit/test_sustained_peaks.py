@@ -93,3 +93,31 @@ def test_one_stft_gives_both_peak_sets_and_the_envelopes(monkeypatch):
     np.testing.assert_array_equal(
         collector.envelopes(), band_envelopes(samples, QUERY, DEFAULT_ENVELOPE)
     )
+
+
+def _stronger_nearby_by_brute_force(frames, strength, half_window, groups):
+    n = len(frames)
+    rank = np.lexsort((np.arange(n), strength))
+    order = np.empty(n, dtype=np.int64)
+    order[rank] = np.arange(n)
+    near = (np.abs(frames[:, None] - frames[None, :]) <= half_window) & (
+        groups[:, None] == groups[None, :]
+    )
+    return (near & (order[None, :] > order[:, None])).sum(axis=1)
+
+
+def test_the_density_limit_counts_exactly_the_stronger_neighbours(monkeypatch):
+    """Against every pair compared by brute force, ties in strength included, with blocks
+    small enough that the pairs span several of them."""
+    monkeypatch.setattr(peaks_module, "_PAIR_BLOCK", 64)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        n = int(rng.integers(1, 300))
+        groups = np.sort(rng.integers(0, 4, n))
+        frames = np.concatenate(
+            [np.sort(rng.integers(0, 200, np.count_nonzero(groups == g))) for g in range(4)]
+        )
+        strength = rng.integers(0, 12, n).astype(np.float32)  # many ties
+        expected = _stronger_nearby_by_brute_force(frames, strength, 16, groups) < 5
+        got = peaks_module._keep_strongest_nearby(frames, strength, 16, 5, groups)
+        np.testing.assert_array_equal(got, expected)
