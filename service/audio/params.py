@@ -77,7 +77,7 @@ class FingerprintParams:
     #: The second tier's peaks (peaks.find_sustained_peaks): local maxima of +-frames x +-bins
     #: (half the index's neighbourhood), ranked by steadiness, then prominence. Measured on
     #: the development corpus, against the index's neighbourhood and prominence alone: babble
-    #: at 0 dB 83.7 vs 76.4 % of 5-s clips and 95.1 vs 91.9 % of 10-s clips (BENCHMARKS.md).
+    #: at 0 dB 81.7 vs 76.4 % of 5-s clips and 95.1 vs 91.9 % of 10-s clips (BENCHMARKS.md).
     query_sustained_peak_frames: int = 4
     query_sustained_peak_bins: int = 6
     #: Frames either side of a peak in which its bin must still be a spectral maximum, within

@@ -161,10 +161,10 @@ def find_sustained_peaks(samples: np.ndarray, params: FingerprintParams) -> Peak
     Under babble the loudest peaks of a clip are speech: harmonics that glide from frame to
     frame and, in the index's wide neighbourhood, outshine the song's peaks beside them. The
     song's peaks that the index holds are mostly notes that hold their frequency. Measured on
-    the development corpus's babble clips at 0 dB (10 s), against the song's index peaks:
-    of the clip's prominent local maxima in the index's neighbourhood, 25 % are the song's,
-    and the 200 most prominent hold 19 % of them; in the smaller neighbourhood, the 300
-    steadiest hold 29 %. On clean clips the same ranking keeps fewer of the song's peaks than
+    the development corpus's babble clips at 0 dB (10 s; medians): 25 % of the song's index
+    peaks are among the clip's prominent local maxima in the index's neighbourhood, 19 %
+    among the 200 most prominent of them; in the smaller neighbourhood, 29 % among the 300
+    steadiest. On clean clips the same ranking keeps fewer of the song's peaks than
     prominence does, so the first tier keeps the index's picking and only the second tier
     (catalogue.identify_analysed) uses these.
     """

@@ -1,9 +1,9 @@
 """Windows of a stream or of a long file, matched in identify's tiers a batch at a time.
 
 A window is matched like a clip (catalogue.identify_analysed): its index-density landmarks
-under the first tier's budget, then its denser query landmarks (its sustained peaks' when it
-has them) if that settled nothing, then
-the speed grid coarse to fine (speed_search.py).
+under the first tier's budget, then, if that settled nothing, the landmarks of its sustained
+peaks (of its query-density ones when it has none), then the speed grid coarse to fine
+(speed_search.py).
 
 At 100,000 songs the deeper tiers cost seconds and millions of postings per window, so they
 take the open windows one at a time, each with a clip's budget and a HitCache of its own: the
