@@ -95,16 +95,23 @@ def _density_mask(
     return keep
 
 
-def _candidate_peaks(
-    spec: np.ndarray, params: FingerprintParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frame, bin, prominence) of every prominent local maximum of `spec` (frames x bins)."""
+def _prominence(spec: np.ndarray, params: FingerprintParams) -> np.ndarray:
+    """How far each cell of the searched band stands above the local mean spectrum (dB):
+    frames x (max_bin - min_bin + 1)."""
     band = spec[:, params.min_bin : params.max_bin + 1]
-    local_max = running_max(band, (2 * params.peak_frames + 1, 2 * params.peak_bins + 1))
     local_mean = uniform_filter(
         band, size=(2 * params.mean_frames + 1, 2 * params.mean_bins + 1), mode="nearest"
     )
-    prominence = band - local_mean
+    return band - local_mean
+
+
+def _candidate_peaks(
+    spec: np.ndarray, prominence: np.ndarray, params: FingerprintParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, bin, prominence) of every prominent local maximum of `spec` (frames x bins),
+    given its `_prominence`."""
+    band = spec[:, params.min_bin : params.max_bin + 1]
+    local_max = running_max(band, (2 * params.peak_frames + 1, 2 * params.peak_bins + 1))
     is_peak = (
         (band == local_max) & (band > params.floor_db) & (prominence >= params.peak_over_mean_db)
     )
@@ -116,17 +123,19 @@ def _candidate_peaks(
 SpectrogramSink = Callable[[int, np.ndarray], None]
 
 
-#: Picks the candidate peaks of one chunk's spectrogram (frames x bins, dB): (frame, bin,
-#: prominence, strength), where strength ranks them for the density limit.
+#: Picks the candidate peaks of one chunk's spectrogram (frames x bins, dB) and its
+#: `_prominence` (computed once per chunk, shared by the pickers): (frame, bin, prominence,
+#: strength), where strength ranks them for the density limit.
 CandidatePicker = Callable[
-    [np.ndarray, FingerprintParams], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    [np.ndarray, np.ndarray, FingerprintParams],
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ]
 
 
 def _prominent_candidates(
-    spec: np.ndarray, params: FingerprintParams
+    spec: np.ndarray, prominence: np.ndarray, params: FingerprintParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    f, b, p = _candidate_peaks(spec, params)
+    f, b, p = _candidate_peaks(spec, prominence, params)
     return f, b, p, p
 
 
@@ -184,14 +193,14 @@ def find_peaks_and_sustained(
 
 
 def _sustained_candidates(
-    spec: np.ndarray, params: FingerprintParams
+    spec: np.ndarray, prominence: np.ndarray, params: FingerprintParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     narrow = replace(
         params,
         peak_frames=params.query_sustained_peak_frames,
         peak_bins=params.query_sustained_peak_bins,
     )
-    f, b, p = _candidate_peaks(spec, narrow)
+    f, b, p = _candidate_peaks(spec, prominence, narrow)
     strength = p / params.query_prominence_db_per_steady_frame + _steadiness(spec, f, b, params)
     return f, b, p, strength
 
@@ -241,8 +250,9 @@ def _pick_peaks(
             own = spec[start - first : stop - first]
             own.flags.writeable = False
             on_spectrogram(start, own)
+        prominence = _prominence(spec, params)
         for pick, parts in zip(pickers, out, strict=True):
-            f, b, p, strength = pick(spec, params)
+            f, b, p, strength = pick(spec, prominence, params)
             f += first
             usable = (f >= start - halo) & (f < stop + halo)
             f, b, p, strength = f[usable], b[usable], p[usable], strength[usable]
