@@ -93,6 +93,10 @@ class MatchParams:
     #: semitone lost 2 points (85.8 -> 84.1 % down, 94.7 -> 92.7 % up), and every other speed,
     #: tempo and pitch cell at 5 and 10 s kept its score, within one clip.
     calibration_log10_speed: float = 1.0
+    #: Added to calibration_log10 for a match found by an analysis of the clip started at
+    #: another hop phase than its own (FingerprintParams.query_hop_phases), besides the
+    #: Bonferroni factor of the phases tried: each is a fresh draw of chance alignments too.
+    calibration_log10_phase: float = 1.0
     #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
     dispersion: float = 1.0
     #: Aligned hashes separated from the rest by more than this (s) are left out of the span a
@@ -233,6 +237,9 @@ class QueryVariant:
     #: Frequencies only: a pitch shift scales the clip's frequencies by `factor` and leaves
     #: its times alone (offsets and time differences are the clip's own).
     pitch_only: bool = False
+    #: Seconds into the clip at which the analysis the hashes come from starts (a later hop
+    #: phase: FingerprintParams.query_hop_phases); its frames count from there.
+    start_s: float = 0.0
 
     @property
     def time_scale(self) -> float:
@@ -314,9 +321,12 @@ def speed_search_needed(matches: Sequence[Match], params: MatchParams) -> bool:
     )
 
 
-def variant_of(fingerprints: Fingerprints) -> QueryVariant:
-    """A query fingerprinted at its own speed, as a single variant."""
-    return QueryVariant(1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets)
+def variant_of(fingerprints: Fingerprints, start_s: float = 0.0) -> QueryVariant:
+    """A query fingerprinted at its own speed, as a single variant (of the analysis started
+    `start_s` into the clip)."""
+    return QueryVariant(
+        1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets, start_s=start_s
+    )
 
 
 def best_offsets(
@@ -726,6 +736,8 @@ def search_matches(
     log_p += np.log10(hypotheses) + params.calibration_log10
     factors = np.array([v.factor for v in variants])[variant]
     log_p += np.where(factors != 1.0, params.calibration_log10_speed, 0.0)
+    starts = np.array([v.start_s for v in variants])[variant]
+    log_p += np.where(starts != 0.0, params.calibration_log10_phase, 0.0)
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
 
     def match(c: int) -> Match:
@@ -737,10 +749,11 @@ def search_matches(
             song_id=int(songs[c]),
             score=int(score[c]),
             confidence=float(confidence[c]),
-            song_offset_s=float(delta[c]) * fp_params.frame_s,
-            query_start_s=float(span[0]) * fp_params.frame_s,
+            song_offset_s=float(delta[c]) * fp_params.frame_s - chosen.start_s,
+            query_start_s=float(span[0]) * fp_params.frame_s + chosen.start_s,
             query_end_s=float(span[1] + 1) * fp_params.frame_s
-            + fp_params.n_fft / fp_params.sample_rate_hz,
+            + fp_params.n_fft / fp_params.sample_rate_hz
+            + chosen.start_s,
             speed=float(chosen.time_scale * scale[c]),
             chance_log10=float(log_p[c]),
             grid_speed=float(chosen.factor),

@@ -80,8 +80,10 @@ class MatchOut(BaseModel):
     query_end_s: float = Field(description="End of the matched span within the clip.")
     speed: float = Field(description="Playback speed of the clip relative to the song.")
     evidence: Literal["landmarks", "envelope"] = Field(
-        description="What decided the match: `landmarks` when the aligned hashes alone beat "
-        "chance; `envelope` when they only found the candidate (a noisy clip) and the song's "
+        description="What decided the match: `landmarks` when the aligned hashes beat "
+        "chance (one that does so narrowly is kept only where the song's band envelopes agree "
+        "with the clip at its offset); `envelope` when they only found the candidate (a noisy "
+        "clip) and the song's "
         "band envelopes confirmed it at that offset (the confidence is then the envelope "
         "check's)."
     )

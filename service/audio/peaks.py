@@ -180,6 +180,16 @@ def find_sustained_peaks(samples: np.ndarray, params: FingerprintParams) -> Peak
     return _pick_peaks(samples, params, [_sustained_candidates])[0]
 
 
+def sustained_peaks_at_phases(samples: np.ndarray, params: FingerprintParams) -> list[Peaks]:
+    """find_sustained_peaks of the clip started later by each of params.hop_phase_shifts(),
+    each on its own frame grid (its frame f covers samples shift + f * hop onwards).
+
+    Under heavy noise the peaks that win their neighbourhoods change with where the frame
+    grid falls, so each start is another draw of the song's surviving peaks (params.py,
+    query_hop_phases)."""
+    return [find_sustained_peaks(samples[shift:], params) for shift in params.hop_phase_shifts()]
+
+
 def find_peaks_and_sustained(
     samples: np.ndarray,
     params: FingerprintParams,

@@ -23,6 +23,11 @@ from service.errors import AudioTooShort
 #: pair can form.
 MIN_DURATION_S = 1.0
 
+#: Longest clip whose samples analyse_query keeps (60 s: 1.9 MB at 8 kHz), so that a clip the
+#: second tier leaves undecided can be analysed again at other hop phases; longer files are
+#: matched window by window (timeline.py) and keep none.
+KEEP_SAMPLES_MAX_S = 60.0
+
 
 @dataclass(frozen=True)
 class AnalysedAudio:
@@ -41,6 +46,9 @@ class AnalysedAudio:
     sustained_peaks: Peaks | None = None
     start_pts_s: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: The decoded samples of a short clip to identify (analyse_query with `keep_samples`),
+    #: for the analyses at other hop phases that only an undecided clip needs.
+    samples: np.ndarray | None = None
 
 
 def analyse_file(
@@ -48,10 +56,12 @@ def analyse_file(
     params: FingerprintParams = DEFAULT_PARAMS,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
     sustained: bool = False,
+    keep_samples_max_s: float = 0.0,
 ) -> AnalysedAudio:
-    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None, and
-    with the peaks a clip's second tier looks up (`sustained`, for a clip to identify under
-    `params.for_queries()`). Raises the audio ServiceErrors on bad input."""
+    """Decode and fingerprint a file, with its band envelopes unless `envelope` is None, with
+    the peaks a clip's second tier looks up (`sustained`, for a clip to identify under
+    `params.for_queries()`), and with its samples if it lasts at most `keep_samples_max_s`.
+    Raises the audio ServiceErrors on bad input."""
     audio = decode_audio(path, params.sample_rate_hz)
     if audio.duration_s < MIN_DURATION_S:
         raise AudioTooShort(
@@ -76,12 +86,17 @@ def analyse_file(
         sustained_peaks=sustained_peaks,
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
+        samples=audio.samples if audio.duration_s <= keep_samples_max_s else None,
     )
 
 
 def analyse_query(
-    path: str | os.PathLike[str], params: FingerprintParams = DEFAULT_PARAMS
+    path: str | os.PathLike[str],
+    params: FingerprintParams = DEFAULT_PARAMS,
+    keep_samples: bool = True,
 ) -> AnalysedAudio:
     """A clip (or long file) to identify against an index built with `params`: its
-    query-density peaks and hashes, band envelopes and second-tier sustained peaks."""
-    return analyse_file(path, params.for_queries(), sustained=True)
+    query-density peaks and hashes, band envelopes and second-tier sustained peaks, and, with
+    `keep_samples`, a short clip's samples (KEEP_SAMPLES_MAX_S)."""
+    keep = KEEP_SAMPLES_MAX_S if keep_samples else 0.0
+    return analyse_file(path, params.for_queries(), sustained=True, keep_samples_max_s=keep)

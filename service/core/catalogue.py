@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import numpy as np
+
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
-from service.audio.peaks import thin_peaks
+from service.audio.peaks import sustained_peaks_at_phases, thin_peaks
 from service.core.analysis import AnalysedAudio, analyse_file, analyse_query
 from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
@@ -27,8 +29,10 @@ from service.errors import NoFingerprints
 from service.matching import (
     Match,
     MatchParams,
+    QueryVariant,
     find_matches,
     inconclusive,
+    merge_matches,
     search_matches,
     variant_of,
 )
@@ -128,6 +132,18 @@ def second_tier_hashes(audio: AnalysedAudio, params: FingerprintParams) -> Finge
     return landmark_hashes(audio.sustained_peaks, params.for_queries())
 
 
+def phase_variants(samples: np.ndarray, params: FingerprintParams) -> list[QueryVariant]:
+    """The clip analysed again at its other hop phases (FingerprintParams.query_hop_phases):
+    the hashes of each analysis's sustained peaks, as a variant starting that much later."""
+    qparams = params.for_queries()
+    return [
+        variant_of(landmark_hashes(peaks, qparams), shift / params.sample_rate_hz)
+        for shift, peaks in zip(
+            params.hop_phase_shifts(), sustained_peaks_at_phases(samples, qparams), strict=True
+        )
+    ]
+
+
 async def identify_analysed(
     store: Store,
     audio: AnalysedAudio,
@@ -141,7 +157,11 @@ async def identify_analysed(
        at most MatchParams.max_hits_first_tier postings of them, the rarest hashes first.
        Nearly every real query ends here.
     2. The query's denser landmarks, picked for noise (noise hides some of the song's peaks;
-       its held notes are among the steadiest of the rest: peaks.find_sustained_peaks).
+       its held notes are among the steadiest of the rest: peaks.find_sustained_peaks); then,
+       if that settles nothing either, the same from the clip analysed again at its other hop
+       phases (FingerprintParams.query_hop_phases; a short clip, whose samples analyse_query
+       kept): under heavy noise each start of the frame grid keeps other peaks of the song.
+       One lookup, a variant per phase, each match charged MatchParams.calibration_log10_phase.
     3. The speed grid (speed_search.py): the clip's landmarks re-hashed under candidate
        speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap;
        also when the match the first tiers settled on drifts by more than a grid step
@@ -149,8 +169,8 @@ async def identify_analysed(
     Each tier looks up only hashes not fetched yet. Then the band envelopes
     (envelope_confirm.py): matches that beat chance too narrowly to be final are dropped if
     their songs' envelopes do not follow the clip; when no match is left, the second tier's
-    most improbable candidates are checked against theirs: noise that leaves too few
-    landmarks still leaves the rhythm.
+    most improbable candidates, of the clip's own analysis and of its other phases, are
+    checked against theirs: noise that leaves too few landmarks still leaves the rhythm.
     """
     caps = await postings_caps(store, match_params)
     cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
@@ -164,23 +184,43 @@ async def identify_analysed(
         find_matches, [variant_of(sparse)], found, params, match_params
     )
     candidates: list[Match] = []
+    phase_candidates: list[Match] = []
+    checked = match_params.envelope_check.candidates if match_params.envelope_check else 0
     if inconclusive(matches, match_params):
         dense = [variant_of(await asyncio.to_thread(second_tier_hashes, audio, params))]
         found = await cache.hits_for(dense[0].hashes, caps.deep)
-        checked = match_params.envelope_check.candidates if match_params.envelope_check else 0
         search = await asyncio.to_thread(
             search_matches, dense, found, params, match_params, 1, checked
         )
         matches, candidates = search.matches, search.candidates
+    if inconclusive(matches, match_params) and audio.samples is not None:
+        phases = await asyncio.to_thread(phase_variants, audio.samples, params)
+        if phases:
+            # A cache of its own: the phases' hashes share one budget, and those it leaves
+            # out must not count as asked when the speed grid's variants ask them again.
+            phase_cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
+            hashes = np.concatenate([v.hashes for v in phases])
+            found = await phase_cache.hits_for(hashes, caps.deep)
+            search = await asyncio.to_thread(
+                search_matches, phases, found, params, match_params, 1, checked
+            )
+            matches = merge_matches(matches, search.matches, match_params.max_matches)
+            phase_candidates = search.candidates
     matches = await after_speed_search(
         cache, matches, audio.peaks, caps.speed, params, match_params
     )
     matches = await drop_contradicted(
         store, audio.envelope, audio.envelope_format, matches, params, match_params
     )
-    if not matches and candidates:
+    if not matches and (candidates or phase_candidates):
         confirmed = await confirm_by_envelope(
-            store, audio.envelope, audio.envelope_format, candidates, params, match_params
+            store,
+            audio.envelope,
+            audio.envelope_format,
+            candidates,
+            params,
+            match_params,
+            phase_candidates,
         )
         matches = [confirmed] if confirmed is not None else []
     songs = await store.get_songs([m.song_id for m in matches])

@@ -2,7 +2,9 @@
 
 - A clip no tier of landmarks could decide: the landmark votes of a noisy clip usually rank
   its song and offset among their first few candidates without beating chance, and the
-  envelopes confirm the right one (confirm_by_envelope).
+  envelopes confirm the right one (confirm_by_envelope). A candidate whose landmarks did beat
+  chance, too narrowly to be final and replaced by a speed grid that found nothing better,
+  needs less of the envelopes: their agreement (EnvelopeCheckParams.corroborate_z).
 - A clip whose landmark matches beat chance, but too narrowly to be final: a match whose
   envelopes do not follow the clip at its offset is dropped (drop_contradicted).
 
@@ -54,21 +56,48 @@ async def _envelope_zs(
     of this format, or too little of it lies under the clip), from one ranged read."""
     clips = [at_speed(envelope, m.speed) for m in matches]
     ats = [round(m.song_offset_s / params.frame_s) for m in matches]
-    ranges = [
-        EnvelopeRange(m.song_id, *fetch_range(at, len(clip), check))
-        for m, at, clip in zip(matches, ats, clips, strict=True)
-    ]
+    wanted = [fetch_range(at, len(clip), check) for at, clip in zip(ats, clips, strict=True)]
+    # One range per song (the store returns one slice a song), spanning all of its matches'.
+    spans: dict[int, tuple[int, int]] = {}
+    for m, (first, last) in zip(matches, wanted, strict=True):
+        low, high = spans.get(m.song_id, (first, last))
+        spans[m.song_id] = (min(low, first), max(high, last))
+    ranges = [EnvelopeRange(song_id, *span) for song_id, span in spans.items()]
     slices = await store.song_envelopes(ranges, envelope_format)
 
     def score() -> list[float | None]:
         zs: list[float | None] = []
-        for m, at, clip in zip(matches, ats, clips, strict=True):
+        for m, at, clip, (first, last) in zip(matches, ats, clips, wanted, strict=True):
             song = slices.get(m.song_id)
-            z = None if song is None else envelope_z(clip, song.values, at - song.first, check)
-            zs.append(z)
+            if song is None:
+                zs.append(None)
+                continue
+            # Each match is judged against its own range of the song, whatever else was read.
+            # (song.first is its span's first frame, at or before this match's.)
+            values = song.values[first - song.first : last - song.first]
+            zs.append(envelope_z(clip, values, at - first, check))
         return zs
 
     return await asyncio.to_thread(score)
+
+
+#: Candidates of two analyses whose offsets are this close (frames) are the same candidate.
+SAME_OFFSET_FRAMES = 1
+
+
+def _not_among(
+    extra: list[Match], tried: Sequence[Match], params: FingerprintParams
+) -> list[Match]:
+    """`extra` without the candidates `tried` holds already (same song and offset)."""
+    return [
+        m
+        for m in extra
+        if not any(
+            t.song_id == m.song_id
+            and abs(t.song_offset_s - m.song_offset_s) <= SAME_OFFSET_FRAMES * params.frame_s
+            for t in tried
+        )
+    ]
 
 
 async def confirm_by_envelope(
@@ -78,30 +107,46 @@ async def confirm_by_envelope(
     candidates: Sequence[Match],
     params: FingerprintParams,
     match_params: MatchParams,
+    phase_candidates: Sequence[Match] = (),
 ) -> Match | None:
-    """The best candidate the clip's `envelope` (service/audio/envelopes.py, of
-    `envelope_format`) confirms, as a match whose confidence is the check's; None when none
-    passes (or the clip, or every candidate's song, has no envelope)."""
+    """The candidate the clip's `envelope` (service/audio/envelopes.py, of `envelope_format`)
+    confirms most improbably, as a match whose confidence is the check's (or, when its
+    landmarks beat chance and the envelopes only corroborate them, its own); None when none
+    passes (or the clip, or every candidate's song, has no envelope).
+
+    `phase_candidates` come from the clip analysed at other hop phases (catalogue.py): they
+    are checked too, unless the clip's own analysis found them already, and pay
+    MatchParams.calibration_log10_phase on top of all the candidates tried; the clip's own
+    are judged as if they had been tried alone."""
     check = match_params.envelope_check
     if check is None or envelope is None or len(envelope) == 0:
         return None
-    tried = _checkable(candidates, check)
+    own = _checkable(candidates, check)
+    tried = own + _not_among(_checkable(phase_candidates, check), own, params)
     if not tried:
         return None
     zs = await _envelope_zs(store, envelope, envelope_format, tried, params, check)
-    scored = [(z, m) for z, m in zip(zs, tried, strict=True) if z is not None]
-    if not scored:
-        return None
-    z, match = max(scored, key=lambda zm: zm[0])
-    if z < check.min_z:
-        return None
-    score = score_of(z, len(tried), check)
-    confidence = 1.0 - 10.0**score.chance_log10
-    if confidence < match_params.min_confidence:
-        return None
-    return replace(
-        match, confidence=confidence, chance_log10=score.chance_log10, evidence="envelope"
-    )
+    answers: list[Match] = []
+    for i, (z, match) in enumerate(zip(zs, tried, strict=True)):
+        if z is None:
+            continue
+        if match.confidence >= match_params.min_confidence and z >= check.corroborate_z:
+            # Its landmarks beat chance on their own (the speed grid, which replaced them,
+            # found nothing better), and its rhythm agrees.
+            answers.append(match)
+        if z < check.min_z:
+            continue
+        if i < len(own):  # as if no phase had been tried: the phases only add answers
+            chance = score_of(z, len(own), check).chance_log10
+        else:
+            chance = score_of(z, len(tried), check).chance_log10
+            chance += match_params.calibration_log10_phase
+        confidence = 1.0 - 10.0**chance
+        if confidence >= match_params.min_confidence:
+            answers.append(
+                replace(match, confidence=confidence, chance_log10=chance, evidence="envelope")
+            )
+    return min(answers, key=lambda m: m.chance_log10, default=None)
 
 
 async def drop_contradicted(

@@ -115,7 +115,8 @@ async def process_stream_segment(
     """
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
-    audio = await pool.run(analyse_query, os.fspath(local_path), fp_params)
+    # A segment's windows are matched from its stored peaks: its samples are not kept.
+    audio = await pool.run(analyse_query, os.fspath(local_path), fp_params, False)
     return await add_segment(
         store,
         parsed.stream,

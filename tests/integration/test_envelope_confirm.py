@@ -19,6 +19,7 @@ from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.stream_windows import hits_from_json, pack_peaks
 from service.core.streams import StreamParams, add_segment
+from service.envelope_check import EnvelopeCheckParams
 from service.matching import Match, MatchParams
 from service.settings import Settings
 from service.store import create_store
@@ -108,6 +109,73 @@ async def test_the_envelopes_confirm_the_true_candidate_only(
         assert await check(candidates, off) is None
         fast = [replace(_candidate(song.id, CLIP_START_S), speed=1.04, grid_speed=1.04)]
         assert await check(fast) is None
+
+
+async def test_candidates_of_other_hop_phases_are_checked_and_pay_for_it(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    """A clip analysed at other hop phases (catalogue.identify_analysed) brings candidates of
+    its own: checked beside the clip's, each against its own range of its song's envelopes
+    (one song can be a candidate at two offsets), at MatchParams.calibration_log10_phase
+    more, and not twice when the clip's own analysis found the same one."""
+    async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
+        params = MatchParams()
+
+        async def check(own: list[Match], phases: list[Match]) -> Match | None:
+            return await confirm_by_envelope(
+                store, clip.envelope, clip.envelope_format, own, DEFAULT_PARAMS, params, phases
+            )
+
+        # (Far enough apart that neither range holds enough of the other's clip.)
+        right, elsewhere = _candidate(song.id, CLIP_START_S), _candidate(song.id, 79.0)
+        for own, phases in (([elsewhere], [right]), ([right], [elsewhere])):
+            confirmed = await check(own, phases)
+            assert confirmed is not None and confirmed.song_id == song.id
+            assert confirmed.song_offset_s == CLIP_START_S
+
+        wrong = _candidate(other.id, 12.0)
+        as_own = await check([wrong, right], [])
+        as_phase = await check([wrong], [right])
+        assert as_own is not None and as_phase is not None
+        assert as_phase.chance_log10 == pytest.approx(
+            as_own.chance_log10 + params.calibration_log10_phase
+        )
+        # Found by both analyses (offsets a few ms apart): tried once, as the clip's own.
+        again = replace(right, song_offset_s=CLIP_START_S + 0.01)
+        alone = await check([right], [])
+        assert alone is not None
+        assert await check([right], [again]) == alone
+
+
+async def test_landmarks_that_beat_chance_need_less_of_the_envelopes(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    """A candidate whose landmarks beat chance on their own (the speed grid, which replaced
+    them, found nothing better) is answered once its envelopes agree at corroborate_z,
+    below what the envelopes alone need; one that does not beat chance is not."""
+    async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
+        # Envelopes alone confirm nothing here: only corroboration can answer.
+        strict = EnvelopeCheckParams(min_z=99.0)
+
+        async def check(candidate: Match, check: EnvelopeCheckParams) -> Match | None:
+            return await confirm_by_envelope(
+                store,
+                clip.envelope,
+                clip.envelope_format,
+                [candidate],
+                DEFAULT_PARAMS,
+                MatchParams(envelope_check=check),
+            )
+
+        beaten = replace(_candidate(song.id, CLIP_START_S), confidence=0.995, chance_log10=-2.3)
+        answer = await check(beaten, strict)
+        assert answer == beaten  # its own confidence and evidence: the landmarks'
+        assert answer.evidence == "landmarks"
+        assert await check(_candidate(song.id, CLIP_START_S), strict) is None
+        # At a wrong offset, or a wrong song: the envelopes do not agree.
+        assert await check(replace(beaten, song_offset_s=CLIP_START_S + 17.0), strict) is None
+        assert await check(replace(beaten, song_id=other.id), strict) is None
+        assert await check(beaten, replace(strict, corroborate_z=99.0)) is None
 
 
 async def test_weak_matches_the_envelopes_contradict_are_dropped(

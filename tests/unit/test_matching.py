@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from service.matching import (
     refine_time_scale,
     speed_search_needed,
     speed_variants,
+    variant_of,
 )
 
 P = DEFAULT_PARAMS
@@ -134,6 +137,37 @@ def test_a_match_chosen_from_more_speeds_than_it_was_found_at_pays_for_all_of_th
     assert chosen.chance_log10 == pytest.approx(alone.chance_log10 + np.log10(25))
     # Fewer speeds tried than voted on changes nothing: the variants given were all tried.
     assert find_matches(at_speed, hits, P, MatchParams(), speeds_tried=0) == [alone]
+
+
+def test_a_variant_analysed_from_later_in_the_clip_reports_the_clips_own_offset() -> None:
+    """A hop phase's analysis starts `start_s` into the clip and counts its frames from
+    there: its match places the clip's first sample, not the analysis's, and pays
+    calibration_log10_phase, which the clip's own analysis does not."""
+    song = _random_peaks(7, 40)
+    hits = _hits_of(1, song)
+    start = 200
+    inside = (song.frames >= start) & (song.frames < start + 40)
+    clip = Peaks(song.frames[inside] - start, song.bins[inside], song.prominence_db[inside])
+    fp = landmark_hashes(clip, P)
+    shift_s = 64 / P.sample_rate_hz
+    own = find_matches([variant_of(fp)], hits, P, MatchParams())[0]
+    later = find_matches([variant_of(fp, shift_s)], hits, P, MatchParams())[0]
+    assert own.song_offset_s == pytest.approx(start * P.frame_s)
+    assert later.song_offset_s == pytest.approx(own.song_offset_s - shift_s)
+    assert later.query_start_s == pytest.approx(own.query_start_s + shift_s)
+    assert later.query_end_s == pytest.approx(own.query_end_s + shift_s)
+    assert later.score == own.score
+    assert later.chance_log10 == pytest.approx(
+        own.chance_log10 + MatchParams().calibration_log10_phase
+    )
+
+
+def test_hop_phase_shifts_split_a_hop_evenly() -> None:
+    assert P.hop_phase_shifts() == [P.hop * k // P.query_hop_phases for k in (1, 2, 3)]
+    assert replace(P, query_hop_phases=1).hop_phase_shifts() == []
+    assert replace(P, query_hop_phases=2).hop_phase_shifts() == [P.hop // 2]
+    # Query-side only: the index format does not change with it.
+    assert replace(P, query_hop_phases=1).version == P.version
 
 
 def test_merging_two_searches_keeps_each_songs_more_improbable_match() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.audio import peaks as peaks_module
 from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeCollector, band_envelopes
@@ -12,9 +13,11 @@ from service.audio.peaks import (
     find_peaks,
     find_peaks_and_sustained,
     find_sustained_peaks,
+    sustained_peaks_at_phases,
 )
 from service.audio.spectrogram import frame_count
-from tests.audio_fixtures import synth_song
+from service.core.analysis import KEEP_SAMPLES_MAX_S, analyse_query
+from tests.audio_fixtures import encode, synth_song
 
 RATE = DEFAULT_PARAMS.sample_rate_hz
 QUERY = DEFAULT_PARAMS.for_queries()
@@ -121,3 +124,31 @@ def test_the_density_limit_counts_exactly_the_stronger_neighbours(monkeypatch):
         expected = _stronger_nearby_by_brute_force(frames, strength, 16, groups) < 5
         got = peaks_module._keep_strongest_nearby(frames, strength, 16, 5, groups)
         np.testing.assert_array_equal(got, expected)
+
+
+def test_each_hop_phase_is_the_clip_analysed_from_that_many_samples_later():
+    """Phase k's frame 0 starts hop_phase_shifts()[k] samples into the clip (the start_s its
+    variant reports matches from): a clip that starts with that many samples of something
+    else gives, at that phase, exactly the peaks of the rest."""
+    music = synth_song(9, 6.0, RATE)
+    shifts = QUERY.hop_phase_shifts()
+    assert len(shifts) == QUERY.query_hop_phases - 1
+    for k, shift in enumerate(shifts):
+        lead = np.random.default_rng(k).standard_normal(shift).astype(np.float32) * 0.1
+        phased = sustained_peaks_at_phases(np.concatenate([lead, music]), QUERY)[k]
+        alone = find_sustained_peaks(music, QUERY)
+        assert len(alone) > 50
+        np.testing.assert_array_equal(phased.frames, alone.frames)
+        np.testing.assert_array_equal(phased.bins, alone.bins)
+
+
+def test_a_short_clip_keeps_its_samples_for_other_hop_phases(tmp_path):
+    """analyse_query keeps a clip's samples (identify analyses it again at other hop phases
+    only if its own leave it undecided), not a long file's nor a stream segment's."""
+    short = encode(synth_song(10, 8.0), tmp_path / "short", "mp3")
+    clip = analyse_query(short)
+    assert clip.samples is not None
+    assert len(clip.samples) == pytest.approx(8.0 * RATE, abs=0.05 * RATE)
+    assert analyse_query(short, keep_samples=False).samples is None
+    long = encode(synth_song(11, KEEP_SAMPLES_MAX_S + 2.0), tmp_path / "long", "ogg")
+    assert analyse_query(long).samples is None
