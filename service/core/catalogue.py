@@ -17,7 +17,12 @@ import numpy as np
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import sustained_peaks_at_phases, thin_peaks
-from service.core.analysis import AnalysedAudio, analyse_file, analyse_query
+from service.core.analysis import (
+    KEEP_SAMPLES_MAX_S,
+    AnalysedAudio,
+    analyse_file,
+    analyse_query,
+)
 from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
@@ -64,8 +69,10 @@ def match_params_of(settings: Settings) -> MatchParams:
     )
 
 
-#: Files longer than this get a timeline when the caller lets the length decide.
-TIMELINE_AUTO_MIN_S = 60.0
+#: Files longer than this get a timeline when the caller lets the length decide, and are
+#: matched window by window whatever the caller says. The same bound as the samples
+#: analyse_query keeps: a file matched as one clip is one it can analyse at other hop phases.
+TIMELINE_AUTO_MIN_S = KEEP_SAMPLES_MAX_S
 
 
 def _clean(value: str | None) -> str | None:
