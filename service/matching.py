@@ -75,6 +75,15 @@ class MatchParams:
     #: handful of coincident hashes can look improbable under the independence model yet happen in
     #: music that repeats itself.
     min_score: int = 5
+    #: The same floor for the candidates a search returns beside its matches, which the band
+    #: envelopes are asked about when nothing beats chance (envelope_confirm.py). Under
+    #: babble at 0 dB a 5-s clip's song can keep only four aligned frames in every hop phase
+    #: yet stand 5-11 standard deviations out in its envelopes at their offset; such weak
+    #: candidates pay EnvelopeCheckParams.calibration_log10_weak. Measured on the development
+    #: corpus (BENCHMARKS.md): 4 against 5 answered 3 more of the 246 5-s babble clips, and
+    #: the same 3 of 2,184 unindexed clips; 3 answered one clip fewer (chance candidates
+    #: crowd the true one out of the few checked).
+    candidate_min_score: int = 4
     #: Chance hits in music cluster more than independent draws would (repeated bars, shared
     #: instruments, drones). Measured on the development corpus's unindexed clips (votes
     #: counted per query frame), chance alignments reach about 10^2.25 times the probability
@@ -389,6 +398,9 @@ class _Votes:
     song_frames: np.ndarray  # length of the vote's song
     #: Distinct songs among all the pairs, before unpromising ones were dropped.
     n_songs: int = 0
+    #: Whether each vote's (song, variant) group was promising for a match, not only for a
+    #: candidate (_collect_votes's `match_votes`); None: all were.
+    strong: np.ndarray | None = None
 
     def select(self, mask: np.ndarray) -> _Votes:
         return _Votes(
@@ -399,6 +411,7 @@ class _Votes:
             self.q_recorded[mask],
             self.song_frames[mask],
             self.n_songs,
+            None if self.strong is None else self.strong[mask],
         )
 
 
@@ -542,7 +555,11 @@ def _promising(
 
 
 def _collect_votes(
-    variants: Sequence[QueryVariant], hits: Hits, min_votes: int = 1, drift_frames: int = 0
+    variants: Sequence[QueryVariant],
+    hits: Hits,
+    min_votes: int = 1,
+    drift_frames: int = 0,
+    match_votes: int | None = None,
 ) -> _Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
@@ -559,6 +576,9 @@ def _collect_votes(
     Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
     with axis=0) costs an order of magnitude more, and this is the matcher's hot loop. Groups
     that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
+    With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
+    vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
+    same pairs as if `match_votes` had been the floor: the matches do not change.
     """
     empty = np.empty(0, dtype=np.int64)
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
@@ -579,15 +599,20 @@ def _collect_votes(
         q_flat = base[v_idx] + q_idx
         delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
         song = hits.song_ids[hit_idx].astype(np.int64)
-        keep, n_songs = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
+        width = max(drift_frames, 1) + 3
+        keep, n_songs = _promising(song, v_idx, delta, width, min_votes, n_var)
+        strong = keep
+        if match_votes is not None and match_votes > min_votes:
+            strong, _ = _promising(song, v_idx, delta, width, match_votes, n_var)
+            keep = keep | strong
         if seen is not None:
             seen[song] = True
-        kept.append(tuple(a[keep] for a in (v_idx, hit_idx, q_flat, delta, song)))
+        kept.append(tuple(a[keep] for a in (v_idx, hit_idx, q_flat, delta, song, strong)))
     if seen is not None:
         n_songs = int(np.count_nonzero(seen))
     if not kept:
         return _Votes(empty, empty, empty, empty, empty, empty)
-    v_idx, hit_idx, q_flat, delta, song = (
+    v_idx, hit_idx, q_flat, delta, song, strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
@@ -612,6 +637,7 @@ def _collect_votes(
         q_recorded[keep],
         hits.song_frames[kept_hits].astype(np.int64),
         n_songs,
+        strong[keep] if match_votes is not None and match_votes > min_votes else None,
     )
 
 
@@ -697,33 +723,43 @@ def search_matches(
     speeds_tried: int = 1,
     candidates: int = 0,
 ) -> Search:
-    """find_matches, plus the `candidates` most improbable songs (at least min_score votes)
-    whatever their confidence, from the same votes."""
+    """find_matches, plus the `candidates` most improbable songs whatever their confidence,
+    from the same votes: those of at least min_score votes first, then, while places are
+    left, those of at least candidate_min_score (weak candidates, which the band envelopes
+    may still confirm). The weak ones change no match: only the songs promising a match are
+    refined for a time scale (refine_top), as if the weak ones had not been kept."""
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
     query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
     drift = int(np.ceil(params.time_scale_range * query_frames))
-    votes = _collect_votes(variants, hits, params.min_score, drift)
+    floor = min(params.min_score, params.candidate_min_score) if candidates else params.min_score
+    votes = _collect_votes(variants, hits, floor, drift, params.min_score)
     if len(votes.songs) == 0:
         return Search([], [])
     n_var = len(variants)
+    vote_groups = votes.songs * n_var + votes.variant
     group_ids, best_delta, best_score, totals = best_offsets(
-        votes.songs * n_var + votes.variant, votes.db_frame - votes.q_frame
+        vote_groups, votes.db_frame - votes.q_frame
     )
-    # Best variant per song.
+    if votes.strong is None:
+        group_strong = np.ones(len(group_ids), dtype=bool)
+    else:
+        group_strong = np.isin(group_ids, unique_values(vote_groups[votes.strong]))
+    # Best variant per song (of those promising a match, when it has one).
     song_of = group_ids // n_var
-    order = np.lexsort((-best_score, song_of))
+    order = np.lexsort((-best_score, ~group_strong, song_of))
     first = np.searchsorted(song_of[order], unique_values(song_of), side="left")
     best = order[first]
     songs = song_of[best]
     variant = group_ids[best] % n_var
     delta, score, total = best_delta[best].copy(), best_score[best].copy(), totals[best]
     scale = np.ones(len(songs))
+    promising = np.flatnonzero(group_strong[best])
 
     step = min(0.005, 1.0 / max(query_frames, 1))
     n_scale_steps = int(np.ceil(params.time_scale_range / step))
     scales = 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
-    for i in np.argsort(-score)[: params.refine_top]:
+    for i in promising[np.argsort(-score[promising])][: params.refine_top]:
         mine = votes.select((votes.songs == songs[i]) & (votes.variant == variant[i]))
         s_idx, s_delta, s_score = refine_time_scale(mine.db_frame, mine.q_frame, scales)
         if s_score > score[i]:
@@ -764,6 +800,9 @@ def search_matches(
     eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
     likely = np.nonzero(voted)[0]
     likely = likely[np.argsort(log_p[likely], kind="stable")]
+    if len(likely) < candidates:
+        weak = np.nonzero(~voted & (score >= params.candidate_min_score))[0]
+        likely = np.concatenate([likely, weak[np.argsort(log_p[weak], kind="stable")]])
     return Search(
         [match(c) for c in eligible[: params.max_matches]],
         [match(c) for c in likely[:candidates]],

@@ -2,7 +2,9 @@
 
 - A clip no tier of landmarks could decide: the landmark votes of a noisy clip usually rank
   its song and offset among their first few candidates without beating chance, and the
-  envelopes confirm the right one (confirm_by_envelope). A candidate whose landmarks did beat
+  envelopes confirm the right one (confirm_by_envelope). Four aligned frames make a candidate
+  (MatchParams.candidate_min_score), one fewer than a match needs; such a weak candidate pays
+  EnvelopeCheckParams.calibration_log10_weak more. A candidate whose landmarks did beat
   chance, too narrowly to be final and replaced by a speed grid that found nothing better,
   needs less of the envelopes: their agreement (EnvelopeCheckParams.corroborate_z).
 - A clip whose landmark matches beat chance, but too narrowly to be final: a match whose
@@ -117,29 +119,48 @@ async def confirm_by_envelope(
     `phase_candidates` come from the clip analysed at other hop phases (catalogue.py): they
     are checked too, unless the clip's own analysis found them already, and pay
     MatchParams.calibration_log10_phase on top of all the candidates tried; the clip's own
-    are judged as if they had been tried alone."""
+    are judged as if they had been tried alone. Weak candidates (fewer aligned frames than
+    MatchParams.min_score) only add answers too: the others are judged as if no weak one had
+    been tried, and a weak one pays for every candidate tried and
+    EnvelopeCheckParams.calibration_log10_weak."""
     check = match_params.envelope_check
     if check is None or envelope is None or len(envelope) == 0:
         return None
+    floor = match_params.min_score
     own = _checkable(candidates, check)
-    tried = own + _not_among(_checkable(phase_candidates, check), own, params)
+    strong_own = [m for m in own if m.score >= floor]
+    extra = [
+        m
+        for m in _not_among(_checkable(phase_candidates, check), strong_own, params)
+        if m.score >= floor or _not_among([m], own, params)
+    ]
+    tried = own + extra
     if not tried:
         return None
+    strong_tried = len(strong_own) + sum(m.score >= floor for m in extra)
     zs = await _envelope_zs(store, envelope, envelope_format, tried, params, check)
     answers: list[Match] = []
     for i, (z, match) in enumerate(zip(zs, tried, strict=True)):
         if z is None:
             continue
-        if match.confidence >= match_params.min_confidence and z >= check.corroborate_z:
+        if (
+            match.confidence >= match_params.min_confidence
+            and match.score >= match_params.min_score
+            and z >= check.corroborate_z
+        ):
             # Its landmarks beat chance on their own (the speed grid, which replaced them,
-            # found nothing better), and its rhythm agrees.
+            # found nothing better), and its rhythm agrees. (A weak candidate's, however
+            # improbable, are too few to count as a match: MatchParams.min_score.)
             answers.append(match)
         if z < check.min_z:
             continue
-        if i < len(own):  # as if no phase had been tried: the phases only add answers
-            chance = score_of(z, len(own), check).chance_log10
+        if match.score < floor:
+            chance = score_of(z, len(tried), check).chance_log10 + check.calibration_log10_weak
+        elif i < len(own):  # as if no phase had been tried: the phases only add answers
+            chance = score_of(z, len(strong_own), check).chance_log10
         else:
-            chance = score_of(z, len(tried), check).chance_log10
+            chance = score_of(z, strong_tried, check).chance_log10
+        if i >= len(own):
             chance += match_params.calibration_log10_phase
         confidence = 1.0 - 10.0**chance
         if confidence >= match_params.min_confidence:

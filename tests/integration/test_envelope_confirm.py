@@ -147,12 +147,57 @@ async def test_candidates_of_other_hop_phases_are_checked_and_pay_for_it(
         assert await check([right], [again]) == alone
 
 
+async def test_a_candidate_of_fewer_frames_than_a_match_needs_pays_for_it(
+    store_url: str, files: dict[str, Path]
+) -> None:
+    """Candidates with fewer aligned frames than a landmark match needs
+    (MatchParams.candidate_min_score below min_score) come from clips whose song left almost
+    nothing, and from every clip of nothing in the catalogue: such a candidate is confirmed
+    only at EnvelopeCheckParams.calibration_log10_weak more, and the others are judged as if
+    no weak one had been tried."""
+    async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
+        params = MatchParams()
+
+        async def check(candidate: Match, p: MatchParams = params) -> Match | None:
+            return await confirm_by_envelope(
+                store, clip.envelope, clip.envelope_format, [candidate], DEFAULT_PARAMS, p
+            )
+
+        right = _candidate(song.id, CLIP_START_S)
+        weak = replace(right, score=params.min_score - 1)
+        strong, faint = await check(right), await check(weak)
+        assert strong is not None and faint is not None and faint.song_id == song.id
+        assert faint.chance_log10 == pytest.approx(
+            strong.chance_log10 + EnvelopeCheckParams().calibration_log10_weak
+        )
+        # Charged enough, the same envelopes no longer confirm it.
+        assert params.envelope_check is not None
+        over = -strong.chance_log10 - 2 + 0.5  # past min_confidence 0.99 by half a decade
+        costly = replace(
+            params, envelope_check=replace(params.envelope_check, calibration_log10_weak=over)
+        )
+        assert await check(right, costly) == strong
+        assert await check(weak, costly) is None
+        assert await check(replace(weak, song_id=other.id)) is None
+        # Weak candidates only add answers: the others are judged as if none had been tried.
+        beside = await confirm_by_envelope(
+            store,
+            clip.envelope,
+            clip.envelope_format,
+            [right, replace(weak, song_id=other.id, song_offset_s=12.0)],
+            DEFAULT_PARAMS,
+            params,
+        )
+        assert beside == strong
+
+
 async def test_landmarks_that_beat_chance_need_less_of_the_envelopes(
     store_url: str, files: dict[str, Path]
 ) -> None:
     """A candidate whose landmarks beat chance on their own (the speed grid, which replaced
     them, found nothing better) is answered once its envelopes agree at corroborate_z,
-    below what the envelopes alone need; one that does not beat chance is not."""
+    below what the envelopes alone need; one that does not beat chance, or has fewer aligned
+    frames than a match needs, is not."""
     async with _song_other_and_clip(store_url, files) as (store, song, other, clip):
         # Envelopes alone confirm nothing here: only corroboration can answer.
         strict = EnvelopeCheckParams(min_z=99.0)
@@ -176,6 +221,8 @@ async def test_landmarks_that_beat_chance_need_less_of_the_envelopes(
         assert await check(replace(beaten, song_offset_s=CLIP_START_S + 17.0), strict) is None
         assert await check(replace(beaten, song_id=other.id), strict) is None
         assert await check(beaten, replace(strict, corroborate_z=99.0)) is None
+        # Too few aligned frames for a landmark match, however improbable: nothing to agree with.
+        assert await check(replace(beaten, score=MatchParams().min_score - 1), strict) is None
 
 
 async def test_weak_matches_the_envelopes_contradict_are_dropped(

@@ -21,6 +21,7 @@ from service.matching import (
     find_matches,
     merge_matches,
     refine_time_scale,
+    search_matches,
     speed_search_needed,
     speed_variants,
     variant_of,
@@ -160,6 +161,65 @@ def test_a_variant_analysed_from_later_in_the_clip_reports_the_clips_own_offset(
     assert later.chance_log10 == pytest.approx(
         own.chance_log10 + MatchParams().calibration_log10_phase
     )
+
+
+def test_four_aligned_frames_make_a_candidate_but_never_a_match() -> None:
+    """A noisy clip's song may keep only four aligned frames: too few for a landmark match
+    whatever the statistics say (min_score), enough to be one of the candidates the band
+    envelopes are asked about (candidate_min_score)."""
+    q_frames = np.array([10, 40, 70, 100], dtype=np.int32)
+    hashes = np.array([1_001, 2_002, 3_003, 4_004], dtype=np.int32)
+    variant = QueryVariant(1.0, hashes, q_frames, q_frames)
+    aligned = Hits(hashes.astype(np.int64), np.full(4, 7), q_frames + 500, np.full(4, 3_000))
+    # Another song shares three of the hashes at unrelated offsets: no candidate.
+    stray = Hits(
+        hashes[:3].astype(np.int64), np.full(3, 8), np.array([5, 900, 2_000]), np.full(3, 3_000)
+    )
+    hits = _concat(aligned, stray)
+    found = search_matches([variant], hits, P, MatchParams(), candidates=3)
+    assert found.matches == []
+    assert [(c.song_id, c.score) for c in found.candidates] == [(7, 4)]
+    assert found.candidates[0].song_offset_s == pytest.approx(500 * P.frame_s)
+    strict = search_matches([variant], hits, P, MatchParams(candidate_min_score=5), candidates=3)
+    assert strict.candidates == []
+    # Asked for no candidates, the search keeps min_score for its pruning and answers alike.
+    assert search_matches([variant], hits, P, MatchParams()).candidates == []
+
+
+def test_weak_candidates_only_fill_the_places_the_others_leave() -> None:
+    """A song with five aligned frames is a candidate before any of four, however improbable
+    the four are; the four only take places left over, and change no match."""
+    q_frames = np.arange(10, 100, 10, dtype=np.int32)
+    hashes = np.arange(1_001, 1_001 + len(q_frames), dtype=np.int32)
+    variant = QueryVariant(1.0, hashes, q_frames, q_frames)
+
+    def aligned(song_id: int, n: int, at: int, song_frames: int) -> Hits:
+        return Hits(
+            hashes[:n].astype(np.int64),
+            np.full(n, song_id),
+            q_frames[:n] + at,
+            np.full(n, song_frames),
+        )
+
+    # Song 9's five frames sit among thousands of chance hits, song 7's four alone in a short
+    # song: 7 is the more improbable alignment.
+    rng = np.random.default_rng(3)
+    n = 5_000
+    chance = Hits(
+        rng.choice(hashes, n).astype(np.int64),
+        np.full(n, 9),
+        rng.integers(0, 60_000, n),
+        np.full(n, 60_000),
+    )
+    hits = _concat(aligned(9, 5, 3_000, 60_000), chance, aligned(7, 4, 500, 1_000))
+    found = search_matches([variant], hits, P, MatchParams(), candidates=3)
+    assert [c.song_id for c in found.candidates] == [9, 7]
+    assert found.candidates[0].score >= 5 and found.candidates[1].score == 4
+    assert found.candidates[1].chance_log10 < found.candidates[0].chance_log10
+    one = search_matches([variant], hits, P, MatchParams(), candidates=1)
+    assert [c.song_id for c in one.candidates] == [9]
+    strict = search_matches([variant], hits, P, MatchParams(candidate_min_score=5), candidates=3)
+    assert strict.matches == found.matches
 
 
 def test_hop_phase_shifts_split_a_hop_evenly() -> None:
