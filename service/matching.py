@@ -81,8 +81,8 @@ class MatchParams:
     #: yet stand 5-11 standard deviations out in its envelopes at their offset; such weak
     #: candidates pay EnvelopeCheckParams.calibration_log10_weak. Measured on the development
     #: corpus (BENCHMARKS.md): 4 against 5 answered 3 more of the 246 5-s babble clips, and
-    #: the same 3 of 2,184 unindexed clips; 3 answered one clip fewer (chance candidates
-    #: crowd the true one out of the few checked).
+    #: the same 3 of 2,184 unindexed clips; 3 (uncharged, as 4 was first tried) answered one
+    #: clip fewer than 4 (chance candidates crowd the true one out of the few checked).
     candidate_min_score: int = 4
     #: Chance hits in music cluster more than independent draws would (repeated bars, shared
     #: instruments, drones). Measured on the development corpus's unindexed clips (votes
@@ -722,17 +722,22 @@ def search_matches(
     params: MatchParams,
     speeds_tried: int = 1,
     candidates: int = 0,
+    weak_candidates: bool = False,
 ) -> Search:
     """find_matches, plus the `candidates` most improbable songs whatever their confidence,
-    from the same votes: those of at least min_score votes first, then, while places are
-    left, those of at least candidate_min_score (weak candidates, which the band envelopes
-    may still confirm). The weak ones change no match: only the songs promising a match are
-    refined for a time scale (refine_top), as if the weak ones had not been kept."""
+    from the same votes: those of at least min_score votes first, then, with
+    `weak_candidates` and while places are left, those of at least candidate_min_score
+    (weak candidates, for the band envelopes to confirm: the searches whose candidates only
+    choose where to search next do without them, and without their cost). The weak ones
+    change no match: only the songs promising a match are refined for a time scale
+    (refine_top), as if the weak ones had not been kept."""
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
     query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
     drift = int(np.ceil(params.time_scale_range * query_frames))
-    floor = min(params.min_score, params.candidate_min_score) if candidates else params.min_score
+    floor = params.min_score
+    if candidates and weak_candidates:
+        floor = min(floor, params.candidate_min_score)
     votes = _collect_votes(variants, hits, floor, drift, params.min_score)
     if len(votes.songs) == 0:
         return Search([], [])
@@ -800,8 +805,8 @@ def search_matches(
     eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
     likely = np.nonzero(voted)[0]
     likely = likely[np.argsort(log_p[likely], kind="stable")]
-    if len(likely) < candidates:
-        weak = np.nonzero(~voted & (score >= params.candidate_min_score))[0]
+    if len(likely) < candidates and floor < params.min_score:
+        weak = np.nonzero(~voted & (score >= floor))[0]
         likely = np.concatenate([likely, weak[np.argsort(log_p[weak], kind="stable")]])
     return Search(
         [match(c) for c in eligible[: params.max_matches]],

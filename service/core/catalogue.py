@@ -176,8 +176,9 @@ async def identify_analysed(
     Each tier looks up only hashes not fetched yet. Then the band envelopes
     (envelope_confirm.py): matches that beat chance too narrowly to be final are dropped if
     their songs' envelopes do not follow the clip; when no match is left, the second tier's
-    most improbable candidates, of the clip's own analysis and of its other phases, are
-    checked against theirs: noise that leaves too few landmarks still leaves the rhythm.
+    most improbable candidates, of the clip's own analysis and of its other phases (four
+    aligned frames make one: MatchParams.candidate_min_score), are checked against theirs:
+    noise that leaves too few landmarks still leaves the rhythm.
     """
     caps = await postings_caps(store, match_params)
     cache = HitCache(store, max_hits=match_params.max_hits_per_lookup)
@@ -197,7 +198,7 @@ async def identify_analysed(
         dense = [variant_of(await asyncio.to_thread(second_tier_hashes, audio, params))]
         found = await cache.hits_for(dense[0].hashes, caps.deep)
         search = await asyncio.to_thread(
-            search_matches, dense, found, params, match_params, 1, checked
+            search_matches, dense, found, params, match_params, 1, checked, True
         )
         matches, candidates = search.matches, search.candidates
     if inconclusive(matches, match_params) and audio.samples is not None:
@@ -209,7 +210,7 @@ async def identify_analysed(
             hashes = np.concatenate([v.hashes for v in phases])
             found = await phase_cache.hits_for(hashes, caps.deep)
             search = await asyncio.to_thread(
-                search_matches, phases, found, params, match_params, 1, checked
+                search_matches, phases, found, params, match_params, 1, checked, True
             )
             matches = merge_matches(matches, search.matches, match_params.max_matches)
             phase_candidates = search.candidates

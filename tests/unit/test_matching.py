@@ -176,13 +176,17 @@ def test_four_aligned_frames_make_a_candidate_but_never_a_match() -> None:
         hashes[:3].astype(np.int64), np.full(3, 8), np.array([5, 900, 2_000]), np.full(3, 3_000)
     )
     hits = _concat(aligned, stray)
-    found = search_matches([variant], hits, P, MatchParams(), candidates=3)
+    found = search_matches([variant], hits, P, MatchParams(), candidates=3, weak_candidates=True)
     assert found.matches == []
     assert [(c.song_id, c.score) for c in found.candidates] == [(7, 4)]
     assert found.candidates[0].song_offset_s == pytest.approx(500 * P.frame_s)
-    strict = search_matches([variant], hits, P, MatchParams(candidate_min_score=5), candidates=3)
+    strict = search_matches(
+        [variant], hits, P, MatchParams(candidate_min_score=5), candidates=3, weak_candidates=True
+    )
     assert strict.candidates == []
-    # Asked for no candidates, the search keeps min_score for its pruning and answers alike.
+    # Not asked for weak candidates (the speed grid's, which only choose speeds), or for no
+    # candidates at all: none.
+    assert search_matches([variant], hits, P, MatchParams(), candidates=3).candidates == []
     assert search_matches([variant], hits, P, MatchParams()).candidates == []
 
 
@@ -212,13 +216,15 @@ def test_weak_candidates_only_fill_the_places_the_others_leave() -> None:
         np.full(n, 60_000),
     )
     hits = _concat(aligned(9, 5, 3_000, 60_000), chance, aligned(7, 4, 500, 1_000))
-    found = search_matches([variant], hits, P, MatchParams(), candidates=3)
+    found = search_matches([variant], hits, P, MatchParams(), candidates=3, weak_candidates=True)
     assert [c.song_id for c in found.candidates] == [9, 7]
     assert found.candidates[0].score >= 5 and found.candidates[1].score == 4
     assert found.candidates[1].chance_log10 < found.candidates[0].chance_log10
-    one = search_matches([variant], hits, P, MatchParams(), candidates=1)
+    one = search_matches([variant], hits, P, MatchParams(), candidates=1, weak_candidates=True)
     assert [c.song_id for c in one.candidates] == [9]
-    strict = search_matches([variant], hits, P, MatchParams(candidate_min_score=5), candidates=3)
+    strict = search_matches(
+        [variant], hits, P, MatchParams(candidate_min_score=5), candidates=3, weak_candidates=True
+    )
     assert strict.matches == found.matches
 
 
