@@ -581,6 +581,8 @@ def _collect_votes(
     same pairs as if `match_votes` had been the floor: the matches do not change.
     """
     empty = np.empty(0, dtype=np.int64)
+    # The floor a match's group must pass, when it is above the candidates' (else None).
+    split = match_votes if match_votes is not None and match_votes > min_votes else None
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return _Votes(empty, empty, empty, empty, empty, empty)
     n_var = len(variants)
@@ -601,18 +603,19 @@ def _collect_votes(
         song = hits.song_ids[hit_idx].astype(np.int64)
         width = max(drift_frames, 1) + 3
         keep, n_songs = _promising(song, v_idx, delta, width, min_votes, n_var)
-        strong = keep
-        if match_votes is not None and match_votes > min_votes:
-            strong, _ = _promising(song, v_idx, delta, width, match_votes, n_var)
+        columns = (v_idx, hit_idx, q_flat, delta, song)
+        if split is not None:
+            strong, _ = _promising(song, v_idx, delta, width, split, n_var)
             keep = keep | strong
+            columns += (strong,)
         if seen is not None:
             seen[song] = True
-        kept.append(tuple(a[keep] for a in (v_idx, hit_idx, q_flat, delta, song, strong)))
+        kept.append(tuple(a[keep] for a in columns))
     if seen is not None:
         n_songs = int(np.count_nonzero(seen))
     if not kept:
         return _Votes(empty, empty, empty, empty, empty, empty)
-    v_idx, hit_idx, q_flat, delta, song, strong = (
+    v_idx, hit_idx, q_flat, delta, song, *strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
@@ -637,7 +640,7 @@ def _collect_votes(
         q_recorded[keep],
         hits.song_frames[kept_hits].astype(np.int64),
         n_songs,
-        strong[keep] if match_votes is not None and match_votes > min_votes else None,
+        strong[0][keep] if split is not None else None,
     )
 
 

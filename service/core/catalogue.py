@@ -198,7 +198,7 @@ async def identify_analysed(
         dense = [variant_of(await asyncio.to_thread(second_tier_hashes, audio, params))]
         found = await cache.hits_for(dense[0].hashes, caps.deep)
         search = await asyncio.to_thread(
-            search_matches, dense, found, params, match_params, 1, checked, True
+            search_matches, dense, found, params, match_params, 1, checked, weak_candidates=True
         )
         matches, candidates = search.matches, search.candidates
     if inconclusive(matches, match_params) and audio.samples is not None:
@@ -210,7 +210,14 @@ async def identify_analysed(
             hashes = np.concatenate([v.hashes for v in phases])
             found = await phase_cache.hits_for(hashes, caps.deep)
             search = await asyncio.to_thread(
-                search_matches, phases, found, params, match_params, 1, checked, True
+                search_matches,
+                phases,
+                found,
+                params,
+                match_params,
+                1,
+                checked,
+                weak_candidates=True,
             )
             matches = merge_matches(matches, search.matches, match_params.max_matches)
             phase_candidates = search.candidates

@@ -145,7 +145,7 @@ async def confirm_by_envelope(
             continue
         if (
             match.confidence >= match_params.min_confidence
-            and match.score >= match_params.min_score
+            and match.score >= floor
             and z >= check.corroborate_z
         ):
             # Its landmarks beat chance on their own (the speed grid, which replaced them,

@@ -111,7 +111,13 @@ async def match_window_tiers(
                     continue
                 if keep_candidates and check is not None and windows[i].envelope is not None:
                     search = search_matches(
-                        [variants[i]], ordered, params, match_params, 1, check.candidates, True
+                        [variants[i]],
+                        ordered,
+                        params,
+                        match_params,
+                        1,
+                        check.candidates,
+                        weak_candidates=True,
                     )
                     found[i], candidates[i] = search.matches, search.candidates
                 else:
