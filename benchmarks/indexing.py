@@ -1,12 +1,13 @@
-"""Speed and scale of indexing and lookups through PostgreSQL (issue 7).
+"""Speed and scale of indexing and lookups through PostgreSQL.
 
 Four measurements, each into fresh databases named `<--db-prefix>_*` (default
 `sd_storage_bench_*`) on the server of `--admin-dsn`, through the service's own code
 (decode_audio, peaks_and_envelopes, landmark_hashes, PostgresStore.add_song / compact / lookup, the
 `song-detection index` command). With the side-by-side comparison (the default; `--no-before`
-skips it), each track is also decoded and fingerprinted by the code before issue 7's speed work
-(benchmarks/reference_*.py) right before the current code, and the tracks whose samples,
-digest and hashes come out identical are counted. The four:
+skips it), each track is also decoded and fingerprinted by the reference decoder and
+fingerprinter (benchmarks/reference_*.py: per-frame decoding, scipy's maximum filter) right
+before the current code, and the tracks whose samples, digest and hashes come out identical
+are counted. The four:
 
 1. Indexing the corpus's indexed tracks on one core, timed per stage (decode, fingerprint,
    store, compaction), and the PostgreSQL bytes per hour of audio of the same fingerprints in
@@ -144,11 +145,11 @@ class StageTimes:
     fingerprint_cpu_s: float = 0.0
     #: Peaks and band envelopes from one STFT (peaks_and_envelopes, what indexing runs; part
     #: of fingerprint_s), and the same two from two STFTs (find_peaks, then band_envelopes:
-    #: session 8's path, timed right before it on the same track and not stored).
+    #: the two-pass path, timed right before it on the same track and not stored).
     one_pass_s: float = 0.0
     two_pass_s: float = 0.0
     envelope_bytes: int = 0
-    #: The same tracks through the code before issue 7's work (per-frame decoder, scipy
+    #: The same tracks through the reference code (per-frame decoder, scipy
     #: maximum_filter), measured right next to each "after" run; None when not compared.
     before: Before | None = None
     fingerprints: int = 0
@@ -167,7 +168,7 @@ def indexed_tracks(limit: int | None) -> list[Path]:
 
 
 def time_before(path: Path, before: Before) -> tuple[str, np.ndarray, np.ndarray]:
-    """Decode and fingerprint `path` with the code before issue 7; (digest, hashes, offsets)."""
+    """Decode and fingerprint `path` with the reference code; (digest, hashes, offsets)."""
     started, started_cpu = time.perf_counter(), time.process_time()
     audio = decode_audio_per_frame(path, DEFAULT_PARAMS.sample_rate_hz)
     decoded, decoded_cpu = time.perf_counter(), time.process_time()
@@ -186,7 +187,7 @@ def time_before(path: Path, before: Before) -> tuple[str, np.ndarray, np.ndarray
 async def time_stages(tracks: list[Path], url: str, compare: bool) -> StageTimes:
     """Index `tracks` one after another on this core, timing each stage.
 
-    With `compare`, each track is first decoded and fingerprinted by the code before issue 7,
+    With `compare`, each track is first decoded and fingerprinted by the reference code,
     so both sides see the same load on a shared machine.
     """
     t = StageTimes(before=Before() if compare else None)
@@ -581,7 +582,7 @@ def report(
         "",
         f"Peaks and band envelopes, side by side on every track: one STFT "
         f"(`peaks_and_envelopes`, in the fingerprint stage) {t.one_pass_s:.1f} s, two STFTs "
-        f"(`find_peaks`, then `band_envelopes`: session 8's indexing) {t.two_pass_s:.1f} s, "
+        f"(`find_peaks`, then `band_envelopes`) {t.two_pass_s:.1f} s, "
         f"{t.one_pass_s / t.two_pass_s:.2f}x the time; identical peaks and envelopes.",
     ]
     lines += [

@@ -1,4 +1,4 @@
-"""`POST /identify` latency against growing PostgreSQL catalogues, and bytes per hour (issue 7).
+"""`POST /identify` latency against growing PostgreSQL catalogues, and bytes per hour.
 
 One database, grown step by step (`--sizes 1000,10000,30000[,100000]`): the corpus's indexed
 tracks (`queries/dev/index_tracks.csv`) indexed through `song-detection index` (decode,
@@ -74,7 +74,7 @@ from service.store.postings import decode_lookup
 
 FAST_CONDITIONS = ("mp3_64k", "clean")
 SPEED_CONDITIONS = ("speed_m5", "white_snrm5")
-SECTION = "## Speed and scale"
+SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
 STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
 #: Timed beside the stages, not part of them: the reference matcher on the same hits.
 REFERENCE = "voting_reference"
@@ -512,9 +512,9 @@ def report(results: dict[str, dict]) -> list[str]:
     differ = sum(p.get("reference_differs", 0) for r in sizes for p in r["profile"])
     lines += [
         "",
-        f"The reference matcher (`benchmarks/reference_matching.py`, the matcher of commit "
-        f"c6496bc, counting votes per query frame as the current one does) ran on the same "
-        f"hits as the current one (alternately first and second); its "
+        f"The reference matcher (`benchmarks/reference_matching.py`, a plain matcher counting "
+        f"votes per query frame as the service's does) ran on the same "
+        f"hits as the service's (alternately first and second); its "
         f"matches differed on "
         f"{differ:.0f} of the profiled clips.",
     ]

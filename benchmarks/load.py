@@ -1,4 +1,4 @@
-"""Throughput of `POST /identify` under concurrent clients, with the event loop watched (issue 7).
+"""Throughput of `POST /identify` under concurrent clients, with the event loop watched.
 
 The service (`song-detection serve`, `CPU_WORKERS=1`) is pinned to one core with taskset and
 this load generator to the other (sched_setaffinity), so the figures are what one core of API
@@ -31,8 +31,10 @@ import numpy as np
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import catalogue_size
 from benchmarks.indexing import _url
-from benchmarks.latency import SECTION, Clip, dev_clips
+from benchmarks.latency import Clip, dev_clips
 from benchmarks.service_process import running_service
+
+SECTION = "## Identify under load (`benchmarks/load.py`)"
 
 HEALTH_INTERVAL_S = 0.2
 

@@ -1,4 +1,4 @@
-"""The decoder as it was before decoding was batched (commit 40b946c), kept verbatim.
+"""A plain per-frame decoder: the reference the batched decoder must reproduce.
 
 It is the reference the batched decoder must reproduce bit for bit (samples and content
 digest: the digest identifies songs already stored, the samples define every stored

@@ -1,4 +1,4 @@
-"""Fingerprinting as it was before the running max and in-place dB (commit 40b946c).
+"""Reference peak picking: scipy's maximum filter and out-of-place dB.
 
 `legacy_fingerprinting()` swaps the two replaced pieces back into service.audio.peaks for the
 "before" column of the side-by-side benchmark; the pipeline around them is shared. Not used by

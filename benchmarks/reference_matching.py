@@ -1,12 +1,9 @@
-"""The matcher as of commit c6496bc, kept as the reference for benchmarks/latency.py.
+"""A plain reference matcher for benchmarks/latency.py.
 
-One change since that commit, the same the service's matcher made: votes count once per query
-frame (instant), where they counted once per anchor peak (`_collect_votes`). That changed what
-a match scores, not the speed work this reference is here to check.
-
-The voting stage was rewritten for speed (one fast sort with packed indices instead of stable
-argsorts, a count over song ids before any sort); it must give the same matches. latency.py
-times both on the same hits, side by side, and counts any clip where they differ.
+Votes count once per query frame (instant), as in the service's matcher (`_collect_votes`),
+but with plain stable argsorts where the service uses one fast sort over packed indices and a
+count over song ids before any sort; both must give the same matches. latency.py times both on
+the same hits, side by side, and counts any clip where they differ.
 """
 
 from __future__ import annotations

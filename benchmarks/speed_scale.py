@@ -1,4 +1,4 @@
-"""The speed search at catalogue scale, side by side with the search it replaced (issue 7).
+"""The speed search at catalogue scale, side by side with a single dense lookup of the whole grid.
 
 Against the catalogue latency.py grew (`--database`, 100,000 songs after `latency.py --sizes
 100000`), 10-s clips of the indexed corpus tracks that need the speed grid (played 5 % slow or
@@ -6,7 +6,7 @@ fast, 2 % slow, pitch-shifted by a semitone) are identified in this process two 
 alternating order:
 
 - `coarse to fine`: the service as it is (service/core/speed_search.py);
-- `dense grid`: the speed grid as it was before it, reconstructed here from the service's own
+- `dense grid`: a single dense lookup of the grid, built here from the service's own
   parts: the first two tiers as they are, then the query-density landmarks under every speed
   in one lookup, the budget (`max_hits_per_lookup`) shared by all of them.
 
@@ -38,7 +38,7 @@ from service.core.hit_cache import HitCache, postings_caps
 from service.matching import Match, MatchParams, find_matches, inconclusive, speed_variants
 from service.store.postgres import PostgresStore
 
-SECTION = "## Speed and scale (`benchmarks/indexing.py`)"
+SECTION = "## The speed search at 100,000 songs (`benchmarks/speed_scale.py`)"
 CONDITIONS = ("speed_m5", "speed_p5", "speed_m2", "pitch_p1st")
 WAYS = ("coarse to fine", "dense grid")
 
@@ -53,7 +53,7 @@ class Tally:
 
 
 async def dense_grid(store: PostgresStore, audio: AnalysedAudio, mp: MatchParams) -> list[Match]:
-    """The identification of before the coarse-to-fine search: tiers 1 and 2 as they are (a
+    """Identification with a single dense lookup of the grid: tiers 1 and 2 as they are (a
     grid of the clip's own speed alone adds no lookup), then every speed's query-density
     landmarks in one lookup under the shared budget."""
     own = await identify_analysed(store, audio, replace(mp, speed_range=0.0))
