@@ -52,6 +52,14 @@ class AudioTooShort(ServiceError):
     permanent = True
 
 
+class AudioTooLong(ServiceError):
+    """More decoded audio than the request's limit (MAX_INDEX_AUDIO_S, MAX_IDENTIFY_AUDIO_S)."""
+
+    code = "audio_too_long"
+    status = 422
+    permanent = True
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
     status = 413

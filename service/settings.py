@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         200 * 1024 * 1024, gt=0, description="Largest accepted upload; larger ones get HTTP 413."
     )
+    max_index_audio_s: float = Field(
+        7200.0,
+        gt=0,
+        le=149 * 3600,
+        description="Most audio (s) a song may decode to (`POST /songs`, the worker, `index`);"
+        " counted while decoding, so memory stays bounded whatever the file declares.",
+    )
+    max_identify_audio_s: float = Field(
+        7200.0,
+        gt=0,
+        le=149 * 3600,
+        description="Most audio (s) a file to identify may decode to (`POST /identify`, the"
+        " worker's songs_to_check/ files).",
+    )
     api_key: str | None = Field(
         None,
         description="When set, every endpoint except health checks requires `X-API-Key`.",

@@ -41,7 +41,9 @@ async def add_song(
         title=title or "", artist=artist, album=album, isrc=isrc, external_id=external_id
     )
     async with saved_upload(file, settings.upload_max_bytes) as path:
-        song, created = await index_file(store, pool, path, meta, file.filename)
+        song, created = await index_file(
+            store, pool, path, meta, file.filename, max_audio_s=settings.max_index_audio_s
+        )
     if not created:
         response.status_code = status.HTTP_200_OK
     return SongIndexedOut(**SongOut.of(song).model_dump(), created=created)

@@ -148,6 +148,8 @@ class ObjectHandler:
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
         stream_params: StreamParams | None = None,
+        max_index_audio_s: float | None = None,
+        max_identify_audio_s: float | None = None,
     ) -> None:
         self._store = store
         self._pool = pool
@@ -159,6 +161,8 @@ class ObjectHandler:
         self._publish_lease_s = publish_lease_s
         self._tmp_dir = tmp_dir
         self._stream_params = stream_params or StreamParams()
+        self._max_index_audio_s = max_index_audio_s
+        self._max_identify_audio_s = max_identify_audio_s
 
     async def __call__(self, message: ReceivedMessage) -> Outcome:
         try:
@@ -294,6 +298,7 @@ class ObjectHandler:
                         downloaded.path,
                         meta_from_object(downloaded.metadata),
                         filename=PurePosixPath(obj.key).name,
+                        max_audio_s=self._max_index_audio_s,
                     )
                     return reports.index_report(song, created, source, elapsed_ms())
                 case Action.IDENTIFY:
@@ -304,6 +309,7 @@ class ObjectHandler:
                         downloaded.path,
                         self._match_params,
                         timeline=None,
+                        max_audio_s=self._max_identify_audio_s,
                     )
                     return reports.identify_report(result, source, elapsed_ms())
                 case Action.STREAM:

@@ -55,6 +55,8 @@ async def running_worker(
             bucket=settings.s3_bucket,
             topic_arn=settings.sns_topic_arn,
             stream_params=stream_params,
+            max_index_audio_s=settings.max_index_audio_s,
+            max_identify_audio_s=settings.max_identify_audio_s,
         )
         sweeper = StreamSweeper(
             store,
