@@ -271,11 +271,13 @@ def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_protocol import HTTP_PROTOCOL
 
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=HTTP_PROTOCOL,  # unparseable requests get a JSON error too
         log_level=settings.log_level.lower(),
         # ECS gives a task 30 s between SIGTERM and SIGKILL: finish requests well within it.
         timeout_graceful_shutdown=20,

@@ -26,6 +26,14 @@ class BadRequest(ServiceError):
     permanent = True
 
 
+class InvalidInput(ServiceError):
+    """A parameter or field the request validation let through but no store can hold."""
+
+    code = "validation_error"
+    status = 422
+    permanent = True
+
+
 class EmptyFile(BadRequest):
     code = "empty_file"
 

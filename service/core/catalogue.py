@@ -81,16 +81,22 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _found(value: str | None) -> str | None:
+    """A value the caller did not choose (a tag, a file name): NUL characters, which no
+    store keeps, are dropped rather than refused."""
+    return _clean((value or "").replace("\x00", ""))
+
+
 def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | None) -> SongMeta:
     """Metadata precedence: what the caller gave, then the file's tags, then its name."""
     given = given or SongMeta(title="")
     stem = PurePath(filename).stem if filename else ""
-    title = _clean(given.title) or _clean(tags.get("title")) or _clean(stem) or "Untitled"
+    title = _clean(given.title) or _found(tags.get("title")) or _found(stem) or "Untitled"
     return SongMeta(
         title=title,
-        artist=_clean(given.artist) or _clean(tags.get("artist")),
-        album=_clean(given.album) or _clean(tags.get("album")),
-        isrc=_clean(given.isrc) or _clean(tags.get("isrc")),
+        artist=_clean(given.artist) or _found(tags.get("artist")),
+        album=_clean(given.album) or _found(tags.get("album")),
+        isrc=_clean(given.isrc) or _found(tags.get("isrc")),
         external_id=_clean(given.external_id),
     )
 

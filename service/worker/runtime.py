@@ -119,7 +119,7 @@ async def run_worker(settings: Settings) -> int:
             health = None
             if settings.worker_health_port:
                 health = await start_health_server(
-                    poller, settings.host, settings.worker_health_port
+                    poller, settings.host, settings.worker_health_port, pool
                 )
             try:
                 stopped = asyncio.ensure_future(stop.wait())
