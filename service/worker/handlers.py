@@ -43,7 +43,7 @@ from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.matching import MatchParams
 from service.store.base import ProcessedObject, SongMeta, Store
-from service.worker.poller import Outcome, ReceivedMessage
+from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +168,7 @@ class ObjectHandler:
         try:
             parsed = parse_message(message.body)
         except PoisonMessage as exc:
-            log.error(
-                "poison message %s (receive %d): %s; left for the dead-letter queue; body: %.200r",
-                message.message_id,
-                message.receive_count,
-                exc,
-                message.body,
-            )
-            return Outcome.POISON
+            raise DeadLetter("poison_message", str(exc)) from exc
         for reason in parsed.ignored:
             log.info("message %s: ignoring %s", message.message_id, reason)
         for obj in parsed.objects:

@@ -200,9 +200,7 @@ def test_upload_limit_and_api_key(module_store_url, tmp_path, catalogue):
         # message names the setting's value.
         _assert_error(_post_file(c, "/identify", big), 401, "unauthorized")
         with big.open("rb") as f:
-            r = c.post(
-                "/identify", files={"file": (big.name, f)}, headers={"X-API-Key": "s3cret"}
-            )
+            r = c.post("/identify", files={"file": (big.name, f)}, headers={"X-API-Key": "s3cret"})
         _assert_error(r, 413, "payload_too_large")
         assert r.json()["error"]["message"] == "upload exceeds the limit of 100000 bytes"
         # An upload that never ends gets its 401 at once: the server does not wait for it.
