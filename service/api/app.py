@@ -18,6 +18,7 @@ from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.settings import Settings
 from service.store import create_store
+from service.tempfiles import sweep_orphans
 from service.worker.runtime import running_worker
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweep_orphans()  # uploads a killed predecessor left behind
         store = create_store(settings, DEFAULT_PARAMS.version)
         await store.open()
         pool = CpuPool(settings.effective_cpu_workers)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import EmptyFile, PayloadTooLarge
+from service.tempfiles import temp_prefix
 
 _COPY_CHUNK_BYTES = 1 << 20
 
@@ -86,7 +87,7 @@ async def send_json_error(send: Send, status: int, code: str, message: str) -> N
 async def saved_upload(upload: UploadFile, max_bytes: int) -> AsyncIterator[str]:
     """Copy an upload to a named temporary file (worker processes open it by path)."""
     suffix = PurePath(upload.filename or "").suffix[:16]
-    fd, path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
+    fd, path = tempfile.mkstemp(prefix=temp_prefix("upload"), suffix=suffix)
     try:
         written = 0
         with os.fdopen(fd, "wb") as out:

@@ -43,6 +43,7 @@ from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.matching import MatchParams
 from service.store.base import ProcessedObject, SongMeta, Store
+from service.tempfiles import temp_prefix
 from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class ObjectHandler:
                 return
             raise
         fd, path = tempfile.mkstemp(
-            prefix="song-detection-", suffix=PurePosixPath(obj.key).suffix, dir=self._tmp_dir
+            prefix=temp_prefix("download"), suffix=PurePosixPath(obj.key).suffix, dir=self._tmp_dir
         )
         try:
             body = response["Body"]

@@ -23,6 +23,7 @@ from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Store
+from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server
 from service.worker.poller import SqsPoller
@@ -109,6 +110,7 @@ async def run_worker(settings: Settings) -> int:
     # First thing, so a SIGTERM during start-up also ends in an orderly exit.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    sweep_orphans()  # downloads a killed predecessor left behind
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(settings.effective_cpu_workers)

@@ -593,16 +593,11 @@ class _LineReader:
                 self._cond.wait(left)
 
 
-def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_path):
-    """ECS stops a task with SIGTERM: the worker stops receiving, gives up the file it is
-    working on after the grace period, makes its message visible again and exits 0."""
-    # Twelve minutes (a minute of music, tiled: cheap to make, not to fingerprint) in FLAC.
-    long_file = encode(np.tile(synth_song(501, 60.0), 12), tmp_path / "long", "flac")
-    port = free_port()
+def _worker_env(aws: AwsWorld, database_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_"))}
     env.update(
         {
-            "DATABASE_URL": sqlite_url,
+            "DATABASE_URL": database_url,
             "AWS_ENDPOINT_URL": aws.endpoint_url,
             "S3_BUCKET": aws.bucket,
             "SQS_QUEUE_URL": aws.queue_url,
@@ -614,7 +609,11 @@ def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_
             "LOG_LEVEL": "INFO",
         }
     )
-    process = subprocess.Popen(
+    return env
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker"],
         cwd=ROOT,
         env=env,
@@ -622,6 +621,75 @@ def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_mid_file_leaves_no_process_and_no_download_behind(aws, sqlite_url, tmp_path):
+    """The OOM killer or `kill -9` gives the worker no chance to clean up: its analysis
+    process notices its parent is gone and exits, and the next worker deletes the download."""
+    long_file = encode(np.tile(synth_song(502, 60.0), 12), tmp_path / "long", "flac")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    env = {**_worker_env(aws, sqlite_url, port), "TMPDIR": str(spool)}
+    process = _start_worker(env)
+    try:
+        log = _LineReader(process.stderr)
+        log.wait_for(f"health check on http://127.0.0.1:{port}/healthz", timeout_s=60)
+        key = "songs_to_check/killed.flac"
+        aws.send(s3_event(aws.bucket, key, aws.upload(key, long_file)))
+        log.wait_for("processing s3://uploads/songs_to_check/killed.flac", timeout_s=30)
+        time.sleep(0.5)  # the download is written and its analysis running
+        children = _children_of(process.pid)
+        assert children
+        assert [p.name for p in spool.iterdir() if p.suffix == ".flac"]
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in children)
+        assert [p.name for p in spool.iterdir() if p.suffix == ".flac"]  # left behind
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    # The next worker (no queue to read: it is only started) deletes what was left.
+    process = _start_worker({**env, "SQS_QUEUE_URL": aws.dlq_url})
+    try:
+        _LineReader(process.stderr).wait_for("health check on", timeout_s=60)
+        assert not [p.name for p in spool.iterdir() if p.name.startswith("song-detection-")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_path):
+    """ECS stops a task with SIGTERM: the worker stops receiving, gives up the file it is
+    working on after the grace period, makes its message visible again and exits 0."""
+    # Twelve minutes (a minute of music, tiled: cheap to make, not to fingerprint) in FLAC.
+    long_file = encode(np.tile(synth_song(501, 60.0), 12), tmp_path / "long", "flac")
+    port = free_port()
+    process = _start_worker(_worker_env(aws, sqlite_url, port))
     try:
         log = _LineReader(process.stderr)
         log.wait_for(f"health check on http://127.0.0.1:{port}/healthz", timeout_s=60)
