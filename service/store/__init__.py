@@ -99,15 +99,15 @@ def reject_nul(*values: str | None) -> None:
 def editable_changes(fields: dict[str, str | None]) -> list[str]:
     """Names of the columns `fields` sets, in EDITABLE_FIELDS order (safe to put in SQL).
 
-    Raises ValueError for a field clients may not set, or an empty title (every song must
-    be listable by name).
+    Raises InvalidInput (422) for a field clients may not set, an empty title (every song
+    must be listable by name) or text with a NUL character.
     """
     reject_nul(*fields.values())
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
-        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"not editable: {', '.join(sorted(unknown))}")
     if "title" in fields and not (fields["title"] or "").strip():
-        raise ValueError("title cannot be empty")
+        raise InvalidInput("title cannot be empty")
     return [name for name in EDITABLE_FIELDS if name in fields]
 
 
