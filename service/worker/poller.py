@@ -296,7 +296,6 @@ class SqsPoller:
                 exc,
                 exc_info=not _expected(exc),
             )
-            await _cancel(heartbeat)
             await self._set_visibility(message, delay)
             return
         finally:
