@@ -156,6 +156,15 @@ def _read_tags(container: av.container.InputContainer, stream: av.AudioStream) -
     return tags
 
 
+#: After packets that failed to decode, the next frame's timestamp says how much audio they
+#: held: that gap is filled with silence, so damaged audio keeps its clock and what follows
+#: stays where it was played. Only gaps of more than half that frame count (less is rounding)
+#: and of at most _MAX_GAP_S (more is a discontinuity, a splice or a timestamp wrap: the clock
+#: starts again there). Where every packet decodes, timestamps are not consulted: some
+#: containers' jitter (Ogg pages: tens of ms either way) is not lost audio.
+_MIN_GAP_FRAMES = 0.5
+_MAX_GAP_S = 30.0
+
 #: Samples are resampled, digested and stored about this many seconds at a time: per-frame
 #: calls cost more in Python overhead than the work itself. soxr's streaming output does not
 #: depend on how its input is split, so batching leaves samples and digest bit-identical.
@@ -170,9 +179,9 @@ def decode_audio(
     Raises EmptyFile, NotAudio (no container or no audio stream), UndecodableAudio (a
     container whose audio yields no samples, or declares an absurd sample rate) or
     AudioTooLong (more than `max_duration_s` of audio, counted while decoding: what the
-    container declares is never trusted). Isolated corrupt packets, common in broadcast
-    captures, are skipped rather than failing the whole file; a demuxer that gives up midway
-    ends the audio there.
+    container declares is never trusted). Corrupt packets, common in broadcast captures, are
+    skipped rather than failing the whole file, and the gap they leave is filled with silence
+    (see _MIN_GAP_FRAMES); a demuxer that gives up midway ends the audio there.
     """
     container = _open(source)
     try:
@@ -206,8 +215,21 @@ def _decode(
     start_pts_s: float | None = None
     errors = 0
     decoded_any = False
-    decoded_s = 0.0
+    decoded_s = 0.0  # audio emitted so far, silence included
     limit_s = float("inf") if max_duration_s is None else max_duration_s
+    #: Presentation time (s) of the first emitted sample; with `decoded_s`, where the next
+    #: frame belongs.
+    clock_origin_s: float | None = None
+    lost_packets = False  # since the last frame
+
+    def count(seconds: float) -> None:
+        # Counted before the audio is kept: memory never holds more than the limit.
+        nonlocal decoded_s
+        decoded_s += seconds
+        if decoded_s > limit_s:
+            raise AudioTooLong(
+                f"the file holds more than {limit_s:g} s of audio, the limit for this request"
+            )
 
     def push(last: bool = False) -> None:
         out = resampler.resample_chunk(batch.take(), last=last)
@@ -229,6 +251,7 @@ def _decode(
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
+            lost_packets = True
             errors += 1
             if errors > 50 and not decoded_any:
                 break
@@ -237,14 +260,22 @@ def _decode(
             frame_rate = frame.sample_rate
             if frame_rate != in_rate:
                 _check_rate(frame_rate)
-            # Counted before the frame is kept: memory never holds more than the limit.
-            decoded_s += frame.samples / frame_rate
-            if decoded_s > limit_s:
-                raise AudioTooLong(
-                    f"the file holds more than {limit_s:g} s of audio, the limit for this request"
-                )
-            if start_pts_s is None and frame.pts is not None and frame.time_base:
-                start_pts_s = float(frame.pts * frame.time_base)
+            frame_s = frame.samples / frame_rate
+            if frame.pts is not None and frame.time_base:
+                at_s = float(frame.pts * frame.time_base)
+                if start_pts_s is None:
+                    start_pts_s = at_s
+                if clock_origin_s is None:
+                    clock_origin_s = at_s - decoded_s
+                gap_s = at_s - (clock_origin_s + decoded_s)
+                if lost_packets and _MIN_GAP_FRAMES * frame_s < gap_s <= _MAX_GAP_S:
+                    silence = round(gap_s * in_rate)
+                    count(silence / in_rate)
+                    batch.add_silence(silence)
+                elif abs(gap_s) > _MAX_GAP_S:
+                    clock_origin_s = at_s - decoded_s
+            lost_packets = False
+            count(frame_s)
             decoded_any |= batch.add(frame)
             if batch.pending >= batch_samples:
                 push()

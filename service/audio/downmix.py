@@ -88,6 +88,17 @@ class MonoBatch:
             return True
         return self._resample(frame)
 
+    def add_silence(self, samples: int) -> None:
+        """Append `samples` zeros after everything added so far (a gap in the stream)."""
+        if self._swr is not None:
+            # swresample holds back a few samples; they come before the gap.
+            self._drain()
+            self._swr = None
+        self._settle()
+        self._kind = None
+        self._mono.append(np.zeros(samples, dtype=np.float32))
+        self.pending += samples
+
     def finish(self) -> None:
         """Drain swresample's buffer (nothing is buffered unless it was used)."""
         if self._swr is not None:

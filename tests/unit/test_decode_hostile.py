@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from pathlib import Path
 
 import av
 import numpy as np
@@ -14,14 +15,19 @@ from service.audio.downmix import MonoBatch
 from service.core.analysis import analyse_file
 from service.errors import AudioTooLong, ServiceError, UndecodableAudio
 from tests.audio_fixtures import encode, synth_song
-from tests.fuzz_media import MediaCase, malformed_media
+from tests.fuzz_media import MediaCase, base_files, malformed_media
 
 RATE = 8000
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> list[MediaCase]:
-    return malformed_media(tmp_path_factory.mktemp("fuzz_media"))
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz_media")
+
+
+@pytest.fixture(scope="module")
+def cases(media_dir: Path) -> list[MediaCase]:
+    return malformed_media(media_dir)
 
 
 def test_the_malformed_set_is_large_and_reproducible(cases, tmp_path):
@@ -132,3 +138,23 @@ def test_a_decoded_result_carries_only_what_decoded(cases, tmp_path):
         decode_audio(path, RATE, max_duration_s=0.5)
     audio = decode_audio(path, RATE)
     assert isinstance(audio, DecodedAudio) and audio.duration_s < 1.0
+
+
+def test_damaged_audio_keeps_its_clock(media_dir):
+    # Packets of an MPEG-TS whose AAC no longer decodes: the gap they leave is silence, and
+    # the audio after it stays where it was played.
+    ts = base_files(media_dir)["ts"]
+    clean = decode_audio(ts, RATE)
+    damaged = bytearray(ts)
+    rng = np.random.default_rng(5)
+    packets = len(damaged) // 188
+    for k in range(packets // 3, packets // 3 + 60):
+        damaged[k * 188 + 8 : (k + 1) * 188] = rng.bytes(180)
+    audio = decode_audio(bytes(damaged), RATE)
+    assert abs(len(audio.samples) - len(clean.samples)) <= 0.03 * RATE
+    assert audio.duration_s == pytest.approx(clean.duration_s, abs=0.03)
+    # A stretch of silence where the damage was, the same audio at the same place after it.
+    silent = np.flatnonzero(np.abs(audio.samples) < 1e-6)
+    assert len(silent) > 0.5 * RATE
+    tail = slice(len(clean.samples) - RATE // 2, len(clean.samples) - RATE // 10)
+    assert np.abs(audio.samples[tail] - clean.samples[tail]).max() < 1e-3
