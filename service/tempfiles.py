@@ -13,11 +13,15 @@ import logging
 import os
 import re
 import tempfile
+import time
 
 log = logging.getLogger(__name__)
 
 _PREFIX = "song-detection-"
 _NAME = re.compile(rf"{re.escape(_PREFIX)}[a-z]+-(\d+)-")
+#: Files named with this process's pid but older than this are a previous process's (a
+#: restarted container reuses pids); newer ones are this process's own.
+_STARTED_AT = time.time()
 
 
 def temp_prefix(kind: str) -> str:
@@ -38,8 +42,8 @@ def _running(pid: int) -> bool:
 def sweep_orphans(directory: str | None = None) -> int:
     """Delete the temporary files of processes that no longer run; how many were deleted.
 
-    Called at start-up, before this process made any: a file named with this process's own
-    pid is a previous process's (a restarted container reuses pids) and goes too.
+    A file named with this process's own pid goes too when it is older than this process
+    (a restarted container reuses pids).
     """
     folder = directory or tempfile.gettempdir()
     removed = 0
@@ -53,7 +57,13 @@ def sweep_orphans(directory: str | None = None) -> int:
         if match is None or not entry.is_file(follow_symlinks=False):
             continue
         pid = int(match[1])
-        if pid != os.getpid() and _running(pid):
+        if pid == os.getpid():
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= _STARTED_AT:
+                    continue  # one of ours, in use
+            except FileNotFoundError:
+                continue
+        elif _running(pid):
             continue
         try:
             os.unlink(entry.path)

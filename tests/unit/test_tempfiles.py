@@ -29,10 +29,19 @@ def test_files_of_processes_that_no_longer_run_are_deleted(tmp_path):
         }
         for name in names.values():
             (tmp_path / name).write_bytes(b"x")
+        # This process's pid on a file older than the process: a previous incarnation's.
+        os.utime(tmp_path / names["own_previous"], (1_000_000, 1_000_000))
+        own_now = tmp_path / f"song-detection-upload-{os.getpid()}-in-use.mp3"
+        own_now.write_bytes(b"x")
         (tmp_path / f"song-detection-upload-{dead}-dir").mkdir()
         assert sweep_orphans(str(tmp_path)) == 3
         left = {p.name for p in tmp_path.iterdir()}
-        assert left == {names["alive"], names["unrelated"], f"song-detection-upload-{dead}-dir"}
+        assert left == {
+            names["alive"],
+            names["unrelated"],
+            own_now.name,
+            f"song-detection-upload-{dead}-dir",
+        }
     finally:
         alive.kill()
         alive.wait()
