@@ -103,8 +103,8 @@ class PrivateCluster:
 @contextmanager
 def private_cluster() -> Iterator[PrivateCluster]:
     cluster = PrivateCluster()
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()
