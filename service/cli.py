@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import AnalysedAudio, analyse_file
@@ -96,7 +97,7 @@ async def cmd_migrate(settings: Settings) -> int:
 
 
 async def analyse_in_completion_order(
-    pool: CpuPool, files: Sequence[Path], in_flight: int
+    pool: CpuPool, files: Sequence[Path], in_flight: int, max_audio_s: float | None = None
 ) -> AsyncIterator[tuple[Path, AnalysedAudio | ServiceError]]:
     """Analyse `files` on the pool, yielding each (with its result or audio error) as it ends.
 
@@ -108,7 +109,17 @@ async def analyse_in_completion_order(
 
     def submit() -> None:
         for path in remaining:
-            task = asyncio.ensure_future(pool.run(analyse_file, str(path), DEFAULT_PARAMS))
+            task = asyncio.ensure_future(
+                pool.run(
+                    analyse_file,
+                    str(path),
+                    DEFAULT_PARAMS,
+                    DEFAULT_ENVELOPE,
+                    False,
+                    0.0,
+                    max_audio_s,
+                )
+            )
             running[task] = path
             return
 
@@ -144,7 +155,9 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
     # database sees one writer.
     pool = CpuPool(workers)
     try:
-        async for path, outcome in analyse_in_completion_order(pool, files, 2 * pool.workers):
+        async for path, outcome in analyse_in_completion_order(
+            pool, files, 2 * pool.workers, settings.max_index_audio_s
+        ):
             try:
                 if isinstance(outcome, ServiceError):
                     raise outcome
@@ -190,7 +203,9 @@ async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) 
     try:
         for name in files:
             try:
-                result = await identify_file(store, pool, name, params)
+                result = await identify_file(
+                    store, pool, name, params, max_audio_s=settings.max_identify_audio_s
+                )
             except ServiceError as exc:
                 print(f"{name}: error {exc.code}: {exc.message}", file=sys.stderr)
                 status = 1
@@ -256,11 +271,13 @@ def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_protocol import HTTP_PROTOCOL
 
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=HTTP_PROTOCOL,  # unparseable requests get a JSON error too
         log_level=settings.log_level.lower(),
         # ECS gives a task 30 s between SIGTERM and SIGKILL: finish requests well within it.
         timeout_graceful_shutdown=20,

@@ -26,6 +26,14 @@ class BadRequest(ServiceError):
     permanent = True
 
 
+class InvalidInput(ServiceError):
+    """A parameter or field the request validation let through but no store can hold."""
+
+    code = "validation_error"
+    status = 422
+    permanent = True
+
+
 class EmptyFile(BadRequest):
     code = "empty_file"
 
@@ -48,6 +56,14 @@ class UndecodableAudio(ServiceError):
 
 class AudioTooShort(ServiceError):
     code = "audio_too_short"
+    status = 422
+    permanent = True
+
+
+class AudioTooLong(ServiceError):
+    """More decoded audio than the request's limit (MAX_INDEX_AUDIO_S, MAX_IDENTIFY_AUDIO_S)."""
+
+    code = "audio_too_long"
     status = 422
     permanent = True
 

@@ -45,7 +45,20 @@ class Settings(BaseSettings):
     )
     db_pool_min_size: int = Field(2, ge=0, description="Connections kept open in the asyncpg pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Upper bound of the asyncpg pool.")
-    db_command_timeout_s: float = Field(60.0, gt=0, description="Per-statement timeout.")
+    db_command_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Statement timeout of the long writes (a song's fingerprints); SQLite's "
+        "wait for a locked database.",
+    )
+    db_stall_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="PostgreSQL: longest wait for a pooled connection, a new connection, "
+        "/readyz's check and every ordinary statement; a database that stops answering "
+        "turns into 503 this fast.",
+    )
     compact_delta_rows: int = Field(
         1_000_000,
         ge=0,
@@ -60,6 +73,20 @@ class Settings(BaseSettings):
     )
     upload_max_bytes: int = Field(
         200 * 1024 * 1024, gt=0, description="Largest accepted upload; larger ones get HTTP 413."
+    )
+    max_index_audio_s: float = Field(
+        7200.0,
+        gt=0,
+        le=149 * 3600,
+        description="Most audio (s) a song may decode to (`POST /songs`, the worker, `index`);"
+        " counted while decoding, so memory stays bounded whatever the file declares.",
+    )
+    max_identify_audio_s: float = Field(
+        7200.0,
+        gt=0,
+        le=149 * 3600,
+        description="Most audio (s) a file to identify may decode to (`POST /identify`, the"
+        " worker's songs_to_check/ files).",
     )
     api_key: str | None = Field(
         None,

@@ -192,6 +192,7 @@ class AwsWorld:
             MaxNumberOfMessages=10,
             WaitTimeSeconds=1,
             AttributeNames=["All"],
+            MessageAttributeNames=["All"],
         )
         messages = response.get("Messages", [])
         for m in messages:

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from service.api.app import create_app
+from service.api.http_protocol import HTTP_PROTOCOL
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
@@ -72,7 +73,11 @@ class LiveServer:
     def __init__(self, settings: Settings) -> None:
         self.port = _free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            http=HTTP_PROTOCOL,  # as `song-detection serve` runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

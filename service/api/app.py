@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 
 from service import __version__
 from service.api import routes_health, routes_identify, routes_songs, routes_streams
-from service.api.deps import require_api_key
+from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
 from service.api.uploads import BodySizeLimit
 from service.audio.params import DEFAULT_PARAMS
@@ -18,6 +18,7 @@ from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.settings import Settings
 from service.store import create_store
+from service.tempfiles import sweep_orphans
 from service.worker.runtime import running_worker
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweep_orphans()  # uploads a killed predecessor left behind
         store = create_store(settings, DEFAULT_PARAMS.version)
         await store.open()
         pool = CpuPool(settings.effective_cpu_workers)
@@ -59,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.upload_max_bytes + 64 * 1024)
+    # Outermost last: the key is checked before the size, both before the body is read.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.upload_max_bytes)
+    app.add_middleware(ApiKeyBeforeBody, api_key=settings.api_key)
     guarded = [Depends(require_api_key)]
     app.include_router(routes_health.router)
     app.include_router(routes_songs.router, dependencies=guarded)

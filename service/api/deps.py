@@ -8,7 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.uploads import send_json_error
 from service.core.cpu import CpuPool
 from service.errors import Unauthorized
 from service.matching import MatchParams
@@ -46,5 +48,38 @@ async def require_api_key(
     """When API_KEY is configured, every non-health route needs the same `X-API-Key`."""
     if settings.api_key is None:
         return
-    if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
-        raise Unauthorized("missing or wrong X-API-Key header")
+    if not key_matches(key, settings.api_key):
+        raise Unauthorized(_UNAUTHORIZED)
+
+
+_UNAUTHORIZED = "missing or wrong X-API-Key header"
+
+
+def key_matches(given: str | None, api_key: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
+
+
+class ApiKeyBeforeBody:
+    """Answers 401 to a request that carries a body (POST, PUT, PATCH) without the right
+    `X-API-Key` before any of the body is read: FastAPI reads and spools a whole multipart
+    upload before dependencies such as `require_api_key` run. Every route that takes a body
+    needs the key; the probes are GETs."""
+
+    _METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.api_key is not None
+            and scope["type"] == "http"
+            and scope["method"] in self._METHODS
+        ):
+            given = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+            text = None if given is None else given.decode("latin-1")
+            if not key_matches(text, self.api_key):
+                await send_json_error(send, 401, "unauthorized", _UNAUTHORIZED)
+                return
+        await self.app(scope, receive, send)

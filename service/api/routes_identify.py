@@ -27,5 +27,12 @@ async def identify(
 ) -> IdentifyOut:
     """Which catalogue songs play in this clip, where, and how sure we are (best first)."""
     async with saved_upload(file, settings.upload_max_bytes) as path:
-        result = await identify_file(store, pool, path, match_params, timeline=timeline)
+        result = await identify_file(
+            store,
+            pool,
+            path,
+            match_params,
+            timeline=timeline,
+            max_audio_s=settings.max_identify_audio_s,
+        )
     return IdentifyOut.of(result)

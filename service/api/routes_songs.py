@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from service.api.deps import PoolDep, SettingsDep, StoreDep
+from service.api.params import Offset, SongId, WholeNumber
 from service.api.schemas import SongIndexedOut, SongOut, SongPageOut, SongPatch
 from service.api.uploads import saved_upload
 from service.core.catalogue import index_file
 from service.errors import NotFound
+from service.store import reject_nul
 from service.store.base import SongMeta
 
 router = APIRouter(prefix="/songs", tags=["songs"])
@@ -37,11 +39,14 @@ async def add_song(
     external_id: OptionalField = None,
 ) -> SongIndexedOut:
     """Index a song. Title and artist default to the file's tags, then its name."""
+    reject_nul(title, artist, album, isrc, external_id)  # before the upload is analysed
     meta = SongMeta(
         title=title or "", artist=artist, album=album, isrc=isrc, external_id=external_id
     )
     async with saved_upload(file, settings.upload_max_bytes) as path:
-        song, created = await index_file(store, pool, path, meta, file.filename)
+        song, created = await index_file(
+            store, pool, path, meta, file.filename, max_audio_s=settings.max_index_audio_s
+        )
     if not created:
         response.status_code = status.HTTP_200_OK
     return SongIndexedOut(**SongOut.of(song).model_dump(), created=created)
@@ -51,15 +56,15 @@ async def add_song(
 async def list_songs(
     store: StoreDep,
     q: Annotated[str | None, Query(max_length=200, description="Text filter")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, WholeNumber, Query(ge=1, le=1000)] = 50,
+    offset: Offset = 0,
 ) -> SongPageOut:
     """Songs in the order they were indexed, optionally filtered by text in any field."""
     return SongPageOut.of(await store.list_songs(limit=limit, offset=offset, query=q or None))
 
 
 @router.get("/{song_id}", response_model=SongOut)
-async def get_song(song_id: int, store: StoreDep) -> SongOut:
+async def get_song(song_id: SongId, store: StoreDep) -> SongOut:
     song = await store.get_song(song_id)
     if song is None:
         raise NotFound(f"no song with id {song_id}")
@@ -67,7 +72,7 @@ async def get_song(song_id: int, store: StoreDep) -> SongOut:
 
 
 @router.patch("/{song_id}", response_model=SongOut)
-async def update_song(song_id: int, patch: SongPatch, store: StoreDep) -> SongOut:
+async def update_song(song_id: SongId, patch: SongPatch, store: StoreDep) -> SongOut:
     song = await store.update_song(song_id, patch.model_dump(exclude_unset=True))
     if song is None:
         raise NotFound(f"no song with id {song_id}")
@@ -75,7 +80,7 @@ async def update_song(song_id: int, patch: SongPatch, store: StoreDep) -> SongOu
 
 
 @router.delete("/{song_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_song(song_id: int, store: StoreDep) -> Response:
+async def delete_song(song_id: SongId, store: StoreDep) -> Response:
     if not await store.delete_song(song_id):
         raise NotFound(f"no song with id {song_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import StoreDep
+from service.api.params import Offset, PlayId, WholeNumber
 from service.api.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
 from service.core.stream_log import play_document
 from service.errors import BadRequest, NotFound
@@ -104,8 +105,8 @@ async def list_plays(
         datetime | None,
         Query(alias="to", description="Plays starting before this UTC time (ISO 8601)."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, WholeNumber, Query(ge=1, le=10000)] = 100,
+    offset: Offset = 0,
     include_retracted: bool = False,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
     accept: Annotated[str | None, Header()] = None,
@@ -175,7 +176,7 @@ def _csv(plays: list[PlayOut]) -> str:
 
 
 @router.get("/{name}/plays/{play_id}", response_model=PlayOut)
-async def get_play(name: str, play_id: int, store: StoreDep) -> PlayOut:
+async def get_play(name: str, play_id: PlayId, store: StoreDep) -> PlayOut:
     stream = await _stream(store, name)
     play = await store.get_play(stream.id, play_id)
     if play is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,55 +14,65 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import EmptyFile, PayloadTooLarge
+from service.tempfiles import temp_prefix
 
 _COPY_CHUNK_BYTES = 1 << 20
 
 
+#: Room for the multipart framing around the file (boundaries, part headers, form fields).
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
+
+
 class BodySizeLimit:
-    """Rejects request bodies over `max_bytes` with 413 before they are spooled to disk.
+    """Rejects request bodies over `max_bytes` (plus the multipart framing's allowance) with
+    413 before they are spooled to disk.
 
     Content-Length is checked up front; chunked bodies are counted as they arrive, so a client
-    cannot fill the disk by leaving the header out.
+    cannot fill the disk by leaving the header out. The message names `max_bytes`, the
+    setting the client is up against.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, allowance_bytes: int = MULTIPART_ALLOWANCE_BYTES
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.allowance_bytes = allowance_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.max_bytes + self.allowance_bytes
+        message = f"upload exceeds the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _send_413(send, limit)
+                await send_json_error(send, 413, "payload_too_large", message)
                 return
         seen = 0
 
         async def counted() -> Message:
             nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+            received = await receive()
+            if received["type"] == "http.request":
+                seen += len(received.get("body", b""))
                 if seen > limit:
                     # An HTTPException, because FastAPI turns any other error raised while
                     # parsing a form into a generic 400.
-                    raise HTTPException(413, f"upload exceeds the limit of {limit} bytes")
-            return message
+                    raise HTTPException(413, message)
+            return received
 
         await self.app(scope, counted, send)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = (
-        '{"error":{"code":"payload_too_large","message":"upload exceeds the limit of '
-        f'{limit} bytes"}}}}'
-    ).encode()
+async def send_json_error(send: Send, status: int, code: str, message: str) -> None:
+    """Answer with the API's error shape straight from ASGI middleware, closing the
+    connection (the request body, if any, is never read)."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -76,7 +87,7 @@ async def _send_413(send: Send, limit: int) -> None:
 async def saved_upload(upload: UploadFile, max_bytes: int) -> AsyncIterator[str]:
     """Copy an upload to a named temporary file (worker processes open it by path)."""
     suffix = PurePath(upload.filename or "").suffix[:16]
-    fd, path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
+    fd, path = tempfile.mkstemp(prefix=temp_prefix("upload"), suffix=suffix)
     try:
         written = 0
         with os.fdopen(fd, "wb") as out:

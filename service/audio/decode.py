@@ -19,7 +19,7 @@ import numpy as np
 import soxr
 
 from service.audio.downmix import MonoBatch
-from service.errors import EmptyFile, NotAudio, UndecodableAudio
+from service.errors import AudioTooLong, EmptyFile, NotAudio, ServiceError, UndecodableAudio
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
 
@@ -51,26 +51,53 @@ class DecodedAudio:
         return len(self.samples) / self.sample_rate_hz
 
 
-class _GrowingBuffer:
-    """Amortised O(1) append of float32 chunks without keeping a list of them alive."""
+class _ChunkList:
+    """Decoded chunks in arrival order, joined once at the end.
 
-    def __init__(self, capacity: int) -> None:
-        self._data = np.empty(max(capacity, 1024), dtype=np.float32)
-        self._size = 0
+    Nothing is sized from what the container declares (an MP3's Xing frame count or a FLAC
+    STREAMINFO total can claim days of audio in a few bytes); memory follows what really
+    decodes, which the caller's duration limit bounds.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self.samples = 0
 
     def append(self, chunk: np.ndarray) -> None:
-        need = self._size + len(chunk)
-        if need > len(self._data):
-            grown = np.empty(max(need, int(len(self._data) * 1.5)), dtype=np.float32)
-            grown[: self._size] = self._data[: self._size]
-            self._data = grown
-        self._data[self._size : need] = chunk
-        self._size = need
+        self._chunks.append(chunk)
+        self.samples += len(chunk)
 
     def result(self) -> np.ndarray:
-        view = self._data[: self._size]
-        # Don't pin a buffer sized from an over-estimated container duration.
-        return view.copy() if self._size < len(self._data) // 2 else view
+        if len(self._chunks) == 1:
+            return self._chunks[0]
+        if not self._chunks:
+            return np.zeros(0, dtype=np.float32)
+        joined = np.concatenate(self._chunks)
+        self._chunks = [joined]
+        return joined
+
+
+#: Sample rates a real recording can have. A header may claim anything (1 Hz turns 40 KB of
+#: WAV into 11 hours of audio, 2 GHz makes building the resampler's filter cost seconds), so
+#: streams outside this range are refused before any decoding or resampling.
+MIN_SAMPLE_RATE_HZ = 2000
+MAX_SAMPLE_RATE_HZ = 768_000
+
+
+def _check_rate(rate_hz: int) -> None:
+    if not MIN_SAMPLE_RATE_HZ <= rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise UndecodableAudio(
+            f"the audio stream declares a sample rate of {rate_hz} Hz; "
+            f"{MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz is supported"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without FFmpeg's error numbers or the (temporary) file's path."""
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(exc, av.error.FFmpegError) and isinstance(strerror, str) and strerror:
+        return strerror[:1].lower() + strerror[1:]
+    return "unsupported or corrupt audio data"
 
 
 #: libavformat reads up to 5 MB while probing a file for its streams' parameters by default.
@@ -109,12 +136,12 @@ def _open(source: Source) -> av.container.InputContainer:
         if _complete(container):
             return container
         container.close()
-    except (av.error.FFmpegError, ValueError, OSError):
-        pass  # the full probe below decides, and reports
+    except Exception:  # the full probe below decides, and reports
+        pass
     try:
         return attempt({})
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise NotAudio(f"not a recognised audio or video container: {exc}") from exc
+    except Exception as exc:  # whatever the demuxer trips on, the bytes are not media we read
+        raise NotAudio(f"not a recognised audio or video container ({_reason(exc)})") from exc
 
 
 def _read_tags(container: av.container.InputContainer, stream: av.AudioStream) -> dict[str, str]:
@@ -129,71 +156,137 @@ def _read_tags(container: av.container.InputContainer, stream: av.AudioStream) -
     return tags
 
 
+#: After packets that failed to decode, the next frame's timestamp says how much audio they
+#: held: that gap is filled with silence, so damaged audio keeps its clock and what follows
+#: stays where it was played. Only gaps of more than half that frame count (less is rounding)
+#: and of at most _MAX_GAP_S (more is a discontinuity, a splice or a timestamp wrap: the clock
+#: starts again there). Where every packet decodes, timestamps are not consulted: some
+#: containers' jitter (Ogg pages: tens of ms either way) is not lost audio.
+_MIN_GAP_FRAMES = 0.5
+_MAX_GAP_S = 30.0
+
 #: Samples are resampled, digested and stored about this many seconds at a time: per-frame
 #: calls cost more in Python overhead than the work itself. soxr's streaming output does not
 #: depend on how its input is split, so batching leaves samples and digest bit-identical.
 _BATCH_S = 1.0
 
 
-def decode_audio(source: Source, sample_rate_hz: int) -> DecodedAudio:
+def decode_audio(
+    source: Source, sample_rate_hz: int, max_duration_s: float | None = None
+) -> DecodedAudio:
     """Decode the first audio stream of `source`, downmixed to mono and resampled.
 
-    Raises EmptyFile, NotAudio (no container or no audio stream) or UndecodableAudio (a
-    container whose audio yields no samples). Isolated corrupt packets, common in broadcast
-    captures, are skipped rather than failing the whole file.
+    Raises EmptyFile, NotAudio (no container or no audio stream), UndecodableAudio (a
+    container whose audio yields no samples, or declares an absurd sample rate) or
+    AudioTooLong (more than `max_duration_s` of audio, counted while decoding: what the
+    container declares is never trusted). Corrupt packets, common in broadcast captures, are
+    skipped rather than failing the whole file, and the gap they leave is filled with silence
+    (see _MIN_GAP_FRAMES); a demuxer that gives up midway ends the audio there.
     """
     container = _open(source)
     try:
-        if not container.streams.audio:
-            raise NotAudio("the file holds no audio stream")
-        stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
-        in_rate = stream.rate or stream.codec_context.sample_rate
-        if not in_rate:
-            raise UndecodableAudio("the audio stream has no sample rate")
-        duration_s = float(container.duration / av.time_base) if container.duration else 0.0
-        buffer = _GrowingBuffer(int(duration_s * sample_rate_hz * 1.02) + sample_rate_hz)
-        digest = hashlib.sha256()
-        batch = MonoBatch(in_rate)
-        resampler = soxr.ResampleStream(in_rate, sample_rate_hz, 1, dtype="float32", quality="HQ")
-        batch_samples = max(1, int(in_rate * _BATCH_S))
-        start_pts_s: float | None = None
-        errors = 0
-        decoded_any = False
-
-        def push(last: bool = False) -> None:
-            out = resampler.resample_chunk(batch.take(), last=last)
-            if len(out):
-                np.clip(out, -1.0, 1.0, out=out)
-                digest.update((out * 32767.0).astype("<i2").tobytes())
-                buffer.append(out)
-
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                errors += 1
-                if errors > 50 and not decoded_any:
-                    break
-                continue
-            for frame in frames:
-                if start_pts_s is None and frame.pts is not None and frame.time_base:
-                    start_pts_s = float(frame.pts * frame.time_base)
-                decoded_any |= batch.add(frame)
-                if batch.pending >= batch_samples:
-                    push()
-        batch.finish()
-        push(last=True)
-        if not decoded_any:
-            raise UndecodableAudio("the audio stream could not be decoded")
-        return DecodedAudio(
-            samples=buffer.result(),
-            sample_rate_hz=sample_rate_hz,
-            content_sha256=digest.hexdigest(),
-            start_pts_s=start_pts_s,
-            tags=_read_tags(container, stream),
-        )
-    except av.error.FFmpegError as exc:
-        raise UndecodableAudio(f"decoding failed: {exc}") from exc
+        return _decode(container, sample_rate_hz, max_duration_s)
+    except ServiceError:
+        raise
+    except MemoryError as exc:
+        raise UndecodableAudio("the audio stream could not be decoded (out of memory)") from exc
+    except Exception as exc:  # a demuxer or decoder tripping over hostile data
+        raise UndecodableAudio(f"the audio stream could not be decoded ({_reason(exc)})") from exc
     finally:
         container.close()
+
+
+def _decode(
+    container: av.container.InputContainer, sample_rate_hz: int, max_duration_s: float | None
+) -> DecodedAudio:
+    if not container.streams.audio:
+        raise NotAudio("the file holds no audio stream")
+    stream = container.streams.audio[0]
+    stream.thread_type = "AUTO"
+    in_rate = stream.rate or stream.codec_context.sample_rate
+    if not in_rate:
+        raise UndecodableAudio("the audio stream has no sample rate")
+    _check_rate(in_rate)
+    buffer = _ChunkList()
+    digest = hashlib.sha256()
+    batch = MonoBatch(in_rate)
+    resampler = soxr.ResampleStream(in_rate, sample_rate_hz, 1, dtype="float32", quality="HQ")
+    batch_samples = max(1, int(in_rate * _BATCH_S))
+    start_pts_s: float | None = None
+    errors = 0
+    decoded_any = False
+    decoded_s = 0.0  # audio emitted so far, silence included
+    limit_s = float("inf") if max_duration_s is None else max_duration_s
+    #: Presentation time (s) of the first emitted sample; with `decoded_s`, where the next
+    #: frame belongs.
+    clock_origin_s: float | None = None
+    lost_packets = False  # since the last frame
+
+    def count(seconds: float) -> None:
+        # Counted before the audio is kept: memory never holds more than the limit.
+        nonlocal decoded_s
+        decoded_s += seconds
+        if decoded_s > limit_s:
+            raise AudioTooLong(
+                f"the file holds more than {limit_s:g} s of audio, the limit for this request"
+            )
+
+    def push(last: bool = False) -> None:
+        out = resampler.resample_chunk(batch.take(), last=last)
+        if len(out):
+            np.clip(out, -1.0, 1.0, out=out)
+            digest.update((out * 32767.0).astype("<i2").tobytes())
+            buffer.append(out)
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except Exception:
+            if not decoded_any:
+                raise
+            break  # the rest of the file is beyond the demuxer: keep what decoded
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            lost_packets = True
+            errors += 1
+            if errors > 50 and not decoded_any:
+                break
+            continue
+        for frame in frames:
+            frame_rate = frame.sample_rate
+            if frame_rate != in_rate:
+                _check_rate(frame_rate)
+            frame_s = frame.samples / frame_rate
+            if frame.pts is not None and frame.time_base:
+                at_s = float(frame.pts * frame.time_base)
+                if start_pts_s is None:
+                    start_pts_s = at_s
+                if clock_origin_s is None:
+                    clock_origin_s = at_s - decoded_s
+                gap_s = at_s - (clock_origin_s + decoded_s)
+                if lost_packets and _MIN_GAP_FRAMES * frame_s < gap_s <= _MAX_GAP_S:
+                    silence = round(gap_s * in_rate)
+                    count(silence / in_rate)
+                    batch.add_silence(silence)
+                elif abs(gap_s) > _MAX_GAP_S:
+                    clock_origin_s = at_s - decoded_s
+            lost_packets = False
+            count(frame_s)
+            decoded_any |= batch.add(frame)
+            if batch.pending >= batch_samples:
+                push()
+    batch.finish()
+    push(last=True)
+    if not decoded_any:
+        raise UndecodableAudio("the audio stream could not be decoded")
+    return DecodedAudio(
+        samples=buffer.result(),
+        sample_rate_hz=sample_rate_hz,
+        content_sha256=digest.hexdigest(),
+        start_pts_s=start_pts_s,
+        tags=_read_tags(container, stream),
+    )

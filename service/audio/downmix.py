@@ -55,6 +55,8 @@ class MonoBatch:
         self._kind: _Kind | None = None
         self._parts: list[tuple[np.ndarray, ...]] = []
         self._swr: av.AudioResampler | None = None
+        #: (format, layout, rate) of the frames `_swr` was set up for.
+        self._swr_input: tuple[str, str, int] | None = None
         #: Samples (per channel) collected and not yet taken.
         self.pending = 0
 
@@ -86,6 +88,17 @@ class MonoBatch:
             return True
         return self._resample(frame)
 
+    def add_silence(self, samples: int) -> None:
+        """Append `samples` zeros after everything added so far (a gap in the stream)."""
+        if self._swr is not None:
+            # swresample holds back a few samples; they come before the gap.
+            self._drain()
+            self._swr = None
+        self._settle()
+        self._kind = None
+        self._mono.append(np.zeros(samples, dtype=np.float32))
+        self.pending += samples
+
     def finish(self) -> None:
         """Drain swresample's buffer (nothing is buffered unless it was used)."""
         if self._swr is not None:
@@ -113,12 +126,33 @@ class MonoBatch:
     def _resample(self, frame: av.AudioFrame | None) -> bool:
         self._settle()
         self._kind = None
-        if self._swr is None:
-            self._swr = av.AudioResampler(format="flt", layout="mono", rate=self._rate_hz)
         produced = False
+        if frame is not None:
+            signature = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if self._swr is not None and signature != self._swr_input:
+                # A damaged stream switching layout or rate mid-way (a corrupt MP3 header):
+                # swresample is set up per input, so drain it and start another.
+                produced = self._drain()
+                self._swr = None
+            if self._swr is None:
+                self._swr = av.AudioResampler(format="flt", layout="mono", rate=self._rate_hz)
+                self._swr_input = signature
+        elif self._swr is None:
+            return False
+        assert self._swr is not None
         for mono in self._swr.resample(frame):
-            samples = mono.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-            self._mono.append(samples)
-            self.pending += len(samples)
-            produced = True
+            produced |= self._keep(mono)
         return produced
+
+    def _drain(self) -> bool:
+        assert self._swr is not None
+        produced = False
+        for mono in self._swr.resample(None):
+            produced |= self._keep(mono)
+        return produced
+
+    def _keep(self, mono: av.AudioFrame) -> bool:
+        samples = mono.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        self._mono.append(samples)
+        self.pending += len(samples)
+        return len(samples) > 0

@@ -57,12 +57,13 @@ def analyse_file(
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
     sustained: bool = False,
     keep_samples_max_s: float = 0.0,
+    max_duration_s: float | None = None,
 ) -> AnalysedAudio:
     """Decode and fingerprint a file, with its band envelopes unless `envelope` is None, with
     the peaks a clip's second tier looks up (`sustained`, for a clip to identify under
     `params.for_queries()`), and with its samples if it lasts at most `keep_samples_max_s`.
-    Raises the audio ServiceErrors on bad input."""
-    audio = decode_audio(path, params.sample_rate_hz)
+    Raises the audio ServiceErrors on bad input, AudioTooLong past `max_duration_s`."""
+    audio = decode_audio(path, params.sample_rate_hz, max_duration_s)
     if audio.duration_s < MIN_DURATION_S:
         raise AudioTooShort(
             f"audio lasts {audio.duration_s:.2f} s; at least {MIN_DURATION_S:.0f} s is needed"
@@ -94,9 +95,17 @@ def analyse_query(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
     keep_samples: bool = True,
+    max_duration_s: float | None = None,
 ) -> AnalysedAudio:
     """A clip (or long file) to identify against an index built with `params`: its
     query-density peaks and hashes, band envelopes and second-tier sustained peaks, and, with
-    `keep_samples`, a short clip's samples (KEEP_SAMPLES_MAX_S)."""
+    `keep_samples`, a short clip's samples (KEEP_SAMPLES_MAX_S); AudioTooLong past
+    `max_duration_s`."""
     keep = KEEP_SAMPLES_MAX_S if keep_samples else 0.0
-    return analyse_file(path, params.for_queries(), sustained=True, keep_samples_max_s=keep)
+    return analyse_file(
+        path,
+        params.for_queries(),
+        sustained=True,
+        keep_samples_max_s=keep,
+        max_duration_s=max_duration_s,
+    )

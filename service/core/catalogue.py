@@ -14,6 +14,7 @@ from pathlib import PurePath
 
 import numpy as np
 
+from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import sustained_peaks_at_phases, thin_peaks
@@ -80,16 +81,22 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _found(value: str | None) -> str | None:
+    """A value the caller did not choose (a tag, a file name): NUL characters, which no
+    store keeps, are dropped rather than refused."""
+    return _clean((value or "").replace("\x00", ""))
+
+
 def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | None) -> SongMeta:
     """Metadata precedence: what the caller gave, then the file's tags, then its name."""
     given = given or SongMeta(title="")
     stem = PurePath(filename).stem if filename else ""
-    title = _clean(given.title) or _clean(tags.get("title")) or _clean(stem) or "Untitled"
+    title = _clean(given.title) or _found(tags.get("title")) or _found(stem) or "Untitled"
     return SongMeta(
         title=title,
-        artist=_clean(given.artist) or _clean(tags.get("artist")),
-        album=_clean(given.album) or _clean(tags.get("album")),
-        isrc=_clean(given.isrc) or _clean(tags.get("isrc")),
+        artist=_clean(given.artist) or _found(tags.get("artist")),
+        album=_clean(given.album) or _found(tags.get("album")),
+        isrc=_clean(given.isrc) or _found(tags.get("isrc")),
         external_id=_clean(given.external_id),
     )
 
@@ -126,8 +133,12 @@ async def index_file(
     meta: SongMeta | None = None,
     filename: str | None = None,
     params: FingerprintParams = DEFAULT_PARAMS,
+    max_audio_s: float | None = None,
 ) -> tuple[Song, bool]:
-    audio = await pool.run(analyse_file, os.fspath(path), params)
+    """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
+    audio = await pool.run(
+        analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, False, 0.0, max_audio_s
+    )
     return await index_analysed(store, audio, meta, filename or os.fspath(path))
 
 
@@ -250,6 +261,7 @@ async def identify_file(
     match_params: MatchParams,
     params: FingerprintParams = DEFAULT_PARAMS,
     timeline: bool | None = False,
+    max_audio_s: float | None = None,
 ) -> IdentifyResult:
     """Identify a file; with `timeline` also list every song found with its start and end.
 
@@ -257,10 +269,11 @@ async def identify_file(
     worker's reports use this), shorter ones are a single clip. A file that long is matched
     window by window whatever `timeline` says, and its matches are its timeline's songs, each
     once (its highest-scoring entry): matched as one clip, a 26-minute file's hashes met 277
-    million postings at 100,000 songs, and an hour of music is not one song anyway.
+    million postings at 100,000 songs, and an hour of music is not one song anyway. A file
+    that decodes to more than `max_audio_s` raises AudioTooLong.
     """
     started = time.perf_counter()
-    audio = await pool.run(analyse_query, os.fspath(path), params)
+    audio = await pool.run(analyse_query, os.fspath(path), params, True, max_audio_s)
     long = audio.duration_s > TIMELINE_AUTO_MIN_S
     if timeline is None:
         timeline = long

@@ -76,6 +76,9 @@ class StreamParams:
     retention_s: float = 6 * 3600.0
     #: Whether windows that match nothing at their own speed go through the speed grid.
     speed_search: bool = True
+    #: Most audio (s) a segment may decode to: segments last seconds, so more is a misplaced
+    #: recording or a hostile file, refused (AudioTooLong) before it fills memory.
+    max_audio_s: float = 600.0
     log: LogParams = field(default_factory=LogParams)
 
 
@@ -116,7 +119,10 @@ async def process_stream_segment(
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
     # A segment's windows are matched from its stored peaks: its samples are not kept.
-    audio = await pool.run(analyse_query, os.fspath(local_path), fp_params, False)
+    params = params or StreamParams()
+    audio = await pool.run(
+        analyse_query, os.fspath(local_path), fp_params, False, params.max_audio_s
+    )
     return await add_segment(
         store,
         parsed.stream,

@@ -12,6 +12,7 @@ import numpy as np
 
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
+from service.errors import InvalidInput
 from service.matching import Hits
 from service.settings import Settings
 from service.store.base import EDITABLE_FIELDS, PLAY_FIELDS, Store
@@ -41,6 +42,7 @@ def create_store(settings: Settings, params_version: str) -> Store:
         pool_min_size=settings.db_pool_min_size,
         pool_max_size=settings.db_pool_max_size,
         command_timeout_s=settings.db_command_timeout_s,
+        stall_timeout_s=settings.db_stall_timeout_s,
         compact_delta_rows=settings.compact_delta_rows,
     )
 
@@ -78,21 +80,47 @@ def unique_fingerprints(fingerprints: Fingerprints) -> tuple[np.ndarray, np.ndar
     return (key >> 32).astype(np.int32), (key & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
 
 
+#: Largest row id either store accepts (PostgreSQL's `integer` ids); anything larger names no
+#: row in either, rather than failing in one of them.
+MAX_ROW_ID = (1 << 31) - 1
+
+
+def valid_id(row_id: int) -> bool:
+    return 1 <= row_id <= MAX_ROW_ID
+
+
+def reject_nul(*values: str | None) -> None:
+    """Raise InvalidInput (422) for text with a NUL character: PostgreSQL cannot store one in
+    `text`, so neither store accepts it (nor looks it up)."""
+    if any(value is not None and "\x00" in value for value in values):
+        raise InvalidInput("text must not contain NUL characters (\\u0000)")
+
+
 def editable_changes(fields: dict[str, str | None]) -> list[str]:
     """Names of the columns `fields` sets, in EDITABLE_FIELDS order (safe to put in SQL).
 
-    Raises ValueError for a field clients may not set, or an empty title (every song must
-    be listable by name).
+    Raises InvalidInput (422) for a field clients may not set, an empty title (every song
+    must be listable by name) or text with a NUL character.
     """
+    reject_nul(*fields.values())
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
-        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"not editable: {', '.join(sorted(unknown))}")
     if "title" in fields and not (fields["title"] or "").strip():
-        raise ValueError("title cannot be empty")
+        raise InvalidInput("title cannot be empty")
     return [name for name in EDITABLE_FIELDS if name in fields]
 
 
-__all__ = ["MAX_STORED_FRAME", "Store", "create_store", "editable_changes", "unique_fingerprints"]
+__all__ = [
+    "MAX_ROW_ID",
+    "MAX_STORED_FRAME",
+    "Store",
+    "create_store",
+    "editable_changes",
+    "reject_nul",
+    "unique_fingerprints",
+    "valid_id",
+]
 
 
 class CachedTotal:

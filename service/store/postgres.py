@@ -22,7 +22,13 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import CachedTotal, editable_changes, unique_fingerprints
+from service.store import (
+    CachedTotal,
+    editable_changes,
+    reject_nul,
+    unique_fingerprints,
+    valid_id,
+)
 from service.store.base import (
     CompactionResult,
     EnvelopeRange,
@@ -59,7 +65,10 @@ _PROCESSED_COLUMNS = (
 
 #: Failures that mean "the database cannot be used right now" (TimeoutError, raised by
 #: pool.acquire and command_timeout, is an OSError), as opposed to a bug in a statement. A
-#: missing database or refused login also belong: the service cannot fix either itself.
+#: missing database or refused login also belong: the service cannot fix either itself. So do
+#: the client's own errors about its connections (InterfaceError: "connection is closed",
+#: "pool is closing"; InternalClientError: a connection lost mid-release in a fast shutdown),
+#: except those about the arguments of a statement (`_CLIENT_ARGUMENT_ERRORS`).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -68,7 +77,21 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
+_CLIENT_ARGUMENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _CLIENT_ARGUMENT_ERRORS)
+
 
 # --- binary COPY ------------------------------------------------------------------------------
 # https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4: a signature, flags and
@@ -227,6 +250,7 @@ class PostgresStore(PostgresStreamsMixin):
         pool_min_size: int = 2,
         pool_max_size: int = 10,
         command_timeout_s: float = 60.0,
+        stall_timeout_s: float = 5.0,
         migrations_dir: Path | None = None,
         compact_delta_rows: int = 1_000_000,
     ) -> None:
@@ -236,6 +260,11 @@ class PostgresStore(PostgresStreamsMixin):
         self._pool_min_size = pool_min_size
         self._pool_max_size = pool_max_size
         self._command_timeout_s = command_timeout_s
+        #: Longest wait for a connection, a connect, a probe or an ordinary statement: a
+        #: database that stops answering (a stalled host, a failover) turns into
+        #: StoreUnavailable (503) this fast. Writing a song's fingerprints gets
+        #: `command_timeout_s`; compaction and migrations run without a limit.
+        self._stall_timeout_s = stall_timeout_s
         self._migrations_dir = migrations_dir
         self._pool: asyncpg.Pool | None = None
         self._version_checked = False
@@ -255,11 +284,13 @@ class PostgresStore(PostgresStreamsMixin):
                 self._dsn,
                 min_size=self._pool_min_size,
                 max_size=self._pool_max_size,
-                command_timeout=self._command_timeout_s,
-                timeout=self._command_timeout_s,
+                command_timeout=self._stall_timeout_s,
+                timeout=self._stall_timeout_s,
             )
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise
         try:
             if self._migrate_on_start:
                 await self.migrate()
@@ -303,20 +334,26 @@ class PostgresStore(PostgresStreamsMixin):
         StoreUnavailable."""
         try:
             if self._pool is not None:
-                async with self._pool.acquire(timeout=self._command_timeout_s) as conn:
+                async with self._pool.acquire(timeout=self._stall_timeout_s) as conn:
                     yield conn
             else:
                 conn = await asyncpg.connect(
                     self._dsn,
-                    timeout=self._command_timeout_s,
-                    command_timeout=self._command_timeout_s,
+                    timeout=self._stall_timeout_s,
+                    command_timeout=self._stall_timeout_s,
                 )
                 try:
                     yield conn
                 finally:
-                    await conn.close()
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+                    await conn.close(timeout=self._stall_timeout_s)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                raise StoreUnavailable("PostgreSQL did not answer in time") from exc
+            if _unavailable(exc):
+                raise StoreUnavailable(
+                    f"PostgreSQL unavailable: {exc or type(exc).__name__}"
+                ) from exc
+            raise
 
     # --- schema -----------------------------------------------------------------------------
 
@@ -387,15 +424,25 @@ class PostgresStore(PostgresStreamsMixin):
         self._version_checked = True
 
     async def ready(self) -> bool:
-        if await self._pending():
-            return False
-        if not self._version_checked:
-            await self._check_version()
-        return True
+        """Migrated and of our fingerprint version; StoreUnavailable within the stall timeout
+        when the database does not answer."""
+        try:
+            async with asyncio.timeout(self._stall_timeout_s):
+                if await self._pending():
+                    return False
+                if not self._version_checked:
+                    await self._check_version()
+                return True
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL did not answer within {self._stall_timeout_s:g} s"
+            ) from exc
 
     # --- songs ------------------------------------------------------------------------------
 
     async def add_song(self, song: NewSong) -> tuple[Song, bool]:
+        meta = song.meta
+        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id)
         hashes, frames = unique_fingerprints(song.fingerprints)
         meta = song.meta
         async with self._connection() as conn, conn.transaction():
@@ -415,6 +462,7 @@ class PostgresStore(PostgresStreamsMixin):
                 song.n_frames,
                 song.content_sha256,
                 len(hashes),
+                timeout=self._command_timeout_s,
             )
             if row is None:
                 existing = await conn.fetchrow(
@@ -433,6 +481,7 @@ class PostgresStore(PostgresStreamsMixin):
                     source=memoryview(encode_fingerprint_copy(row["id"], hashes, frames)),
                     columns=["hash", "song_id", "frame"],
                     format="binary",
+                    timeout=self._command_timeout_s,
                 )
             if song.envelope is not None and song.envelope.size:
                 await _set_envelope(conn, row["id"], song.envelope, song.envelope_format)
@@ -517,6 +566,8 @@ class PostgresStore(PostgresStreamsMixin):
         }
 
     async def get_song(self, song_id: int) -> Song | None:
+        if not valid_id(song_id):
+            return None
         async with self._connection() as conn:
             row = await conn.fetchrow(f"SELECT {_SONG_COLUMNS} FROM songs WHERE id = $1", song_id)
         return None if row is None else _song(row)
@@ -532,6 +583,7 @@ class PostgresStore(PostgresStreamsMixin):
         return {row["id"]: _song(row) for row in rows}
 
     async def list_songs(self, limit: int, offset: int, query: str | None = None) -> SongPage:
+        reject_nul(query)
         where, args = "", []
         if query:
             where = (
@@ -554,7 +606,7 @@ class PostgresStore(PostgresStreamsMixin):
 
     async def update_song(self, song_id: int, fields: dict[str, str | None]) -> Song | None:
         names = editable_changes(fields)
-        if not names:
+        if not names or not valid_id(song_id):
             return await self.get_song(song_id)
         # Column names come from EDITABLE_FIELDS, values are parameters.
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
@@ -567,6 +619,8 @@ class PostgresStore(PostgresStreamsMixin):
         return None if row is None else _song(row)
 
     async def delete_song(self, song_id: int) -> bool:
+        if not valid_id(song_id):
+            return False
         async with self._connection() as conn, conn.transaction():
             count = await conn.fetchval(
                 "DELETE FROM songs WHERE id = $1 RETURNING fingerprint_count", song_id

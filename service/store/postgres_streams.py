@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
 from service.store.base import (
     PLAY_FIELDS,
     NewStream,
@@ -72,11 +72,13 @@ class PostgresStreamsMixin:
             await asyncio.sleep(_LOCK_RETRY_S)
 
     async def get_stream(self, name: str) -> StreamState | None:
+        reject_nul(name)
         async with self._connection() as conn:
             row = await conn.fetchrow(f"SELECT {STREAM_COLUMNS} FROM streams WHERE name = $1", name)
         return None if row is None else StreamState(**dict(row))
 
     async def ensure_stream(self, stream: NewStream) -> StreamState:
+        reject_nul(stream.name)
         async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO streams (name, pts_epoch_s, wall_origin, max_end_s, last_sequence,"

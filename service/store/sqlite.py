@@ -27,7 +27,13 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import drop_frequent, editable_changes, unique_fingerprints
+from service.store import (
+    drop_frequent,
+    editable_changes,
+    reject_nul,
+    unique_fingerprints,
+    valid_id,
+)
 from service.store.base import (
     CompactionResult,
     EnvelopeRange,
@@ -318,6 +324,8 @@ class SqliteStore(SqliteStreamsMixin):
     # --- songs ------------------------------------------------------------------------------
 
     async def add_song(self, song: NewSong) -> tuple[Song, bool]:
+        meta = song.meta
+        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id)
         return await self._run(self._add_song, song)
 
     def _add_song(self, conn: sqlite3.Connection, song: NewSong) -> tuple[Song, bool]:
@@ -440,6 +448,8 @@ class SqliteStore(SqliteStreamsMixin):
         return found
 
     async def get_song(self, song_id: int) -> Song | None:
+        if not valid_id(song_id):
+            return None
         return await self._run(self._get_song, song_id)
 
     def _get_song(self, conn: sqlite3.Connection, song_id: int) -> Song | None:
@@ -459,6 +469,7 @@ class SqliteStore(SqliteStreamsMixin):
         return {row["id"]: _song(row) for row in rows}
 
     async def list_songs(self, limit: int, offset: int, query: str | None = None) -> SongPage:
+        reject_nul(query)
         return await self._run(self._list_songs, limit, offset, query)
 
     def _list_songs(
@@ -485,7 +496,7 @@ class SqliteStore(SqliteStreamsMixin):
 
     async def update_song(self, song_id: int, fields: dict[str, str | None]) -> Song | None:
         names = editable_changes(fields)
-        if not names:
+        if not names or not valid_id(song_id):
             return await self.get_song(song_id)
         return await self._run(self._update_song, song_id, {n: fields[n] for n in names})
 
@@ -501,6 +512,8 @@ class SqliteStore(SqliteStreamsMixin):
         return _song(rows[0]) if rows else None
 
     async def delete_song(self, song_id: int) -> bool:
+        if not valid_id(song_id):
+            return False
         return await self._run(self._delete_song, song_id)
 
     def _delete_song(self, conn: sqlite3.Connection, song_id: int) -> bool:

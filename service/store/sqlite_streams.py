@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
 from service.store.base import (
     PLAY_FIELDS,
     NewStream,
@@ -86,6 +86,7 @@ class SqliteStreamsMixin:
             yield
 
     async def get_stream(self, name: str) -> StreamState | None:
+        reject_nul(name)
         return await self._run(self._get_stream, name)
 
     def _get_stream(self, conn: sqlite3.Connection, name: str) -> StreamState | None:
@@ -94,6 +95,7 @@ class SqliteStreamsMixin:
         return None if found is None else _stream(found)
 
     async def ensure_stream(self, stream: NewStream) -> StreamState:
+        reject_nul(stream.name)
         return await self._run(self._ensure_stream, stream)
 
     def _ensure_stream(self, conn: sqlite3.Connection, stream: NewStream) -> StreamState:

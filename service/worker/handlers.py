@@ -43,7 +43,8 @@ from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.matching import MatchParams
 from service.store.base import ProcessedObject, SongMeta, Store
-from service.worker.poller import Outcome, ReceivedMessage
+from service.tempfiles import temp_prefix
+from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class ObjectHandler:
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
         stream_params: StreamParams | None = None,
+        max_index_audio_s: float | None = None,
+        max_identify_audio_s: float | None = None,
     ) -> None:
         self._store = store
         self._pool = pool
@@ -159,19 +162,14 @@ class ObjectHandler:
         self._publish_lease_s = publish_lease_s
         self._tmp_dir = tmp_dir
         self._stream_params = stream_params or StreamParams()
+        self._max_index_audio_s = max_index_audio_s
+        self._max_identify_audio_s = max_identify_audio_s
 
     async def __call__(self, message: ReceivedMessage) -> Outcome:
         try:
             parsed = parse_message(message.body)
         except PoisonMessage as exc:
-            log.error(
-                "poison message %s (receive %d): %s; left for the dead-letter queue; body: %.200r",
-                message.message_id,
-                message.receive_count,
-                exc,
-                message.body,
-            )
-            return Outcome.POISON
+            raise DeadLetter("poison_message", str(exc)) from exc
         for reason in parsed.ignored:
             log.info("message %s: ignoring %s", message.message_id, reason)
         for obj in parsed.objects:
@@ -254,7 +252,7 @@ class ObjectHandler:
                 return
             raise
         fd, path = tempfile.mkstemp(
-            prefix="song-detection-", suffix=PurePosixPath(obj.key).suffix, dir=self._tmp_dir
+            prefix=temp_prefix("download"), suffix=PurePosixPath(obj.key).suffix, dir=self._tmp_dir
         )
         try:
             body = response["Body"]
@@ -294,6 +292,7 @@ class ObjectHandler:
                         downloaded.path,
                         meta_from_object(downloaded.metadata),
                         filename=PurePosixPath(obj.key).name,
+                        max_audio_s=self._max_index_audio_s,
                     )
                     return reports.index_report(song, created, source, elapsed_ms())
                 case Action.IDENTIFY:
@@ -304,6 +303,7 @@ class ObjectHandler:
                         downloaded.path,
                         self._match_params,
                         timeline=None,
+                        max_audio_s=self._max_identify_audio_s,
                     )
                     return reports.identify_report(result, source, elapsed_ms())
                 case Action.STREAM:

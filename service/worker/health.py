@@ -3,7 +3,8 @@
 A plain asyncio server rather than a web framework: one route, no dependencies, and it runs on
 the worker's own loop, so an answer also proves the loop is not blocked. 200 while the poller
 receives normally (SQS answered within the last long poll plus a minute, or every slot is
-busy), 503 otherwise (stopping, or SQS unreachable for too long), with the poller's counters
+busy) and its CPU pool can analyse audio, 503 otherwise (stopping, SQS unreachable for too long,
+or analysis processes that died and cannot be restarted), with the poller's counters
 as JSON either way.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 
+from service.core.cpu import CpuPool
 from service.worker.poller import SqsPoller
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,11 @@ log = logging.getLogger(__name__)
 _READ_TIMEOUT_S = 5.0
 
 
-async def start_health_server(poller: SqsPoller, host: str, port: int) -> asyncio.Server:
+async def start_health_server(
+    poller: SqsPoller, host: str, port: int, pool: CpuPool | None = None
+) -> asyncio.Server:
+    """Serve /healthz; 503 also while `pool` has lost its processes and cannot restart them."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
@@ -32,7 +38,12 @@ async def start_health_server(poller: SqsPoller, host: str, port: int) -> asynci
                 status, body = "404 Not Found", {"error": {"code": "not_found", "message": path}}
             else:
                 body = poller.status()
-                status = "200 OK" if poller.healthy() else "503 Service Unavailable"
+                healthy = poller.healthy()
+                if pool is not None:
+                    body["cpu_pool"] = "ok" if pool.healthy else "broken"
+                    healthy = healthy and pool.healthy
+                body["status"] = "ok" if healthy else "unhealthy"
+                status = "200 OK" if healthy else "503 Service Unavailable"
             payload = json.dumps(body).encode()
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"

@@ -2,20 +2,29 @@
 after success in batches, back off failures, and on shutdown drain or release.
 
 The poller knows nothing about S3 or audio: it hands each message to a handler and acts on the
-outcome. A handler returns `Outcome.DONE` (delete it), `Outcome.POISON` (a body no retry can
-fix: leave it, visible again at once, so the queue's redrive policy moves it to the dead-letter
-queue after maxReceiveCount receives), or raises (a transient failure: the message stays and
-comes back after an exponential backoff set through its visibility timeout).
+outcome. A handler returns `Outcome.DONE` (delete it), raises DeadLetter (a body no retry can
+fix) or raises anything else (a transient failure: the message stays and comes back after an
+exponential backoff set through its visibility timeout).
+
+Messages that will not be processed go to the dead-letter queue with their reason: a
+DeadLetter at once, a transient failure on its last receive (the queue's redrive policy's
+maxReceiveCount). The poller sends a copy of the body to the queue's dead-letter queue with
+message attributes saying why (`failure_code`, `failure_reason`, `source_message_id`,
+`receive_count`, `failed_at`) and deletes the original; the redrive policy itself would move
+the message without a word. Should that fail (no redrive policy, no permission), the message
+is left to the redrive policy as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -41,7 +50,29 @@ class ReceivedMessage:
 
 class Outcome(Enum):
     DONE = "done"
+    #: The same as raising DeadLetter("poison_message", ...) without a reason.
     POISON = "poison"
+
+
+class DeadLetter(Exception):
+    """Raised by a handler for a message no retry can fix: it goes to the dead-letter queue
+    at once, carrying `code` and `reason`."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DeadLetterTarget:
+    queue_url: str
+    #: The redrive policy's maxReceiveCount: the receive after which SQS would move it.
+    max_receive_count: int
+
+
+#: SQS message attribute values are at most 256 KiB; reasons are kept short anyway.
+_REASON_MAX_CHARS = 1000
 
 
 Handler = Callable[[ReceivedMessage], Awaitable[Outcome]]
@@ -90,6 +121,10 @@ class SqsPoller:
         self._pending_deletes: list[ReceivedMessage] = []
         self._delete_wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._dead_letter_target: DeadLetterTarget | None = None
+        self._dead_letter_looked_up = False
+        #: Messages this poller moved to the dead-letter queue (health output, tests).
+        self.dead_lettered = 0
         #: time.monotonic() of the last receive call that SQS answered (health).
         self.last_receive_at: float | None = None
         self.started_at = time.monotonic()
@@ -136,6 +171,7 @@ class SqsPoller:
             "concurrency": self.concurrency,
             "processed": self.processed,
             "failed": self.failed,
+            "dead_lettered": self.dead_lettered,
             "last_receive_age_s": None if last is None else round(time.monotonic() - last, 1),
         }
 
@@ -229,8 +265,27 @@ class SqsPoller:
             outcome = await self._handler(message)
         except asyncio.CancelledError:
             raise  # shutting down: the shutdown releases the message
+        except DeadLetter as exc:
+            await _cancel(heartbeat)
+            self.failed += 1
+            await self._give_up(message, exc.code, exc.reason)
+            return
         except Exception as exc:
             self.failed += 1
+            await _cancel(heartbeat)
+            target = await self._target()
+            if target is not None and message.receive_count >= target.max_receive_count:
+                code = exc.code if isinstance(exc, ServiceError) else type(exc).__name__
+                log.warning(
+                    "message %s failed on its last receive (%d): %s: %s",
+                    message.message_id,
+                    message.receive_count,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not _expected(exc),
+                )
+                await self._give_up(message, code, str(exc) or type(exc).__name__)
+                return
             delay = self._backoff_s(message.receive_count)
             log.warning(
                 "message %s failed (receive %d), retrying in %d s: %s: %s",
@@ -241,20 +296,78 @@ class SqsPoller:
                 exc,
                 exc_info=not _expected(exc),
             )
-            await _cancel(heartbeat)
             await self._set_visibility(message, delay)
             return
         finally:
             await _cancel(heartbeat)
         if outcome is Outcome.DONE:
             self.processed += 1
-            self._pending_deletes.append(message)
-            self._delete_wanted.set()
+            self._delete(message)
         else:
             self.failed += 1
-            # Visible again at once: the redrive policy counts receives, so a poison message
-            # reaches the dead-letter queue after maxReceiveCount quick round trips.
-            await self._set_visibility(message, 0)
+            await self._give_up(message, "poison_message", "the handler refused the message")
+
+    def _delete(self, message: ReceivedMessage) -> None:
+        self._pending_deletes.append(message)
+        self._delete_wanted.set()
+
+    # --- the dead-letter queue --------------------------------------------------------------
+
+    async def _target(self) -> DeadLetterTarget | None:
+        """The queue's dead-letter queue, from its redrive policy (looked up once)."""
+        if self._dead_letter_looked_up:
+            return self._dead_letter_target
+        try:
+            attrs = await self._sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"]
+            )
+            policy = attrs.get("Attributes", {}).get("RedrivePolicy")
+            if policy:
+                parsed = json.loads(policy)
+                arn = str(parsed["deadLetterTargetArn"])
+                _, _, _, _, account, name = arn.split(":", 5)
+                found = await self._sqs.get_queue_url(
+                    QueueName=name, QueueOwnerAWSAccountId=account
+                )
+                self._dead_letter_target = DeadLetterTarget(
+                    found["QueueUrl"], int(parsed["maxReceiveCount"])
+                )
+        except Exception as exc:  # asked again next time
+            log.warning("could not read the queue's redrive policy: %s", exc)
+            return None
+        self._dead_letter_looked_up = True
+        return self._dead_letter_target
+
+    async def _give_up(self, message: ReceivedMessage, code: str, reason: str) -> None:
+        """Send `message` to the dead-letter queue with why, then delete it; without a
+        dead-letter queue to send to, leave it visible so the redrive policy moves it."""
+        log.error(
+            "message %s goes to the dead-letter queue (receive %d): %s: %s; body: %.200r",
+            message.message_id,
+            message.receive_count,
+            code,
+            reason,
+            message.body,
+        )
+        target = await self._target()
+        if target is not None:
+            try:
+                await self._sqs.send_message(
+                    QueueUrl=target.queue_url,
+                    MessageBody=message.body,
+                    MessageAttributes=_failure_attributes(message, code, reason),
+                )
+            except Exception as exc:
+                log.warning(
+                    "could not send %s to the dead-letter queue: %s", message.message_id, exc
+                )
+            else:
+                self.dead_lettered += 1
+                self._delete(message)
+                return
+        # Visible again at once: the redrive policy counts receives, so the message reaches
+        # the dead-letter queue after maxReceiveCount quick round trips.
+        await self._set_visibility(message, 0)
 
     def _backoff_s(self, receive_count: int) -> int:
         delay = self._retry_backoff_s * 2 ** max(0, receive_count - 1)
@@ -353,6 +466,19 @@ class SqsPoller:
             for failure in failed:
                 log.warning("could not release a message: %s", failure.get("Message"))
             log.info("released %d unfinished message(s)", len(batch) - len(failed))
+
+
+def _failure_attributes(message: ReceivedMessage, code: str, reason: str) -> dict[str, Any]:
+    def text(value: str) -> dict[str, str]:
+        return {"DataType": "String", "StringValue": value or "-"}
+
+    return {
+        "failure_code": text(code),
+        "failure_reason": text(reason[:_REASON_MAX_CHARS]),
+        "source_message_id": text(message.message_id),
+        "receive_count": {"DataType": "Number", "StringValue": str(message.receive_count)},
+        "failed_at": text(datetime.now(UTC).isoformat(timespec="seconds")),
+    }
 
 
 def _expected(exc: BaseException) -> bool:

@@ -23,6 +23,7 @@ from service.matching import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Store
+from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server
 from service.worker.poller import SqsPoller
@@ -55,6 +56,8 @@ async def running_worker(
             bucket=settings.s3_bucket,
             topic_arn=settings.sns_topic_arn,
             stream_params=stream_params,
+            max_index_audio_s=settings.max_index_audio_s,
+            max_identify_audio_s=settings.max_identify_audio_s,
         )
         sweeper = StreamSweeper(
             store,
@@ -107,6 +110,7 @@ async def run_worker(settings: Settings) -> int:
     # First thing, so a SIGTERM during start-up also ends in an orderly exit.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    sweep_orphans()  # downloads a killed predecessor left behind
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(settings.effective_cpu_workers)
@@ -117,7 +121,7 @@ async def run_worker(settings: Settings) -> int:
             health = None
             if settings.worker_health_port:
                 health = await start_health_server(
-                    poller, settings.host, settings.worker_health_port
+                    poller, settings.host, settings.worker_health_port, pool
                 )
             try:
                 stopped = asyncio.ensure_future(stop.wait())

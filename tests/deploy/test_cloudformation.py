@@ -170,7 +170,11 @@ def test_worker_role_grants_what_the_worker_does_and_no_more(template: dict[str,
     ]
     # Reports are written next to the checked file, never into the catalogue's folder.
     assert granted["s3:PutObject"] == [{"Fn::Sub": "${UploadsBucket.Arn}/songs_to_check/*"}]
-    assert not {a for a in granted if a.startswith(("sqs:Send", "s3:Delete", "sns:Sub"))}
+    # Sending only to the dead-letter queue: messages given up on, with their reason.
+    assert granted["sqs:SendMessage"] == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+    assert not {
+        a for a in granted if a.startswith(("sqs:SendMessageBatch", "s3:Delete", "sns:Sub"))
+    }
     assert "Policies" not in resource(template, "ApiTaskRole")
 
 

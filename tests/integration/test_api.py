@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,8 +196,21 @@ def test_upload_limit_and_api_key(module_store_url, tmp_path, catalogue):
         assert c.get("/songs", headers={"X-API-Key": "s3cret"}).status_code == 200
         big = catalogue[0].path  # a 40-s MP3 is well over 100 kB
         assert big.stat().st_size > 100_000
-        r = _post_file(c, "/identify", big)  # refused before the key is even checked
+        # Without the key, refused before the body is read; with it, for its size, and the
+        # message names the setting's value.
+        _assert_error(_post_file(c, "/identify", big), 401, "unauthorized")
+        with big.open("rb") as f:
+            r = c.post("/identify", files={"file": (big.name, f)}, headers={"X-API-Key": "s3cret"})
         _assert_error(r, 413, "payload_too_large")
+        assert r.json()["error"]["message"] == "upload exceeds the limit of 100000 bytes"
+        # An upload that never ends gets its 401 at once: the server does not wait for it.
+        with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /songs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            )
+            head = sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 401") and b'"unauthorized"' in head
 
         # A chunked multipart upload (no Content-Length) is counted as it streams in.
         boundary = "b0undary"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from service.audio.hashes import Fingerprints
-from service.errors import IndexMismatch, StoreUnavailable
+from service.errors import IndexMismatch, InvalidInput, StoreUnavailable
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
@@ -360,10 +360,29 @@ async def test_update_song(store_url: str) -> None:
         assert await store.update_song(song.id, {}) == updated
         assert await store.update_song(song.id + 1000, {"title": "Nobody"}) is None
 
-        for bad in ({"content_sha256": "x"}, {"n_frames": "1"}, {"title": None}, {"title": " "}):
-            with pytest.raises(ValueError):
+        for bad in (
+            {"content_sha256": "x"},
+            {"n_frames": "1"},
+            {"title": None},
+            {"title": " "},
+            {"title": "a\x00b"},
+            {"album": "\x00"},
+        ):
+            with pytest.raises(InvalidInput) as raised:
                 await store.update_song(song.id, bad)  # type: ignore[arg-type]
+            assert raised.value.status == 422
         assert await store.get_song(song.id) == updated
+        # Both stores refuse NUL text and take ids past their columns for "no such row".
+        with pytest.raises(InvalidInput):
+            await store.list_songs(limit=10, offset=0, query="a\x00")
+        with pytest.raises(InvalidInput):
+            await store.get_stream("radio\x00")
+        for too_big in (2**31, 2**63, 2**64):
+            assert await store.get_song(too_big) is None
+            assert await store.update_song(too_big, {"title": "x"}) is None
+            assert await store.delete_song(too_big) is False
+        page = await store.list_songs(limit=10, offset=2**62)
+        assert page.items == [] and page.total >= 1
 
 
 async def test_list_filters_and_paginates(store_url: str) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aioboto3
@@ -48,6 +48,7 @@ from tests.aws_fixtures import (
     sns_envelope,
 )
 from tests.conftest import LiveServer
+from tests.fuzz_media import malformed_media
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -414,8 +415,12 @@ async def test_poison_messages_end_in_the_dead_letter_queue(aws, sqlite_url):
         dead = await aws.take(aws.dlq_url, len(bodies), timeout_s=30)
         await settled(aws)
     assert sorted(m["Body"] for m in dead) == sorted(bodies)
-    # Each was received maxReceiveCount times (then the redrive moved it), never deleted.
-    assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVE_COUNT for m in dead)
+    # Moved at their first receive (no retry can fix them), each with its reason.
+    for m in dead:
+        attributes = {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
+        assert attributes["failure_code"] == "poison_message"
+        assert attributes["failure_reason"] and attributes["source_message_id"]
+        assert attributes["receive_count"] == "1"
     assert await aws.sns_messages(0, quiet_s=0.5) == []
 
 
@@ -439,6 +444,43 @@ async def test_bad_audio_is_reported_not_retried(aws, sqlite_url, media):
     assert aws.queue_depth(aws.dlq_url) == 0
 
 
+async def test_hostile_media_is_reported_and_deleted_never_dead_lettered(aws, sqlite_url, tmp_path):
+    """Files whose decoding used to crash (a buffer sized from a forged header, a demuxer's
+    IndexError, an unknown WAV format tag) or that decode to more than the limit: each gets
+    an error report and SNS message at once, no retry, nothing in the dead-letter queue."""
+    cases = {c.name: c.data for c in malformed_media(tmp_path)}
+    names = [
+        "flac_total_max.flac",  # claims 2^36 samples, holds 3 s: identified (no match)
+        "ts_packet_headers_2.ts",
+        "wav_tag_0x1234.wav",
+        "wav_1hz_40k.wav",
+        "trunc_m4a_400.m4a",
+        "doubled_mp3.mp3",  # 6 s, over the limit set below
+    ]
+    aws.notify_queue_on_upload()
+    settings = aws.settings(sqlite_url, max_identify_audio_s=5.0)
+    async with worker(settings):
+        for name in names:
+            path = tmp_path / name
+            path.write_bytes(cases[name])
+            aws.upload(f"songs_to_check/hostile/{name}", path)
+        messages = await aws.sns_messages(len(names))
+        await settled(aws)
+    assert len(messages) == len(names)
+    errors = {}
+    for name in names:
+        report = aws.object_json(f"songs_to_check/hostile/{PurePosixPath(name).stem}.json")
+        assert report is not None, name
+        if report["event_type"] == "identify.error":
+            errors[name] = report["error"]["code"]
+            assert "/tmp" not in report["error"]["message"]
+    assert errors["wav_tag_0x1234.wav"] == "undecodable_audio"
+    assert errors["wav_1hz_40k.wav"] == "undecodable_audio"
+    assert errors["doubled_mp3.mp3"] == "audio_too_long"
+    assert errors["trunc_m4a_400.m4a"] == "not_audio"
+    assert aws.queue_depth(aws.dlq_url) == 0
+
+
 async def test_transient_failures_are_retried_then_dead_lettered(aws, media):
     """The database is down: the message is not deleted, comes back after the backoff, and
     after maxReceiveCount receives the redrive policy parks it in the dead-letter queue."""
@@ -451,6 +493,11 @@ async def test_transient_failures_are_retried_then_dead_lettered(aws, media):
         (dead,) = await aws.take(aws.dlq_url, 1, timeout_s=30)
         assert running.poller.failed >= MAX_RECEIVE_COUNT
     assert json.loads(dead["Body"]) == event
+    # The poller moved it on its last receive, saying why.
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attributes["failure_code"] == "store_unavailable"
+    assert "PostgreSQL" in attributes["failure_reason"]
+    assert attributes["receive_count"] == str(MAX_RECEIVE_COUNT)
     assert aws.object_json("songs_to_check/clip.json") is None
     assert await aws.sns_messages(0, quiet_s=0.5) == []
 
@@ -546,16 +593,11 @@ class _LineReader:
                 self._cond.wait(left)
 
 
-def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_path):
-    """ECS stops a task with SIGTERM: the worker stops receiving, gives up the file it is
-    working on after the grace period, makes its message visible again and exits 0."""
-    # Twelve minutes (a minute of music, tiled: cheap to make, not to fingerprint) in FLAC.
-    long_file = encode(np.tile(synth_song(501, 60.0), 12), tmp_path / "long", "flac")
-    port = free_port()
+def _worker_env(aws: AwsWorld, database_url: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_"))}
     env.update(
         {
-            "DATABASE_URL": sqlite_url,
+            "DATABASE_URL": database_url,
             "AWS_ENDPOINT_URL": aws.endpoint_url,
             "S3_BUCKET": aws.bucket,
             "SQS_QUEUE_URL": aws.queue_url,
@@ -567,7 +609,11 @@ def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_
             "LOG_LEVEL": "INFO",
         }
     )
-    process = subprocess.Popen(
+    return env
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker"],
         cwd=ROOT,
         env=env,
@@ -575,6 +621,75 @@ def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_mid_file_leaves_no_process_and_no_download_behind(aws, sqlite_url, tmp_path):
+    """The OOM killer or `kill -9` gives the worker no chance to clean up: its analysis
+    process notices its parent is gone and exits, and the next worker deletes the download."""
+    long_file = encode(np.tile(synth_song(502, 60.0), 12), tmp_path / "long", "flac")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    env = {**_worker_env(aws, sqlite_url, port), "TMPDIR": str(spool)}
+    process = _start_worker(env)
+    try:
+        log = _LineReader(process.stderr)
+        log.wait_for(f"health check on http://127.0.0.1:{port}/healthz", timeout_s=60)
+        key = "songs_to_check/killed.flac"
+        aws.send(s3_event(aws.bucket, key, aws.upload(key, long_file)))
+        log.wait_for("processing s3://uploads/songs_to_check/killed.flac", timeout_s=30)
+        time.sleep(0.5)  # the download is written and its analysis running
+        children = _children_of(process.pid)
+        assert children
+        assert [p.name for p in spool.iterdir() if p.suffix == ".flac"]
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in children)
+        assert [p.name for p in spool.iterdir() if p.suffix == ".flac"]  # left behind
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    # The next worker (no queue to read: it is only started) deletes what was left.
+    process = _start_worker({**env, "SQS_QUEUE_URL": aws.dlq_url})
+    try:
+        _LineReader(process.stderr).wait_for("health check on", timeout_s=60)
+        assert not [p.name for p in spool.iterdir() if p.name.startswith("song-detection-")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_path):
+    """ECS stops a task with SIGTERM: the worker stops receiving, gives up the file it is
+    working on after the grace period, makes its message visible again and exits 0."""
+    # Twelve minutes (a minute of music, tiled: cheap to make, not to fingerprint) in FLAC.
+    long_file = encode(np.tile(synth_song(501, 60.0), 12), tmp_path / "long", "flac")
+    port = free_port()
+    process = _start_worker(_worker_env(aws, sqlite_url, port))
     try:
         log = _LineReader(process.stderr)
         log.wait_for(f"health check on http://127.0.0.1:{port}/healthz", timeout_s=60)
