@@ -5,12 +5,16 @@ condition x clip length: correct, wrong song, no answer, false positives on unin
 median offset error and query time; plus fingerprints per second and index size.
 
     CORPUS_DIR=/path/to/corpus python -m benchmarks.accuracy [--quick] [--store URL] [--write]
+        [--answers FILE]
 
 Build the corpus first with the scripts in ../shared/corpus (see its README). `--quick` runs
 one clip per track for a subset of conditions; `--store URL` indexes and queries through a
 real catalogue (`sqlite:///...` or `postgresql://...`, which must be empty) exactly as the
 service does, and reports its size; without it an in-memory index with the same lookup
 contract serves parameter sweeps. `--write` replaces the accuracy section of BENCHMARKS.md.
+`--answers FILE` writes every clip's answer as sorted JSON lines (benchmarks/answers.py):
+its song's corpus track id or none, offset, confidence, score, speed and evidence, and every
+other match found, for `benchmarks/compare_answers.py`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.answers import match_fields, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.envelopes import DEFAULT_ENVELOPE
@@ -71,6 +76,8 @@ class Outcome:
     elapsed_ms: float
     #: What decided the answer (Match.evidence), "" for no answer.
     evidence: str = ""
+    #: Every match found, best first: its track id and match_fields (for --answers).
+    matches: tuple[dict[str, object], ...] = ()
 
 
 def corpus_dir() -> Path:
@@ -129,15 +136,45 @@ def _run_query(q: Query) -> Outcome:
     elapsed_ms = (time.perf_counter() - started) * 1000
     if not found:
         return Outcome(q, "none", None, 0.0, 1.0, elapsed_ms)
+    tracks = [
+        _TRACK_IDS[m.match.song_id] if _STORE_URL is None else m.song.external_id for m in found
+    ]
+    matches = tuple(
+        {"song": t, **match_fields(m.match)} for t, m in zip(tracks, found, strict=True)
+    )
     best = found[0].match
-    answer = _TRACK_IDS[best.song_id] if _STORE_URL is None else found[0].song.external_id
+    answer = tracks[0]
     error = None
     if answer == q.expected:
         # The clip's first sample sits at start_s in the track whatever its speed.
         error = abs(best.song_offset_s - q.start_s)
         if q.loop_period_s:
             error = min(error % q.loop_period_s, q.loop_period_s - error % q.loop_period_s)
-    return Outcome(q, answer, error, best.confidence, best.speed, elapsed_ms, best.evidence)
+    return Outcome(
+        q, answer, error, best.confidence, best.speed, elapsed_ms, best.evidence, matches
+    )
+
+
+def answer_rows(outcomes: list[Outcome]) -> list[dict[str, object]]:
+    """One row per clip for --answers: the clip, its song's track id or None, and where."""
+    rows = []
+    for o in outcomes:
+        q = o.query
+        top = o.matches[0] if o.matches else {}
+        rows.append(
+            {
+                "key": [q.file],
+                "clip": q.file,
+                "condition": q.condition,
+                "clip_len_s": q.clip_len_s,
+                "expected": q.expected,
+                "song": top.get("song"),
+                **{f: top.get(f) for f in ("song_offset_s", "confidence", "score", "speed")},
+                "evidence": top.get("evidence"),
+                "matches": list(o.matches),
+            }
+        )
+    return rows
 
 
 def load_queries(
@@ -336,6 +373,7 @@ def main() -> int:
         help="landmarks alone (MatchParams.envelope_check=None), for side-by-side runs",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--answers", help="write every clip's answer to this JSON-lines file")
     args = parser.parse_args()
     if args.no_envelope_check:
         _MATCH = MatchParams(envelope_check=None)
@@ -366,6 +404,8 @@ def main() -> int:
         + f"; fingerprint parameters {DEFAULT_PARAMS.version}; median query ms include decode."
     )
     print("\n".join(lines))
+    if args.answers:
+        write_answers(args.answers, "accuracy", answer_rows(outcomes))
     if args.write:
         section = "accuracy-quick" if args.quick else "accuracy"
         if args.unindexed_only:

@@ -4,7 +4,9 @@ The latency curve (1k -> 10k -> 30k -> 100k songs) is measured on one database t
 between measurements, so each step loads only the songs it adds. Real songs indexed through
 the service come first; synthetic songs are appended with their own id range and their
 postings are merged into the existing rows exactly as compaction merges (`postings ||
-excluded.postings`), so the table ends up as the service itself would leave it.
+excluded.postings`), so the table ends up as the service itself would leave it. A synthetic
+song carries as many fingerprints per second as the real songs store on average
+(`real_fingerprints_per_s`), so N songs hold the postings N real songs would.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncpg
 import numpy as np
 
 from benchmarks.indexing import (
-    SYNTHETIC_FPS_PER_S,
     SYNTHETIC_SONG_S,
     hash_distribution,
     postings_copy,
@@ -56,8 +57,11 @@ async def catalogue_hash_distribution(url: str) -> np.ndarray:
     return hash_distribution(np.repeat(hashes, counts))
 
 
-async def grow(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
-    """Add synthetic songs until the catalogue holds `target_songs`; (postings added, s).
+async def grow(
+    url: str, target_songs: int, p: np.ndarray, seed: int, fps_per_s: float
+) -> tuple[int, float]:
+    """Add synthetic songs of `fps_per_s` fingerprints per second until the catalogue holds
+    `target_songs`; (postings added, s).
 
     Merging into existing rows costs ~3x a plain COPY per posting: for steps that add more
     than the catalogue holds, `rebuild` is faster."""
@@ -69,7 +73,7 @@ async def grow(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[i
         if add <= 0:
             return 0, 0.0
         n_frames = int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s)
-        per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
+        per_song = round(SYNTHETIC_SONG_S * fps_per_s)
         ids = await conn.fetch(
             "INSERT INTO songs (title, duration_s, n_frames, content_sha256, fingerprint_count)"
             " SELECT 'synthetic ' || i, $3, $4, 'synthetic-' || i, $5"
@@ -162,10 +166,12 @@ async def _real_postings(conn: asyncpg.Connection) -> tuple[np.ndarray, np.ndarr
     return hashes, song_ids, frames
 
 
-async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
+async def rebuild(
+    url: str, target_songs: int, p: np.ndarray, seed: int, fps_per_s: float
+) -> tuple[int, float]:
     """Rewrite fp_postings for `target_songs` (more or fewer than now): the real songs'
-    postings kept, every synthetic song's postings drawn afresh, one plain COPY; (postings
-    written, s)."""
+    postings kept, every synthetic song's postings (`fps_per_s` per second of song) drawn
+    afresh, one plain COPY; (postings written, s)."""
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
@@ -173,7 +179,7 @@ async def rebuild(url: str, target_songs: int, p: np.ndarray, seed: int) -> tupl
             raise RuntimeError("compact the delta first")
         have = int(await conn.fetchval("SELECT count(*) FROM songs"))
         n_frames = int(SYNTHETIC_SONG_S / DEFAULT_PARAMS.frame_s)
-        per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
+        per_song = round(SYNTHETIC_SONG_S * fps_per_s)
         # Read before anything changes: the songs and the postings are rewritten in one
         # transaction, so a step that fails leaves the catalogue as it was.
         real_h, real_s, real_f = await _real_postings(conn)

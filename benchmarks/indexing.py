@@ -15,8 +15,9 @@ are counted. The four:
    postings layout (after compaction).
 2. Peak RSS of a process indexing a one-hour MP3 (corpus tracks concatenated with ffmpeg).
 3. Bulk folder indexing (`song-detection index DIR --workers N`) with 1 and 2 workers.
-4. `Store.lookup` latency on synthetic catalogues of `--catalogues` songs of 4 minutes at 186
-   fingerprints per second, whose hashes follow the corpus's empirical distribution (the
+4. `Store.lookup` latency on synthetic catalogues of `--catalogues` songs of 4 minutes with as
+   many fingerprints per second as the corpus's tracks store in measurement 1's catalogue
+   (`real_fingerprints_per_s`), whose hashes follow the corpus's empirical distribution (the
    product of its f1, f2-f1 and dt marginals: an unsmoothed histogram of 5 million hashes over
    8.4 million possible values would be mostly noise); queries are 5,000 distinct hashes drawn
    from the same distribution, as a 10-s clip's query hashes are.
@@ -65,7 +66,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(tempfile.gettempdir()) / "sd_storage_bench"
 FINGERPRINT_TABLES = ("fp_postings", "fingerprints", "fp_tombstones")
 SYNTHETIC_SONG_S = 240.0
-SYNTHETIC_FPS_PER_S = 186.0
 
 
 # --- databases --------------------------------------------------------------------------------
@@ -111,6 +111,22 @@ async def vacuum(url: str, *tables: str) -> None:
         await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
     finally:
         await conn.close()
+
+
+async def real_fingerprints_per_s(url: str) -> float:
+    """Fingerprints the catalogue's real (non-synthetic) songs store per second of audio."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT coalesce(sum(fingerprint_count), 0) AS fingerprints,"
+            " coalesce(sum(duration_s), 0) AS seconds"
+            " FROM songs WHERE content_sha256 NOT LIKE 'synthetic-%'"
+        )
+    finally:
+        await conn.close()
+    if not row["seconds"]:
+        raise RuntimeError("the catalogue holds no real songs to take the density from")
+    return float(row["fingerprints"]) / float(row["seconds"])
 
 
 def _store(url: str, **kwargs: object) -> PostgresStore:
@@ -428,10 +444,13 @@ def rows_copy(hashes: np.ndarray, counts: np.ndarray, packed: bytes) -> bytes:
     return _COPY_HEADER + out.tobytes() + b"\xff\xff"
 
 
-async def load_synthetic(url: str, songs: int, p: np.ndarray, seed: int) -> tuple[int, float]:
-    """Fill fp_postings and songs as `songs` indexed 4-minute songs would; (postings, s)."""
+async def load_synthetic(
+    url: str, songs: int, p: np.ndarray, seed: int, fps_per_s: float
+) -> tuple[int, float]:
+    """Fill fp_postings and songs as `songs` indexed 4-minute songs of `fps_per_s`
+    fingerprints per second would; (postings, s)."""
     rng = np.random.default_rng(seed)
-    per_song = int(SYNTHETIC_SONG_S * SYNTHETIC_FPS_PER_S)
+    per_song = round(SYNTHETIC_SONG_S * fps_per_s)
     counts = rng.poisson(p * songs * per_song)
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
@@ -638,8 +657,9 @@ def report(
     if scale:
         lines += [
             "",
-            "**`Store.lookup` latency** on synthetic catalogues (4-min songs, 186 "
-            "fingerprints/s, hashes drawn from the corpus's distribution), 5,000 distinct "
+            f"**`Store.lookup` latency** on synthetic catalogues (4-min songs, "
+            f"{scale[0]['fps_per_s']:.0f} fingerprints/s as the corpus's tracks store, hashes "
+            "drawn from the corpus's distribution), 5,000 distinct "
             "query hashes per lookup, one connection, warm:",
             "",
             "| songs | postings | load s | lookup p50 ms | p95 ms | hits per lookup |",
@@ -673,16 +693,18 @@ async def run(args: argparse.Namespace) -> list[str]:
         db = await fresh_database(args.admin_dsn, f"{args.db_prefix}_bulk{workers}")
         bulk[workers] = (bulk_audio_s, *bulk_index(bulk_tracks, db, workers))
     p = hash_distribution(np.concatenate(stages.hashes))
+    fps_per_s = await real_fingerprints_per_s(url)
     scale = []
     for songs in args.catalogues:
         print(f"4. synthetic catalogue of {songs} songs", file=sys.stderr)
         db = await fresh_database(args.admin_dsn, f"{args.db_prefix}_syn{songs}")
-        postings, load_s = await load_synthetic(db, songs, p, seed=songs)
+        postings, load_s = await load_synthetic(db, songs, p, seed=songs, fps_per_s=fps_per_s)
         row = {
             "songs": songs,
             "hours": songs * SYNTHETIC_SONG_S / 3600,
             "postings": postings,
             "load_s": load_s,
+            "fps_per_s": fps_per_s,
             "bytes": await relation_bytes(db, FINGERPRINT_TABLES),
         }
         row.update(await lookup_latency(db, p, args.lookups, seed=songs + 1))

@@ -5,18 +5,28 @@ tracks (`queries/dev/index_tracks.csv`) indexed through `song-detection index` (
 fingerprint, COPY, compaction), then synthetic 4-minute songs whose hashes follow the
 distribution of those real fingerprints (catalogue_growth.py). At each size:
 
-1. the real service (`song-detection serve`, PostgreSQL store) answers 10-s clips of the
-   indexed tracks from the development query set, one request at a time: clips that settle at
-   their own speed (`mp3_64k`: MP3 64 kbit/s, `clean`: WAV) and clips that need the speed
-   search (`speed_m5`: 5 % slow, `white_snrm5`: white noise at -5 dB SNR). Server-side is the
-   response's `elapsed_ms` (decode to answer); client-side adds upload, HTTP and JSON.
+1. the real service (`song-detection serve`, PostgreSQL store) answers 10-s clips from the
+   development query set, one request at a time, in four kinds: known clips of the indexed
+   tracks that settle at their own speed (`mp3_64k`: MP3 64 kbit/s, `clean`: WAV); unknown
+   clips, the same conditions of the corpus's unindexed tracks (`indexed=0`: music the
+   catalogue lacks, which the service must answer with no match); speed-changed clips
+   (`speed_m5`: 5 % slow); and noisy ones (`white_snrm5`: white noise at -5 dB SNR). The last
+   three go through the speed search. Server-side is the response's `elapsed_ms` (decode to
+   answer); client-side adds upload, HTTP and JSON.
 2. the same pipeline in this process with a timer per stage (decode, fingerprint, lookup SQL
    round trip, decoding the hits, voting, speed variants), to say where the milliseconds go.
 3. `pg_total_relation_size` of the fingerprint tables per hour of indexed audio.
 
+The synthetic songs carry as many fingerprints per second of song as the catalogue's real
+songs store (their `fingerprint_count` over their duration), so a size's postings are what
+that many real songs would hold.
+
 Results accumulate in `--results` (JSON, one entry per size), so a later run can add a size
 without repeating the earlier ones; `--write` puts every size measured so far into the
-`latency` block of BENCHMARKS.md.
+`latency` block of BENCHMARKS.md. `--answers FILE` writes every request's matches (the songs
+as corpus track ids, or `synthetic-N`; offsets, confidences, scores, speeds, evidence) of every
+size in the results as sorted JSON lines (benchmarks/answers.py), for
+`benchmarks/compare_answers.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import asyncio
 import csv
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -42,6 +53,7 @@ import numpy as np
 
 from benchmarks import reference_matching
 from benchmarks.accuracy import corpus_dir
+from benchmarks.answers import write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import (
     catalogue_hash_distribution,
@@ -49,7 +61,7 @@ from benchmarks.catalogue_growth import (
     grow,
     rebuild,
 )
-from benchmarks.indexing import _url, recreate_database
+from benchmarks.indexing import _url, real_fingerprints_per_s, recreate_database
 from benchmarks.service_process import ROOT, running_service
 from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
@@ -74,6 +86,16 @@ from service.store.postings import decode_lookup
 
 FAST_CONDITIONS = ("mp3_64k", "clean")
 SPEED_CONDITIONS = ("speed_m5", "white_snrm5")
+#: The report's rows: each kind of clip, what it is, and the condition it is made of when one
+#: condition names it (known and unknown clips share their conditions).
+KINDS = (
+    ("known", "known: `mp3_64k` + `clean` (own speed)"),
+    ("unknown", "unknown: `mp3_64k` + `clean` of unindexed tracks"),
+    ("speed", "speed-changed: `speed_m5`"),
+    ("noisy", "noisy: `white_snrm5`"),
+)
+KIND_OF_CONDITION = {"mp3_64k": "known", "clean": "known", "speed_m5": "speed"}
+KIND_OF_CONDITION["white_snrm5"] = "noisy"
 SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
 STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
 #: Timed beside the stages, not part of them: the reference matcher on the same hits.
@@ -85,15 +107,21 @@ class Clip:
     path: Path
     condition: str
     track_id: str
-    #: The title its track is indexed under by `index_real_tracks`.
+    #: The title its track is indexed under by `index_real_tracks`; "" for unindexed tracks.
     title: str = ""
+    #: The report row it belongs to: "known", "unknown", "speed" or "noisy" (KINDS).
+    kind: str = "known"
 
 
-def dev_clips(conditions: tuple[str, ...], per_condition: int, seed: int) -> list[Clip]:
-    """10-s clips of indexed tracks from the development query set, `per_condition` each."""
+def dev_clips(
+    conditions: tuple[str, ...], per_condition: int, seed: int, indexed: bool = True
+) -> list[Clip]:
+    """10-s clips from the development query set, `per_condition` each: of indexed tracks, or
+    with `indexed=False` of the unindexed ones (the "unknown" kind)."""
     root = corpus_dir() / "queries" / "dev"
+    flag = "1" if indexed else "0"
     with (root / "queries.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["indexed"] == "1" and r["clip_len_s"] == "10"]
+        rows = [r for r in csv.DictReader(f) if r["indexed"] == flag and r["clip_len_s"] == "10"]
     with (root / "index_tracks.csv").open() as f:
         paths = {r["track_id"]: r["path"] for r in csv.DictReader(f)}
     rng = random.Random(seed)
@@ -102,8 +130,15 @@ def dev_clips(conditions: tuple[str, ...], per_condition: int, seed: int) -> lis
         chosen = [r for r in rows if r["condition"] == condition]
         for r in rng.sample(chosen, min(per_condition, len(chosen))):
             track = r["track_id"]
-            clips.append(Clip(root / r["query_file"], condition, track, _title(paths[track])))
+            title = _title(paths[track]) if indexed else ""
+            kind = KIND_OF_CONDITION[condition] if indexed else "unknown"
+            clips.append(Clip(root / r["query_file"], condition, track, title, kind))
     return clips
+
+
+def kind_of(sample: dict[str, object]) -> str:
+    """A sample's kind; results measured before unknown clips existed lack the field."""
+    return str(sample.get("kind") or KIND_OF_CONDITION[str(sample["condition"])])
 
 
 def _title(corpus_path: str) -> str:
@@ -140,9 +175,14 @@ def index_real_tracks(url: str, workers: int) -> float:
 # --- 1. through HTTP --------------------------------------------------------------------------
 
 
-async def http_latency(base: str, clips: list[Clip], warm: int = 3) -> list[dict[str, object]]:
-    """One request at a time; per clip: condition, server and client ms, top match is real."""
+async def http_latency(
+    base: str, clips: list[Clip], warm: int = 3, repeat: int = 0
+) -> list[dict[str, object]]:
+    """One request at a time; per clip: kind, condition, server and client ms, whether the
+    top match is a real song and the right answer (for an unknown clip: no match), and the
+    matches themselves (song id and what the API says of the match)."""
     samples = []
+    queries = corpus_dir() / "queries" / "dev"
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
         for i, clip in enumerate([*clips[:warm], *clips]):
             data = clip.path.read_bytes()
@@ -154,16 +194,101 @@ async def http_latency(base: str, clips: list[Clip], warm: int = 3) -> list[dict
             if i < warm:
                 continue
             top = body["matches"][0]["song"] if body["matches"] else None
+            right = (
+                top is None if clip.kind == "unknown" else bool(top and top["title"] == clip.title)
+            )
             samples.append(
                 {
                     "condition": clip.condition,
+                    "kind": clip.kind,
+                    "clip": str(clip.path.relative_to(queries)),
+                    "track_id": clip.track_id,
+                    "repeat": repeat,
                     "server_ms": body["elapsed_ms"],
                     "client_ms": client_ms,
                     "real_top": bool(top and not top["title"].startswith("synthetic ")),
-                    "right_top": bool(top and top["title"] == clip.title),
+                    "right_top": right,
+                    "matches": [
+                        {"song_id": m["song"]["id"], **{f: m[f] for f in MATCH_FIELDS}}
+                        for m in body["matches"]
+                    ],
                 }
             )
     return samples
+
+
+#: What an answer says of each match beside its song (the API's MatchOut fields).
+MATCH_FIELDS = (
+    "song_offset_s", "confidence", "score", "speed", "evidence", "query_start_s", "query_end_s"
+)  # fmt: skip
+
+
+async def add_song_digests(url: str, samples: list[dict]) -> None:
+    """Name each match's song by its content digest (`synthetic-N` for synthetic songs): ids
+    depend on the order songs were indexed in, which the worker pool does not fix."""
+    ids = sorted({m["song_id"] for s in samples for m in s["matches"]})
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, content_sha256 FROM songs WHERE id = ANY($1::bigint[])", ids
+        )
+    finally:
+        await conn.close()
+    digests = {r["id"]: r["content_sha256"] for r in rows}
+    for sample in samples:
+        for m in sample["matches"]:
+            m["song_sha256"] = digests.get(m["song_id"], "")
+
+
+def _track_digest(args: tuple[str, str]) -> tuple[str, str]:
+    track_id, path = args
+    return decode_audio(path, DEFAULT_PARAMS.sample_rate_hz).content_sha256, track_id
+
+
+def track_digests(workers: int) -> dict[str, str]:
+    """Corpus track id by content digest, for every indexed track (decoded as indexing does)."""
+    root = corpus_dir()
+    with (root / "queries" / "dev" / "index_tracks.csv").open() as f:
+        tracks = [(r["track_id"], str(root / r["path"])) for r in csv.DictReader(f)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return dict(pool.map(_track_digest, tracks))
+
+
+def answer_rows(results: dict[str, dict], tracks: dict[str, str]) -> list[dict[str, object]]:
+    """One row per request of every size in `results` that recorded its matches."""
+    rows = []
+    unmapped: set[str] = set()
+    for r in results.values():
+        songs = int(r["size"]["songs"])
+        for s in r["samples"]:
+            if "matches" not in s:  # measured before answers were recorded
+                continue
+            matches = []
+            for m in s["matches"]:
+                digest = m["song_sha256"]
+                song = tracks.get(digest) or (digest if digest.startswith("synthetic-") else None)
+                if song is None:
+                    unmapped.add(digest)
+                    song = f"sha256:{digest}"
+                matches.append({"song": song, **{f: m[f] for f in MATCH_FIELDS}})
+            top = matches[0] if matches else {}
+            rows.append(
+                {
+                    "key": [songs, s["kind"], s["condition"], s["clip"], s["repeat"]],
+                    "songs": songs,
+                    "kind": s["kind"],
+                    "condition": s["condition"],
+                    "clip": s["clip"],
+                    "repeat": s["repeat"],
+                    "expected": s["track_id"] if s["kind"] != "unknown" else None,
+                    "song": top.get("song"),
+                    **{f: top.get(f) for f in MATCH_FIELDS},
+                    "matches": matches,
+                }
+            )
+    if unmapped:
+        print(f"warning: {len(unmapped)} answered songs match no corpus track", file=sys.stderr)
+    return rows
 
 
 # --- 2. in process, per stage -----------------------------------------------------------------
@@ -200,8 +325,12 @@ async def _timed_lookup(
 def _reference_variant(v: QueryVariant, ordered: np.ndarray) -> reference_matching.QueryVariant:
     """`v` for the reference matcher, which has no per-variant cap: the same pairs come from
     leaving the variant's hashes above its cap out of it (`ordered`: the hits' hashes, sorted)."""
-    # The stage profile builds speed variants only, never pitch-only ones.
-    fields = {k: x for k, x in vars(v).items() if k not in ("max_postings", "pitch_only")}
+    # The stage profile builds speed variants of the whole clip only: never pitch-only ones,
+    # never ones that start into the clip.
+    assert not v.pitch_only and v.start_s == 0.0
+    fields = {
+        k: x for k, x in vars(v).items() if k not in ("max_postings", "pitch_only", "start_s")
+    }
     if v.max_postings is not None:
         counts = np.searchsorted(ordered, v.hashes, "right") - np.searchsorted(ordered, v.hashes)
         kept = counts <= v.max_postings
@@ -376,16 +505,21 @@ async def prewarm(url: str) -> dict[str, float]:
 async def measure_size(url: str, args: argparse.Namespace) -> dict[str, object]:
     fast = dev_clips(FAST_CONDITIONS, args.clips, seed=1)
     slow = dev_clips(SPEED_CONDITIONS, args.speed_clips, seed=2)
+    unknown = dev_clips(FAST_CONDITIONS, args.unknown_clips, seed=3, indexed=False)
     size = await catalogue_size(url)
     size.update(await prewarm(url))
     size["cap"] = float(MatchParams().max_postings(int(size["fingerprints"])) or 0)
     with running_service(url, cpu_workers=args.cpu_workers) as base:
         samples = []
-        for _ in range(args.repeats):
-            samples += await http_latency(base, fast)
+        for repeat in range(args.repeats):
+            samples += await http_latency(base, fast, repeat=repeat)
         # The speed search reads ~20x the hits of an own-speed lookup: a few clips, once.
         samples += await http_latency(base, slow, warm=0)
-    profile = await stage_profile(url, fast[:: max(1, len(fast) // 6)] + slow[:2])
+        # Unknown music goes through every tier and the whole speed grid: a few clips, once.
+        samples += await http_latency(base, unknown, warm=0)
+    await add_song_digests(url, samples)
+    profiled = fast[:: max(1, len(fast) // 6)] + slow[:2] + unknown[:: max(1, len(unknown) // 2)]
+    profile = await stage_profile(url, profiled)
     return {"size": size, "samples": samples, "profile": profile}
 
 
@@ -413,20 +547,22 @@ def report(results: dict[str, dict]) -> list[str]:
         "table: a production database keeps it in memory). Measured "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
-        "**`POST /identify` latency against catalogue size** (10-s clips of the 123 indexed "
-        "corpus tracks; the catalogue is those tracks plus synthetic 4-min songs; server = "
-        "the response's `elapsed_ms`, decode to answer; client = upload to parsed response):",
+        "**`POST /identify` latency against catalogue size** (10-s clips of the indexed "
+        "corpus tracks, and unknown clips of its unindexed tracks, music the catalogue lacks; "
+        "the catalogue is the indexed tracks plus synthetic 4-min songs with as many "
+        "fingerprints per second as they store; server = the response's `elapsed_ms`, decode "
+        "to answer; client = upload to parsed response; for unknown clips the right answer is "
+        "no match):",
         "",
         "| songs | clips | n | server p50 ms | server p95 ms | client p50 ms | client p95 ms "
         "| top match is a real song | top match is the right song |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sizes:
-        for label, conds in (
-            ("`mp3_64k` + `clean` (own speed)", FAST_CONDITIONS),
-            ("`speed_m5` + `white_snrm5` (speed search)", SPEED_CONDITIONS),
-        ):
-            s = [x for x in r["samples"] if x["condition"] in conds]
+        for kind, label in KINDS:
+            s = [x for x in r["samples"] if kind_of(x) == kind]
+            if not s:
+                continue
             server = [x["server_ms"] for x in s]
             client = [x["client_ms"] for x in s]
             real = sum(x["real_top"] for x in s) / max(1, len(s))
@@ -561,9 +697,20 @@ async def run(args: argparse.Namespace) -> dict[str, dict]:
             # postings not) and cheaper than merging a step that more than doubles the
             # catalogue.
             step = grow if args.merge else rebuild
-            added, load_s = await step(url, songs, p, seed=songs)
-            print(f"   {added:,} postings in {load_s:.0f} s", file=sys.stderr, flush=True)
-            load = {"postings": added, "seconds": load_s, "how": step.__name__}
+            fps_per_s = await real_fingerprints_per_s(url)
+            added, load_s = await step(url, songs, p, seed=songs, fps_per_s=fps_per_s)
+            print(
+                f"   {added:,} postings in {load_s:.0f} s ({fps_per_s:.1f} fingerprints per "
+                "second of synthetic song, as the real songs store)",
+                file=sys.stderr,
+                flush=True,
+            )
+            load = {
+                "postings": added,
+                "seconds": load_s,
+                "how": step.__name__,
+                "fps_per_s": fps_per_s,
+            }
         measured = await measure_size(url, args)
         if measured["size"]["songs"] != songs:
             raise RuntimeError(f"the catalogue holds {measured['size']['songs']:.0f} songs")
@@ -593,6 +740,9 @@ def main() -> int:
                         default=[1000, 10000, 30000])  # fmt: skip
     parser.add_argument("--clips", type=int, default=12, help="per own-speed condition")
     parser.add_argument("--speed-clips", type=int, default=2, help="per speed condition")
+    parser.add_argument(
+        "--unknown-clips", type=int, default=4, help="per own-speed condition, unindexed tracks"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cpu-workers", type=int, default=1)
     parser.add_argument("--results", default=str(Path(tempfile.gettempdir()) / "sd_latency.json"))
@@ -606,10 +756,13 @@ def main() -> int:
         help="with --again: measure a size the catalogue already holds without rebuilding it",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--answers", help="write every request's matches to this JSON-lines file")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     lines = report(results)
     print("\n".join(lines))
+    if args.answers:
+        write_answers(args.answers, "latency", answer_rows(results, track_digests(args.workers)))
     if args.write:
         write_section("latency", SECTION, this_command("benchmarks.latency"), lines)
     return 0

@@ -27,6 +27,11 @@ afterwards; `--in-order-only` skips the two shuffled deliveries, which at that s
 many minutes each and measure nothing the first does not, and `--segments N` feeds the
 program's first N segments only (truth cut where they end). `--no-speed-search` runs as the
 worker does with STREAM_SPEED_SEARCH=false.
+
+`--answers FILE` writes each delivery's final airplay log as sorted JSON lines
+(benchmarks/answers.py), one row per play: its song's corpus track id, start and end on the
+stream clock and in the song, status, confidence, score, speed and windows, for
+`benchmarks/compare_answers.py`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from benchmarks.answers import write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file
@@ -200,7 +206,30 @@ def log_key(plays: list[Play]) -> list[tuple[int, float, float, str]]:
     return [(p.song_id, round(p.start_s, 2), round(p.end_s, 2), p.status) for p in plays]
 
 
-async def run(args: argparse.Namespace) -> list[str]:
+def play_rows(delivery: str, plays: list[Play], song_track: dict[int, str]) -> list[dict]:
+    """A delivery's final log for --answers, one row per play in stream-clock order."""
+    ordered = sorted(plays, key=lambda p: (p.start_s, p.end_s, p.song_id))
+    return [
+        {
+            "key": [delivery, n],
+            "delivery": delivery,
+            "song": song_track.get(p.song_id, f"song {p.song_id}"),
+            "status": p.status,
+            "start_s": p.start_s,
+            "end_s": p.end_s,
+            "song_start_s": p.song_start_s,
+            "song_end_s": p.song_end_s,
+            "confidence": p.confidence,
+            "score": p.score,
+            "speed": p.speed,
+            "windows": p.windows,
+        }
+        for n, p in enumerate(ordered)
+    ]
+
+
+async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> list[str]:
+    """The report's lines; each delivery's plays appended to `answers` when given."""
     root = corpus_dir()
     folder = root / "streams" / args.set
     truth = [
@@ -272,6 +301,8 @@ async def run(args: argparse.Namespace) -> list[str]:
             assert state is not None
             page = await store.list_plays(state.id, from_s=None, to_s=None, limit=10000, offset=0)
             logs[label] = page.items
+            if answers is not None:
+                answers += play_rows(name, page.items, song_track)
             s = score_log(page.items, truth, song_track, t0)
             starts, ends = fmt_errors(s.start_errors or []), fmt_errors(s.end_errors or [])
             lines.append(
@@ -347,9 +378,13 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=0, help="the program's first N only")
     parser.add_argument("--no-speed-search", action="store_true", help="STREAM_SPEED_SEARCH=false")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--answers", help="write each delivery's plays to this JSON-lines file")
     args = parser.parse_args()
-    lines = asyncio.run(run(args))
+    answers: list[dict] = []
+    lines = asyncio.run(run(args, answers))
     print("\n".join(lines))
+    if args.answers:
+        write_answers(args.answers, "streams", answers)
     if args.write:
         block = "streams-scale" if args.catalogue else "streams"
         block += "-no-speed-search" if args.no_speed_search else ""
