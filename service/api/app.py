@@ -13,6 +13,7 @@ from service.api import routes_health, routes_identify, routes_songs, routes_str
 from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
 from service.api.uploads import BodySizeLimit
+from service.api.web import install_web
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
     app.include_router(routes_streams.router, dependencies=guarded)
+    install_web(app)
     return app

@@ -1,0 +1,35 @@
+"""The web page at `/`: static ES modules and CSS shipped in the package (no CDN, no build).
+
+The page is public, like any static file; every API call it makes carries the user's
+`X-API-Key` when the service requires one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+WEB_DIR = Path(__file__).with_name("web")
+
+# The page loads nothing from elsewhere; recordings and picked files play from blob: URLs.
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def install_web(app: FastAPI) -> None:
+    """Serve the page at `/` and its modules under `/ui/`."""
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=_HEADERS)
+
+    app.mount("/ui", StaticFiles(directory=WEB_DIR), name="ui")

@@ -1,0 +1,167 @@
+"""Fixtures of the web page's end-to-end tests: a catalogue and a live stream made from the
+repository's real music, a real server on a free port, and Debian's chromium driven by
+Playwright (no browser is downloaded: the system's is used or the tests are skipped)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.audio.params import DEFAULT_PARAMS
+from service.core.catalogue import index_file, match_params_of
+from service.core.cpu import CpuPool
+from service.core.streams import process_stream_segment
+from service.settings import Settings
+from service.store import create_store
+from service.store.base import SongMeta
+from tests.audio_fixtures import SYNTH_RATE_HZ
+from tests.conftest import LiveServer
+from tests.stream_fixtures import SEGMENT_S, Program, segment_program
+
+MUSIC = Path(__file__).resolve().parents[1] / "data" / "music"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(
+        f"the web page tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
+        allow_module_level=True,
+    )
+playwright_sync = pytest.importorskip(
+    "playwright.sync_api", reason="the web page tests need Playwright for Python"
+)
+
+
+def read_music(name: str) -> np.ndarray:
+    """A file of tests/data/music as mono float32 at SYNTH_RATE_HZ (what ffmpeg decodes)."""
+    cmd = ["ffmpeg", "-v", "error", "-i", str(MUSIC / name), "-f", "f32le", "-ac", "1"]
+    cmd += ["-ar", str(SYNTH_RATE_HZ), "pipe:1"]
+    raw = subprocess.run(cmd, capture_output=True, check=True)
+    return np.frombuffer(raw.stdout, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class WebWorld:
+    server: LiveServer
+    folder: Path
+    #: When the test stream's first segment was live (its plays lie after it).
+    stream_started_at: datetime
+
+
+async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> None:
+    """Index Coherence and feed two streams of real TS segments through the stream pipeline
+    (as the worker does for MediaLive's archive): radio1 plays music the catalogue
+    does not know, then Coherence, still on air at its last segment; radio2 only the unknown
+    music."""
+    store = create_store(settings, DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(1)
+    try:
+        await index_file(
+            store, pool, MUSIC / "coherence.ogg", SongMeta("Coherence", "Max McCracken")
+        )
+        coherence, unknown = read_music("coherence.ogg"), read_music("armygeddon.ogg")
+        rate = SYNTH_RATE_HZ
+        programs = {
+            "radio1": Program(np.concatenate([unknown[: 18 * rate], coherence]), []),
+            "radio2": Program(unknown[: 24 * rate], []),
+        }
+        params = match_params_of(settings)
+        for name, program in programs.items():
+            segments = segment_program(program, folder / name, name, 48000)
+            for i, segment in enumerate(segments):
+                await process_stream_segment(
+                    store,
+                    pool,
+                    "bucket",
+                    f"songs_to_check/streams/{name}/{segment.name}",
+                    segment,
+                    params,
+                    uploaded_at=started_at + timedelta(seconds=SEGMENT_S * (i + 1)),
+                )
+    finally:
+        pool.close()
+        await store.close()
+
+
+@pytest.fixture(scope="session")
+def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+    folder = tmp_path_factory.mktemp("web")
+    settings = Settings(
+        database_url=f"sqlite:///{folder / 'web.sqlite3'}", cpu_workers=1, environment="test"
+    )
+    # A few minutes ago, so the stream's day timeline and "last segment" read naturally.
+    started_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    asyncio.run(_prepare(settings, folder, started_at))
+    with LiveServer(settings) as server:
+        yield WebWorld(server, folder, started_at)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests leave a picture of each page: SCREENSHOT_DIR (the README shows those
+    of docs/screenshots), else a temporary folder."""
+    configured = os.environ.get("SCREENSHOT_DIR")
+    folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class PageErrors:
+    """Uncaught script errors and requests that left the service: each is a failure."""
+
+    def __init__(self, page: object, origin: str) -> None:
+        self.errors: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(f"script error: {error}"))
+        page.on(
+            "request",
+            lambda request: (
+                None
+                if request.url.startswith((origin, "blob:", "data:"))
+                else self.errors.append(f"request outside the service: {request.url}")
+            ),
+        )
+
+
+@pytest.fixture
+def page_factory(browser: object) -> Iterator[object]:
+    """New pages in fresh contexts (own session storage); checks each for script errors."""
+    opened: list[tuple[object, PageErrors]] = []
+
+    def open_page(origin: str, width: int = 1280, height: int = 900, **options: object):
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True, **options
+        )
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        opened.append((context, PageErrors(page, origin)))
+        return page
+
+    yield open_page
+    for context, errors in opened:
+        context.close()
+        assert errors.errors == []
