@@ -133,6 +133,9 @@ def test_catalogue_listing_paging_filter_and_edit(client, indexed):
     got = client.get(f"/songs/{song_id}").json()
     assert (got["album"], got["external_id"], got["title"]) == ("Greatest", "cat-4", "Song 4")
     assert client.patch(f"/songs/{song_id}", json={"title": ""}).status_code == 422
+    for blank in (None, "   "):  # a title can change, never go blank
+        r = client.patch(f"/songs/{song_id}", json={"title": blank})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     assert client.patch(f"/songs/{song_id}", json={"bogus": 1}).status_code == 422
 
 

@@ -51,7 +51,7 @@ export function mount(main) {
     return h("li", { class: "match" },
       h("h3", {}, song.title, song.artist ? h("span", { class: "artist" }, ` — ${song.artist}`) : null),
       h("dl", { class: "facts" },
-        h("dt", {}, "In the song at"), h("dd", {}, clock(m.song_offset_s)),
+        h("dt", {}, "In the song"), h("dd", {}, songSpan(m)),
         h("dt", {}, "Matched span"), h("dd", {},
           h("button", { class: "link", onclick: () => seek(m.query_start_s), "aria-label": `Play from ${clock(m.query_start_s)}` },
             `${clock(m.query_start_s)} – ${clock(m.query_end_s)}`), " of the file"),
@@ -152,6 +152,13 @@ export function mount(main) {
     if (recorder) recorder.stop();
     if (objectUrl) URL.revokeObjectURL(objectUrl);
   };
+}
+
+// The part of the song the matched span covers: the API gives where the song would be at the
+// file's first sample, and the file's playback speed relative to the song.
+function songSpan(m) {
+  const at = (t) => m.song_offset_s + t * m.speed;
+  return `${clock(at(m.query_start_s))} – ${clock(at(m.query_end_s))}`;
 }
 
 function speedText(speed) {

@@ -85,7 +85,7 @@ export function dropZone({ label, multiple, accept, onFiles }) {
     { class: "drop-zone" },
     input,
     h("span", { class: "drop-title" }, label),
-    h("span", { class: "drop-hint" }, "Drop files here, or press to choose"),
+    h("span", { class: "drop-hint" }, multiple ? "Drop files here, or press to choose" : "Drop a file here, or press to choose"),
   );
   zone.addEventListener("dragover", (event) => {
     event.preventDefault();
