@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from service.settings import Settings
-from tests.audio_fixtures import SYNTH_RATE_HZ, encode
+from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 from tests.conftest import LiveServer
 from tests.e2e.conftest import MUSIC, WebWorld, read_music
 
@@ -231,6 +231,32 @@ def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots)
     expect(page.locator(".log").get_by_role("alert")).to_contain_text("later than")
 
 
+def test_stream_status_and_outages_show_when_the_service_reports_them(web_world, page_factory):
+    # Stream health (up/down and outages) is not served yet; the page shows those fields as
+    # soon as GET /streams carries them.
+    page = page_factory(web_world.server.url)
+
+    def with_health(route):
+        streams = route.fetch().json()
+        for stream in streams:
+            stream["status"] = "down" if stream["name"] == "radio2" else "up"
+            stream["gaps"] = [
+                {"from": web_world.stream_started_at.isoformat(), "to": None, "duration_s": 60}
+            ]
+        route.fulfill(json=streams)
+
+    page.route(re.compile(r".*/streams$"), with_health)
+    page.goto(f"{web_world.server.url}/#/streams")
+    expect(page.locator(".stream-card").filter(has_text="radio2").locator(".badge")).to_have_text(
+        "down"
+    )
+    expect(page.locator(".stream-card").filter(has_text="radio1").locator(".badge")).to_have_text(
+        "up"
+    )
+    page.get_by_role("button", name="radio1").click()
+    expect(page.locator(".day-track .gap")).to_have_count(1)
+
+
 def test_phone_width(web_world, page_factory, screenshots, tmp_path):
     page = page_factory(web_world.server.url, **PHONE, is_mobile=True, has_touch=True)
     clip = encode(read_music("coherence.ogg")[: 12 * SYNTH_RATE_HZ], tmp_path / "clip", "aac_m4a")
@@ -302,3 +328,32 @@ def test_api_key_flow(keyed_server, page_factory, screenshots):
     page.get_by_role("button", name="Forget").click()
     expect(panel).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('song-detection.api-key')") is None
+
+
+def test_catalogue_pages(keyed_server, page_factory, tmp_path):
+    headers = {"X-API-Key": "open-sesame"}
+    with keyed_server.client(headers=headers) as client:
+        for seed in range(12):
+            path = encode(synth_song(300 + seed, 6.0), tmp_path / f"tune{seed:02d}", "ogg")
+            with path.open("rb") as f:
+                files = {"file": (path.name, f)}
+                r = client.post("/songs", files=files, data={"title": f"Tune {seed:02d}"})
+            assert r.status_code == 201, r.text
+    page = page_factory(keyed_server.url)
+    page.goto(keyed_server.url)
+    page.get_by_label("API key", exact=True).fill("open-sesame")
+    page.get_by_role("button", name="Use key").click()
+    rows = page.locator("table.songs tbody tr")
+    expect(rows).to_have_count(12)
+    page.get_by_label("Rows per page").select_option("10")
+    expect(rows).to_have_count(10)
+    expect(page.locator(".pager")).to_contain_text("1–10 of 12")
+    page.get_by_role("button", name="Next").click()
+    expect(rows).to_have_count(2)
+    expect(page.locator(".pager")).to_contain_text("11–12 of 12")
+    expect(rows.first).to_contain_text("Tune 10")
+    expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    page.get_by_role("button", name="Previous").click()
+    expect(rows.first).to_contain_text("Tune 00")
+    page.get_by_label("Search songs").fill("tune 07")
+    expect(rows).to_have_count(1)

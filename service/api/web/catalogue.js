@@ -2,7 +2,7 @@
 import * as api from "./api.js";
 import { clock, confirmDialog, dateTime, dropZone, errorText, formatBytes, h, message } from "./ui.js";
 
-const PAGE_SIZE = 20;
+const PAGE_SIZES = [10, 20, 50, 100];
 const FIELDS = [
   ["title", "Title"],
   ["artist", "Artist"],
@@ -12,7 +12,7 @@ const FIELDS = [
 ];
 
 export function mount(main) {
-  const state = { q: "", offset: 0, total: 0 };
+  const state = { q: "", offset: 0, total: 0, limit: 20 };
   const status = h("div", { class: "status-line" });
   const search = h("input", {
     id: "song-search",
@@ -25,10 +25,10 @@ export function mount(main) {
 
   async function load() {
     try {
-      const page = await api.listSongs({ q: state.q, limit: PAGE_SIZE, offset: state.offset });
+      const page = await api.listSongs({ q: state.q, limit: state.limit, offset: state.offset });
       state.total = page.total;
       if (page.items.length === 0 && state.offset > 0) {
-        state.offset = Math.max(0, state.offset - PAGE_SIZE);
+        state.offset = Math.max(0, state.offset - state.limit);
         return load();
       }
       body.replaceChildren(...page.items.map(row));
@@ -56,6 +56,11 @@ export function mount(main) {
     );
   }
 
+  const rows = h("select", {
+    id: "song-rows",
+    onchange: () => { state.limit = Number(rows.value); state.offset = 0; load(); },
+  }, PAGE_SIZES.map((n) => h("option", { value: n, selected: n === state.limit }, n)));
+
   function renderPager(page) {
     const first = page.total ? page.offset + 1 : 0;
     const last = page.offset + page.items.length;
@@ -63,14 +68,16 @@ export function mount(main) {
       h("button", {
         class: "secondary",
         disabled: page.offset === 0,
-        onclick: () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); load(); },
+        onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); },
       }, "Previous"),
       h("span", { "aria-live": "polite" }, ` ${first}–${last} of ${page.total} `),
       h("button", {
         class: "secondary",
         disabled: last >= page.total,
-        onclick: () => { state.offset += PAGE_SIZE; load(); },
+        onclick: () => { state.offset += state.limit; load(); },
       }, "Next"),
+      h("label", { for: "song-rows" }, "Rows per page"),
+      rows,
     );
   }
 
