@@ -103,7 +103,7 @@ async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> No
         await store.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
     folder = tmp_path_factory.mktemp("web")
     settings = Settings(
@@ -116,8 +116,10 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
         yield WebWorld(server, folder, started_at)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    # Module-scoped: Playwright's sync API keeps an event loop marked running while it is
+    # open, which the asyncio tests of other modules must not find.
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser

@@ -357,3 +357,21 @@ def test_catalogue_pages(keyed_server, page_factory, tmp_path):
     expect(rows.first).to_contain_text("Tune 00")
     page.get_by_label("Search songs").fill("tune 07")
     expect(rows).to_have_count(1)
+
+
+def test_an_upload_over_the_limit_is_explained(tmp_path, page_factory):
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'small.sqlite3'}",
+        cpu_workers=1,
+        environment="test",
+        upload_max_bytes=50_000,
+    )
+    big = encode(read_music("chaos_god.ogg"), tmp_path / "big", "wav")  # about 1.3 MB
+    with LiveServer(settings) as server:
+        page = page_factory(server.url)
+        page.goto(f"{server.url}/#/identify")
+        page.locator("input[type=file]").set_input_files(big)
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("Could not identify big.wav")
+        expect(alert).to_contain_text("upload exceeds the limit of")
+        expect(alert).to_contain_text("(payload_too_large)")

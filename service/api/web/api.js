@@ -101,7 +101,10 @@ function upload(path, { query, fields = {}, file, onProgress }) {
         }
       }
     };
-    xhr.onerror = () => reject(new ApiError(0, "network_error", "the service cannot be reached"));
+    // The service closes the connection on an upload over its size limit, which some
+    // browsers report as a network failure rather than the 413 it sent.
+    xhr.onerror = () => reject(new ApiError(0, "network_error",
+      "the upload failed before the service answered: the file may exceed the service's upload limit, or the service cannot be reached"));
     xhr.send(form);
   });
 }

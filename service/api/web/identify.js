@@ -8,6 +8,7 @@ export function mount(main) {
   const results = h("section", { class: "results", "aria-label": "Results" });
   let objectUrl = null;
   let recorder = null;
+  let mounted = true;
 
   async function run(file) {
     if (objectUrl) URL.revokeObjectURL(objectUrl);
@@ -124,6 +125,7 @@ export function mount(main) {
       clearInterval(ticker);
       recorder = null;
       recordButton.textContent = "Record from microphone";
+      if (!mounted) return;
       const type = chunks[0] ? chunks[0].type : "audio/webm";
       const extension = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
       run(new File(chunks, `recording.${extension}`, { type }));
@@ -149,6 +151,7 @@ export function mount(main) {
     results,
   );
   return () => {
+    mounted = false;
     if (recorder) recorder.stop();
     if (objectUrl) URL.revokeObjectURL(objectUrl);
   };

@@ -16,11 +16,13 @@ export function mount(main) {
   let streams = [];
   let selected = null;
   let timer = null;
+  let refreshLog = null;
 
   async function refresh() {
     try {
       streams = await api.listStreams();
       renderCards();
+      if (refreshLog) refreshLog();
       updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
       status.replaceChildren();
     } catch (error) {
@@ -59,7 +61,9 @@ export function mount(main) {
     selected = name;
     renderCards();
     logSection.hidden = false;
-    logSection.replaceChildren(...airplayLog(name));
+    const log = airplayLog(name);
+    refreshLog = log.refresh;
+    logSection.replaceChildren(...log.nodes);
     logSection.querySelector("h2").focus();
   }
 
@@ -128,7 +132,7 @@ function airplayLog(name) {
 
   const day = dayTimeline(name);
   load();
-  return [
+  const nodes = [
     h("h2", { id: "log-heading", tabindex: -1 }, `Airplay log: ${name}`),
     h("form", { class: "inline-form", onsubmit: (e) => { e.preventDefault(); state.offset = 0; load(); } },
       h("label", { for: "log-from" }, "From"), from,
@@ -142,8 +146,10 @@ function airplayLog(name) {
         h("thead", {}, h("tr", {}, ...["Start", "End", "Song", "In the song", "Duration", "Confidence", "Status"].map((t) => h("th", { scope: "col" }, t)))),
         body)),
     pager,
-    day,
+    day.node,
   ];
+  // The live view reloads what is shown (same range and page) with the stream list.
+  return { nodes, refresh: () => { load(); day.load(); } };
 }
 
 function playRow(p) {
@@ -215,9 +221,10 @@ function dayTimeline(name) {
 
   dayInput.addEventListener("change", load);
   load();
-  return h("section", { class: "day", "aria-labelledby": "day-heading" },
+  const node = h("section", { class: "day", "aria-labelledby": "day-heading" },
     h("h3", { id: "day-heading" }, "Day timeline"),
     h("p", { class: "inline-form" }, h("label", { for: "day" }, "Day"), dayInput),
     h("div", { class: "day-chart" }, track, hours),
     feedback);
+  return { node, load };
 }
