@@ -12,8 +12,8 @@ from service import __version__
 from service.api import routes_health, routes_identify, routes_songs, routes_streams
 from service.api.deps import require_api_key
 from service.api.errors import install_error_handlers
+from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
-from service.api.web import install_web
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool

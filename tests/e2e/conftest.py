@@ -65,13 +65,39 @@ class WebWorld:
     folder: Path
     #: When the test stream's first segment was live (its plays lie after it).
     stream_started_at: datetime
+    settings: Settings
+    #: radio2's next segment, held back for the live view to see it arrive.
+    late_segment: Path
 
 
-async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> None:
-    """Index Coherence and feed two streams of real TS segments through the stream pipeline
-    (as the worker does for MediaLive's archive): radio1 plays music the catalogue
-    does not know, then Coherence, still on air at its last segment; radio2 only the unknown
-    music."""
+async def feed_segments(settings: Settings, name: str, segments: list[Path], first_at: datetime):
+    """Add archive segments of stream `name` (numbered from 1) through the stream pipeline,
+    as the worker does for MediaLive's archive; `first_at` is when the first was live."""
+    store = create_store(settings, DEFAULT_PARAMS.version)
+    await store.open()
+    pool = CpuPool(1, use_processes=False)
+    try:
+        params = match_params_of(settings)
+        for segment in segments:
+            number = int(segment.name.split(".")[-2])
+            await process_stream_segment(
+                store,
+                pool,
+                "bucket",
+                f"songs_to_check/streams/{name}/{segment.name}",
+                segment,
+                params,
+                uploaded_at=first_at + timedelta(seconds=SEGMENT_S * number),
+            )
+    finally:
+        pool.close()
+        await store.close()
+
+
+async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> Path:
+    """Index Coherence and make two streams of real TS segments: radio1 plays music the
+    catalogue does not know, then Coherence, still on air at its last segment; radio2 only
+    the unknown music, its last segment held back (returned)."""
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(1)
@@ -79,28 +105,19 @@ async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> No
         await index_file(
             store, pool, MUSIC / "coherence.ogg", SongMeta("Coherence", "Max McCracken")
         )
-        coherence, unknown = read_music("coherence.ogg"), read_music("armygeddon.ogg")
-        rate = SYNTH_RATE_HZ
-        programs = {
-            "radio1": Program(np.concatenate([unknown[: 18 * rate], coherence]), []),
-            "radio2": Program(unknown[: 24 * rate], []),
-        }
-        params = match_params_of(settings)
-        for name, program in programs.items():
-            segments = segment_program(program, folder / name, name, 48000)
-            for i, segment in enumerate(segments):
-                await process_stream_segment(
-                    store,
-                    pool,
-                    "bucket",
-                    f"songs_to_check/streams/{name}/{segment.name}",
-                    segment,
-                    params,
-                    uploaded_at=started_at + timedelta(seconds=SEGMENT_S * (i + 1)),
-                )
     finally:
         pool.close()
         await store.close()
+    coherence, unknown = read_music("coherence.ogg"), read_music("armygeddon.ogg")
+    rate = SYNTH_RATE_HZ
+    radio1 = Program(np.concatenate([unknown[: 18 * rate], coherence]), [])
+    radio2 = Program(unknown[: 36 * rate], [])
+    await feed_segments(
+        settings, "radio1", segment_program(radio1, folder / "radio1", "radio1", 48000), started_at
+    )
+    segments = segment_program(radio2, folder / "radio2", "radio2", 48000)
+    await feed_segments(settings, "radio2", segments[:-1], started_at)
+    return segments[-1]
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +128,9 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
     )
     # A few minutes ago, so the stream's day timeline and "last segment" read naturally.
     started_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    asyncio.run(_prepare(settings, folder, started_at))
+    late_segment = asyncio.run(_prepare(settings, folder, started_at))
     with LiveServer(settings) as server:
-        yield WebWorld(server, folder, started_at)
+        yield WebWorld(server, folder, started_at, settings, late_segment)
 
 
 @pytest.fixture(scope="module")
