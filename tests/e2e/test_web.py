@@ -6,6 +6,7 @@ Each test leaves screenshots of what it saw (desktop and phone widths)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import re
@@ -27,6 +28,25 @@ PHONE = {"width": 390, "height": 844}
 
 def shoot(page: Page, folder: Path, name: str) -> None:
     page.screenshot(path=folder / f"{name}.png", full_page=True)
+
+
+def drop_files(page: Page, target: str, files: list[Path]) -> None:
+    """Drag files from the desktop onto `target`: the drop event a browser fires, carrying
+    them in its DataTransfer."""
+    payload = [{"name": f.name, "data": base64.b64encode(f.read_bytes()).decode()} for f in files]
+    transfer = page.evaluate_handle(
+        """files => {
+            const transfer = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], f.name));
+            }
+            return transfer;
+        }""",
+        payload,
+    )
+    page.dispatch_event(target, "dragover", {"dataTransfer": transfer})
+    page.dispatch_event(target, "drop", {"dataTransfer": transfer})
 
 
 def no_sideways_scroll(page: Page) -> None:
@@ -59,7 +79,7 @@ def test_add_songs_by_drop_with_per_file_results(web_world, page_factory, screen
     not_audio = tmp_path / "liner-notes.txt"
     not_audio.write_text("not a song")
     files = [MUSIC / "nebula.ogg", MUSIC / "coherence.ogg", not_audio]
-    page.locator(".add input[type=file]").set_input_files(files)
+    drop_files(page, ".add .drop-zone", files)
     uploads = page.locator(".upload")
     expect(uploads).to_have_count(3)
     uploads.nth(0).get_by_label("Title").fill("Nebula")
@@ -115,7 +135,7 @@ def test_identify_a_clip_and_a_long_file(web_world, page_factory, screenshots, t
     nebula = read_music("nebula.ogg")
     rate = SYNTH_RATE_HZ
     clip = encode(nebula[8 * rate : 18 * rate], tmp_path / "phone-clip", "mp3")
-    page.locator("input[type=file]").set_input_files(clip)
+    drop_files(page, ".drop-zone", [clip])
     match = page.locator(".match").first
     expect(match.locator("h3")).to_contain_text("Nebula", timeout=60_000)
     expect(match).to_contain_text("Max McCracken")
@@ -369,6 +389,15 @@ def test_catalogue_pages(keyed_server, page_factory, tmp_path):
     expect(rows.first).to_contain_text("Tune 00")
     page.get_by_label("Search songs").fill("tune 07")
     expect(rows).to_have_count(1)
+
+    # Metadata is shown as text, never interpreted as markup.
+    title = '<img src="/ui/none.png" alt="injected">Tune'
+    with keyed_server.client(headers=headers) as client:
+        song_id = client.get("/songs", params={"q": "tune 07"}).json()["items"][0]["id"]
+        assert client.patch(f"/songs/{song_id}", json={"title": title}).status_code == 200
+    page.get_by_label("Search songs").fill("injected")
+    expect(rows.first.get_by_role("button", name=title)).to_be_visible()
+    expect(page.locator("table.songs img")).to_have_count(0)
 
 
 def test_an_upload_over_the_limit_is_explained(tmp_path, page_factory):
