@@ -1,6 +1,6 @@
 // Catalogue: search and page through songs, read and edit one, delete it, add many.
 import * as api from "./api.js";
-import { clock, confirmDialog, dateTime, dropZone, errorText, formatBytes, h, message } from "./ui.js";
+import { clock, confirmDialog, dateTime, dropZone, errorText, formatBytes, h, keepingFocus, message } from "./ui.js";
 
 const PAGE_SIZES = [10, 20, 50, 100];
 const FIELDS = [
@@ -31,12 +31,14 @@ export function mount(main) {
         state.offset = Math.max(0, state.offset - state.limit);
         return load();
       }
-      body.replaceChildren(...page.items.map(row));
-      if (page.items.length === 0) {
-        const text = state.q ? `No song matches “${state.q}”.` : "The catalogue is empty: add songs below.";
-        body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, text)));
-      }
-      renderPager(page);
+      keepingFocus(() => {
+        body.replaceChildren(...page.items.map(row));
+        if (page.items.length === 0) {
+          const text = state.q ? `No song matches “${state.q}”.` : "The catalogue is empty: add songs below.";
+          body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, text)));
+        }
+        renderPager(page);
+      });
       if (status.querySelector(".error")) status.replaceChildren();
     } catch (error) {
       message(status, `Could not load the catalogue: ${errorText(error)}`);
@@ -67,12 +69,14 @@ export function mount(main) {
     pager.replaceChildren(
       h("button", {
         class: "secondary",
+        "data-focus-key": "songs:previous",
         disabled: page.offset === 0,
         onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); },
       }, "Previous"),
       h("span", { "aria-live": "polite" }, ` ${first}–${last} of ${page.total} `),
       h("button", {
         class: "secondary",
+        "data-focus-key": "songs:next",
         disabled: last >= page.total,
         onclick: () => { state.offset += state.limit; load(); },
       }, "Next"),

@@ -1,7 +1,7 @@
 // Streams: every stream with what is on air (refreshed on its own), then one stream's airplay
 // log with a date range, paging and CSV export, and its day as a timeline of plays.
 import * as api from "./api.js";
-import { ago, clock, dateTime, errorText, h, message, percent, timeOfDay } from "./ui.js";
+import { ago, clock, dateTime, errorText, h, keepingFocus, message, percent, timeOfDay } from "./ui.js";
 
 const REFRESH_MS = 5000;
 const PAGE_SIZE = 50;
@@ -21,7 +21,7 @@ export function mount(main) {
   async function refresh() {
     try {
       streams = await api.listStreams();
-      renderCards();
+      keepingFocus(renderCards);
       if (refreshLog) refreshLog();
       updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
       status.replaceChildren();
@@ -43,7 +43,7 @@ export function mount(main) {
     cards.replaceChildren(...streams.map((s) => {
       const play = s.current_play;
       return h("li", { class: "stream-card", "aria-current": s.name === selected ? "true" : null },
-        h("h2", {}, h("button", { class: "link", onclick: () => openLog(s.name) }, s.name)),
+        h("h2", {}, h("button", { class: "link", "data-focus-key": `stream:${s.name}`, onclick: () => openLog(s.name) }, s.name)),
         // `status` (up/down) is shown when the service reports it.
         s.status ? h("p", { class: `badge ${s.status}` }, s.status) : null,
         h("p", { class: "now" }, play
@@ -96,29 +96,37 @@ function airplayLog(name) {
   const to = h("input", { type: "datetime-local", id: "log-to" });
   const body = h("tbody");
   const pager = h("p", { class: "pager" });
-  const state = { offset: 0 };
+  // The range shown: the inputs' values when Show (or Export) was last pressed.
+  const state = { offset: 0, range: {} };
+  const apply = () => {
+    state.range = { from: isoOf(from.value), to: isoOf(to.value) };
+    state.offset = 0;
+  };
 
   async function load() {
     try {
-      const range = { from: isoOf(from.value), to: isoOf(to.value) };
-      const page = await api.listPlays(name, { ...range, limit: PAGE_SIZE, offset: state.offset });
-      body.replaceChildren(...page.items.map(playRow));
-      if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No plays in this range.")));
+      const page = await api.listPlays(name, { ...state.range, limit: PAGE_SIZE, offset: state.offset });
       const last = page.offset + page.items.length;
-      pager.replaceChildren(
-        h("button", { class: "secondary", disabled: page.offset === 0, onclick: () => { state.offset -= PAGE_SIZE; load(); } }, "Previous"),
-        h("span", { "aria-live": "polite" }, ` ${page.total ? page.offset + 1 : 0}–${last} of ${page.total} plays `),
-        h("button", { class: "secondary", disabled: last >= page.total, onclick: () => { state.offset += PAGE_SIZE; load(); } }, "Next"),
-      );
-      feedback.replaceChildren();
+      keepingFocus(() => {
+        body.replaceChildren(...page.items.map(playRow));
+        if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No plays in this range.")));
+        pager.replaceChildren(
+          h("button", { class: "secondary", "data-focus-key": "plays:previous", disabled: page.offset === 0, onclick: () => { state.offset -= PAGE_SIZE; load(); } }, "Previous"),
+          h("span", { "aria-live": "polite" }, ` ${page.total ? page.offset + 1 : 0}–${last} of ${page.total} plays `),
+          h("button", { class: "secondary", "data-focus-key": "plays:next", disabled: last >= page.total, onclick: () => { state.offset += PAGE_SIZE; load(); } }, "Next"),
+        );
+      });
+      if (feedback.querySelector(".error")) feedback.replaceChildren();
     } catch (error) {
       message(feedback, `Could not load the log: ${errorText(error)}`);
     }
   }
 
   async function exportCsv() {
+    apply();
+    load();
     try {
-      const text = await api.playsCsv(name, { from: isoOf(from.value), to: isoOf(to.value) });
+      const text = await api.playsCsv(name, state.range);
       const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `${name}-plays.csv` });
       document.body.append(link);
       link.click();
@@ -134,7 +142,7 @@ function airplayLog(name) {
   load();
   const nodes = [
     h("h2", { id: "log-heading", tabindex: -1 }, `Airplay log: ${name}`),
-    h("form", { class: "inline-form", onsubmit: (e) => { e.preventDefault(); state.offset = 0; load(); } },
+    h("form", { class: "inline-form", onsubmit: (e) => { e.preventDefault(); apply(); load(); } },
       h("label", { for: "log-from" }, "From"), from,
       h("label", { for: "log-to" }, "To"), to,
       h("button", { type: "submit" }, "Show"),

@@ -18,6 +18,16 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
+// Re-render without losing keyboard focus: the focused element's data-focus-key finds its
+// replacement (the live view redraws every few seconds).
+export function keepingFocus(render) {
+  const key = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.focusKey : null;
+  render();
+  if (!key) return;
+  const again = document.querySelector(`[data-focus-key="${CSS.escape(key)}"]`);
+  if (again && !again.disabled) again.focus();
+}
+
 // A status line for errors and confirmations; screen readers announce it.
 export function message(container, text, kind = "error") {
   container.replaceChildren(
