@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file, match_params_of
@@ -41,13 +42,10 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
 ]
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"the web page tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-        allow_module_level=True,
-    )
-playwright_sync = pytest.importorskip(
-    "playwright.sync_api", reason="the web page tests need Playwright for Python"
+#: Applied to every test of the page: only a missing browser skips them (CI installs it).
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason=f"the web page tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
 )
 
 
@@ -137,7 +135,7 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
 def browser() -> Iterator[object]:
     # Module-scoped: Playwright's sync API keeps an event loop marked running while it is
     # open, which the asyncio tests of other modules must not find.
-    with playwright_sync.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()

@@ -21,7 +21,9 @@ from playwright.sync_api import Page, expect
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 from tests.conftest import LiveServer
-from tests.e2e.conftest import MUSIC, WebWorld, feed_segments, read_music
+from tests.e2e.conftest import MUSIC, feed_segments, needs_chromium, read_music
+
+pytestmark = needs_chromium
 
 PHONE = {"width": 390, "height": 844}
 
@@ -52,22 +54,6 @@ def drop_files(page: Page, target: str, files: list[Path]) -> None:
 def no_sideways_scroll(page: Page) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"page is {width} px wide"
-
-
-def test_page_is_served_from_the_package_with_a_strict_policy(web_world: WebWorld):
-    with web_world.server.client() as client:
-        index = client.get("/")
-        assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-        assert "default-src 'self'" in index.headers["content-security-policy"]
-        for module in re.findall(r'from "\./([a-z]+\.js)"', client.get("/ui/app.js").text):
-            r = client.get(f"/ui/{module}")
-            assert r.status_code == 200 and "javascript" in r.headers["content-type"], module
-        assert client.get("/ui/style.css").status_code == 200
-        # The page is not part of the API's contract, and unknown paths stay JSON errors.
-        assert "/" not in client.get("/openapi.json").json()["paths"]
-        missing = client.get("/ui/nothing.js")
-        assert missing.status_code == 404
-        assert client.get("/nothing").json()["error"]["code"] == "not_found"
 
 
 def test_add_songs_by_drop_with_per_file_results(web_world, page_factory, screenshots, tmp_path):
