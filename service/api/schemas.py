@@ -217,6 +217,9 @@ class LastSegmentOut(BaseModel):
     sequence: int
     key: str
     stream_end_s: float = Field(description="End of the latest segment on the stream clock.")
+    end_at: datetime = Field(
+        description="UTC wall clock of that end: the stream's audio is known up to here."
+    )
     processed_at: datetime = Field(description="When a segment of the stream last came in.")
 
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from service.store import create_store
 from service.store.base import SongMeta
 from tests.audio_fixtures import SYNTH_RATE_HZ
 from tests.conftest import LiveServer
-from tests.stream_fixtures import SEGMENT_S, Program, segment_program
+from tests.stream_fixtures import Program, segment_program
 
 MUSIC = Path(__file__).resolve().parents[1] / "data" / "music"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -61,23 +61,22 @@ def read_music(name: str) -> np.ndarray:
 class WebWorld:
     server: LiveServer
     folder: Path
-    #: When the test stream's first segment was live (its plays lie after it).
+    #: A moment before the streams' first segments arrived (their plays lie after it).
     stream_started_at: datetime
     settings: Settings
     #: radio2's next segment, held back for the live view to see it arrive.
     late_segment: Path
 
 
-async def feed_segments(settings: Settings, name: str, segments: list[Path], first_at: datetime):
-    """Add archive segments of stream `name` (numbered from 1) through the stream pipeline,
-    as the worker does for MediaLive's archive; `first_at` is when the first was live."""
+async def feed_segments(settings: Settings, name: str, segments: list[Path]) -> None:
+    """Add archive segments of stream `name` through the stream pipeline, as the worker does
+    for MediaLive's archive, each as if it had just been uploaded."""
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(1, use_processes=False)
     try:
         params = match_params_of(settings)
         for segment in segments:
-            number = int(segment.name.split(".")[-2])
             await process_stream_segment(
                 store,
                 pool,
@@ -85,14 +84,14 @@ async def feed_segments(settings: Settings, name: str, segments: list[Path], fir
                 f"songs_to_check/streams/{name}/{segment.name}",
                 segment,
                 params,
-                uploaded_at=first_at + timedelta(seconds=SEGMENT_S * number),
+                uploaded_at=datetime.now(UTC),
             )
     finally:
         pool.close()
         await store.close()
 
 
-async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> Path:
+async def _prepare(settings: Settings, folder: Path) -> Path:
     """Index Coherence and make two streams of real TS segments: radio1 plays music the
     catalogue does not know, then Coherence, still on air at its last segment; radio2 only
     the unknown music, its last segment held back (returned)."""
@@ -111,10 +110,10 @@ async def _prepare(settings: Settings, folder: Path, started_at: datetime) -> Pa
     radio1 = Program(np.concatenate([unknown[: 18 * rate], coherence]), [])
     radio2 = Program(unknown[: 36 * rate], [])
     await feed_segments(
-        settings, "radio1", segment_program(radio1, folder / "radio1", "radio1", 48000), started_at
+        settings, "radio1", segment_program(radio1, folder / "radio1", "radio1", 48000)
     )
     segments = segment_program(radio2, folder / "radio2", "radio2", 48000)
-    await feed_segments(settings, "radio2", segments[:-1], started_at)
+    await feed_segments(settings, "radio2", segments[:-1])
     return segments[-1]
 
 
@@ -124,9 +123,8 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
     settings = Settings(
         database_url=f"sqlite:///{folder / 'web.sqlite3'}", cpu_workers=1, environment="test"
     )
-    # A few minutes ago, so the stream's day timeline and "last segment" read naturally.
-    started_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-    late_segment = asyncio.run(_prepare(settings, folder, started_at))
+    started_at = datetime.now(UTC).replace(microsecond=0)
+    late_segment = asyncio.run(_prepare(settings, folder))
     with LiveServer(settings) as server:
         yield WebWorld(server, folder, started_at, settings, late_segment)
 

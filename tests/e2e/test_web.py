@@ -11,7 +11,7 @@ import csv
 import io
 import re
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,8 @@ pytestmark = needs_chromium
 PHONE = {"width": 390, "height": 844}
 
 
-def shoot(page: Page, folder: Path, name: str) -> None:
-    page.screenshot(path=folder / f"{name}.png", full_page=True)
+def shoot(page: Page, folder: Path, name: str, full_page: bool = True) -> None:
+    page.screenshot(path=folder / f"{name}.png", full_page=full_page)
 
 
 def drop_files(page: Page, target: str, files: list[Path]) -> None:
@@ -198,7 +198,7 @@ def test_browse_and_delete_with_confirmation(web_world, page_factory):
 
 
 def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots):
-    page = page_factory(web_world.server.url)
+    page = page_factory(web_world.server.url, height=1000)
     page.goto(f"{web_world.server.url}/#/streams")
     cards = page.locator(".stream-card")
     expect(cards).to_have_count(2)
@@ -211,11 +211,7 @@ def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots)
     expect(radio2).to_contain_text("Last segment #2")
     arrival = threading.Thread(
         target=asyncio.run,
-        args=(
-            feed_segments(
-                web_world.settings, "radio2", [web_world.late_segment], web_world.stream_started_at
-            ),
-        ),
+        args=(feed_segments(web_world.settings, "radio2", [web_world.late_segment]),),
     )
     arrival.start()  # in its own thread: Playwright's loop runs in this one
     arrival.join(timeout=60)
@@ -231,9 +227,20 @@ def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots)
     rows = page.locator("table.plays tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Coherence")
-    expect(page.locator(".day-track .play-bar")).to_have_count(1)
+    bar = page.locator(".day-track .play-bar")
+    expect(bar).to_have_count(1)
     expect(page.locator(".day-track .nodata").first).to_be_attached()
-    shoot(page, screenshots, "streams")
+    # Zoomed to an hour on screen, the play is to scale and scrolled into view.
+    page.get_by_label("On screen").select_option(label="1 hour")
+    expect(page.locator(".day-hours")).to_contain_text(":10")
+    hour_px = page.evaluate("() => document.querySelector('.day-chart').offsetWidth / 24")
+    box = bar.bounding_box()
+    with web_world.server.client() as client:
+        play = client.get("/streams/radio1/plays").json()["items"][0]
+    assert box["width"] == pytest.approx(play["duration_s"] / 3600 * hour_px, rel=0.1)
+    assert 0 < box["x"] < page.viewport_size["width"]
+    # The viewport holds the whole page: a full-page capture resizes it, which scrolls back.
+    shoot(page, screenshots, "streams", full_page=False)
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
@@ -243,6 +250,12 @@ def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots)
         ("radio1", "Coherence", "Max McCracken")
     ]
     assert float(table[0]["duration_s"]) > 20
+    # The stream's audio is known up to the end of its latest segment, on the wall clock.
+    with web_world.server.client() as client:
+        radio1_out = next(s for s in client.get("/streams").json() if s["name"] == "radio1")
+    end_at = datetime.fromisoformat(radio1_out["last_segment"]["end_at"])
+    # Coherence plays to the stream's end (the play ends where its last match does).
+    assert abs(end_at - datetime.fromisoformat(table[0]["end_at"])) < timedelta(seconds=3)
     assert download.value.suggested_filename == "radio1-plays.csv"
 
     # A range after the play: nothing; a range the API refuses: its message.

@@ -178,8 +178,27 @@ function dayTimeline(name) {
   const dayInput = h("input", { type: "date", id: "day", value: localInputValue(new Date()).slice(0, 10) });
   const track = h("div", { class: "day-track", role: "list", "aria-label": "Plays of the day" });
   const feedback = h("div");
-  const hours = h("div", { class: "day-hours", "aria-hidden": "true" },
-    [0, 6, 12, 18, 24].map((hour) => h("span", { style: `left:${(100 * hour) / 24}%` }, `${hour}:00`)));
+  const hours = h("div", { class: "day-hours", "aria-hidden": "true" });
+  const chart = h("div", { class: "day-chart" }, track, hours);
+  const scroller = h("div", { class: "day-scroll" }, chart);
+  // Zoom: the chart gets wider than the screen and scrolls sideways.
+  const zoom = h("select", { id: "day-zoom" },
+    [[1, "whole day"], [4, "6 hours"], [24, "1 hour"]].map(([factor, label]) => h("option", { value: factor }, label)));
+  let latest = null;
+
+  function scale() {
+    const factor = Number(zoom.value);
+    const stepMinutes = factor === 1 ? 360 : factor === 4 ? 60 : 10;
+    chart.style.width = `${factor * 100}%`;
+    const ticks = [];
+    for (let minute = 0; minute <= 1440; minute += stepMinutes) {
+      const label = `${Math.floor(minute / 60)}:${String(minute % 60).padStart(2, "0")}`;
+      ticks.push(h("span", { style: `left:${(100 * minute) / 1440}%` }, label));
+    }
+    hours.replaceChildren(...ticks);
+    // Bring the latest play (or the start of the day) into view.
+    scroller.scrollLeft = latest === null ? 0 : latest * chart.scrollWidth - scroller.clientWidth / 2;
+  }
 
   async function load() {
     const start = new Date(`${dayInput.value}T00:00`);
@@ -195,7 +214,7 @@ function dayTimeline(name) {
       const stream = (await api.listStreams()).find((s) => s.name === name);
       const bars = plays.map((p) => {
         const left = place(p.start_at);
-        const width = Math.max(0.002, place(p.end_at) - left);
+        const width = place(p.end_at) - left;  // a short play still gets a few pixels (CSS)
         return h("span", {
           class: `play-bar ${p.status}`, role: "listitem", style: `left:${left * 100}%;width:${width * 100}%`,
           title: `${timeOfDay(p.start_at)} – ${timeOfDay(p.end_at)} ${p.song.title || ""}`,
@@ -207,19 +226,24 @@ function dayTimeline(name) {
         return right > left ? h("span", { class: "gap", role: "listitem", style: `left:${left * 100}%;width:${(right - left) * 100}%`, title: "stream down" },
           h("span", { class: "visually-hidden" }, `stream down from ${timeOfDay(g.from)}`)) : null;
       });
-      // No audio at all: before the stream's first segment, and since its last one.
+      // No audio at all: before the stream was first seen, and after its latest audio.
       const silent = [];
       if (stream) {
         const first = place(stream.created_at);
-        const last = place(stream.last_segment.processed_at);
+        const last = place(stream.last_segment.end_at);
         const now = place(new Date().toISOString());
-        if (first > 0) silent.push([0, first, "before the first segment"]);
-        if (now > last + 0.0007) silent.push([last, now, "no segment since"]);
+        if (first > 0) silent.push([0, first, "before the stream's first segment"]);
+        if (now > last) silent.push([last, now, `after ${timeOfDay(stream.last_segment.end_at)}`]);
       }
       const nodata = silent.map(([left, right, what]) => h("span", {
         class: "nodata", role: "listitem", style: `left:${left * 100}%;width:${(right - left) * 100}%`, title: `no audio: ${what}`,
       }, h("span", { class: "visually-hidden" }, `no audio ${what}`)));
       track.replaceChildren(...nodata, ...gaps, ...bars);
+      latest = plays.length ? place(plays[plays.length - 1].start_at) : null;
+      if (Number(zoom.value) > 1 && !scroller.dataset.placed) {
+        scroller.dataset.placed = "yes";  // once: later refreshes leave the user's scrolling alone
+        scale();
+      }
       feedback.replaceChildren(h("p", { class: "hint" },
         plays.length ? `${plays.length} play${plays.length > 1 ? "s" : ""} on ${dayInput.value}. Blank: no catalogue song on air; hatched: no audio received.` : `No plays on ${dayInput.value}.`));
     } catch (error) {
@@ -227,12 +251,15 @@ function dayTimeline(name) {
     }
   }
 
-  dayInput.addEventListener("change", load);
+  dayInput.addEventListener("change", () => { delete scroller.dataset.placed; load(); });
+  zoom.addEventListener("change", scale);
+  scale();
   load();
   const node = h("section", { class: "day", "aria-labelledby": "day-heading" },
     h("h3", { id: "day-heading" }, "Day timeline"),
-    h("p", { class: "inline-form" }, h("label", { for: "day" }, "Day"), dayInput),
-    h("div", { class: "day-chart" }, track, hours),
+    h("p", { class: "inline-form" }, h("label", { for: "day" }, "Day"), dayInput,
+      h("label", { for: "day-zoom" }, "On screen"), zoom),
+    scroller,
     feedback);
   return { node, load };
 }
