@@ -9,7 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from service.store import create_store
 from service.store.base import SongMeta
 from tests.audio_fixtures import SYNTH_RATE_HZ
 from tests.conftest import LiveServer
-from tests.stream_fixtures import Program, segment_program
+from tests.stream_fixtures import SEGMENT_S, Program, segment_program
 
 MUSIC = Path(__file__).resolve().parents[1] / "data" / "music"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -70,13 +70,15 @@ class WebWorld:
 
 async def feed_segments(settings: Settings, name: str, segments: list[Path]) -> None:
     """Add archive segments of stream `name` through the stream pipeline, as the worker does
-    for MediaLive's archive, each as if it had just been uploaded."""
+    for MediaLive's archive: the last as if it had just been uploaded, the others one
+    segment length apart before it."""
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(1, use_processes=False)
     try:
         params = match_params_of(settings)
-        for segment in segments:
+        for i, segment in enumerate(segments):
+            before_s = SEGMENT_S * (len(segments) - 1 - i)
             await process_stream_segment(
                 store,
                 pool,
@@ -84,7 +86,7 @@ async def feed_segments(settings: Settings, name: str, segments: list[Path]) -> 
                 f"songs_to_check/streams/{name}/{segment.name}",
                 segment,
                 params,
-                uploaded_at=datetime.now(UTC),
+                uploaded_at=datetime.now(UTC) - timedelta(seconds=before_s),
             )
     finally:
         pool.close()
