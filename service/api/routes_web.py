@@ -11,6 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 WEB_DIR = Path(__file__).with_name("web")
 
@@ -25,6 +27,17 @@ _HEADERS = {
 }
 
 
+class _Revalidated(StaticFiles):
+    """The page's modules, revalidated on every load (ETag): after an upgrade a browser must
+    not run a cached module of the old version beside the new ones."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("Cache-Control", "no-cache")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
 def install_web(app: FastAPI) -> None:
     """Serve the page at `/` and its modules under `/ui/`."""
 
@@ -32,4 +45,4 @@ def install_web(app: FastAPI) -> None:
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=_HEADERS)
 
-    app.mount("/ui", StaticFiles(directory=WEB_DIR), name="ui")
+    app.mount("/ui", _Revalidated(directory=WEB_DIR), name="ui")

@@ -27,6 +27,9 @@ def test_page_is_served_from_the_package_with_a_strict_policy(tmp_path):
             seen.add(module)
             r = client.get(f"/ui/{module}")
             assert r.status_code == 200 and "javascript" in r.headers["content-type"], module
+            assert r.headers["cache-control"] == "no-cache"  # revalidated after an upgrade
+            again = client.get(f"/ui/{module}", headers={"If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304
             todo += set(re.findall(r'from "\./([a-z]+\.js)"', r.text)) - seen
         assert {"api.js", "ui.js", "catalogue.js", "identify.js", "streams.js"} <= seen
         assert client.get("/ui/style.css").status_code == 200
