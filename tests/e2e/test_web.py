@@ -322,6 +322,14 @@ def test_keyboard_reaches_every_page(web_world, page_factory):
     expect(page.get_by_role("link", name="Streams")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Streams", exact=True)).to_be_visible()
+    # The skip link jumps to the content and stays on the page.
+    for _ in range(3):  # back from the Streams link over Identify and Catalogue
+        page.keyboard.press("Shift+Tab")
+    expect(page.locator(".skip-link")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    expect(page.get_by_role("heading", name="Streams", exact=True)).to_be_visible()
+    assert page.url.endswith("#/streams")
 
 
 @pytest.fixture(scope="module")

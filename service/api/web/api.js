@@ -47,8 +47,7 @@ function errorOf(status, text) {
   } catch {
     // not JSON: a proxy or the network answered, not the service
   }
-  const error = new ApiError(status, "http_error", `the service answered HTTP ${status}`);
-  return error;
+  return new ApiError(status, "http_error", `the service answered HTTP ${status}`);
 }
 
 function failed(error) {

@@ -39,6 +39,11 @@ function showKeyPanel(open, reason = "") {
   }
 }
 
+// The skip link moves focus without touching the hash, which names the page.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 keyToggle.addEventListener("click", () => showKeyPanel(keyPanel.hidden));
 document.getElementById("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
