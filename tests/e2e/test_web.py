@@ -13,6 +13,7 @@ import re
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -292,6 +293,32 @@ def test_stream_status_and_outages_show_when_the_service_reports_them(web_world,
     )
     page.get_by_role("button", name="radio1").click()
     expect(page.locator(".day-track .gap")).to_have_count(1)
+
+
+def test_airplay_log_pages_through_the_api(web_world, page_factory):
+    # A log longer than a page: the API's total says 120 plays; Next and Previous ask it for
+    # the pages they show.
+    page = page_factory(web_world.server.url)
+    asked: list[dict[str, list[str]]] = []
+
+    def long_log(route):
+        query = parse_qs(urlparse(route.request.url).query)
+        asked.append(query)
+        body = route.fetch().json()
+        body["total"] = 120
+        route.fulfill(json=body)
+
+    page.route(re.compile(r".*/streams/radio1/plays\?.*limit=50.*"), long_log)
+    page.goto(f"{web_world.server.url}/#/streams")
+    page.get_by_role("button", name="radio1").click()
+    pager = page.locator(".log .pager")
+    expect(pager).to_contain_text("of 120 plays")
+    pager.get_by_role("button", name="Next").click()
+    expect(pager.get_by_role("button", name="Previous")).to_be_enabled()
+    assert asked[-1]["offset"] == ["50"]
+    pager.get_by_role("button", name="Previous").click()
+    expect(pager).to_contain_text("1–1 of 120 plays")
+    assert asked[-1]["offset"] == ["0"]
 
 
 def test_phone_width(web_world, page_factory, screenshots, tmp_path):
