@@ -12,6 +12,7 @@ from service import __version__
 from service.api import routes_health, routes_identify, routes_songs, routes_streams
 from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
+from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import match_params_of
@@ -69,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
     app.include_router(routes_streams.router, dependencies=guarded)
+    install_web(app)
     return app

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Response
 from service.api.deps import StoreDep
 from service.api.params import Offset, PlayId, WholeNumber
 from service.api.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
-from service.core.stream_log import play_document
+from service.core.stream_log import play_document, wall_clock
 from service.errors import BadRequest, NotFound
 from service.store.base import Play, Store, StreamState
 
@@ -73,6 +73,7 @@ async def list_streams(store: StoreDep) -> list[StreamOut]:
                     sequence=s.last_sequence,
                     key=s.last_key,
                     stream_end_s=round(s.max_end_s, 3),
+                    end_at=wall_clock(s.wall_origin, s.max_end_s),
                     processed_at=s.last_segment_at,
                 ),
                 current_play=(await _plays_out(store, s, [play]))[0] if play else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.core.catalogue import IdentifyResult, SongMatch
 from service.core.timeline import SongTimelineEntry
@@ -21,6 +21,7 @@ class SongOut(BaseModel):
     external_id: str | None
     duration_s: float = Field(description="Length of the decoded audio in seconds.")
     fingerprint_count: int
+    created_at: datetime = Field(description="When the song was indexed (UTC).")
 
     @classmethod
     def of(cls, song: Song) -> SongOut:
@@ -33,6 +34,7 @@ class SongOut(BaseModel):
             external_id=song.external_id,
             duration_s=round(song.duration_s, 3),
             fingerprint_count=song.fingerprint_count,
+            created_at=song.created_at,
         )
 
 
@@ -66,6 +68,14 @@ class SongPatch(BaseModel):
     album: str | None = Field(None, max_length=500)
     isrc: str | None = Field(None, max_length=64)
     external_id: str | None = Field(None, max_length=500)
+
+    @field_validator("title")
+    @classmethod
+    def _title_kept(cls, title: str | None) -> str:
+        # Every song stays listable by name: a title can change but never go blank.
+        if title is None or not title.strip():
+            raise ValueError("a song's title cannot be empty")
+        return title
 
 
 class MatchOut(BaseModel):
@@ -207,6 +217,9 @@ class LastSegmentOut(BaseModel):
     sequence: int
     key: str
     stream_end_s: float = Field(description="End of the latest segment on the stream clock.")
+    end_at: datetime = Field(
+        description="UTC wall clock of that end: the stream's audio is known up to here."
+    )
     processed_at: datetime = Field(description="When a segment of the stream last came in.")
 
 

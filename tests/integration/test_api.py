@@ -61,7 +61,7 @@ def test_index_reports_song_fields_from_tags(indexed, catalogue):
     assert body["fingerprint_count"] > 1000
     assert set(body) == {
         "id", "title", "artist", "album", "isrc", "external_id", "duration_s",
-        "fingerprint_count", "created",
+        "fingerprint_count", "created_at", "created",
     }  # fmt: skip
     # The MPEG-TS song (video + AAC) carries no tags: its title falls back to the file name.
     assert indexed[2]["title"] == catalogue[1].path.stem
@@ -134,6 +134,9 @@ def test_catalogue_listing_paging_filter_and_edit(client, indexed):
     got = client.get(f"/songs/{song_id}").json()
     assert (got["album"], got["external_id"], got["title"]) == ("Greatest", "cat-4", "Song 4")
     assert client.patch(f"/songs/{song_id}", json={"title": ""}).status_code == 422
+    for blank in (None, "   "):  # a title can change, never go blank
+        r = client.patch(f"/songs/{song_id}", json={"title": blank})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     assert client.patch(f"/songs/{song_id}", json={"bogus": 1}).status_code == 422
 
 

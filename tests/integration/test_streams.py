@@ -15,6 +15,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,14 @@ async def test_in_order_segments_make_the_log_and_its_events(
         assert first["stream_start_s"] == pytest.approx(plays[0].start_s, abs=0.001)
         assert first["duration_s"] == pytest.approx(first["stream_end_s"] - first["stream_start_s"])
         assert first["end_at"] > first["start_at"]
+        # The stream's audio ends on the wall clock the plays are placed on.
+        segment = streams[0]["last_segment"]
+        known_s = datetime.fromisoformat(segment["end_at"]) - datetime.fromisoformat(
+            first["end_at"]
+        )
+        assert known_s.total_seconds() == pytest.approx(
+            segment["stream_end_s"] - first["stream_end_s"], abs=0.002
+        )
 
         assert http.get(f"/streams/radio1/plays/{first['id']}").json() == first
         assert http.get("/streams/radio1/plays/999999").status_code == 404
