@@ -5,24 +5,29 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.deps import StoreDep
+from service.api.deps import StartupDep
 from service.api.errors import error_response
 from service.api.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut)
-async def healthz() -> HealthOut:
-    """The process is alive and its event loop answers."""
+@router.get("/healthz", response_model=HealthOut, responses={503: {"description": "Failed"}})
+async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
+    """The process is alive and its event loop answers, also while it is still starting
+    (migrating, or waiting for another replica's migrations); 503 once start-up has failed."""
+    if startup.failed:
+        return error_response(503, "start_failed", startup.detail)
     return HealthOut(status="ok")
 
 
 @router.get("/readyz", response_model=HealthOut, responses={503: {"description": "Not ready"}})
-async def readyz(store: StoreDep) -> HealthOut | JSONResponse:
-    """The database answers and every migration has run."""
+async def readyz(startup: StartupDep) -> HealthOut | JSONResponse:
+    """Start-up is done, the database answers and every migration has run."""
+    if startup.opened is None:
+        return error_response(503, "not_ready", startup.detail)
     try:
-        ready = await store.ready()
+        ready = await startup.opened.store.ready()
     except Exception as exc:  # any failure to reach the store means "not ready", not a 500
         return error_response(503, "not_ready", f"store unavailable: {exc}")
     if not ready:

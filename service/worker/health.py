@@ -4,7 +4,9 @@ A plain asyncio server rather than a web framework: one route, no dependencies, 
 the worker's own loop, so an answer also proves the loop is not blocked. 200 while the poller
 receives normally (SQS answered within the last long poll plus a minute, or every slot is
 busy), 503 otherwise (stopping, or SQS unreachable for too long), with the poller's counters
-as JSON either way.
+as JSON either way. It starts before the database is open: while the worker starts (migrating,
+or waiting for another replica's migrations) it answers 200 `{"status": "starting"}`, and 503
+if start-up failed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
+from service.startup import Startup
 from service.worker.poller import SqsPoller
 
 log = logging.getLogger(__name__)
@@ -21,7 +26,23 @@ log = logging.getLogger(__name__)
 _READ_TIMEOUT_S = 5.0
 
 
-async def start_health_server(poller: SqsPoller, host: str, port: int) -> asyncio.Server:
+#: (healthy, JSON body) of the worker right now.
+Probe = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def worker_probe(startup: Startup, poller: Callable[[], SqsPoller | None]) -> Probe:
+    """Start-up's phase until the poller runs, then the poller's own health."""
+
+    def probe() -> tuple[bool, dict[str, Any]]:
+        running = poller()
+        if running is not None:
+            return running.healthy(), running.status()
+        return not startup.failed, {"status": startup.phase, "detail": startup.detail}
+
+    return probe
+
+
+async def start_health_server(probe: Probe, host: str, port: int) -> asyncio.Server:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
@@ -31,8 +52,8 @@ async def start_health_server(poller: SqsPoller, host: str, port: int) -> asynci
             if method not in ("GET", "HEAD") or path.split("?")[0] != "/healthz":
                 status, body = "404 Not Found", {"error": {"code": "not_found", "message": path}}
             else:
-                body = poller.status()
-                status = "200 OK" if poller.healthy() else "503 Service Unavailable"
+                healthy, body = probe()
+                status = "200 OK" if healthy else "503 Service Unavailable"
             payload = json.dumps(body).encode()
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
