@@ -99,7 +99,15 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack_images(docker_engine: None, image: str) -> None:
+def compose(docker_engine: None) -> list[str]:
+    command = compose_command()
+    if command is None:
+        pytest.skip("no Compose: apt-get install docker-compose (or the compose plugin)")
+    return command
+
+
+@pytest.fixture(scope="module")
+def stack_images(compose: list[str], image: str) -> None:
     docker("tag", image, APP_IMAGE)
     built = subprocess.run(
         [str(ROOT / "infra" / "docker" / "build-standin-image.sh")],
@@ -112,11 +120,8 @@ def stack_images(docker_engine: None, image: str) -> None:
 
 
 @pytest.fixture
-def stack(stack_images: None) -> Iterator[Stack]:
-    command = compose_command()
-    if command is None:
-        pytest.skip("no Compose: apt-get install docker-compose (or the compose plugin)")
-    up = Stack(command)
+def stack(compose: list[str], stack_images: None) -> Iterator[Stack]:
+    up = Stack(compose)
     try:
         up.run("up", "-d", "--no-build", timeout=600)
         yield up
