@@ -44,4 +44,7 @@ if ! docker image inspect "$tag" >/dev/null 2>&1; then
     fi
 fi
 docker tag "$tag" song-detection/standin:local
+# Earlier versions of the stand-in are of no further use.
+docker image ls song-detection/standin --format '{{.Repository}}:{{.Tag}}' \
+    | grep -v -e ":$hash\$" -e ':local$' | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$tag"

@@ -68,7 +68,8 @@ def run_init_scripts() -> None:
 
 def main() -> None:
     server = make_server("0.0.0.0", PORT, app, threaded=True, request_handler=MotoRequestHandler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     threading.Thread(target=run_init_scripts, daemon=True).start()
     print(f"standin: moto on :{PORT}", flush=True)
     server.serve_forever()
