@@ -39,6 +39,7 @@ import pytest
 from cfnlint.decode import decode
 from moto.server import ThreadedMotoServer
 
+from service.store.postgres import MIGRATION_LOCK_KEY
 from tests.audio_fixtures import encode, excerpt, synth_song
 from tests.db_fixtures import DEFAULT_ADMIN_DSN, PgDatabases
 from tests.deploy.docker_helpers import docker, free_port
@@ -383,3 +384,34 @@ def test_worker_task_indexes_and_identifies_uploads(
         box.stop()
     finally:
         box.remove()
+
+
+def test_api_task_waiting_for_another_replicas_migrations_is_live_and_stops_at_once(
+    image: str, template: dict, resolver: Resolver, pg: PgDatabases, moto: Moto
+) -> None:
+    """A replica that starts while another holds the migration lock answers its health check,
+    is not ready, and stops on `docker stop` (SIGTERM) at once, not at SIGKILL."""
+    env, command = task_environment(template, "ApiTaskDefinition", resolver)
+    database = pg.empty()
+    env = here(env, pg, database, moto)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        conn = runner.run(asyncpg.connect(pg.url(database)))
+        try:
+            runner.run(conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY))
+            box = Container(image, env, command)
+            try:
+                health = box.wait_for(lambda: get_json(f"{base}/healthz"), "/healthz 200", 60)
+                assert health == {"status": "ok"}
+                time.sleep(1.0)
+                ready = httpx.get(f"{base}/readyz", timeout=5)
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["error"]["code"] == "not_ready"
+                started = time.monotonic()
+                docker("stop", "--time", "30", box.name, timeout=60)
+                assert time.monotonic() - started < 10, f"slow to stop:\n{box.logs()}"
+                assert "stopping during start-up" in box.logs()
+            finally:
+                box.remove()
+        finally:
+            runner.run(conn.close())
