@@ -11,6 +11,9 @@ from service.api.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
+#: What a 503 during start-up tells a client to wait before asking again.
+STARTING_RETRY_AFTER_S = 5
+
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"description": "Failed"}})
 async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
@@ -25,7 +28,10 @@ async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
 async def readyz(startup: StartupDep) -> HealthOut | JSONResponse:
     """Start-up is done, the database answers and every migration has run."""
     if startup.opened is None:
-        return error_response(503, "not_ready", startup.detail)
+        response = error_response(503, "not_ready", startup.detail)
+        if not startup.failed:
+            response.headers["Retry-After"] = str(STARTING_RETRY_AFTER_S)
+        return response
     try:
         ready = await startup.opened.store.ready()
     except Exception as exc:  # any failure to reach the store means "not ready", not a 500

@@ -137,6 +137,7 @@ def test_serve_answers_at_once_and_waits_for_another_replicas_migrations(
         ready = httpx.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "not_ready"
+        assert int(ready.headers["Retry-After"]) > 0
         songs = httpx.get(f"{base}/songs", timeout=5)
         assert songs.status_code == 503 and songs.json()["error"]["code"] == "not_ready"
         lock.release()
