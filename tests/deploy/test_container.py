@@ -139,6 +139,8 @@ def test_worker_turns_uploads_into_reports(image: str, tmp_path: Path) -> None:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto's state is per process: start from none, whatever ran before in this session.
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     name = f"song-detection-worker-{uuid.uuid4().hex[:8]}"
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

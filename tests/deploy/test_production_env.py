@@ -200,6 +200,8 @@ def moto() -> Iterator[Moto]:
     try:
         yield world
     finally:
+        # moto's state is per process, shared by every server in it: leave none behind.
+        httpx.post(f"{world.endpoint}/moto-api/reset", timeout=10)
         world.server.stop()
 
 
