@@ -27,25 +27,26 @@ COPY service ./service
 RUN /opt/venv/bin/pip install --no-deps . && /opt/venv/bin/song-detection --help >/dev/null
 
 FROM ${BASE_IMAGE}
-# HOST=0.0.0.0 so that `serve` is reachable from outside the container; PORT, DATABASE_URL and
-# every other setting can be overridden at run time. The default store is the embedded SQLite
-# file under /data (a volume), so `docker run -p 8000:8000 IMAGE` works on its own.
+# HOST=0.0.0.0 so that `serve` is reachable from outside the container; every setting can be
+# overridden at run time. The image names no database: DATABASE_URL, or DB_HOST with its parts
+# (ECS), comes from the environment, and setting both is refused. With neither, the store is the
+# embedded SQLite file ./data/song-detection.sqlite3 under the working directory, /app/data (a
+# volume), so `docker run -p 8000:8000 IMAGE` works on its own.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     WORKER_HEALTH_PORT=8001 \
-    MIGRATIONS_DIR=/app/migrations \
-    DATABASE_URL=sqlite:////data/song-detection.sqlite3
+    MIGRATIONS_DIR=/app/migrations
 RUN useradd --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
-    && mkdir -p /data /app \
-    && chown app:app /data
+    && mkdir -p /app/data \
+    && chown app:app /app/data
 COPY --from=build /opt/venv /opt/venv
 COPY migrations /app/migrations
 WORKDIR /app
 USER 10001:10001
-VOLUME ["/data"]
+VOLUME ["/app/data"]
 EXPOSE 8000 8001
 # Liveness of `serve` (PORT) and of `worker` (WORKER_HEALTH_PORT): whichever answers. A one-shot
 # `migrate` exits before the first check. ECS and compose define their own checks as well.

@@ -100,6 +100,13 @@ class StoreUnavailable(ServiceError):
     status = 503
 
 
+class NotReady(ServiceError):
+    """The process is still starting (opening the database, migrating) or failed to start."""
+
+    code = "not_ready"
+    status = 503
+
+
 class NoFingerprints(ServiceError):
     """Audio decoded but yielded no landmarks (silence, a pure tone): nothing to index."""
 

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
 
+#: The parts DB_HOST is composed with; each is meaningless, so refused, without it.
+DB_PARTS = ("db_port", "db_name", "db_user", "db_password", "db_sslmode")
+DB_NAMING = ("database_url", "db_host", *DB_PARTS)
+
 
 class Settings(BaseSettings):
     """Service configuration; each field maps to the upper-case environment variable of its name."""
@@ -30,12 +34,15 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
-        description="`postgresql://user:pass@host:port/db` or `sqlite:///path/to/file.sqlite3`.",
+        description="`postgresql://user:pass@host:port/db` or `sqlite:///path/to/file.sqlite3`; "
+        "not together with DB_HOST.",
     )
-    # On ECS the database arrives in parts: host, port and name from the stack, user and password
-    # as secrets from Secrets Manager. When DATABASE_URL is unset and DB_HOST is set, they are
-    # joined into DATABASE_URL (user and password percent-encoded).
-    db_host: str | None = Field(None, description="PostgreSQL host (when DATABASE_URL is unset).")
+    # The database is named one way or the other, never both (_compose_database_url):
+    # DATABASE_URL, or DB_HOST with its parts (on ECS: host, port and name from the stack, user
+    # and password as secrets from Secrets Manager), joined into DATABASE_URL.
+    db_host: str | None = Field(
+        None, description="PostgreSQL host; DATABASE_URL is then composed from the DB_* parts."
+    )
     db_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port (with DB_HOST).")
     db_name: str = Field("songs", min_length=1, description="Database name (with DB_HOST).")
     db_user: str = Field("postgres", min_length=1, description="Database user (with DB_HOST).")
@@ -201,7 +208,31 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _compose_database_url(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("database_url") or not data.get("db_host"):
+        """The database is named in exactly one of three ways:
+        1. DATABASE_URL set (and DB_HOST unset): used as it is.
+        2. DB_HOST set (and DATABASE_URL unset):
+           postgresql://DB_USER:DB_PASSWORD@DB_HOST:DB_PORT/DB_NAME?sslmode=DB_SSLMODE, user
+           and password percent-encoded; defaults postgres, no password, 5432, songs, and no
+           sslmode.
+        3. Neither: the embedded SQLite file ./data/song-detection.sqlite3.
+        DATABASE_URL together with DB_HOST, or any of DB_PORT, DB_NAME, DB_USER, DB_PASSWORD,
+        DB_SSLMODE without DB_HOST, is a configuration error: start-up stops rather than guess.
+        An empty variable counts as unset.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if not (k in DB_NAMING and v == "")}
+        url, host = data.get("database_url"), data.get("db_host")
+        parts = [p for p in DB_PARTS if data.get(p) is not None]
+        if url and host:
+            raise ValueError(
+                "DATABASE_URL and DB_HOST are both set: name the database one way "
+                "(unset DATABASE_URL to use DB_HOST and its parts)"
+            )
+        if not host:
+            if parts:
+                names = ", ".join(p.upper() for p in parts)
+                raise ValueError(f"{names} set without DB_HOST: set DB_HOST, or use DATABASE_URL")
             return data
 
         def part(name: str, default: object = None) -> str | None:
@@ -215,7 +246,7 @@ class Settings(BaseSettings):
         if password:
             auth += ":" + quote(password, safe="")
         url = (
-            f"postgresql://{auth}@{part('db_host')}:{part('db_port', 5432)}"
+            f"postgresql://{auth}@{host}:{part('db_port', 5432)}"
             f"/{quote(part('db_name', 'songs') or 'songs', safe='')}"
         )
         if sslmode := part("db_sslmode"):
@@ -228,7 +259,9 @@ class Settings(BaseSettings):
             if not self.api_key:
                 raise ValueError("API_KEY must be set when ENVIRONMENT=production")
             if self.is_sqlite:
-                raise ValueError("ENVIRONMENT=production needs a PostgreSQL DATABASE_URL")
+                raise ValueError(
+                    "ENVIRONMENT=production needs PostgreSQL: set DATABASE_URL or DB_HOST"
+                )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self

@@ -68,12 +68,16 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn serving the real app on a free loopback port, in a background thread."""
+    """uvicorn serving the real app on a free loopback port, in a background thread; entering
+    waits until the app's start-up (store, migrations, CPU pool) has settled, unless
+    `wait_ready` is false."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, wait_ready: bool = True) -> None:
         self.port = _free_port()
+        self.app = create_app(settings)
+        self.wait_ready = wait_ready
         config = uvicorn.Config(
-            create_app(settings),
+            self.app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -86,11 +90,15 @@ class LiveServer:
     def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 60
-        while not self.server.started:
+        while not self.server.started or (self.wait_ready and not self._settled()):
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("test server did not start")
             time.sleep(0.05)
         return self
+
+    def _settled(self) -> bool:
+        startup = getattr(self.app.state, "startup", None)
+        return startup is not None and startup.phase != "starting"
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

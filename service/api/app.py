@@ -1,10 +1,11 @@
-"""App factory and lifespan: open the store and the CPU pool once, close them in reverse."""
+"""App factory and lifespan: open the store and the CPU pool once (in the background, behind
+the probes), close them in reverse."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
@@ -14,11 +15,9 @@ from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
 from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
-from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import match_params_of
-from service.core.cpu import CpuPool
 from service.settings import Settings
-from service.store import create_store
+from service.startup import Opened, started_in_background
 from service.tempfiles import sweep_orphans
 from service.worker.runtime import running_worker
 
@@ -31,29 +30,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweep_orphans()  # uploads a killed predecessor left behind
-        store = create_store(settings, DEFAULT_PARAMS.version)
-        await store.open()
-        pool = CpuPool(settings.effective_cpu_workers)
-        try:
-            await pool.warm_up()
-            app.state.settings = settings
-            app.state.store = store
-            app.state.pool = pool
-            app.state.match_params = match_params_of(settings)
-            log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
-            if settings.sqs_queue_url and settings.run_worker_in_api:
-                # The SQS poller shares the store and CPU pool; it stops (drains within
-                # WORKER_SHUTDOWN_GRACE_S, releases the rest) before they close.
-                async with running_worker(
-                    settings, store, pool, app.state.match_params
-                ) as app.state.worker:
-                    yield
-            else:
-                app.state.worker = None
-                yield
-        finally:
-            pool.close()
-            await store.close()
+        # The store opens (and migrates) in the background: uvicorn binds its port as soon as
+        # this yields, so /healthz answers during a long migration or a wait for another
+        # replica's migration lock, /readyz and the routes answer 503 until it is done, and a
+        # SIGTERM meanwhile ends the process at once.
+        on_ready = None
+        if settings.sqs_queue_url and settings.run_worker_in_api:
+            on_ready = _start_worker
+        app.state.settings = settings
+        app.state.match_params = match_params_of(settings)
+        async with started_in_background(settings, on_ready) as app.state.startup:
+            yield
+
+    async def _start_worker(opened: Opened, stack: AsyncExitStack) -> None:
+        # The SQS poller shares the store and CPU pool; it stops (drains within
+        # WORKER_SHUTDOWN_GRACE_S, releases the rest) before they close.
+        await stack.enter_async_context(
+            running_worker(settings, opened.store, opened.pool, opened.match_params)
+        )
 
     app = FastAPI(
         title="song-detection",

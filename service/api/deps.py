@@ -12,9 +12,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.uploads import send_json_error
 from service.core.cpu import CpuPool
-from service.errors import Unauthorized
+from service.errors import NotReady, Unauthorized
 from service.matching import MatchParams
 from service.settings import Settings
+from service.startup import Opened, Startup
 from service.store.base import Store
 
 
@@ -22,12 +23,24 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def _startup(request: Request) -> Startup:
+    return request.app.state.startup
+
+
+def _opened(request: Request) -> Opened:
+    """What start-up opened; 503 `not_ready` while it is still under way (or failed)."""
+    startup: Startup = request.app.state.startup
+    if startup.opened is None:
+        raise NotReady(startup.detail)
+    return startup.opened
+
+
 def _store(request: Request) -> Store:
-    return request.app.state.store
+    return _opened(request).store
 
 
 def _pool(request: Request) -> CpuPool:
-    return request.app.state.pool
+    return _opened(request).pool
 
 
 def _match_params(request: Request) -> MatchParams:
@@ -35,6 +48,7 @@ def _match_params(request: Request) -> MatchParams:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+StartupDep = Annotated[Startup, Depends(_startup)]
 StoreDep = Annotated[Store, Depends(_store)]
 PoolDep = Annotated[CpuPool, Depends(_pool)]
 MatchParamsDep = Annotated[MatchParams, Depends(_match_params)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.deps import PoolDep, StoreDep
+from service.api.deps import StartupDep
 from service.api.errors import error_response
 from service.api.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
+#: What a 503 during start-up tells a client to wait before asking again.
+STARTING_RETRY_AFTER_S = 5
 
 _POOL_BROKEN = "the analysis processes died and cannot be restarted"
 
@@ -18,20 +20,30 @@ _POOL_BROKEN = "the analysis processes died and cannot be restarted"
 @router.get(
     "/healthz", response_model=HealthOut, responses={503: {"description": "Needs replacing"}}
 )
-async def healthz(pool: PoolDep) -> HealthOut | JSONResponse:
-    """The process is alive, its event loop answers and it can still analyse audio."""
-    if not pool.healthy:
+async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
+    """The process is alive and its event loop answers, also while it is still starting
+    (migrating, or waiting for another replica's migrations); 503 once start-up has failed or
+    its analysis processes died and cannot be restarted, so that the orchestrator replaces it."""
+    if startup.failed:
+        return error_response(503, "start_failed", startup.detail)
+    if startup.opened is not None and not startup.opened.pool.healthy:
         return error_response(503, "unhealthy", _POOL_BROKEN)
     return HealthOut(status="ok")
 
 
 @router.get("/readyz", response_model=HealthOut, responses={503: {"description": "Not ready"}})
-async def readyz(store: StoreDep, pool: PoolDep) -> HealthOut | JSONResponse:
-    """The database answers, every migration has run and audio can be analysed."""
-    if not pool.healthy:
+async def readyz(startup: StartupDep) -> HealthOut | JSONResponse:
+    """Start-up is done, the database answers, every migration has run and audio can be
+    analysed."""
+    if startup.opened is None:
+        response = error_response(503, "not_ready", startup.detail)
+        if not startup.failed:
+            response.headers["Retry-After"] = str(STARTING_RETRY_AFTER_S)
+        return response
+    if not startup.opened.pool.healthy:
         return error_response(503, "not_ready", _POOL_BROKEN)
     try:
-        ready = await store.ready()
+        ready = await startup.opened.store.ready()
     except Exception as exc:  # any failure to reach the store means "not ready", not a 500
         return error_response(503, "not_ready", f"store unavailable: {exc}")
     if not ready:

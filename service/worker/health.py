@@ -3,9 +3,11 @@
 A plain asyncio server rather than a web framework: one route, no dependencies, and it runs on
 the worker's own loop, so an answer also proves the loop is not blocked. 200 while the poller
 receives normally (SQS answered within the last long poll plus a minute, or every slot is
-busy) and its CPU pool can analyse audio, 503 otherwise (stopping, SQS unreachable for too long,
-or analysis processes that died and cannot be restarted), with the poller's counters
-as JSON either way.
+busy) and its CPU pool can analyse audio, 503 otherwise (stopping, SQS unreachable for too
+long, or analysis processes that died and cannot be restarted), with the poller's counters as
+JSON either way. It starts before the database is open: while the worker starts (migrating, or
+waiting for another replica's migrations) it answers 200 `{"status": "starting"}`, and 503 if
+start-up failed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
-from service.core.cpu import CpuPool
+from service.startup import Startup
 from service.worker.poller import SqsPoller
 
 log = logging.getLogger(__name__)
@@ -23,11 +27,31 @@ log = logging.getLogger(__name__)
 _READ_TIMEOUT_S = 5.0
 
 
-async def start_health_server(
-    poller: SqsPoller, host: str, port: int, pool: CpuPool | None = None
-) -> asyncio.Server:
-    """Serve /healthz; 503 also while `pool` has lost its processes and cannot restart them."""
+#: (healthy, JSON body) of the worker right now.
+Probe = Callable[[], tuple[bool, dict[str, Any]]]
 
+
+def worker_probe(startup: Startup, poller: Callable[[], SqsPoller | None]) -> Probe:
+    """Start-up's phase until the poller runs, then the poller's own health and its CPU
+    pool's."""
+
+    def probe() -> tuple[bool, dict[str, Any]]:
+        running = poller()
+        if running is None:
+            return not startup.failed, {"status": startup.phase, "detail": startup.detail}
+        body = running.status()
+        healthy = running.healthy()
+        if startup.opened is not None:
+            pool_ok = startup.opened.pool.healthy
+            body["cpu_pool"] = "ok" if pool_ok else "broken"
+            healthy = healthy and pool_ok
+        body["status"] = "ok" if healthy else "unhealthy"
+        return healthy, body
+
+    return probe
+
+
+async def start_health_server(probe: Probe, host: str, port: int) -> asyncio.Server:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
@@ -37,12 +61,7 @@ async def start_health_server(
             if method not in ("GET", "HEAD") or path.split("?")[0] != "/healthz":
                 status, body = "404 Not Found", {"error": {"code": "not_found", "message": path}}
             else:
-                body = poller.status()
-                healthy = poller.healthy()
-                if pool is not None:
-                    body["cpu_pool"] = "ok" if pool.healthy else "broken"
-                    healthy = healthy and pool.healthy
-                body["status"] = "ok" if healthy else "unhealthy"
+                healthy, body = probe()
                 status = "200 OK" if healthy else "503 Service Unavailable"
             payload = json.dumps(body).encode()
             head = (

@@ -10,26 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
 from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.core.streams import StreamParams
 from service.matching import MatchParams
 from service.settings import Settings
-from service.store import create_store
+from service.startup import started_in_background
 from service.store.base import Store
 from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
-from service.worker.health import start_health_server
+from service.worker.health import start_health_server, worker_probe
 from service.worker.poller import SqsPoller
 from service.worker.stream_sweeper import StreamSweeper
 
 log = logging.getLogger(__name__)
+
+__all__ = ["match_params_of", "run_worker", "running_worker", "stream_params_of"]
 
 
 @asynccontextmanager
@@ -104,42 +105,60 @@ def stream_params_of(settings: Settings) -> StreamParams:
 
 
 async def run_worker(settings: Settings) -> int:
-    """`song-detection worker`: poll until SIGTERM or SIGINT, then shut down cleanly; 0."""
+    """`song-detection worker`: poll until SIGTERM or SIGINT, then shut down cleanly; 0.
+
+    The health endpoint and the signal handlers come first, the store and the CPU pool open
+    behind them (service/startup.py): a SIGTERM while migrations run or wait for another
+    replica's lock cancels the start-up and exits 0 at once. 1 when start-up fails or the poller
+    ends by itself."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    # First thing, so a SIGTERM during start-up also ends in an orderly exit.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sweep_orphans()  # downloads a killed predecessor left behind
-    store = create_store(settings, DEFAULT_PARAMS.version)
-    await store.open()
-    pool = CpuPool(settings.effective_cpu_workers)
+    poller: SqsPoller | None = None
     status = 0
+    health = None
     try:
-        await pool.warm_up()
-        async with running_worker(settings, store, pool, match_params_of(settings)) as poller:
-            health = None
+        async with started_in_background(settings) as startup:
             if settings.worker_health_port:
                 health = await start_health_server(
-                    poller, settings.host, settings.worker_health_port, pool
+                    worker_probe(startup, lambda: poller),
+                    settings.host,
+                    settings.worker_health_port,
                 )
-            try:
-                stopped = asyncio.ensure_future(stop.wait())
+            if await _first(stop.wait(), startup.settled()) == 0:
+                log.info("stopped during start-up")
+                return 0
+            if startup.opened is None:
+                return 1
+            opened = startup.opened
+            async with running_worker(
+                settings, opened.store, opened.pool, opened.match_params
+            ) as poller:
                 loop_task = poller.start()
-                await asyncio.wait({stopped, loop_task}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
+                await _first(stop.wait(), loop_task)
                 if loop_task.done() and not stop.is_set():
                     log.error("the SQS poller ended unexpectedly: %r", loop_task.exception())
                     status = 1
                 log.info("stopping the worker")
-            finally:
-                if health is not None:
-                    health.close()
-        log.info("worker stopped")
+            log.info("worker stopped")
     finally:
-        # Waits for an analysis already running in a CPU process; queued ones are dropped.
-        pool.close()
-        await store.close()
+        # Leaving the block above waited for an analysis already running in a CPU process
+        # (queued ones are dropped) and closed the store.
+        if health is not None:
+            health.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     return status
+
+
+async def _first(*awaitables: Awaitable[Any]) -> int:
+    """Index of the first of `awaitables` to finish; the others are cancelled (tasks passed in
+    are left running)."""
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    for future, awaitable in zip(futures, awaitables, strict=True):
+        if future is not awaitable and not future.done():
+            future.cancel()
+    return next(i for i, f in enumerate(futures) if f in done)

@@ -201,9 +201,10 @@ def test_queue_policy_names_the_bucket_without_referencing_it(template: dict[str
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
-    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
-    bucket_name = resource(template, "UploadsBucket")["BucketName"]["Fn::Sub"]
+    source, source_values = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    bucket_name, name_values = resource(template, "UploadsBucket")["BucketName"]["Fn::Sub"]
     assert source == f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
+    assert source_values == name_values
     assert "EventsQueuePolicy" in as_list(template["Resources"]["UploadsBucket"]["DependsOn"])
 
 
@@ -291,4 +292,181 @@ def test_medialive_archives_12_s_aac_segments_under_streams() -> None:
     (audio,) = channel["EncoderSettings"]["AudioDescriptions"]
     aac = audio["CodecSettings"]["AacSettings"]
     assert aac["SampleRate"] == 44100
-    assert channel["EncoderSettings"]["VideoDescriptions"] == []
+    # An archive output holds exactly one video encode (MediaLive User Guide): the smallest.
+    (video,) = channel["EncoderSettings"]["VideoDescriptions"]
+    assert video["Width"] * video["Height"] <= 320 * 180
+    assert video["CodecSettings"]["H264Settings"]["Bitrate"] <= 200_000
+    for output in group["Outputs"]:
+        assert output["VideoDescriptionName"] == video["Name"]
+        assert output["AudioDescriptionNames"] == [audio["Name"]]
+        assert output["OutputSettings"]["ArchiveOutputSettings"]["Extension"] == "ts"
+
+
+def test_medialive_role_writes_its_segments_and_logs() -> None:
+    template = load(ROOT / "infra" / "cloudformation" / "medialive.yaml")
+    assert resource(template, "Channel")["LogLevel"] != "DISABLED"
+    granted = {
+        action: statement["Resource"]
+        for statement in statements(resource(template, "ChannelRole"))
+        for action in as_list(statement["Action"])
+    }
+    assert granted["s3:PutObject"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}/songs_to_check/streams/${StreamName}/*"
+    }
+    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"):
+        (group, streams) = granted[action]
+        assert group["Fn::Sub"].endswith(":log-group:ElementalMediaLive")
+        assert streams["Fn::Sub"].endswith(":log-group:ElementalMediaLive:*")
+
+
+#: Fargate's CPU units and the memory (MiB) each accepts (AWS Fargate task size table), within
+#: the sizes the template offers.
+FARGATE_MEMORY_MIB = {
+    512: range(1024, 4096 + 1, 1024),
+    1024: range(2048, 8192 + 1, 1024),
+    2048: range(4096, 16384 + 1, 1024),
+    4096: range(8192, 30720 + 1, 1024),
+}
+
+
+def rule_for(template: dict[str, Any], parameter: str, value: str) -> dict[str, Any]:
+    (rule,) = [
+        r
+        for r in template["Rules"].values()
+        if r.get("RuleCondition") == {"Fn::Equals": [{"Ref": parameter}, value]}
+    ]
+    return rule
+
+
+@pytest.mark.parametrize("service", ["Api", "Worker"])
+def test_only_valid_fargate_cpu_memory_pairs(template: dict[str, Any], service: str) -> None:
+    cpus = template["Parameters"][f"{service}Cpu"]["AllowedValues"]
+    memories = {int(m) for m in template["Parameters"][f"{service}Memory"]["AllowedValues"]}
+    assert set(cpus) <= set(FARGATE_MEMORY_MIB)
+    for cpu in cpus:
+        (assertion,) = rule_for(template, f"{service}Cpu", str(cpu))["Assertions"]
+        allowed, ref = assertion["Assert"]["Fn::Contains"]
+        assert ref == {"Ref": f"{service}Memory"}
+        valid = {m for m in memories if m in FARGATE_MEMORY_MIB[cpu]}
+        assert {int(m) for m in allowed} == valid, f"{cpu} CPU units"
+
+
+def test_https_by_default_plain_http_only_by_explicit_opt_in(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["AllowPlainHttp"]["Default"] == "false"
+    rule = template["Rules"]["HttpsOrExplicitPlainHttp"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AllowPlainHttp"}, "true"]}
+    # With a certificate, port 80 redirects to 443 and only the HTTPS listener forwards.
+    when_cert, without = resource(template, "HttpListener")["DefaultActions"]["Fn::If"][1:]
+    assert when_cert == [
+        {
+            "Type": "redirect",
+            "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+        }
+    ]
+    assert without[0]["Type"] == "forward"
+    https = template["Resources"]["HttpsListener"]
+    assert https["Condition"] == "HasCertificate"
+    assert https["Properties"]["Protocol"] == "HTTPS"
+    # The API service waits for whichever listener forwards to its target group.
+    depends = as_list(template["Resources"]["ApiService"]["DependsOn"])
+    assert "ForwardingListenerReady" in depends
+    handle = template["Resources"]["ForwardingListenerReady"]
+    assert handle["Metadata"]["Listener"] == {
+        "Fn::If": ["HasCertificate", {"Ref": "HttpsListener"}, {"Ref": "HttpListener"}]
+    }
+
+
+def test_autoscaled_services_set_no_desired_count(template: dict[str, Any]) -> None:
+    scaled = {
+        r["Properties"]["ResourceId"]["Fn::Sub"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"
+    }
+    for name in ("ApiService", "WorkerService"):
+        assert any(f"${{{name}.Name}}" in target for target in scaled)
+        assert "DesiredCount" not in resource(template, name)
+
+
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: r
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> set[str]:
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return {props["MetricName"]}
+    return {m["MetricStat"]["Metric"]["MetricName"] for m in props["Metrics"] if "MetricStat" in m}
+
+
+def test_alarms_cover_failures_and_notify_the_optional_targets(template: dict[str, Any]) -> None:
+    found = alarms(template)
+    assert {name: alarm_metrics(a) for name, a in found.items()} == {
+        "DeadLetterAlarm": {"ApproximateNumberOfMessagesVisible"},
+        "WorkerQueueAgeAlarm": {"ApproximateAgeOfOldestMessage"},
+        "Api5xxRateAlarm": {"HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count", "RequestCount"},
+        "UnhealthyTargetsAlarm": {"UnHealthyHostCount"},
+        "StreamSilenceAlarm": {"PutRequests"},
+    }
+    dlq = found["DeadLetterAlarm"]["Properties"]
+    assert dlq["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+    targets = [
+        {"Fn::If": ["HasAlarmEmail", {"Ref": "AlarmTopic"}, {"Ref": "AWS::NoValue"}]},
+        {"Fn::If": ["HasAlarmTopicArn", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]},
+    ]
+    for name, alarm in found.items():
+        assert alarm["Properties"]["AlarmActions"] == targets, name
+        assert alarm["Properties"]["OKActions"] == targets, name
+    topic = template["Resources"]["AlarmTopic"]
+    assert topic["Condition"] == "HasAlarmEmail"
+    assert topic["Properties"]["Subscription"] == [
+        {"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}
+    ]
+    # Stream silence reads the bucket's request metrics for the streams' prefix.
+    silence = found["StreamSilenceAlarm"]
+    assert silence["Condition"] == "WatchesStreams"
+    filter_id = {d["Name"]: d["Value"] for d in silence["Properties"]["Dimensions"]}["FilterId"]
+    configs = resource(template, "UploadsBucket")["MetricsConfigurations"]["Fn::If"][1]
+    assert configs == [{"Id": filter_id, "Prefix": "songs_to_check/streams/"}]
+    assert silence["Properties"]["TreatMissingData"] == "breaching"
+
+
+def test_database_reader_and_deletion_protection_are_parameters(
+    template: dict[str, Any],
+) -> None:
+    assert resource(template, "DbCluster")["DeletionProtection"] == {"Ref": "DbDeletionProtection"}
+    assert template["Parameters"]["DbDeletionProtection"]["Default"] == "true"
+    reader = template["Resources"]["DbReaderInstance"]
+    assert reader["Condition"] == "HasDbReader"
+    assert template["Parameters"]["DbReader"]["Default"] == "false"
+    props = reader["Properties"]
+    assert props["DBClusterIdentifier"] == {"Ref": "DbCluster"}
+    assert props["DBInstanceClass"] == "db.serverless"
+    assert props["AvailabilityZone"]["Fn::If"][0] == "HasDbReaderAz"
+
+
+def test_load_balancer_access_logs_are_optional(template: dict[str, Any]) -> None:
+    attributes = resource(template, "LoadBalancer")["LoadBalancerAttributes"]
+    (enabled,) = [a for a in attributes if a.get("Key") == "access_logs.s3.enabled"]
+    assert enabled["Value"] == {"Fn::If": ["HasAccessLogs", "true", "false"]}
+    conditional = [a["Fn::If"] for a in attributes if "Fn::If" in a]
+    assert {c[1]["Key"] for c in conditional} == {"access_logs.s3.bucket", "access_logs.s3.prefix"}
+    assert all(c[0] == "HasAccessLogs" for c in conditional)
+
+
+def test_bucket_name_is_new_for_every_stack(template: dict[str, Any]) -> None:
+    """The bucket is retained when the stack is deleted; a name made only of the stack's name,
+    account and region would make creating the same stack again fail."""
+    bucket = template["Resources"]["UploadsBucket"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    name, values = bucket["Properties"]["BucketName"]["Fn::Sub"]
+    assert "${StackId}" in name
+    assert "AWS::StackId" in repr(values["StackId"])

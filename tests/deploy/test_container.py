@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,88 +29,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.audio_fixtures import encode, excerpt, synth_song
+from tests.deploy.docker_helpers import docker, free_port
 from tests.deploy.wiring import ROOT
 
 pytestmark = pytest.mark.docker
-
-IMAGE = "song-detection:smoke-test"
-BASE_TAG = "song-detection/python-base:3.11-bookworm"
-
-
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check
-    )
-
-
-def engine_answers() -> bool:
-    try:
-        return (
-            docker("info", "--format", "{{.ServerVersion}}", timeout=20, check=False).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    if os.environ.get("SONG_DETECTION_DOCKER_TESTS", "1") == "0":
-        pytest.skip("SONG_DETECTION_DOCKER_TESTS=0")
-    if shutil.which("docker") is None:
-        pytest.skip("no docker client (apt-get install docker.io)")
-    if engine_answers():
-        yield
-        return
-    dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin")
-    if dockerd is None or os.geteuid() != 0:
-        pytest.skip("no Docker engine answers, and dockerd cannot be started (needs root)")
-    log_path = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen(
-            [dockerd, "--iptables=false", "--bridge=none"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not engine_answers():
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-1500:]
-                pytest.skip(f"dockerd could not start here:\n{tail}")
-            time.sleep(0.5)
-        yield
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-
-
-@pytest.fixture(scope="session")
-def image(docker_engine: None) -> str:
-    have_base = docker("image", "inspect", BASE_TAG, check=False).returncode == 0
-    if not (os.environ.get("BASE_IMAGE") or have_base or shutil.which("debootstrap")):
-        pytest.skip("no base image: install debootstrap (stand-in base) or set BASE_IMAGE")
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(ROOT / "infra" / "docker" / "build-image.sh"), IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    print(f"image built in {time.monotonic() - started:.0f} s")
-    return IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_runs_as_non_root_without_compilers(image: str) -> None:
@@ -218,6 +139,8 @@ def test_worker_turns_uploads_into_reports(image: str, tmp_path: Path) -> None:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto's state is per process: start from none, whatever ran before in this session.
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     name = f"song-detection-worker-{uuid.uuid4().hex[:8]}"
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

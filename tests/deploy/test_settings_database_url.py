@@ -1,19 +1,30 @@
-"""DATABASE_URL composed from DB_HOST, DB_PORT, DB_NAME, DB_USER and DB_PASSWORD (ECS secrets)."""
+"""The database is named one way: DATABASE_URL, or DB_HOST with its parts (ECS: the parts, the
+user and password as secrets), or neither (embedded SQLite); anything else stops start-up."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from service.settings import DEFAULT_DATABASE_URL, Settings
+from tests.deploy.wiring import ROOT
 
-DB_VARIABLES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
+DB_VARIABLES = (
+    "DATABASE_URL",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "DB_SSLMODE",
+)
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*DB_VARIABLES, "DB_SSLMODE", "ENVIRONMENT", "API_KEY"):
+    for name in (*DB_VARIABLES, "ENVIRONMENT", "API_KEY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -51,18 +62,89 @@ def test_defaults_and_sslmode(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not s.is_sqlite
 
 
-def test_database_url_wins_over_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgresql://a:b@elsewhere:5432/x")
-    monkeypatch.setenv("DB_HOST", "db")
-    assert settings().database_url == "postgresql://a:b@elsewhere:5432/x"
+POSTGRES_URL = "postgresql://a:b@elsewhere:5432/x"
+SQLITE_URL = "sqlite:////tmp/elsewhere.sqlite3"
+COMPOSED_URL = "postgresql://song:pw@db:6543/cat?sslmode=require"
+PARTS = {
+    "DB_PORT": "6543",
+    "DB_NAME": "cat",
+    "DB_USER": "song",
+    "DB_PASSWORD": "pw",
+    "DB_SSLMODE": "require",
+}
 
 
-def test_no_host_keeps_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DB_PASSWORD", "secret")
-    assert settings().database_url == DEFAULT_DATABASE_URL
+@pytest.mark.parametrize(
+    ("database_url", "db_host", "parts", "expected"),
+    [
+        # DATABASE_URL alone: used as it is, whatever its scheme.
+        (POSTGRES_URL, None, {}, POSTGRES_URL),
+        (SQLITE_URL, None, {}, SQLITE_URL),
+        # DB_HOST alone or with its parts: composed.
+        (None, "db", {}, "postgresql://postgres@db:5432/songs"),
+        (None, "db", PARTS, COMPOSED_URL),
+        # Neither: the embedded default.
+        (None, None, {}, DEFAULT_DATABASE_URL),
+        # Both named: refused, whichever the scheme, with or without parts.
+        (POSTGRES_URL, "db", {}, "DATABASE_URL and DB_HOST are both set"),
+        (SQLITE_URL, "db", {}, "DATABASE_URL and DB_HOST are both set"),
+        (POSTGRES_URL, "db", PARTS, "DATABASE_URL and DB_HOST are both set"),
+        (SQLITE_URL, "db", PARTS, "DATABASE_URL and DB_HOST are both set"),
+        # Parts without DB_HOST would be ignored: refused, with DATABASE_URL or alone.
+        (POSTGRES_URL, None, PARTS, "set without DB_HOST"),
+        (SQLITE_URL, None, PARTS, "set without DB_HOST"),
+        (None, None, PARTS, "set without DB_HOST"),
+        (None, None, {"DB_PASSWORD": "secret"}, "DB_PASSWORD set without DB_HOST"),
+        # An empty variable counts as unset (an ECS or compose file may blank one).
+        ("", "db", {}, "postgresql://postgres@db:5432/songs"),
+        (POSTGRES_URL, "", {}, POSTGRES_URL),
+        ("", "", {"DB_USER": ""}, DEFAULT_DATABASE_URL),
+    ],
+    ids=[
+        "url-postgres",
+        "url-sqlite",
+        "host",
+        "host-parts",
+        "nothing",
+        "url-postgres-host",
+        "url-sqlite-host",
+        "url-postgres-host-parts",
+        "url-sqlite-host-parts",
+        "url-postgres-parts",
+        "url-sqlite-parts",
+        "parts",
+        "password",
+        "empty-url-host",
+        "url-empty-host",
+        "all-empty",
+    ],
+)
+def test_precedence(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str | None,
+    db_host: str | None,
+    parts: dict[str, str],
+    expected: str,
+) -> None:
+    for name, value in {"DATABASE_URL": database_url, "DB_HOST": db_host, **parts}.items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    if "://" in expected:
+        assert settings().database_url == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            settings()
+
+
+def test_image_defaults_leave_the_database_to_the_environment() -> None:
+    """The Dockerfile names no database, so the task definitions' DB_HOST is never ambiguous."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in DB_VARIABLES:
+        assert not re.search(rf"\b{name}=", dockerfile), f"the image sets {name}"
 
 
 def test_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "db")
     monkeypatch.setenv("DB_PASSWORD", "hunter2-secret")
     assert "hunter2-secret" not in repr(settings().db_password)
 
@@ -81,4 +163,11 @@ def test_bad_sslmode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DB_HOST", "db")
     monkeypatch.setenv("DB_SSLMODE", "sometimes")
     with pytest.raises(ValueError, match="db_sslmode"):
+        settings()
+
+
+def test_production_refuses_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEY", "k" * 32)
+    with pytest.raises(ValueError, match="needs PostgreSQL"):
         settings()

@@ -21,8 +21,9 @@ import pytest
 from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
 from service.settings import Settings
+from service.startup import Opened, Startup
 from service.store.postgres import PostgresStore
-from service.worker.health import start_health_server
+from service.worker.health import start_health_server, worker_probe
 from tests.conftest import LiveServer
 from tests.private_pg import PrivateCluster, private_cluster, wait_until
 
@@ -48,7 +49,7 @@ def _identify(client: httpx.Client, clip: Path) -> httpx.Response:
 
 
 def _pool(live: LiveServer) -> CpuPool:
-    return live.server.config.app.state.pool  # type: ignore[union-attr]
+    return live.app.state.startup.opened.pool
 
 
 def _children(pool: CpuPool) -> list[int]:
@@ -126,7 +127,10 @@ class _Poller:
 
 async def test_the_worker_health_check_fails_while_its_pool_is_broken():
     pool = CpuPool(1, use_processes=False)
-    server = await start_health_server(_Poller(), "127.0.0.1", 0, pool)  # type: ignore[arg-type]
+    startup = Startup()
+    startup._ready(Opened(store=None, pool=pool, match_params=None))  # type: ignore[arg-type]
+    probe = worker_probe(startup, lambda: _Poller())  # type: ignore[arg-type,return-value]
+    server = await start_health_server(probe, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

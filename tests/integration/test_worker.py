@@ -693,6 +693,7 @@ def test_sigterm_mid_file_releases_the_message_and_exits_0(aws, sqlite_url, tmp_
     try:
         log = _LineReader(process.stderr)
         log.wait_for(f"health check on http://127.0.0.1:{port}/healthz", timeout_s=60)
+        log.wait_for("polling ", timeout_s=60)
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status_code == 200 and health.json()["status"] == "ok"
 

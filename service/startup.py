@@ -1,0 +1,139 @@
+"""Opening the store and the CPU pool in the background of a running process.
+
+`serve` and `worker` start their probes first and open what they need behind them, so that an
+orchestrator sees a live process from its first second: `/healthz` answers 200 while migrations
+run or wait for another replica's advisory lock, readiness answers 503 until they are done, and
+SIGTERM meanwhile cancels the start-up and exits at once instead of after the lock is granted.
+
+An unreachable database is retried (it may be starting too, or a failover may be under way);
+anything else (a failing migration, an index made with other parameters) fails the start-up for
+good: health then answers 503 with the reason, and the orchestrator replaces the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from service.audio.params import DEFAULT_PARAMS
+from service.core.catalogue import match_params_of
+from service.core.cpu import CpuPool
+from service.errors import StoreUnavailable
+from service.matching import MatchParams
+from service.settings import Settings
+from service.store import create_store
+from service.store.base import Store
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["starting", "ready", "failed"]
+
+#: Waits between attempts to reach an unreachable database: doubling up to the last.
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What start-up opens, for the routes and the poller."""
+
+    store: Store
+    pool: CpuPool
+    match_params: MatchParams
+
+
+class Startup:
+    """The state of a background start-up: `phase`, a human `detail`, and `opened` once
+    ready."""
+
+    def __init__(self) -> None:
+        self.phase: Phase = "starting"
+        self.detail = "opening the database and applying pending migrations"
+        self.opened: Opened | None = None
+        self._settled = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == "failed"
+
+    async def settled(self) -> Phase:
+        """Wait until start-up is ready or has failed; the phase it ended in."""
+        await self._settled.wait()
+        return self.phase
+
+    def _ready(self, opened: Opened) -> None:
+        self.opened, self.phase, self.detail = opened, "ready", "ready"
+        self._settled.set()
+
+    def _fail(self, detail: str) -> None:
+        self.phase, self.detail = "failed", detail
+        self._settled.set()
+
+
+#: Called once the store and the pool are open; it may enter more contexts (the SQS poller)
+#: on the stack, which closes them before the pool and the store.
+OnReady = Callable[[Opened, contextlib.AsyncExitStack], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def started_in_background(
+    settings: Settings, on_ready: OnReady | None = None
+) -> AsyncIterator[Startup]:
+    """Open the store (migrating if MIGRATE_ON_START) and warm the CPU pool in a background
+    task while the block runs; leaving the block cancels a start-up still under way and closes
+    whatever was opened, in reverse order."""
+    startup = Startup()
+    stack = contextlib.AsyncExitStack()
+
+    async def start() -> None:
+        store = create_store(settings, DEFAULT_PARAMS.version)
+        stack.push_async_callback(store.close)
+        await _open_with_retry(store, startup)
+        pool = CpuPool(settings.effective_cpu_workers)
+        stack.callback(pool.close)
+        await pool.warm_up()
+        opened = Opened(store, pool, match_params_of(settings))
+        if on_ready is not None:
+            await on_ready(opened, stack)
+        startup._ready(opened)
+        log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
+
+    async def run() -> None:
+        try:
+            await start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("start-up failed")
+            startup._fail(f"start-up failed: {exc}")
+
+    task = asyncio.create_task(run(), name="startup")
+    try:
+        yield startup
+    finally:
+        if not task.done():
+            log.info("stopping during start-up: %s", startup.detail)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await stack.aclose()
+
+
+async def _open_with_retry(store: Store, startup: Startup) -> None:
+    for attempt in itertools.count():
+        try:
+            await store.open()
+            return
+        except StoreUnavailable as exc:
+            delay_s = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+            startup.detail = f"database unavailable, retrying: {exc}"
+            log.warning("database unavailable, retrying in %.1f s: %s", delay_s, exc)
+            await asyncio.sleep(delay_s)
