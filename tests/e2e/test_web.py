@@ -198,6 +198,24 @@ def test_browse_and_delete_with_confirmation(web_world, page_factory):
         assert client.get("/songs", params={"q": "nebula"}).json()["total"] == 0
 
 
+#: The browser's local calendar day (YYYY-MM-DD) of an ISO instant.
+_LOCAL_DAY_JS = """(iso) => {
+  const d = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}`;
+}"""
+#: Seconds of [start, end] inside the browser's local day `day`.
+_SECONDS_INSIDE_DAY_JS = """([day, start, end]) => {
+  const from = new Date(`${day}T00:00`).getTime();
+  const to = from + 86400000;
+  return (Math.min(to, Date.parse(end)) - Math.max(from, Date.parse(start))) / 1000;
+}"""
+#: True once the day timeline's play bar is `width` px wide, within `tolerance`.
+_BAR_WIDTH_NEAR_JS = """([width, tolerance]) => {
+  const bar = document.querySelector(".day-track .play-bar");
+  return bar !== null && Math.abs(bar.getBoundingClientRect().width - width) <= tolerance;
+}"""
+
 def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots):
     page = page_factory(web_world.server.url, height=1000)
     page.goto(f"{web_world.server.url}/#/streams")
@@ -231,14 +249,20 @@ def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots)
     bar = page.locator(".day-track .play-bar")
     expect(bar).to_have_count(1)
     expect(page.locator(".day-track .nodata").first).to_be_attached()
-    # Zoomed to an hour on screen, the play is to scale and scrolled into view.
+    # Zoomed to an hour on screen, the play is to scale and scrolled into view. The day shown
+    # is the local day the play starts on (run just after midnight, today holds its tail only).
+    with web_world.server.client() as client:
+        play = client.get("/streams/radio1/plays").json()["items"][0]
+    day = page.evaluate(_LOCAL_DAY_JS, play["start_at"])
+    page.locator("#day").fill(day)
     page.get_by_label("On screen").select_option(label="1 hour")
     expect(page.locator(".day-hours")).to_contain_text(":10")
     hour_px = page.evaluate("() => document.querySelector('.day-chart').offsetWidth / 24")
+    inside_s = page.evaluate(_SECONDS_INSIDE_DAY_JS, [day, play["start_at"], play["end_at"]])
+    expected_px = max(3.0, inside_s / 3600 * hour_px)  # the CSS gives a bar 3 px at least
+    page.wait_for_function(_BAR_WIDTH_NEAR_JS, arg=[expected_px, 0.1 * expected_px])
     box = bar.bounding_box()
-    with web_world.server.client() as client:
-        play = client.get("/streams/radio1/plays").json()["items"][0]
-    assert box["width"] == pytest.approx(play["duration_s"] / 3600 * hour_px, rel=0.1)
+    assert box["width"] == pytest.approx(expected_px, rel=0.1)
     assert 0 < box["x"] < page.viewport_size["width"]
     # The viewport holds the whole page: a full-page capture resizes it, which scrolls back.
     shoot(page, screenshots, "streams", full_page=False)
