@@ -301,7 +301,7 @@ class Store(Protocol):
         """Every stored fingerprint whose hash is in `hashes` (int32 array), in one round trip;
         hashes stored more than `max_postings` times are left out whole (see
         MatchParams.frequent_hash_factor), and so are the most frequent of the rest when they
-        hold more than `max_hits` postings in all (see service.store.kept_hashes)."""
+        hold more than `max_hits` postings in all (see service.store.rules.kept_hashes)."""
 
     async def fingerprint_total(self) -> int:
         """About how many fingerprints the catalogue holds (at most a minute old), to scale

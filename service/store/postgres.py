@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,13 +23,6 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import (
-    CachedTotal,
-    editable_changes,
-    reject_nul,
-    unique_fingerprints,
-    valid_id,
-)
 from service.store.base import (
     CompactionResult,
     EnvelopeRange,
@@ -41,9 +35,11 @@ from service.store.base import (
     envelope_blob,
     envelope_slice,
 )
+from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
 from service.store.migrations import list_migrations
 from service.store.postgres_streams import PostgresStreamsMixin
 from service.store.postings import POSTING_BYTES, POSTING_MAX, SongFrames, decode_lookup
+from service.store.rules import editable_changes, reject_nul, unique_fingerprints, valid_id
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +49,6 @@ MIGRATION_LOCK_KEY = 0x736F6E67646574
 #: pg_advisory_xact_lock key held by every transaction that rewrites fp_postings (compaction
 #: and purge), so that replicas never compact at the same time.
 COMPACTION_LOCK_KEY = MIGRATION_LOCK_KEY + 1
-
-_SONG_COLUMNS = (
-    "id, title, artist, album, isrc, external_id, duration_s, n_frames, content_sha256, "
-    "fingerprint_count, created_at"
-)
-
-_PROCESSED_COLUMNS = (
-    "bucket, key, version_token, kind, result_json, created_at, claimed_at, published_at"
-)
 
 #: Failures that mean "the database cannot be used right now" (TimeoutError, raised by
 #: pool.acquire and command_timeout, is an OSError), as opposed to a bug in a statement. A
@@ -235,6 +222,29 @@ def _like_pattern(text: str) -> str:
     """Substring pattern for ILIKE matching `text` literally (its % and _ included)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+class CachedTotal:
+    """A catalogue-wide count read from the database at most once per `ttl_s` and adjusted
+    in between by this process's own adds and deletes: other processes' changes show within
+    the ttl, which is all its users (the frequent-hash cap) need."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self._ttl_s = ttl_s
+        self._value: int | None = None
+        self._read_at = 0.0
+
+    def fresh(self) -> int | None:
+        if self._value is None or time.monotonic() - self._read_at > self._ttl_s:
+            return None
+        return self._value
+
+    def set(self, value: int) -> None:
+        self._value, self._read_at = value, time.monotonic()
+
+    def adjust(self, change: int) -> None:
+        if self._value is not None:
+            self._value = max(0, self._value + change)
 
 
 class PostgresStore(PostgresStreamsMixin):
@@ -452,7 +462,7 @@ class PostgresStore(PostgresStreamsMixin):
                 "INSERT INTO songs (title, artist, album, isrc, external_id, duration_s,"
                 " n_frames, content_sha256, fingerprint_count)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {_SONG_COLUMNS}",
+                f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {SONG_COLUMNS}",
                 meta.title,
                 meta.artist,
                 meta.album,
@@ -466,7 +476,7 @@ class PostgresStore(PostgresStreamsMixin):
             )
             if row is None:
                 existing = await conn.fetchrow(
-                    f"SELECT {_SONG_COLUMNS} FROM songs WHERE content_sha256 = $1",
+                    f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = $1",
                     song.content_sha256,
                 )
                 if existing is None:  # the other song was deleted in between
@@ -494,7 +504,7 @@ class PostgresStore(PostgresStreamsMixin):
     async def find_by_content(self, content_sha256: str) -> Song | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_SONG_COLUMNS} FROM songs WHERE content_sha256 = $1", content_sha256
+                f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = $1", content_sha256
             )
         return None if row is None else _song(row)
 
@@ -569,7 +579,7 @@ class PostgresStore(PostgresStreamsMixin):
         if not valid_id(song_id):
             return None
         async with self._connection() as conn:
-            row = await conn.fetchrow(f"SELECT {_SONG_COLUMNS} FROM songs WHERE id = $1", song_id)
+            row = await conn.fetchrow(f"SELECT {SONG_COLUMNS} FROM songs WHERE id = $1", song_id)
         return None if row is None else _song(row)
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
@@ -577,7 +587,7 @@ class PostgresStore(PostgresStreamsMixin):
             return {}
         async with self._connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_SONG_COLUMNS} FROM songs WHERE id = ANY($1::int4[])",
+                f"SELECT {SONG_COLUMNS} FROM songs WHERE id = ANY($1::int4[])",
                 sorted(set(song_ids)),
             )
         return {row["id"]: _song(row) for row in rows}
@@ -596,7 +606,7 @@ class PostgresStore(PostgresStreamsMixin):
             # One snapshot for both statements, so the total describes the page it comes with.
             total = await conn.fetchval(f"SELECT count(*) FROM songs{where}", *args)
             rows = await conn.fetch(
-                f"SELECT {_SONG_COLUMNS} FROM songs{where}"
+                f"SELECT {SONG_COLUMNS} FROM songs{where}"
                 f" ORDER BY id LIMIT ${n + 1} OFFSET ${n + 2}",
                 *args,
                 limit,
@@ -612,7 +622,7 @@ class PostgresStore(PostgresStreamsMixin):
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                f"UPDATE songs SET {assignments} WHERE id = $1 RETURNING {_SONG_COLUMNS}",
+                f"UPDATE songs SET {assignments} WHERE id = $1 RETURNING {SONG_COLUMNS}",
                 song_id,
                 *(fields[name] for name in names),
             )
@@ -767,7 +777,7 @@ class PostgresStore(PostgresStreamsMixin):
     ) -> ProcessedObject | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_PROCESSED_COLUMNS} FROM processed_objects"
+                f"SELECT {PROCESSED_COLUMNS} FROM processed_objects"
                 " WHERE bucket = $1 AND key = $2 AND version_token = $3",
                 bucket,
                 key,
@@ -784,7 +794,7 @@ class PostgresStore(PostgresStreamsMixin):
             row = await conn.fetchrow(
                 "INSERT INTO processed_objects (bucket, key, version_token, kind, result_json)"
                 " VALUES ($1, $2, $3, $4, $5::json) ON CONFLICT DO NOTHING"
-                f" RETURNING {_PROCESSED_COLUMNS}",
+                f" RETURNING {PROCESSED_COLUMNS}",
                 bucket,
                 key,
                 version_token,
@@ -794,7 +804,7 @@ class PostgresStore(PostgresStreamsMixin):
             if row is not None:
                 return ProcessedObject(**dict(row)), True
             existing = await conn.fetchrow(
-                f"SELECT {_PROCESSED_COLUMNS} FROM processed_objects"
+                f"SELECT {PROCESSED_COLUMNS} FROM processed_objects"
                 " WHERE bucket = $1 AND key = $2 AND version_token = $3",
                 bucket,
                 key,

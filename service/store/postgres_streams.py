@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
 from service.store.base import (
     PLAY_FIELDS,
     NewStream,
@@ -28,6 +27,8 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.rules import reject_nul
 
 #: First key of the two-int advisory lock form for streams ("strm"); the second is
 #: hashtext(name). A hash collision only serialises two streams, it never mixes them.

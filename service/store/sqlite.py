@@ -27,13 +27,6 @@ import numpy as np
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
 from service.matching import Hits
-from service.store import (
-    drop_frequent,
-    editable_changes,
-    reject_nul,
-    unique_fingerprints,
-    valid_id,
-)
 from service.store.base import (
     CompactionResult,
     EnvelopeRange,
@@ -46,17 +39,20 @@ from service.store.base import (
     envelope_blob,
     envelope_slice,
 )
+from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
 from service.store.migrations import list_migrations
+from service.store.rules import (
+    drop_frequent,
+    editable_changes,
+    reject_nul,
+    unique_fingerprints,
+    valid_id,
+)
 from service.store.sqlite_streams import SqliteStreamsMixin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_SONG_COLUMNS = (
-    "id, title, artist, album, isrc, external_id, duration_s, n_frames, content_sha256, "
-    "fingerprint_count, created_at"
-)
 
 #: Result codes that mean the file cannot be used right now (locked by another process past
 #: the busy timeout, missing directory, full or failing disk), not that a statement is wrong.
@@ -72,10 +68,6 @@ def _song(row: sqlite3.Row) -> Song:
     values["duration_s"] = float(values["duration_s"])
     return Song(**values)
 
-
-_PROCESSED_COLUMNS = (
-    "bucket, key, version_token, kind, result_json, created_at, claimed_at, published_at"
-)
 
 #: SQLite's clock as the ledger stores it (UTC, ISO 8601 with a Z, comparable as text).
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -336,7 +328,7 @@ class SqliteStore(SqliteStreamsMixin):
                 "INSERT INTO songs (title, artist, album, isrc, external_id, duration_s,"
                 " n_frames, content_sha256, fingerprint_count)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {_SONG_COLUMNS}",
+                f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {SONG_COLUMNS}",
                 (
                     meta.title,
                     meta.artist,
@@ -355,7 +347,7 @@ class SqliteStore(SqliteStreamsMixin):
             if row is None:
                 # We hold the write lock, so the row that conflicted is still there.
                 existing = conn.execute(
-                    f"SELECT {_SONG_COLUMNS} FROM songs WHERE content_sha256 = ?",
+                    f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = ?",
                     (song.content_sha256,),
                 ).fetchone()
                 return _song(existing), False
@@ -372,7 +364,7 @@ class SqliteStore(SqliteStreamsMixin):
 
     def _find_by_content(self, conn: sqlite3.Connection, content_sha256: str) -> Song | None:
         row = conn.execute(
-            f"SELECT {_SONG_COLUMNS} FROM songs WHERE content_sha256 = ?", (content_sha256,)
+            f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = ?", (content_sha256,)
         ).fetchone()
         return None if row is None else _song(row)
 
@@ -453,7 +445,7 @@ class SqliteStore(SqliteStreamsMixin):
         return await self._run(self._get_song, song_id)
 
     def _get_song(self, conn: sqlite3.Connection, song_id: int) -> Song | None:
-        row = conn.execute(f"SELECT {_SONG_COLUMNS} FROM songs WHERE id = ?", (song_id,)).fetchone()
+        row = conn.execute(f"SELECT {SONG_COLUMNS} FROM songs WHERE id = ?", (song_id,)).fetchone()
         return None if row is None else _song(row)
 
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
@@ -463,7 +455,7 @@ class SqliteStore(SqliteStreamsMixin):
 
     def _get_songs(self, conn: sqlite3.Connection, ids_json: str) -> dict[int, Song]:
         rows = conn.execute(
-            f"SELECT {_SONG_COLUMNS} FROM songs WHERE id IN (SELECT value FROM json_each(?))",
+            f"SELECT {SONG_COLUMNS} FROM songs WHERE id IN (SELECT value FROM json_each(?))",
             (ids_json,),
         ).fetchall()
         return {row["id"]: _song(row) for row in rows}
@@ -489,7 +481,7 @@ class SqliteStore(SqliteStreamsMixin):
         with _transaction(conn, "DEFERRED"):
             total = conn.execute(f"SELECT count(*) FROM songs{where}", args).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {_SONG_COLUMNS} FROM songs{where} ORDER BY id LIMIT :limit OFFSET :offset",
+                f"SELECT {SONG_COLUMNS} FROM songs{where} ORDER BY id LIMIT :limit OFFSET :offset",
                 {**args, "limit": limit, "offset": offset},
             ).fetchall()
         return SongPage(items=[_song(r) for r in rows], total=total, limit=limit, offset=offset)
@@ -506,7 +498,7 @@ class SqliteStore(SqliteStreamsMixin):
         # Column names come from EDITABLE_FIELDS, values are parameters.
         assignments = ", ".join(f"{name} = :{name}" for name in fields)
         rows = conn.execute(
-            f"UPDATE songs SET {assignments} WHERE id = :song_id RETURNING {_SONG_COLUMNS}",
+            f"UPDATE songs SET {assignments} WHERE id = :song_id RETURNING {SONG_COLUMNS}",
             {**fields, "song_id": song_id},
         ).fetchall()
         return _song(rows[0]) if rows else None
@@ -557,7 +549,7 @@ class SqliteStore(SqliteStreamsMixin):
         self, conn: sqlite3.Connection, bucket: str, key: str, version_token: str
     ) -> ProcessedObject | None:
         row = conn.execute(
-            f"SELECT {_PROCESSED_COLUMNS} FROM processed_objects"
+            f"SELECT {PROCESSED_COLUMNS} FROM processed_objects"
             " WHERE bucket = ? AND key = ? AND version_token = ?",
             (bucket, key, version_token),
         ).fetchone()
@@ -583,7 +575,7 @@ class SqliteStore(SqliteStreamsMixin):
             rows = conn.execute(
                 "INSERT INTO processed_objects (bucket, key, version_token, kind, result_json)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-                f" RETURNING {_PROCESSED_COLUMNS}",
+                f" RETURNING {PROCESSED_COLUMNS}",
                 (bucket, key, version_token, kind, result_json),
             ).fetchall()
             if rows:

@@ -16,7 +16,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
 from service.store.base import (
     PLAY_FIELDS,
     NewStream,
@@ -28,6 +27,8 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.rules import reject_nul
 
 T = TypeVar("T")
 
