@@ -47,7 +47,7 @@ from service.core.stream_windows import (
     windows_touching,
 )
 from service.matching import MatchParams
-from service.store.base import (
+from service.store import (
     NewStream,
     Play,
     PlayFields,

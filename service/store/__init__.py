@@ -4,12 +4,16 @@ Re-exports only; the backends (`service.store.postgres`, `service.store.sqlite`)
 when `create_store` chooses one, so a SQLite deployment never loads asyncpg.
 """
 
-from service.store.base import (
+from service.store.envelopes import envelope_blob, envelope_slice
+from service.store.factory import create_store
+from service.store.protocols import Store
+from service.store.records import (
     EDITABLE_FIELDS,
     PLAY_FIELDS,
     CompactionResult,
     EnvelopeRange,
     EnvelopeSlice,
+    Hits,
     NewSong,
     NewStream,
     Play,
@@ -22,17 +26,13 @@ from service.store.base import (
     Song,
     SongMeta,
     SongPage,
-    Store,
     StoreStats,
     StreamEvent,
     StreamSegment,
     StreamState,
     StreamUpdate,
     StreamWindow,
-    envelope_blob,
-    envelope_slice,
 )
-from service.store.factory import create_store
 from service.store.rules import (
     MAX_ROW_ID,
     MAX_STORED_FRAME,
@@ -52,6 +52,7 @@ __all__ = [
     "CompactionResult",
     "EnvelopeRange",
     "EnvelopeSlice",
+    "Hits",
     "NewSong",
     "NewStream",
     "Play",

@@ -3,7 +3,7 @@ record dataclasses take these columns as keyword arguments, in this order."""
 
 from __future__ import annotations
 
-from service.store.base import PLAY_FIELDS
+from service.store.records import PLAY_FIELDS
 
 SONG_COLUMNS = (
     "id, title, artist, album, isrc, external_id, duration_s, n_frames, content_sha256, "

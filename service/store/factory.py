@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.settings import Settings
-from service.store.base import Store
+from service.store.protocols import Store
 
 
 def create_store(settings: Settings, params_version: str) -> Store:

@@ -22,23 +22,22 @@ import numpy as np
 
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
-from service.matching import Hits
-from service.store.base import (
+from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
+from service.store.envelopes import envelope_blob, envelope_slice
+from service.store.migrations import list_migrations
+from service.store.postgres_streams import PostgresStreamsMixin
+from service.store.postings import POSTING_BYTES, POSTING_MAX, SongFrames, decode_lookup
+from service.store.records import (
     CompactionResult,
     EnvelopeRange,
     EnvelopeSlice,
+    Hits,
     NewSong,
     ProcessedObject,
     Song,
     SongPage,
     StoreStats,
-    envelope_blob,
-    envelope_slice,
 )
-from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
-from service.store.migrations import list_migrations
-from service.store.postgres_streams import PostgresStreamsMixin
-from service.store.postings import POSTING_BYTES, POSTING_MAX, SongFrames, decode_lookup
 from service.store.rules import editable_changes, reject_nul, unique_fingerprints, valid_id
 
 log = logging.getLogger(__name__)

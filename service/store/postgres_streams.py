@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from service.store.base import (
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.records import (
     PLAY_FIELDS,
     NewStream,
     Play,
@@ -27,7 +28,6 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
-from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
 from service.store.rules import reject_nul
 
 #: First key of the two-int advisory lock form for streams ("strm"); the second is

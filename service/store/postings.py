@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.arrays import unique_values
-from service.matching import Hits
+from service.store.records import Hits
 
 POSTING_BYTES = 6
 #: Largest song id and frame a posting can hold (24 bits each).

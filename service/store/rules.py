@@ -9,8 +9,7 @@ import numpy as np
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.errors import InvalidInput
-from service.matching import Hits
-from service.store.base import EDITABLE_FIELDS
+from service.store.records import EDITABLE_FIELDS, Hits
 
 #: Largest frame either store accepts: PostgreSQL postings hold 24 bits (149 hours of audio),
 #: and SQLite refuses the same, so that both backends behave alike.

@@ -26,21 +26,20 @@ import numpy as np
 
 from service.arrays import unique_values
 from service.errors import IndexMismatch, StoreUnavailable
-from service.matching import Hits
-from service.store.base import (
+from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
+from service.store.envelopes import envelope_blob, envelope_slice
+from service.store.migrations import list_migrations
+from service.store.records import (
     CompactionResult,
     EnvelopeRange,
     EnvelopeSlice,
+    Hits,
     NewSong,
     ProcessedObject,
     Song,
     SongPage,
     StoreStats,
-    envelope_blob,
-    envelope_slice,
 )
-from service.store.columns import PROCESSED_COLUMNS, SONG_COLUMNS
-from service.store.migrations import list_migrations
 from service.store.rules import (
     drop_frequent,
     editable_changes,

@@ -16,7 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from service.store.base import (
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.records import (
     PLAY_FIELDS,
     NewStream,
     Play,
@@ -27,7 +28,6 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
-from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
 from service.store.rules import reject_nul
 
 T = TypeVar("T")

@@ -22,8 +22,7 @@ from service.core.streams import StreamParams, add_segment
 from service.envelope_check import EnvelopeCheckParams
 from service.matching import Match, MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, Song, SongMeta, Store
+from service.store import EnvelopeRange, NewSong, Song, SongMeta, Store, create_store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0

@@ -16,8 +16,7 @@ import pytest
 from service.audio.hashes import Fingerprints
 from service.errors import IndexMismatch, InvalidInput, StoreUnavailable
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
+from service.store import EnvelopeRange, NewSong, SongMeta, Store, create_store
 from service.store.migrations import list_migrations
 from service.store.sqlite import SqliteStore
 
