@@ -6,7 +6,7 @@ when `create_store` chooses one, so a SQLite deployment never loads asyncpg.
 
 from service.store.envelopes import envelope_blob, envelope_slice
 from service.store.factory import create_store
-from service.store.protocols import Store
+from service.store.protocols import CatalogueStore, IngestLedger, Store, StreamLog
 from service.store.records import (
     EDITABLE_FIELDS,
     PLAY_FIELDS,
@@ -49,10 +49,12 @@ __all__ = [
     "MAX_ROW_ID",
     "MAX_STORED_FRAME",
     "PLAY_FIELDS",
+    "CatalogueStore",
     "CompactionResult",
     "EnvelopeRange",
     "EnvelopeSlice",
     "Hits",
+    "IngestLedger",
     "NewSong",
     "NewStream",
     "Play",
@@ -68,6 +70,7 @@ __all__ = [
     "Store",
     "StoreStats",
     "StreamEvent",
+    "StreamLog",
     "StreamSegment",
     "StreamState",
     "StreamUpdate",

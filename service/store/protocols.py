@@ -1,4 +1,11 @@
-"""What callers need from a store."""
+"""What callers need from a store, split by use.
+
+`CatalogueStore` is the songs and their fingerprints and envelopes (indexing, identifying,
+the catalogue API); `IngestLedger` is the worker's record of the S3 objects it has
+processed; `StreamLog` is the live streams' segments, windows, plays and events. `Store` is
+all three plus the lifecycle: both backends implement it, and a caller asks for the narrowest
+part it uses.
+"""
 
 from __future__ import annotations
 
@@ -28,19 +35,8 @@ from service.store.records import (
 )
 
 
-class Store(Protocol):
-    """What the core needs from a catalogue."""
-
-    async def open(self) -> None:
-        """Connect (warm pool), apply pending migrations if asked, check the index version."""
-
-    async def close(self) -> None: ...
-
-    async def migrate(self) -> list[str]:
-        """Apply pending migrations; returns the names applied. Safe when run concurrently."""
-
-    async def ready(self) -> bool:
-        """True when the database answers and every migration has run."""
+class CatalogueStore(Protocol):
+    """Songs, their fingerprints and band envelopes: what indexing and identifying use."""
 
     async def add_song(self, song: NewSong) -> tuple[Song, bool]:
         """Insert song and fingerprints atomically; (existing, False) if the content is known."""
@@ -101,7 +97,9 @@ class Store(Protocol):
         adds, deletes and lookups may run meanwhile. `wait=False` returns at once (skipped)
         when another process is compacting."""
 
-    # --- the SQS worker's idempotency ledger ------------------------------------------------
+
+class IngestLedger(Protocol):
+    """The SQS worker's idempotency ledger: one row per uploaded object version processed."""
 
     async def get_processed(
         self, bucket: str, key: str, version_token: str
@@ -123,7 +121,9 @@ class Store(Protocol):
     async def mark_published(self, bucket: str, key: str, version_token: str) -> None:
         """Record that the row's report and SNS message are out."""
 
-    # --- live streams -----------------------------------------------------------------------
+
+class StreamLog(Protocol):
+    """Live streams: their segments, window matches, airplay log and outbox of events."""
 
     def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Held while a stream's log is recomputed: one holder per stream name at a time,
@@ -189,3 +189,19 @@ class Store(Protocol):
         """Unpublished outbox rows (of one stream, or all), oldest first."""
 
     async def mark_stream_event_published(self, event_id: int) -> None: ...
+
+
+class Store(CatalogueStore, IngestLedger, StreamLog, Protocol):
+    """A whole catalogue store, as `create_store` returns it: every part, plus opening,
+    migrating and closing it."""
+
+    async def open(self) -> None:
+        """Connect (warm pool), apply pending migrations if asked, check the index version."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied. Safe when run concurrently."""
+
+    async def ready(self) -> bool:
+        """True when the database answers and every migration has run."""
