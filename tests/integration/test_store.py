@@ -264,7 +264,7 @@ async def test_postgres_lookup_decodes_hits_off_the_event_loop(
     that would stall health checks and every other request for the time it takes."""
     import threading
 
-    import service.store.postgres as postgres
+    import service.store.postgres.lookup as postgres
 
     decoded_in: list[threading.Thread] = []
 

@@ -1,4 +1,4 @@
-"""The live-stream tables in PostgreSQL (mixed into PostgresStore).
+"""The live-stream tables in PostgreSQL: segments, window matches, plays and their events.
 
 A stream's log is recomputed under a session-level advisory lock keyed on the stream name,
 taken with `pg_try_advisory_lock` on a pooled connection that is held only while the lock is:
@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.postgres.connection import PostgresBase
 from service.store.records import (
     PLAY_FIELDS,
     NewStream,
@@ -46,10 +47,8 @@ def _event(row: asyncpg.Record) -> StreamEvent:
     return StreamEvent(**values)
 
 
-class PostgresStreamsMixin:
-    """Needs the host class's `_connection()` context manager."""
-
-    _connection: Any
+class PostgresStreams(PostgresBase):
+    """Streams, their segments, window matches, plays and outbox events."""
 
     def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         return self._stream_lock(name)
