@@ -1,4 +1,4 @@
-"""The live-stream tables in SQLite (mixed into SqliteStore).
+"""The live-stream tables in SQLite: segments, window matches, plays and their events.
 
 All statements run on the store's one thread, and every write is one `BEGIN IMMEDIATE`
 transaction. A recomputation reads, matches and then writes, with awaits in between, so the
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
 from service.store.records import (
@@ -29,10 +29,8 @@ from service.store.records import (
     StreamWindow,
 )
 from service.store.rules import reject_nul
+from service.store.sqlite.connection import NOW, SqliteBase
 
-T = TypeVar("T")
-
-_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _REALS = ("start_s", "end_s", "song_start_s", "song_end_s", "speed", "confidence")
 
 
@@ -71,11 +69,8 @@ def _segment(row: sqlite3.Row) -> StreamSegment:
     return StreamSegment(**v)
 
 
-class SqliteStreamsMixin:
-    """Needs the host class's `_run(fn, *args)` and `_transaction`-style helper."""
-
-    _run: Callable[..., Any]
-    _stream_locks: dict[str, asyncio.Lock]
+class SqliteStreams(SqliteBase):
+    """Streams, their segments, window matches, plays and outbox events."""
 
     def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         return self._stream_lock(name)
@@ -251,7 +246,7 @@ class SqliteStreamsMixin:
                     " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
                     " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
                     " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
-                    f" sustained_peaks = excluded.sustained_peaks, received_at = {_NOW}"
+                    f" sustained_peaks = excluded.sustained_peaks, received_at = {NOW}"
                     " WHERE excluded.key <= stream_segments.key",
                     (
                         update.stream_id,
@@ -270,7 +265,7 @@ class SqliteStreamsMixin:
                 )
                 end = float(segment.end_s)
                 conn.execute(
-                    f"UPDATE streams SET last_segment_at = {_NOW},"
+                    f"UPDATE streams SET last_segment_at = {NOW},"
                     " last_sequence = CASE WHEN :end > max_end_s THEN :seq ELSE last_sequence END,"
                     " last_key = CASE WHEN :end > max_end_s THEN :key ELSE last_key END,"
                     " max_end_s = max(max_end_s, :end) WHERE id = :id",
@@ -284,7 +279,7 @@ class SqliteStreamsMixin:
             conn.executemany(
                 "INSERT INTO stream_windows (stream_id, window_index, matches) VALUES (?, ?, ?)"
                 " ON CONFLICT (stream_id, window_index)"
-                f" DO UPDATE SET matches = excluded.matches, updated_at = {_NOW}",
+                f" DO UPDATE SET matches = excluded.matches, updated_at = {NOW}",
                 [(update.stream_id, int(w.index), w.matches_json) for w in update.windows],
             )
             for play in update.new_plays:
@@ -298,7 +293,7 @@ class SqliteStreamsMixin:
             for play_id, play in update.changed_plays.items():
                 assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
                 conn.execute(
-                    f"UPDATE stream_plays SET {assignments}, updated_at = {_NOW}"
+                    f"UPDATE stream_plays SET {assignments}, updated_at = {NOW}"
                     " WHERE stream_id = ? AND id = ?",
                     (*_play_values(play), update.stream_id, play_id),
                 )
@@ -375,7 +370,7 @@ class SqliteStreamsMixin:
     async def mark_stream_event_published(self, event_id: int) -> None:
         await self._run(
             lambda conn: conn.execute(
-                f"UPDATE stream_events SET published_at = {_NOW}"
+                f"UPDATE stream_events SET published_at = {NOW}"
                 " WHERE id = ? AND published_at IS NULL",
                 (event_id,),
             )
