@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from service.audio.hashes import Fingerprints
+from service.audio.peaks import Peaks
 
 #: Song fields a client may set (POST /songs form fields, PATCH /songs/{id} body).
 EDITABLE_FIELDS = ("title", "artist", "album", "isrc", "external_id")
@@ -168,6 +169,30 @@ class NewStream:
     max_end_s: float
     last_sequence: int
     last_key: str
+
+
+@dataclass(frozen=True)
+class NewSegment:
+    """Everything needed to add an analysed archive segment to its stream's log: which
+    segment it is, its landmark peaks and band envelopes, and its timing."""
+
+    stream: str
+    sequence: int
+    key: str
+    peaks: Peaks
+    n_frames: int
+    duration_s: float
+    #: Presentation time of its first sample (s, MPEG-TS clock); None: it has none.
+    pts_s: float | None
+    #: When its last sample was live (the object's Last-Modified): ties a new stream's clock
+    #: to UTC.
+    uploaded_at: datetime
+    #: Band envelopes (service/audio/envelopes.py), int8 of shape (frames, bands), and their
+    #: format; None: none (its windows are then matched by landmarks alone).
+    envelope: np.ndarray | None = None
+    envelope_format: int = 0
+    #: Second-tier peaks (peaks.find_sustained_peaks); None: none.
+    sustained_peaks: Peaks | None = None
 
 
 @dataclass(frozen=True)
