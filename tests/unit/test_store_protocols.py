@@ -42,3 +42,34 @@ def test_backend_implements_every_method_of_each_part(backend: type, part: type)
         assert implemented is not None, f"{backend.__name__} lacks {name}"
         assert _shape(implemented) == _shape(declared), f"{backend.__name__}.{name}"
         assert inspect.iscoroutinefunction(implemented) == inspect.iscoroutinefunction(declared)
+
+
+def test_the_store_imports_nothing_above_it() -> None:
+    """The store knows records, audio types and its databases, nothing of matching, the use
+    cases or the adapters."""
+    import ast
+    from pathlib import Path
+
+    import service.store
+
+    allowed = (
+        "service.store",
+        "service.audio",
+        "service.arrays",
+        "service.errors",
+        "service.settings",
+    )
+    root = Path(service.store.__file__).parent
+    imported: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                if name.startswith("service") and not name.startswith(allowed):
+                    imported.setdefault(str(path.relative_to(root)), set()).add(name)
+    assert len(list(root.rglob("*.py"))) > 10
+    assert imported == {}
