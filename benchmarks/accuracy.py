@@ -43,8 +43,7 @@ from service.core.catalogue import identify_analysed, index_file
 from service.core.cpu import CpuPool
 from service.matching import MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Song, SongMeta
+from service.store import Song, SongMeta, create_store
 
 QUICK_CONDITIONS = (
     "clean,mp3_64k,aac_48k,white_snr0,pink_snr0,white_snrm5,babble_snr0,ambient_snr0,"

@@ -58,7 +58,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks
 from service.audio.spectrogram import frame_count
 from service.core.analysis import analyse_file
-from service.store.base import NewSong, SongMeta
+from service.store import NewSong, SongMeta
 from service.store.postgres import PostgresStore
 from service.store.postings import encode_postings
 

@@ -70,7 +70,6 @@ from service.audio.peaks import find_peaks_and_sustained, thin_peaks
 from service.core.catalogue import resolve_meta
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.matching import (
-    Hits,
     MatchParams,
     QueryVariant,
     find_matches,
@@ -81,7 +80,8 @@ from service.matching import (
 )
 from service.memory import keep_freed_memory
 from service.settings import Settings
-from service.store.postgres import _LOOKUP_SQL, PostgresStore, lookup_limits
+from service.store import Hits
+from service.store.postgres import LOOKUP_SQL, PostgresStore, lookup_limits
 from service.store.postings import decode_lookup
 
 FAST_CONDITIONS = ("mp3_64k", "clean")
@@ -307,7 +307,7 @@ async def _timed_lookup(
     async with store._connection() as conn:
         started = time.perf_counter()
         row = await conn.fetchrow(
-            _LOOKUP_SQL, wanted.tolist(), *lookup_limits(max_postings, max_hits)
+            LOOKUP_SQL, wanted.tolist(), *lookup_limits(max_postings, max_hits)
         )
         fetched = time.perf_counter()
         found, song_ids, frames = decode_lookup(

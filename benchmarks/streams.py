@@ -58,8 +58,7 @@ from service.core.catalogue import index_file
 from service.core.cpu import CpuPool
 from service.core.streams import StreamParams, end_idle_plays, process_stream_segment
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Play, SongMeta, Store
+from service.store import Play, SongMeta, Store, create_store
 from service.worker.runtime import match_params_of
 
 MIN_PLAY_S = 15.0

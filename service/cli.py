@@ -25,8 +25,7 @@ from service.core.cpu import CpuPool
 from service.errors import ServiceError
 from service.memory import keep_freed_memory
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Song, Store
+from service.store import Song, Store, create_store
 
 
 def _song_json(song: Song) -> dict[str, Any]:

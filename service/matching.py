@@ -46,25 +46,7 @@ from service.audio.hashes import (
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
 from service.envelope_check import EnvelopeCheckParams
-
-
-@dataclass(frozen=True)
-class Hits:
-    """Stored fingerprints that share a hash with the query; int arrays of shape (n,)."""
-
-    hashes: np.ndarray
-    song_ids: np.ndarray
-    offsets: np.ndarray
-    #: Length in frames of each hit's song (the chance model needs it per candidate song).
-    song_frames: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Hits:
-        e = np.empty(0, dtype=np.int64)
-        return cls(e, e.copy(), e.copy(), e.copy())
-
-    def __len__(self) -> int:
-        return len(self.hashes)
+from service.store.records import Hits
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
 from service.matching import MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Store
+from service.store import Store, create_store
 
 log = logging.getLogger(__name__)
 

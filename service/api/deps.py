@@ -16,7 +16,7 @@ from service.errors import NotReady, Unauthorized
 from service.matching import MatchParams
 from service.settings import Settings
 from service.startup import Opened, Startup
-from service.store.base import Store
+from service.store import Store
 
 
 def _settings(request: Request) -> Settings:

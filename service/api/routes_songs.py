@@ -12,8 +12,7 @@ from service.api.schemas import SongIndexedOut, SongOut, SongPageOut, SongPatch
 from service.api.uploads import saved_upload
 from service.core.catalogue import index_file
 from service.errors import NotFound
-from service.store import reject_nul
-from service.store.base import SongMeta
+from service.store import SongMeta, reject_nul
 
 router = APIRouter(prefix="/songs", tags=["songs"])
 

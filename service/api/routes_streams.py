@@ -14,7 +14,7 @@ from service.api.params import Offset, PlayId, WholeNumber
 from service.api.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
 from service.core.stream_log import play_document, wall_clock
 from service.errors import BadRequest, NotFound
-from service.store.base import Play, Store, StreamState
+from service.store import Play, Store, StreamState
 
 router = APIRouter(prefix="/streams", tags=["streams"])
 

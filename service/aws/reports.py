@@ -22,7 +22,7 @@ from service.core.catalogue import IdentifyResult
 from service.core.stream_windows import window_start_s
 from service.core.streams import SegmentResult
 from service.errors import ServiceError
-from service.store.base import Song
+from service.store import Song
 
 EventType = Literal[
     "identify.result",

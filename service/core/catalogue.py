@@ -43,7 +43,7 @@ from service.matching import (
     variant_of,
 )
 from service.settings import Settings
-from service.store.base import NewSong, Song, SongMeta, Store
+from service.store import NewSong, Song, SongMeta, Store
 
 
 @dataclass(frozen=True)

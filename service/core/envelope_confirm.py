@@ -31,7 +31,7 @@ from service.envelope_check import (
     score_of,
 )
 from service.matching import Match, MatchParams, inconclusive
-from service.store.base import EnvelopeRange, Store
+from service.store import EnvelopeRange, Store
 
 #: Candidates whose alignment drifts more than this (a residual time scale) are not checked:
 #: envelopes are compared frame for frame, and over a 10-s clip 1 % is three frames of drift.

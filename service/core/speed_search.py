@@ -42,7 +42,6 @@ from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
 from service.core.hit_cache import HitCache
 from service.matching import (
-    Hits,
     Match,
     MatchParams,
     QueryVariant,
@@ -53,6 +52,7 @@ from service.matching import (
     speed_search_needed,
     speed_variants,
 )
+from service.store import Hits
 
 
 async def search_speeds(

@@ -24,11 +24,10 @@ from service.audio.peaks import Peaks
 from service.core.hit_cache import postings_caps
 from service.core.window_tiers import Window, match_window_tiers
 from service.matching import (
-    Hits,
     Match,
     MatchParams,
 )
-from service.store.base import Store, StreamSegment, StreamWindow, envelope_slice
+from service.store import Hits, Store, StreamSegment, StreamWindow, envelope_slice
 
 #: Window length and hop (s), as for timelines of long files (core/timeline.py).
 WINDOW_S = 10.0

@@ -19,10 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-import numpy as np
-
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
-from service.audio.peaks import Peaks
 from service.core.analysis import analyse_query
 from service.core.cpu import CpuPool
 from service.core.stream_clock import place_segment, pts_epoch
@@ -47,7 +44,8 @@ from service.core.stream_windows import (
     windows_touching,
 )
 from service.matching import MatchParams
-from service.store.base import (
+from service.store import (
+    NewSegment,
     NewStream,
     Play,
     PlayFields,
@@ -123,47 +121,37 @@ async def process_stream_segment(
     audio = await pool.run(
         analyse_query, os.fspath(local_path), fp_params, False, params.max_audio_s
     )
-    return await add_segment(
-        store,
-        parsed.stream,
-        parsed.sequence,
-        key,
-        audio.peaks,
+    segment = NewSegment(
+        stream=parsed.stream,
+        sequence=parsed.sequence,
+        key=key,
+        peaks=audio.peaks,
         n_frames=audio.n_frames,
-        envelope=audio.envelope,
-        envelope_format=audio.envelope_format,
-        sustained=audio.sustained_peaks,
         duration_s=audio.duration_s,
         pts_s=audio.start_pts_s,
         uploaded_at=uploaded_at or datetime.now(UTC),
-        match_params=match_params,
-        params=params or StreamParams(),
-        fp_params=fp_params,
+        envelope=audio.envelope,
+        envelope_format=audio.envelope_format,
+        sustained_peaks=audio.sustained_peaks,
+    )
+    return await add_segment(
+        store, segment, match_params=match_params, params=params, fp_params=fp_params
     )
 
 
 async def add_segment(
     store: Store,
-    stream: str,
-    sequence: int,
-    key: str,
-    peaks: Peaks,
+    new: NewSegment,
     *,
-    n_frames: int,
-    envelope: np.ndarray | None = None,
-    envelope_format: int = 0,
-    sustained: Peaks | None = None,
-    duration_s: float,
-    pts_s: float | None,
-    uploaded_at: datetime,
     match_params: MatchParams,
     params: StreamParams,
     fp_params: FingerprintParams = DEFAULT_PARAMS,
 ) -> SegmentResult:
     """Place an analysed segment, match the windows it touches, update the log. With its
-    band `envelope` (of `envelope_format`), the windows it is part of are checked against
-    the songs' envelopes as clips are; with its `sustained` peaks, their second tier looks
-    those up as a clip's does."""
+    band envelope, the windows it is part of are checked against the songs' envelopes as
+    clips are; with its sustained peaks, their second tier looks those up as a clip's does."""
+    stream, sequence, key = new.stream, new.sequence, new.key
+    duration_s, pts_s, envelope = new.duration_s, new.pts_s, new.envelope
     async with store.stream_lock(stream):
         state = await store.get_stream(stream)
         if state is None:
@@ -173,7 +161,7 @@ async def add_segment(
                 NewStream(
                     name=stream,
                     pts_epoch_s=epoch,
-                    wall_origin=uploaded_at - timedelta(seconds=first + duration_s),
+                    wall_origin=new.uploaded_at - timedelta(seconds=first + duration_s),
                     max_end_s=first + duration_s,
                     last_sequence=sequence,
                     last_key=key,
@@ -186,12 +174,14 @@ async def add_segment(
             start_s=placement.start_s,
             duration_s=duration_s,
             pts_s=pts_s,
-            n_frames=n_frames,
-            peaks=pack_peaks(peaks),
-            envelope_format=envelope_format if envelope is not None else 0,
+            n_frames=new.n_frames,
+            peaks=pack_peaks(new.peaks),
+            envelope_format=new.envelope_format if envelope is not None else 0,
             envelope_bands=envelope.shape[1] if envelope is not None else 0,
             envelope=envelope_blob(envelope) if envelope is not None else b"",
-            sustained_peaks=pack_peaks(sustained) if sustained is not None else b"",
+            sustained_peaks=(
+                pack_peaks(new.sustained_peaks) if new.sustained_peaks is not None else b""
+            ),
         )
 
         def result(outcome: str, windows: list[StreamWindow], play_ids: list[int]) -> SegmentResult:

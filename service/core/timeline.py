@@ -21,7 +21,7 @@ from service.core.analysis import AnalysedAudio
 from service.core.hit_cache import postings_caps
 from service.core.window_tiers import Window, match_window_tiers
 from service.matching import Match, MatchParams
-from service.store.base import Song, Store
+from service.store import Song, Store
 
 #: Window length and hop (s): long enough to identify under noise, short enough that a song
 #: change is located to a few seconds.

@@ -1,8 +1,10 @@
 """Finding the numbered SQL migrations of each dialect.
 
 Migrations are forward-only plain SQL files, `NNNN_name.sql`, never edited once merged; the
-version recorded in `schema_migrations` is the file name without `.sql`. Applying them is the
-store's job (each dialect locks differently); this module only says which exist, in order.
+version recorded in `schema_migrations` is the file name without `.sql`. Both dialects share one
+numbering: a number names the same step in each, and a dialect with nothing to do for a step
+has a file holding only a comment that says why. Applying them is the store's job (each dialect
+locks differently); this module only says which exist, in order.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.arrays import unique_values
-from service.matching import Hits
+from service.store.records import Hits
 
 POSTING_BYTES = 6
 #: Largest song id and frame a posting can hold (24 bits each).
@@ -51,7 +51,7 @@ def decode_postings(payload: bytes | memoryview) -> tuple[np.ndarray, np.ndarray
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     # Each 24-bit field read as the big-endian uint32 that ends with it (one byte in front,
     # hence the leading pad byte), then masked: one strided pass per column. A lookup decodes
-    # millions of postings per query, and byte-by-byte shifting took ten times as long.
+    # millions of postings per query, about ten times faster this way than byte by byte.
     padded = np.frombuffer(b"\0" + bytes(payload), dtype=np.uint8)
     song_ids, frames = (_words(padded, n, start).astype(np.int64) & POSTING_MAX for start in (0, 3))
     return song_ids, frames

@@ -42,7 +42,7 @@ from service.core.cpu import CpuPool
 from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.matching import MatchParams
-from service.store.base import ProcessedObject, SongMeta, Store
+from service.store import ProcessedObject, SongMeta, Store
 from service.tempfiles import temp_prefix
 from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
 

@@ -21,7 +21,7 @@ from service.core.streams import StreamParams
 from service.matching import MatchParams
 from service.settings import Settings
 from service.startup import started_in_background
-from service.store.base import Store
+from service.store import Store
 from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server, worker_probe

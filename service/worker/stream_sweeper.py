@@ -15,7 +15,7 @@ from typing import Any
 
 from service.aws.stream_events import publish_stream_events
 from service.core.streams import StreamParams, end_idle_plays, prune_streams
-from service.store.base import Store
+from service.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ from service.core.catalogue import identify_file, index_file, second_tier_hashes
 from service.core.cpu import CpuPool
 from service.matching import MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import SongMeta, Store
+from service.store import SongMeta, Store, create_store
 
 MUSIC = Path(__file__).resolve().parents[1] / "data" / "music"
 INDEXED = ["armygeddon", "chaos_god", "mutilated_mime", "coherence"]

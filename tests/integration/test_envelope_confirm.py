@@ -22,8 +22,7 @@ from service.core.streams import StreamParams, add_segment
 from service.envelope_check import EnvelopeCheckParams
 from service.matching import Match, MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, Song, SongMeta, Store
+from service.store import EnvelopeRange, NewSegment, NewSong, Song, SongMeta, Store, create_store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0
@@ -387,15 +386,15 @@ async def test_a_streams_windows_are_confirmed_from_its_segments_envelopes(
 
         async def windows_finding_the_song(stream: str, with_envelopes: bool) -> int:
             for i, audio in enumerate(pieces):
-                await add_segment(
-                    store, stream, i, f"songs_to_check/streams/{stream}.{i:06d}.ts",
-                    audio.peaks, n_frames=audio.n_frames,
+                segment = NewSegment(
+                    stream=stream, sequence=i, key=f"songs_to_check/streams/{stream}.{i:06d}.ts",
+                    peaks=audio.peaks, n_frames=audio.n_frames, duration_s=12.0, pts_s=None,
+                    uploaded_at=datetime.now(UTC),
                     envelope=audio.envelope if with_envelopes else None,
                     envelope_format=audio.envelope_format if with_envelopes else 0,
-                    sustained=audio.sustained_peaks, duration_s=12.0, pts_s=None,
-                    uploaded_at=datetime.now(UTC),
-                    match_params=MatchParams(), params=StreamParams(),
+                    sustained_peaks=audio.sustained_peaks,
                 )  # fmt: skip
+                await add_segment(store, segment, match_params=MatchParams(), params=StreamParams())
             state = await store.get_stream(stream)
             assert state is not None
             stored = await store.stream_segments(state.id, 0.0, 48.0)

@@ -8,8 +8,7 @@ import numpy as np
 
 from service.audio.hashes import Fingerprints
 from service.core.hit_cache import HitCache
-from service.matching import Hits
-from service.store.base import Store
+from service.store import Hits, Store
 from tests.integration.test_store import make_fingerprints, make_song, opened
 
 

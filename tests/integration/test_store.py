@@ -16,8 +16,7 @@ import pytest
 from service.audio.hashes import Fingerprints
 from service.errors import IndexMismatch, InvalidInput, StoreUnavailable
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, SongMeta, Store
+from service.store import EnvelopeRange, NewSong, SongMeta, Store, create_store
 from service.store.migrations import list_migrations
 from service.store.sqlite import SqliteStore
 
@@ -265,7 +264,7 @@ async def test_postgres_lookup_decodes_hits_off_the_event_loop(
     that would stall health checks and every other request for the time it takes."""
     import threading
 
-    import service.store.postgres as postgres
+    import service.store.postgres.lookup as postgres
 
     decoded_in: list[threading.Thread] = []
 
@@ -488,6 +487,132 @@ async def test_concurrent_migrations_apply_each_migration_once(fresh_url: str) -
         for s in stores:
             await s.close()
     assert await count_rows(fresh_url, "SELECT count(*) FROM schema_migrations") == len(versions)
+
+
+def test_both_dialects_share_one_numbering() -> None:
+    """A migration number names the same step in PostgreSQL and SQLite (the docs cite one)."""
+    postgres = [m.version for m in list_migrations("postgres")]
+    sqlite = [m.version for m in list_migrations("sqlite")]
+    assert postgres == sqlite
+    assert [v[:4] for v in postgres] == [f"{n:04d}" for n in range(1, len(postgres) + 1)]
+
+
+#: What SQLite catalogues migrated before the shared numbering recorded for each of today's
+#: migrations: the same files under lower numbers, and nothing for 0004_postings.
+_OLD_SQLITE_NAMES = {
+    "0001_init": "0001_init",
+    "0002_worker": "0002_worker",
+    "0003_streams": "0003_streams",
+    "0005_envelopes": "0004_envelopes",
+    "0006_stream_envelopes": "0005_stream_envelopes",
+    "0007_stream_sustained_peaks": "0006_stream_sustained_peaks",
+}
+
+
+def _migrate_as_before(path: Path, old_steps: int) -> None:
+    """Apply the first `old_steps` SQLite migrations as the runner did under the old numbering:
+    the same SQL, each in its own transaction, recorded under its old name."""
+    from service.store.sqlite import split_statements
+
+    old = [m for m in list_migrations("sqlite") if m.version in _OLD_SQLITE_NAMES][:old_steps]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for migration in old:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version TEXT PRIMARY KEY,"
+                " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+                ") STRICT"
+            )
+            for statement in split_statements(migration.sql()):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?)",
+                (_OLD_SQLITE_NAMES[migration.version],),
+            )
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _schema(path: Path) -> list[tuple[str, str, str | None]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name <> 'schema_migrations'"
+            " ORDER BY type, name"
+        ).fetchall()
+
+
+def _recorded_versions(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall())
+
+
+async def test_sqlite_catalogue_under_the_old_numbering_is_ready_and_nothing_is_reapplied(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    _migrate_as_before(path, len(_OLD_SQLITE_NAMES))
+    before = _schema(path)
+    old_rows = _recorded_versions(path)
+    assert set(old_rows) == set(_OLD_SQLITE_NAMES.values())
+
+    store = SqliteStore(path, VERSION, migrate_on_start=False)
+    await store.open()
+    try:
+        assert await store.ready()  # nothing pending, before any migrate
+        fp = make_fingerprints(np.random.default_rng(41), 300)
+        song, _ = await store.add_song(make_song(fp, "e" * 64, n_frames=500))
+        await store.set_song_envelope(song.id, np.ones((500, 4), np.int8), 1)
+        assert await store.migrate() == []
+        assert await store.ready()
+        assert set(hit_rows(await store.lookup(fp.hashes))) == stored_rows(song.id, 500, fp)
+    finally:
+        await store.close()
+
+    async with opened(f"sqlite:///{path}", migrate_on_start=True) as store:
+        assert await store.ready()
+        assert await store.migrate() == []
+        assert (await store.get_song(song.id)) == song
+        assert await store.song_envelopes([EnvelopeRange(song.id, 0, 500)], 1)
+
+    assert _schema(path) == before
+    recorded = _recorded_versions(path)
+    assert set(recorded) == {m.version for m in list_migrations("sqlite")}
+    for today, old in _OLD_SQLITE_NAMES.items():  # renamed, still saying when they ran
+        assert recorded[today] == old_rows[old]
+
+
+@pytest.mark.parametrize("old_steps", [3, 4, 5])
+async def test_sqlite_catalogue_part_migrated_under_the_old_numbering_finishes(
+    tmp_path: Path, old_steps: int
+) -> None:
+    """A catalogue the old numbering left part-way gets exactly the migrations it lacks, and
+    ends with the schema of a catalogue migrated from scratch."""
+    path = tmp_path / "old.sqlite3"
+    _migrate_as_before(path, old_steps)
+    today = [m.version for m in list_migrations("sqlite")]
+    had = set(list(_OLD_SQLITE_NAMES)[:old_steps])
+    if old_steps > 3:
+        had.add("0004_postings")
+    store = SqliteStore(path, VERSION, migrate_on_start=False)
+    try:
+        assert not await store.ready()
+        assert await store.migrate() == [v for v in today if v not in had]
+        assert await store.ready()
+        assert await store.migrate() == []
+    finally:
+        await store.close()
+
+    fresh = tmp_path / "fresh.sqlite3"
+    store = SqliteStore(fresh, VERSION, migrate_on_start=False)
+    try:
+        assert await store.migrate() == today
+    finally:
+        await store.close()
+    assert _schema(path) == _schema(fresh)
+    assert set(_recorded_versions(path)) == set(today)
 
 
 async def test_index_built_with_other_parameters_is_refused(store_url: str) -> None:

@@ -31,8 +31,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
 from service.core.cpu import CpuPool
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Store
+from service.store import Store, create_store
 from service.store.postgres import PostgresStore
 from service.worker.handlers import Action, route_for
 from service.worker.poller import Outcome, ReceivedMessage, SqsPoller

@@ -12,7 +12,6 @@ from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import Peaks
 from service.core.timeline import WindowMatch, merge_windows
 from service.matching import (
-    Hits,
     Match,
     MatchParams,
     QueryVariant,
@@ -26,6 +25,7 @@ from service.matching import (
     speed_variants,
     variant_of,
 )
+from service.store import Hits
 
 P = DEFAULT_PARAMS
 

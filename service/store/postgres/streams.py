@@ -1,4 +1,4 @@
-"""The live-stream tables in PostgreSQL (mixed into PostgresStore).
+"""The live-stream tables in PostgreSQL: segments, window matches, plays and their events.
 
 A stream's log is recomputed under a session-level advisory lock keyed on the stream name,
 taken with `pg_try_advisory_lock` on a pooled connection that is held only while the lock is:
@@ -16,8 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
-from service.store.base import (
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.postgres.connection import PostgresBase
+from service.store.records import (
     PLAY_FIELDS,
     NewStream,
     Play,
@@ -28,6 +29,7 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
+from service.store.rules import reject_nul
 
 #: First key of the two-int advisory lock form for streams ("strm"); the second is
 #: hashtext(name). A hash collision only serialises two streams, it never mixes them.
@@ -45,10 +47,8 @@ def _event(row: asyncpg.Record) -> StreamEvent:
     return StreamEvent(**values)
 
 
-class PostgresStreamsMixin:
-    """Needs the host class's `_connection()` context manager."""
-
-    _connection: Any
+class PostgresStreams(PostgresBase):
+    """Streams, their segments, window matches, plays and outbox events."""
 
     def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         return self._stream_lock(name)
@@ -196,45 +196,9 @@ class PostgresStreamsMixin:
         return {r["stream_id"]: _play(r) for r in rows}
 
     async def apply_stream_update(self, update: StreamUpdate) -> list[int]:
-        new_ids: list[int] = []
         async with self._connection() as conn, conn.transaction():
-            segment = update.segment
-            if segment is not None:
-                await conn.execute(
-                    "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
-                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
-                    " sustained_peaks)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                    " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
-                    " start_s = excluded.start_s, duration_s = excluded.duration_s,"
-                    " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
-                    " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
-                    " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
-                    " sustained_peaks = excluded.sustained_peaks, received_at = now()"
-                    " WHERE excluded.key <= stream_segments.key",
-                    update.stream_id,
-                    segment.sequence,
-                    segment.key,
-                    segment.start_s,
-                    segment.duration_s,
-                    segment.pts_s,
-                    segment.n_frames,
-                    segment.peaks,
-                    segment.envelope_format,
-                    segment.envelope_bands,
-                    segment.envelope,
-                    segment.sustained_peaks,
-                )
-                await conn.execute(
-                    "UPDATE streams SET last_segment_at = now(),"
-                    " last_sequence = CASE WHEN $2 > max_end_s THEN $3 ELSE last_sequence END,"
-                    " last_key = CASE WHEN $2 > max_end_s THEN $4 ELSE last_key END,"
-                    " max_end_s = greatest(max_end_s, $2) WHERE id = $1",
-                    update.stream_id,
-                    segment.end_s,
-                    segment.sequence,
-                    segment.key,
-                )
+            if update.segment is not None:
+                await _write_segment(conn, update.stream_id, update.segment)
             if update.windows:
                 await conn.executemany(
                     "INSERT INTO stream_windows (stream_id, window_index, matches)"
@@ -242,36 +206,8 @@ class PostgresStreamsMixin:
                     " DO UPDATE SET matches = excluded.matches, updated_at = now()",
                     [(update.stream_id, w.index, w.matches_json) for w in update.windows],
                 )
-            for play in update.new_plays:
-                new_ids.append(
-                    await conn.fetchval(
-                        "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
-                        " song_start_s, song_end_s, speed, score, confidence, windows)"
-                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                        update.stream_id,
-                        *(getattr(play, f) for f in PLAY_FIELDS),
-                    )
-                )
-            for play_id, play in update.changed_plays.items():
-                assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(PLAY_FIELDS, 3))
-                await conn.execute(
-                    f"UPDATE stream_plays SET {assignments}, updated_at = now()"
-                    " WHERE stream_id = $1 AND id = $2",
-                    update.stream_id,
-                    play_id,
-                    *(getattr(play, f) for f in PLAY_FIELDS),
-                )
-            for event in update.events:
-                play_id = event.play_id if event.new_play is None else new_ids[event.new_play]
-                payload = {**event.payload, "play": {**event.payload["play"], "id": play_id}}
-                await conn.execute(
-                    "INSERT INTO stream_events (stream_id, play_id, event_type, payload)"
-                    " VALUES ($1, $2, $3, $4::json) ON CONFLICT DO NOTHING",
-                    update.stream_id,
-                    play_id,
-                    event.event_type,
-                    json.dumps(payload, ensure_ascii=False),
-                )
+            new_ids = await _write_plays(conn, update)
+            await _write_events(conn, update, new_ids)
         return new_ids
 
     async def idle_streams(self, timeout_s: float) -> list[StreamState]:
@@ -317,3 +253,83 @@ class PostgresStreamsMixin:
                 " WHERE id = $1 AND published_at IS NULL",
                 event_id,
             )
+
+
+async def _write_segment(conn: asyncpg.Connection, stream_id: int, segment: StreamSegment) -> None:
+    """Store the segment (unless a rendition whose key sorts first is there) and move the
+    stream's end, last sequence and key along with the latest segment end."""
+    await conn.execute(
+        "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
+        " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
+        " sustained_peaks)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
+        " start_s = excluded.start_s, duration_s = excluded.duration_s,"
+        " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
+        " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
+        " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
+        " sustained_peaks = excluded.sustained_peaks, received_at = now()"
+        " WHERE excluded.key <= stream_segments.key",
+        stream_id,
+        segment.sequence,
+        segment.key,
+        segment.start_s,
+        segment.duration_s,
+        segment.pts_s,
+        segment.n_frames,
+        segment.peaks,
+        segment.envelope_format,
+        segment.envelope_bands,
+        segment.envelope,
+        segment.sustained_peaks,
+    )
+    await conn.execute(
+        "UPDATE streams SET last_segment_at = now(),"
+        " last_sequence = CASE WHEN $2 > max_end_s THEN $3 ELSE last_sequence END,"
+        " last_key = CASE WHEN $2 > max_end_s THEN $4 ELSE last_key END,"
+        " max_end_s = greatest(max_end_s, $2) WHERE id = $1",
+        stream_id,
+        segment.end_s,
+        segment.sequence,
+        segment.key,
+    )
+
+
+async def _write_plays(conn: asyncpg.Connection, update: StreamUpdate) -> list[int]:
+    """Insert the new plays and rewrite the changed ones; the new plays' ids, in order."""
+    new_ids: list[int] = []
+    for play in update.new_plays:
+        new_ids.append(
+            await conn.fetchval(
+                "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
+                " song_start_s, song_end_s, speed, score, confidence, windows)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                update.stream_id,
+                *(getattr(play, f) for f in PLAY_FIELDS),
+            )
+        )
+    for play_id, play in update.changed_plays.items():
+        assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(PLAY_FIELDS, 3))
+        await conn.execute(
+            f"UPDATE stream_plays SET {assignments}, updated_at = now()"
+            " WHERE stream_id = $1 AND id = $2",
+            update.stream_id,
+            play_id,
+            *(getattr(play, f) for f in PLAY_FIELDS),
+        )
+    return new_ids
+
+
+async def _write_events(conn: asyncpg.Connection, update: StreamUpdate, new_ids: list[int]) -> None:
+    """Add the outbox rows, each naming its play (a new play by the id it just got)."""
+    for event in update.events:
+        play_id = event.play_id if event.new_play is None else new_ids[event.new_play]
+        payload = {**event.payload, "play": {**event.payload["play"], "id": play_id}}
+        await conn.execute(
+            "INSERT INTO stream_events (stream_id, play_id, event_type, payload)"
+            " VALUES ($1, $2, $3, $4::json) ON CONFLICT DO NOTHING",
+            update.stream_id,
+            play_id,
+            event.event_type,
+            json.dumps(payload, ensure_ascii=False),
+        )

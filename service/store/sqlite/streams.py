@@ -1,4 +1,4 @@
-"""The live-stream tables in SQLite (mixed into SqliteStore).
+"""The live-stream tables in SQLite: segments, window matches, plays and their events.
 
 All statements run on the store's one thread, and every write is one `BEGIN IMMEDIATE`
 transaction. A recomputation reads, matches and then writes, with awaits in between, so the
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from service.store import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS, reject_nul
-from service.store.base import (
+from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.records import (
     PLAY_FIELDS,
     NewStream,
     Play,
@@ -28,10 +28,9 @@ from service.store.base import (
     StreamUpdate,
     StreamWindow,
 )
+from service.store.rules import reject_nul
+from service.store.sqlite.connection import NOW, SqliteBase
 
-T = TypeVar("T")
-
-_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _REALS = ("start_s", "end_s", "song_start_s", "song_end_s", "speed", "confidence")
 
 
@@ -70,11 +69,8 @@ def _segment(row: sqlite3.Row) -> StreamSegment:
     return StreamSegment(**v)
 
 
-class SqliteStreamsMixin:
-    """Needs the host class's `_run(fn, *args)` and `_transaction`-style helper."""
-
-    _run: Callable[..., Any]
-    _stream_locks: dict[str, asyncio.Lock]
+class SqliteStreams(SqliteBase):
+    """Streams, their segments, window matches, plays and outbox events."""
 
     def stream_lock(self, name: str) -> AbstractAsyncContextManager[None]:
         return self._stream_lock(name)
@@ -235,80 +231,18 @@ class SqliteStreamsMixin:
         return await self._run(self._apply_stream_update, update)
 
     def _apply_stream_update(self, conn: sqlite3.Connection, update: StreamUpdate) -> list[int]:
-        new_ids: list[int] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            segment = update.segment
-            if segment is not None:
-                conn.execute(
-                    "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
-                    " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
-                    " sustained_peaks)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
-                    " start_s = excluded.start_s, duration_s = excluded.duration_s,"
-                    " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
-                    " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
-                    " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
-                    f" sustained_peaks = excluded.sustained_peaks, received_at = {_NOW}"
-                    " WHERE excluded.key <= stream_segments.key",
-                    (
-                        update.stream_id,
-                        int(segment.sequence),
-                        segment.key,
-                        float(segment.start_s),
-                        float(segment.duration_s),
-                        None if segment.pts_s is None else float(segment.pts_s),
-                        int(segment.n_frames),
-                        segment.peaks,
-                        int(segment.envelope_format),
-                        int(segment.envelope_bands),
-                        segment.envelope,
-                        segment.sustained_peaks,
-                    ),
-                )
-                end = float(segment.end_s)
-                conn.execute(
-                    f"UPDATE streams SET last_segment_at = {_NOW},"
-                    " last_sequence = CASE WHEN :end > max_end_s THEN :seq ELSE last_sequence END,"
-                    " last_key = CASE WHEN :end > max_end_s THEN :key ELSE last_key END,"
-                    " max_end_s = max(max_end_s, :end) WHERE id = :id",
-                    {
-                        "end": end,
-                        "seq": segment.sequence,
-                        "key": segment.key,
-                        "id": update.stream_id,
-                    },
-                )
+            if update.segment is not None:
+                _write_segment(conn, update.stream_id, update.segment)
             conn.executemany(
                 "INSERT INTO stream_windows (stream_id, window_index, matches) VALUES (?, ?, ?)"
                 " ON CONFLICT (stream_id, window_index)"
-                f" DO UPDATE SET matches = excluded.matches, updated_at = {_NOW}",
+                f" DO UPDATE SET matches = excluded.matches, updated_at = {NOW}",
                 [(update.stream_id, int(w.index), w.matches_json) for w in update.windows],
             )
-            for play in update.new_plays:
-                cursor = conn.execute(
-                    "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
-                    " song_start_s, song_end_s, speed, score, confidence, windows)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (update.stream_id, *_play_values(play)),
-                )
-                new_ids.append(int(cursor.lastrowid or 0))
-            for play_id, play in update.changed_plays.items():
-                assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
-                conn.execute(
-                    f"UPDATE stream_plays SET {assignments}, updated_at = {_NOW}"
-                    " WHERE stream_id = ? AND id = ?",
-                    (*_play_values(play), update.stream_id, play_id),
-                )
-            for event in update.events:
-                play_id = event.play_id if event.new_play is None else new_ids[event.new_play]
-                payload = {**event.payload, "play": {**event.payload["play"], "id": play_id}}
-                conn.execute(
-                    "INSERT INTO stream_events (stream_id, play_id, event_type, payload)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (update.stream_id, play_id, event.event_type, json.dumps(payload)),
-                )
+            new_ids = _write_plays(conn, update)
+            _write_events(conn, update, new_ids)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -374,7 +308,7 @@ class SqliteStreamsMixin:
     async def mark_stream_event_published(self, event_id: int) -> None:
         await self._run(
             lambda conn: conn.execute(
-                f"UPDATE stream_events SET published_at = {_NOW}"
+                f"UPDATE stream_events SET published_at = {NOW}"
                 " WHERE id = ? AND published_at IS NULL",
                 (event_id,),
             )
@@ -383,3 +317,81 @@ class SqliteStreamsMixin:
 
 def _play_values(play: Any) -> tuple[Any, ...]:
     return tuple(float(getattr(play, f)) if f in _REALS else getattr(play, f) for f in PLAY_FIELDS)
+
+
+def _write_segment(conn: sqlite3.Connection, stream_id: int, segment: StreamSegment) -> None:
+    """Store the segment (unless a rendition whose key sorts first is there) and move the
+    stream's end, last sequence and key along with the latest segment end."""
+    conn.execute(
+        "INSERT INTO stream_segments (stream_id, sequence, key, start_s, duration_s,"
+        " pts_s, n_frames, peaks, envelope_format, envelope_bands, envelope,"
+        " sustained_peaks)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (stream_id, sequence) DO UPDATE SET key = excluded.key,"
+        " start_s = excluded.start_s, duration_s = excluded.duration_s,"
+        " pts_s = excluded.pts_s, n_frames = excluded.n_frames,"
+        " peaks = excluded.peaks, envelope_format = excluded.envelope_format,"
+        " envelope_bands = excluded.envelope_bands, envelope = excluded.envelope,"
+        f" sustained_peaks = excluded.sustained_peaks, received_at = {NOW}"
+        " WHERE excluded.key <= stream_segments.key",
+        (
+            stream_id,
+            int(segment.sequence),
+            segment.key,
+            float(segment.start_s),
+            float(segment.duration_s),
+            None if segment.pts_s is None else float(segment.pts_s),
+            int(segment.n_frames),
+            segment.peaks,
+            int(segment.envelope_format),
+            int(segment.envelope_bands),
+            segment.envelope,
+            segment.sustained_peaks,
+        ),
+    )
+    end = float(segment.end_s)
+    conn.execute(
+        f"UPDATE streams SET last_segment_at = {NOW},"
+        " last_sequence = CASE WHEN :end > max_end_s THEN :seq ELSE last_sequence END,"
+        " last_key = CASE WHEN :end > max_end_s THEN :key ELSE last_key END,"
+        " max_end_s = max(max_end_s, :end) WHERE id = :id",
+        {
+            "end": end,
+            "seq": segment.sequence,
+            "key": segment.key,
+            "id": stream_id,
+        },
+    )
+
+
+def _write_plays(conn: sqlite3.Connection, update: StreamUpdate) -> list[int]:
+    """Insert the new plays and rewrite the changed ones; the new plays' ids, in order."""
+    new_ids: list[int] = []
+    for play in update.new_plays:
+        cursor = conn.execute(
+            "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
+            " song_start_s, song_end_s, speed, score, confidence, windows)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (update.stream_id, *_play_values(play)),
+        )
+        new_ids.append(int(cursor.lastrowid or 0))
+    for play_id, play in update.changed_plays.items():
+        assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
+        conn.execute(
+            f"UPDATE stream_plays SET {assignments}, updated_at = {NOW}"
+            " WHERE stream_id = ? AND id = ?",
+            (*_play_values(play), update.stream_id, play_id),
+        )
+    return new_ids
+
+
+def _write_events(conn: sqlite3.Connection, update: StreamUpdate, new_ids: list[int]) -> None:
+    """Add the outbox rows, each naming its play (a new play by the id it just got)."""
+    for event in update.events:
+        play_id = event.play_id if event.new_play is None else new_ids[event.new_play]
+        payload = {**event.payload, "play": {**event.payload["play"], "id": play_id}}
+        conn.execute(
+            "INSERT INTO stream_events (stream_id, play_id, event_type, payload)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (update.stream_id, play_id, event.event_type, json.dumps(payload)),
+        )

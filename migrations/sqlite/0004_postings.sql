@@ -1,0 +1,4 @@
+-- Nothing to do in SQLite: this number is PostgreSQL's postings layout (packed postings per
+-- hash, the fingerprints table kept as a delta, compaction between them), and a SQLite
+-- catalogue keeps a row per fingerprint, whose primary key is both its write path and its
+-- index. The file exists so that both dialects share one numbering.
