@@ -721,6 +721,26 @@ async def test_optimize_after_a_bulk_load_keeps_lookups_on_the_index(store_url: 
         assert delta == 0  # optimize() compacts
 
 
+async def test_optimize_outlasts_the_stall_timeout(pg_url: str) -> None:
+    """VACUUM of a large catalogue takes longer than an ordinary statement may (the stall
+    timeout that turns a hung database into 503s): optimize() must not be cut off by it. Here
+    another session's lock keeps VACUUM waiting for three stall timeouts."""
+    async with opened(pg_url, VERSION, db_stall_timeout_s=0.3) as store:
+        await store.add_song(make_song(make_fingerprints(np.random.default_rng(5), 2000), "v"))
+        holder = await asyncpg.connect(pg_url)
+        try:
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("LOCK TABLE fp_tombstones IN SHARE UPDATE EXCLUSIVE MODE")
+            optimizing = asyncio.create_task(store.optimize())
+            await asyncio.sleep(0.9)
+            assert not optimizing.done()  # VACUUM waits for the lock
+            await locked.rollback()
+            await asyncio.wait_for(optimizing, 30)
+        finally:
+            await holder.close()
+
+
 # --- compaction (PostgreSQL postings + delta; a no-op that must change nothing on SQLite) ------
 
 

@@ -145,7 +145,9 @@ class PostgresCompaction(PostgresBase):
 
     async def optimize(self) -> None:
         await self.compact(purge=True)
-        async with self._connection() as conn:
+        # On a connection of its own without statement timeout, as compaction: a VACUUM of a
+        # large catalogue takes longer than the pool's stall timeout allows a lookup.
+        async with self._maintenance_connection() as conn:
             # VACUUM cannot run in a transaction block; asyncpg runs a lone statement outside.
             # It also reclaims the delta rows compaction just moved.
             await conn.execute("VACUUM (ANALYZE) fingerprints, fp_postings, fp_tombstones")
