@@ -94,8 +94,12 @@ KINDS = (
     ("speed", "speed-changed: `speed_m5`"),
     ("noisy", "noisy: `white_snrm5`"),
 )
-KIND_OF_CONDITION = {"mp3_64k": "known", "clean": "known", "speed_m5": "speed"}
-KIND_OF_CONDITION["white_snrm5"] = "noisy"
+KIND_OF_CONDITION = {
+    "mp3_64k": "known",
+    "clean": "known",
+    "speed_m5": "speed",
+    "white_snrm5": "noisy",
+}
 SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
 STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
 #: Timed beside the stages, not part of them: the reference matcher on the same hits.
