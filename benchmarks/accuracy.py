@@ -14,7 +14,9 @@ service does, and reports its size; without it an in-memory index with the same 
 contract serves parameter sweeps. `--write` replaces the accuracy section of BENCHMARKS.md.
 `--answers FILE` writes every clip's answer as sorted JSON lines (benchmarks/answers.py):
 its song's corpus track id or none, offset, confidence, score, speed and evidence, and every
-other match found, for `benchmarks/compare_answers.py`.
+other match found, for `benchmarks/compare_answers.py`. The in-memory index reads the tracks'
+fingerprints from `$CORPUS_DIR/.fpcache` once computed; to compare two versions of the code,
+give `--no-fp-cache` so that each run fingerprints the tracks with its own code.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.answers import match_fields, write_answers
+from benchmarks.answers import commit, match_fields, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.envelopes import DEFAULT_ENVELOPE
@@ -86,22 +88,23 @@ def corpus_dir() -> Path:
 def _fingerprint_track(
     args: tuple[str, str, str],
 ) -> tuple[str, np.ndarray, np.ndarray, int, tuple[int, np.ndarray]]:
-    track_id, path, cache = args
+    track_id, path, cache = args  # cache "": fingerprint afresh, keep nothing
     cache_file = Path(cache) / f"{track_id}-env{DEFAULT_ENVELOPE.format}.npz"
-    if cache_file.exists():
+    if cache and cache_file.exists():
         data = np.load(cache_file)
         envelope = (DEFAULT_ENVELOPE.format, data["envelope"])
         return track_id, data["hashes"], data["offsets"], int(data["n_frames"]), envelope
     audio = analyse_file(path)
     fp = audio.fingerprints
     assert audio.envelope is not None
-    np.savez(
-        cache_file,
-        hashes=fp.hashes,
-        offsets=fp.offsets,
-        n_frames=audio.n_frames,
-        envelope=audio.envelope,
-    )
+    if cache:
+        np.savez(
+            cache_file,
+            hashes=fp.hashes,
+            offsets=fp.offsets,
+            n_frames=audio.n_frames,
+            envelope=audio.envelope,
+        )
     return track_id, fp.hashes, fp.offsets, audio.n_frames, (audio.envelope_format, audio.envelope)
 
 
@@ -207,17 +210,22 @@ def load_queries(
     return queries
 
 
-def build_index(root: Path, workers: int) -> tuple[MemoryIndex, list[str], float, float]:
+def build_index(
+    root: Path, workers: int, use_cache: bool = True
+) -> tuple[MemoryIndex, list[str], float, float]:
+    """The in-memory index of the indexed tracks, their fingerprints read from
+    `$CORPUS_DIR/.fpcache/<parameters version>/` when `use_cache` and computed before."""
     with open(root / "queries" / "dev" / "index_tracks.csv") as f:
         tracks = [(r["track_id"], str(root / r["path"])) for r in csv.DictReader(f)]
     cache = root / ".fpcache" / DEFAULT_PARAMS.version
-    cache.mkdir(parents=True, exist_ok=True)
+    if use_cache:
+        cache.mkdir(parents=True, exist_ok=True)
     index = MemoryIndex()
     track_ids: list[str] = []
     total_frames = 0
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        args = [(t, p, str(cache)) for t, p in tracks]
+        args = [(t, p, str(cache) if use_cache else "") for t, p in tracks]
         for track_id, hashes, offsets, n_frames, envelope in pool.imap(_fingerprint_track, args):
             index.add(len(track_ids), hashes, offsets, n_frames, envelope)
             track_ids.append(track_id)
@@ -373,7 +381,14 @@ def main() -> int:
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--answers", help="write every clip's answer to this JSON-lines file")
+    parser.add_argument(
+        "--no-fp-cache",
+        action="store_true",
+        help="fingerprint the indexed tracks afresh instead of reading $CORPUS_DIR/.fpcache "
+        "(which is keyed by the fingerprint parameters only, not by the code that made it)",
+    )
     args = parser.parse_args()
+    at_commit = commit()
     if args.no_envelope_check:
         _MATCH = MatchParams(envelope_check=None)
     root = corpus_dir()
@@ -390,7 +405,7 @@ def main() -> int:
         _STORE_URL = args.store
         hours, fps, db_bytes = asyncio.run(index_into_store(root, args.store, args.workers))
     else:
-        _INDEX, _TRACK_IDS, hours, fps = build_index(root, args.workers)
+        _INDEX, _TRACK_IDS, hours, fps = build_index(root, args.workers, not args.no_fp_cache)
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         outcomes = pool.map(_run_query, queries, chunksize=16)
@@ -404,7 +419,7 @@ def main() -> int:
     )
     print("\n".join(lines))
     if args.answers:
-        write_answers(args.answers, "accuracy", answer_rows(outcomes))
+        write_answers(args.answers, "accuracy", answer_rows(outcomes), at_commit)
     if args.write:
         section = "accuracy-quick" if args.quick else "accuracy"
         if args.unindexed_only:

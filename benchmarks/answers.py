@@ -80,8 +80,13 @@ def _order(row: dict[str, Any]) -> list[tuple[int, Any]]:
     return out
 
 
-def write_answers(path: str | Path, benchmark: str, rows: Iterable[dict[str, Any]]) -> int:
-    """Write `rows` (each with a unique `key`) sorted by key, after a meta line; rows written."""
+def write_answers(
+    path: str | Path, benchmark: str, rows: Iterable[dict[str, Any]], at_commit: str | None = None
+) -> int:
+    """Write `rows` (each with a unique `key`) sorted by key, after a meta line; rows written.
+
+    `at_commit`: the commit the run started at (`commit()` then), else the one checked out now.
+    """
     plain = [_plain(r) for r in rows]
     plain.sort(key=_order)
     keys = [json.dumps(r["key"]) for r in plain]
@@ -89,7 +94,7 @@ def write_answers(path: str | Path, benchmark: str, rows: Iterable[dict[str, Any
         raise ValueError(f"{benchmark}: answers with the same key")
     meta = {
         "benchmark": benchmark,
-        "commit": commit(),
+        "commit": at_commit or commit(),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "answers": len(plain),
     }

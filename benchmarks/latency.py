@@ -53,7 +53,7 @@ import numpy as np
 
 from benchmarks import reference_matching
 from benchmarks.accuracy import corpus_dir
-from benchmarks.answers import write_answers
+from benchmarks.answers import commit, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import (
     catalogue_hash_distribution,
@@ -94,8 +94,12 @@ KINDS = (
     ("speed", "speed-changed: `speed_m5`"),
     ("noisy", "noisy: `white_snrm5`"),
 )
-KIND_OF_CONDITION = {"mp3_64k": "known", "clean": "known", "speed_m5": "speed"}
-KIND_OF_CONDITION["white_snrm5"] = "noisy"
+KIND_OF_CONDITION = {
+    "mp3_64k": "known",
+    "clean": "known",
+    "speed_m5": "speed",
+    "white_snrm5": "noisy",
+}
 SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
 STAGES = ("decode", "fingerprint", "lookup_sql", "hit_decode", "voting", "speed_variants")
 #: Timed beside the stages, not part of them: the reference matcher on the same hits.
@@ -758,11 +762,13 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--answers", help="write every request's matches to this JSON-lines file")
     args = parser.parse_args()
+    at_commit = commit()
     results = asyncio.run(run(args))
     lines = report(results)
     print("\n".join(lines))
     if args.answers:
-        write_answers(args.answers, "latency", answer_rows(results, track_digests(args.workers)))
+        rows = answer_rows(results, track_digests(args.workers))
+        write_answers(args.answers, "latency", rows, at_commit)
     if args.write:
         write_section("latency", SECTION, this_command("benchmarks.latency"), lines)
     return 0

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from benchmarks.answers import write_answers
+from benchmarks.answers import commit, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import index_file
@@ -379,11 +379,12 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--answers", help="write each delivery's plays to this JSON-lines file")
     args = parser.parse_args()
+    at_commit = commit()
     answers: list[dict] = []
     lines = asyncio.run(run(args, answers))
     print("\n".join(lines))
     if args.answers:
-        write_answers(args.answers, "streams", answers)
+        write_answers(args.answers, "streams", answers, at_commit)
     if args.write:
         block = "streams-scale" if args.catalogue else "streams"
         block += "-no-speed-search" if args.no_speed_search else ""
