@@ -41,7 +41,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import analyse_file, analyse_query
 from service.core.catalogue import identify_analysed, index_file
 from service.core.cpu import CpuPool
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Song, SongMeta

@@ -69,8 +69,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks_and_sustained, thin_peaks
 from service.core.catalogue import resolve_meta
 from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
-from service.matching import (
-    Hits,
+from service.match import (
     MatchParams,
     QueryVariant,
     find_matches,
@@ -81,6 +80,7 @@ from service.matching import (
 )
 from service.memory import keep_freed_memory
 from service.settings import Settings
+from service.store import Hits
 from service.store.postgres import _LOOKUP_SQL, PostgresStore, lookup_limits
 from service.store.postings import decode_lookup
 

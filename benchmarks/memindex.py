@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from service.arrays import unique_values
-from service.matching import Hits
-from service.store import kept_hashes
+from service.store import Hits, kept_hashes
 from service.store.base import EnvelopeRange, EnvelopeSlice, Song
 
 

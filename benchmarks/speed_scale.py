@@ -35,7 +35,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.core.analysis import AnalysedAudio, analyse_query
 from service.core.catalogue import identify_analysed
 from service.core.hit_cache import HitCache, postings_caps
-from service.matching import Match, MatchParams, find_matches, inconclusive, speed_variants
+from service.match import Match, MatchParams, find_matches, inconclusive, speed_variants
 from service.store.postgres import PostgresStore
 
 SECTION = "## The speed search at 100,000 songs (`benchmarks/speed_scale.py`)"

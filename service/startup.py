@@ -24,7 +24,7 @@ from service.audio.params import DEFAULT_PARAMS
 from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import Store

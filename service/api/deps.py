@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.uploads import send_json_error
 from service.core.cpu import CpuPool
 from service.errors import NotReady, Unauthorized
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.settings import Settings
 from service.startup import Opened, Startup
 from service.store.base import Store

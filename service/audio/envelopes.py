@@ -6,7 +6,7 @@ babble at 0 dB only about 5 % of a clip's indexed landmarks come back, too few t
 although the landmark votes usually do rank the right song and offset among the first few
 candidates. The envelopes keep the rhythm of every band (notes starting and stopping, drums),
 which noise blurs but does not replace, so they can confirm such a candidate
-(service/envelope_check.py). They are stored beside the song, not hashed: they are only read
+(service/match/envelopes.py). They are stored beside the song, not hashed: they are only read
 for a handful of candidates of a clip the landmarks left undecided.
 """
 

@@ -36,10 +36,10 @@ class AnalysedAudio:
     content_sha256: str
     fingerprints: Fingerprints
     #: The landmark peaks the fingerprints were built from; queries re-hash them under
-    #: candidate speeds (service.matching.speed_variants).
+    #: candidate speeds (service.match.variants.speed_variants).
     peaks: Peaks
     #: Band envelopes, int8 (frames, bands): stored with a song, and what confirms a noisy
-    #: clip's candidates (service/envelope_check.py).
+    #: clip's candidates (service/match/envelopes.py).
     envelope: np.ndarray | None = None
     envelope_format: int = 0
     #: A clip's second-tier peaks (peaks.find_sustained_peaks), when asked for.

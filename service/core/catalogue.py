@@ -30,9 +30,8 @@ from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
 from service.core.speed_search import after_speed_search
 from service.core.timeline import SongTimelineEntry, file_matches
 from service.core.timeline import timeline as build_timeline
-from service.envelope_check import EnvelopeCheckParams
 from service.errors import NoFingerprints
-from service.matching import (
+from service.match import (
     Match,
     MatchParams,
     QueryVariant,
@@ -42,6 +41,7 @@ from service.matching import (
     search_matches,
     variant_of,
 )
+from service.match.envelopes import EnvelopeCheckParams
 from service.settings import Settings
 from service.store.base import NewSong, Song, SongMeta, Store
 

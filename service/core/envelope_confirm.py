@@ -10,7 +10,7 @@
 - A clip whose landmark matches beat chance, but too narrowly to be final: a match whose
   envelopes do not follow the clip at its offset is dropped (drop_contradicted).
 
-service/envelope_check.py judges each match or candidate from the clip's and its song's band
+service/match/envelopes.py judges each match or candidate from the clip's and its song's band
 envelopes: one ranged read of up to 67 KB per song.
 """
 
@@ -23,14 +23,8 @@ from dataclasses import replace
 import numpy as np
 
 from service.audio.params import FingerprintParams
-from service.envelope_check import (
-    EnvelopeCheckParams,
-    at_speed,
-    envelope_z,
-    fetch_range,
-    score_of,
-)
-from service.matching import Match, MatchParams, inconclusive
+from service.match import Match, MatchParams, inconclusive
+from service.match.envelopes import EnvelopeCheckParams, at_speed, envelope_z, fetch_range, score_of
 from service.store.base import EnvelopeRange, Store
 
 #: Candidates whose alignment drifts more than this (a residual time scale) are not checked:

@@ -13,7 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from service.arrays import run_starts, unique_values
-from service.matching import Hits, MatchParams
+from service.match import MatchParams
+from service.store import Hits
 from service.store.base import Store
 
 

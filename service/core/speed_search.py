@@ -41,8 +41,7 @@ import numpy as np
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
 from service.core.hit_cache import HitCache
-from service.matching import (
-    Hits,
+from service.match import (
     Match,
     MatchParams,
     QueryVariant,
@@ -53,6 +52,7 @@ from service.matching import (
     speed_search_needed,
     speed_variants,
 )
+from service.store import Hits
 
 
 async def search_speeds(

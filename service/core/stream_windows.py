@@ -23,11 +23,8 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.hit_cache import postings_caps
 from service.core.window_tiers import Window, match_window_tiers
-from service.matching import (
-    Hits,
-    Match,
-    MatchParams,
-)
+from service.match import Match, MatchParams
+from service.store import Hits
 from service.store.base import Store, StreamSegment, StreamWindow, envelope_slice
 
 #: Window length and hop (s), as for timelines of long files (core/timeline.py).

@@ -46,7 +46,7 @@ from service.core.stream_windows import (
     window_start_s,
     windows_touching,
 )
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.store.base import (
     NewStream,
     Play,

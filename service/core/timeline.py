@@ -20,7 +20,7 @@ from service.audio.peaks import Peaks
 from service.core.analysis import AnalysedAudio
 from service.core.hit_cache import postings_caps
 from service.core.window_tiers import Window, match_window_tiers
-from service.matching import Match, MatchParams
+from service.match import Match, MatchParams
 from service.store.base import Song, Store
 
 #: Window length and hop (s): long enough to identify under noise, short enough that a song

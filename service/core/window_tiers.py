@@ -27,8 +27,7 @@ from service.audio.peaks import Peaks, thin_peaks
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.hit_cache import HitCache, PostingsCaps, first_tier_budget, hits_budget
 from service.core.speed_search import after_speed_search
-from service.matching import (
-    Hits,
+from service.match import (
     Match,
     MatchParams,
     QueryVariant,
@@ -37,6 +36,7 @@ from service.matching import (
     search_matches,
     variant_of,
 )
+from service.store import Hits
 from service.store.base import Store
 
 

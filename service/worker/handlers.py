@@ -41,7 +41,7 @@ from service.core.catalogue import identify_file, index_file
 from service.core.cpu import CpuPool
 from service.core.streams import StreamParams, process_stream_segment
 from service.errors import ServiceError
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.store.base import ProcessedObject, SongMeta, Store
 from service.tempfiles import temp_prefix
 from service.worker.poller import DeadLetter, Outcome, ReceivedMessage

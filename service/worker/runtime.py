@@ -18,7 +18,7 @@ from service.aws.clients import AwsClients
 from service.core.catalogue import match_params_of
 from service.core.cpu import CpuPool
 from service.core.streams import StreamParams
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.settings import Settings
 from service.startup import started_in_background
 from service.store.base import Store

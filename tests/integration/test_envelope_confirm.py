@@ -19,8 +19,8 @@ from service.core.cpu import CpuPool
 from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.stream_windows import hits_from_json, pack_peaks
 from service.core.streams import StreamParams, add_segment
-from service.envelope_check import EnvelopeCheckParams
-from service.matching import Match, MatchParams
+from service.match import Match, MatchParams
+from service.match.envelopes import EnvelopeCheckParams
 from service.settings import Settings
 from service.store import create_store
 from service.store.base import EnvelopeRange, NewSong, Song, SongMeta, Store

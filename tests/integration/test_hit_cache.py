@@ -8,7 +8,7 @@ import numpy as np
 
 from service.audio.hashes import Fingerprints
 from service.core.hit_cache import HitCache
-from service.matching import Hits
+from service.store import Hits
 from service.store.base import Store
 from tests.integration.test_store import make_fingerprints, make_song, opened
 

@@ -312,7 +312,7 @@ def test_a_song_that_realigns_at_a_repeat_while_it_plays_stays_one_play():
 
 def test_hits_in_canonical_order_whatever_order_they_came_in():
     from service.core.stream_windows import _ordered
-    from service.matching import Hits
+    from service.store import Hits
 
     assert len(_ordered(Hits.empty())) == 0  # a window whose lookup found nothing
     rng = np.random.default_rng(4)
