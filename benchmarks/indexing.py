@@ -51,14 +51,14 @@ from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.reference_decode import decode_audio_per_frame
 from benchmarks.reference_fingerprint import legacy_fingerprinting
+from service.audio.analysis import analyse_file
 from service.audio.decode import decode_audio
 from service.audio.envelopes import DEFAULT_ENVELOPE, band_envelopes, peaks_and_envelopes
 from service.audio.hashes import landmark_hashes, unpack_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks
 from service.audio.spectrogram import frame_count
-from service.core.analysis import analyse_file
-from service.store.base import NewSong, SongMeta
+from service.store import NewSong, SongMeta
 from service.store.postgres import PostgresStore
 from service.store.postings import encode_postings
 

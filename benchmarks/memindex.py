@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from service.arrays import unique_values
-from service.store import Hits, kept_hashes
-from service.store.base import EnvelopeRange, EnvelopeSlice, Song
+from service.store import EnvelopeRange, EnvelopeSlice, Hits, Song, kept_hashes
 
 
 class MemoryIndex:

@@ -16,17 +16,18 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_file
-from service.core.catalogue import identify_file, index_analysed, match_params_of
-from service.core.cpu import CpuPool
+from service.core.identify.identify import identify_file
+from service.core.index import index_analysed
 from service.errors import ServiceError
+from service.executor import CpuPool
 from service.memory import keep_freed_memory
+from service.resources import match_params_of
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Song, Store
+from service.store import Song, Store, create_store
 
 
 def _song_json(song: Song) -> dict[str, Any]:

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import match_params_of
-from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
+from service.executor import CpuPool
 from service.match import MatchParams
+from service.resources import match_params_of
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Store
+from service.store import Store, create_store
 
 log = logging.getLogger(__name__)
 

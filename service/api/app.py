@@ -15,7 +15,7 @@ from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
 from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
-from service.core.catalogue import match_params_of
+from service.resources import match_params_of
 from service.settings import Settings
 from service.startup import Opened, started_in_background
 from service.tempfiles import sweep_orphans

@@ -11,12 +11,12 @@ from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.uploads import send_json_error
-from service.core.cpu import CpuPool
 from service.errors import NotReady, Unauthorized
+from service.executor import CpuPool
 from service.match import MatchParams
 from service.settings import Settings
 from service.startup import Opened, Startup
-from service.store.base import Store
+from service.store import Store
 
 
 def _settings(request: Request) -> Settings:

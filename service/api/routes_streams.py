@@ -11,10 +11,10 @@ from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import StoreDep
 from service.api.params import Offset, PlayId, WholeNumber
-from service.api.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
-from service.core.stream_log import play_document, wall_clock
+from service.core.streams.log import play_document, wall_clock
 from service.errors import BadRequest, NotFound
-from service.store.base import Play, Store, StreamState
+from service.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
+from service.store import Play, Store, StreamState
 
 router = APIRouter(prefix="/streams", tags=["streams"])
 

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-from service.store.base import Store
+from service.store import Store
 
 log = logging.getLogger(__name__)
 

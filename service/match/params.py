@@ -103,7 +103,7 @@ class MatchParams:
     #: When the grid's coarse search (index-density landmarks at every speed, one budget
     #: shared by all) leaves the clip inconclusive, its query-density landmarks at and beside
     #: the grid speeds of this many most improbable candidates are looked up with the whole
-    #: budget to themselves (service/core/speed_search.py; 0: no such step). At 100,000
+    #: budget to themselves (service/core/identify/speed_search.py; 0: no such step). At 100,000
     #: songs a shared budget reaches only a clip's rarest hashes at each speed.
     speed_focus: int = 2
     #: Also search pitch-only variants of every grid speed (frequencies scaled, times not): a

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from service.aws.clients import AwsClients
-from service.core.catalogue import match_params_of
-from service.core.cpu import CpuPool
-from service.core.streams import StreamParams
+from service.core.streams.segment import StreamParams
+from service.executor import CpuPool
 from service.match import MatchParams
+from service.resources import match_params_of
 from service.settings import Settings
 from service.startup import started_in_background
-from service.store.base import Store
+from service.store import Store
 from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server, worker_probe

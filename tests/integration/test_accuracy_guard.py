@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.audio.analysis import analyse_file, analyse_query
 from service.audio.decode import decode_audio
 from service.audio.hashes import Fingerprints
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file, analyse_query
-from service.core.catalogue import identify_file, index_file, second_tier_hashes
-from service.core.cpu import CpuPool
+from service.core.identify.identify import identify_file, second_tier_hashes
+from service.core.index import index_file
+from service.executor import CpuPool
 from service.match import MatchParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import SongMeta, Store
+from service.store import SongMeta, Store, create_store
 
 MUSIC = Path(__file__).resolve().parents[1] / "data" / "music"
 INDEXED = ["armygeddon", "chaos_god", "mutilated_mime", "coherence"]
@@ -230,7 +230,7 @@ SPEED_SEARCHED = ["speed_p5", "speed_m2", "pitch_p1st"]
 
 
 def test_a_starved_speed_grid_still_finds_every_song_at_its_speed(catalogue, clips):
-    """The grid is searched coarse to fine (service/core/speed_search.py): a budget that
+    """The grid is searched coarse to fine (service/core/identify/speed_search.py): a budget that
     starves the query-density landmarks at every speed leaves the index-density ones and the
     speeds of the best candidates enough."""
     store, pool, ids, loop = catalogue

@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.audio.analysis import AnalysedAudio, analyse_file, analyse_query
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_file, analyse_query
-from service.core.catalogue import identify_file, index_analysed, index_file
-from service.core.cpu import CpuPool
-from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
-from service.core.stream_windows import hits_from_json, pack_peaks
-from service.core.streams import StreamParams, add_segment
+from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
+from service.core.identify.identify import identify_file
+from service.core.index import index_analysed, index_file
+from service.core.streams.segment import StreamParams, add_segment
+from service.core.streams.windows import hits_from_json, pack_peaks
+from service.executor import CpuPool
 from service.match import Match, MatchParams
 from service.match.envelopes import EnvelopeCheckParams
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import EnvelopeRange, NewSong, Song, SongMeta, Store
+from service.store import EnvelopeRange, NewSong, Song, SongMeta, Store, create_store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0

@@ -18,8 +18,8 @@ import asyncpg
 import httpx
 import pytest
 
-from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
+from service.executor import CpuPool
 from service.settings import Settings
 from service.startup import Opened, Startup
 from service.store.postgres import PostgresStore

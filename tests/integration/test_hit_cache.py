@@ -7,9 +7,8 @@ import asyncio
 import numpy as np
 
 from service.audio.hashes import Fingerprints
-from service.core.hit_cache import HitCache
-from service.store import Hits
-from service.store.base import Store
+from service.core.identify.lookups import HitCache
+from service.store import Hits, Store
 from tests.integration.test_store import make_fingerprints, make_song, opened
 
 

@@ -22,11 +22,10 @@ import pytest
 
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import index_file
-from service.core.cpu import CpuPool
+from service.core.index import index_file
+from service.executor import CpuPool
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Play, SongMeta, Store
+from service.store import Play, SongMeta, Store, create_store
 from service.worker.runtime import match_params_of, running_worker
 from tests.audio_fixtures import encode, synth_song
 from tests.aws_fixtures import AwsWorld, SnsMessage, s3_event

@@ -25,14 +25,13 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.schemas import MatchOut, SongOut
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
-from service.core.cpu import CpuPool
+from service.executor import CpuPool
+from service.schemas import MatchOut, SongOut
 from service.settings import Settings
-from service.store import create_store
-from service.store.base import Store
+from service.store import Store, create_store
 from service.store.postgres import PostgresStore
 from service.worker.handlers import Action, route_for
 from service.worker.poller import Outcome, ReceivedMessage, SqsPoller

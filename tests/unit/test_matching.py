@@ -10,7 +10,7 @@ import pytest
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import Peaks
-from service.core.timeline import WindowMatch, merge_windows
+from service.core.identify.timeline import WindowMatch, merge_windows
 from service.match import (
     Match,
     MatchParams,

@@ -1,10 +1,10 @@
 """Live-stream segments (`songs_to_check/streams/...`) -> the stream's airplay log.
 
-Per segment: parse the key (core/stream_keys.py), decode, find peaks and band envelopes (in
-the CPU pool), place the segment on the stream clock (core/stream_clock.py), then, under the
+Per segment: parse the key (core/streams/keys.py), decode, find peaks and band envelopes (in
+the CPU pool), place the segment on the stream clock (core/streams/clock.py), then, under the
 stream's lock: match every window of the stream's grid the segment touches, joined with its
-neighbours' peaks and envelopes (core/stream_windows.py); rebuild the plays of the affected
-region from all stored window matches (core/stream_log.py); write segment, windows, plays and
+neighbours' peaks and envelopes (core/streams/windows.py); rebuild the plays of the affected
+region from all stored window matches (core/streams/log.py); write segment, windows, plays and
 outbox events in one transaction. The log is a function of the stored windows, which are a
 function of the segments present, so it comes out the same whatever order, how often and on
 how many workers the segments arrive; only the events say how it got there.
@@ -21,13 +21,12 @@ from typing import Literal
 
 import numpy as np
 
+from service.audio.analysis import analyse_query
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.analysis import analyse_query
-from service.core.cpu import CpuPool
-from service.core.stream_clock import place_segment, pts_epoch
-from service.core.stream_keys import parse_segment_key
-from service.core.stream_log import (
+from service.core.streams.clock import place_segment, pts_epoch
+from service.core.streams.keys import parse_segment_key
+from service.core.streams.log import (
     LogChanges,
     LogParams,
     build_plays,
@@ -36,7 +35,7 @@ from service.core.stream_log import (
     event_drafts,
     reconcile,
 )
-from service.core.stream_windows import (
+from service.core.streams.windows import (
     WINDOW_HOP_S,
     WINDOW_S,
     WindowHit,
@@ -46,8 +45,9 @@ from service.core.stream_windows import (
     window_start_s,
     windows_touching,
 )
+from service.executor import CpuPool
 from service.match import MatchParams
-from service.store.base import (
+from service.store import (
     NewStream,
     Play,
     PlayFields,

@@ -14,8 +14,7 @@ import numpy as np
 
 from service.arrays import run_starts, unique_values
 from service.match import MatchParams
-from service.store import Hits
-from service.store.base import Store
+from service.store import Hits, Store
 
 
 class HitCache:

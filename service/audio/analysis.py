@@ -1,7 +1,7 @@
 """Bytes on disk -> everything the catalogue needs to know about a piece of audio.
 
-These functions run inside worker processes (see cpu.py), so they take a path, not an open
-file, and return only small, picklable results: never the decoded samples.
+These functions run inside worker processes (service/executor.py), so they take a path, not an
+open file, and return only small, picklable results: never the decoded samples.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Windows of a stream or of a long file, matched in identify's tiers a batch at a time.
 
-A window is matched like a clip (catalogue.identify_analysed): its index-density landmarks
+A window is matched like a clip (core/identify/identify.py): its index-density landmarks
 under the first tier's budget, then, if that settled nothing, the landmarks of its sustained
 peaks (of its query-density ones when it has none), then the speed grid coarse to fine
 (speed_search.py).
@@ -24,9 +24,9 @@ import numpy as np
 from service.audio.hashes import landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
-from service.core.hit_cache import HitCache, PostingsCaps, first_tier_budget, hits_budget
-from service.core.speed_search import after_speed_search
+from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
+from service.core.identify.lookups import HitCache, PostingsCaps, first_tier_budget, hits_budget
+from service.core.identify.speed_search import after_speed_search
 from service.match import (
     Match,
     MatchParams,
@@ -36,8 +36,7 @@ from service.match import (
     search_matches,
     variant_of,
 )
-from service.store import Hits
-from service.store.base import Store
+from service.store import Hits, Store
 
 
 @dataclass(frozen=True)

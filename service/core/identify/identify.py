@@ -1,8 +1,5 @@
-"""Use cases: index a song, identify a clip.
-
-The HTTP API, the CLI and the SQS worker all call these, so a song indexed by any of them is
-found by all of them the same way.
-"""
+"""Identify a clip or a file: the use case the HTTP API, the CLI and the worker all call, so a
+clip is identified the same way whichever of them asks."""
 
 from __future__ import annotations
 
@@ -10,27 +7,19 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from pathlib import PurePath
 
 import numpy as np
 
-from service.audio.envelopes import DEFAULT_ENVELOPE
+from service.audio.analysis import KEEP_SAMPLES_MAX_S, AnalysedAudio, analyse_query
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import sustained_peaks_at_phases, thin_peaks
-from service.core.analysis import (
-    KEEP_SAMPLES_MAX_S,
-    AnalysedAudio,
-    analyse_file,
-    analyse_query,
-)
-from service.core.cpu import CpuPool
-from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
-from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
-from service.core.speed_search import after_speed_search
-from service.core.timeline import SongTimelineEntry, file_matches
-from service.core.timeline import timeline as build_timeline
-from service.errors import NoFingerprints
+from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
+from service.core.identify.lookups import HitCache, first_tier_budget, postings_caps
+from service.core.identify.speed_search import after_speed_search
+from service.core.identify.timeline import SongTimelineEntry, file_matches
+from service.core.identify.timeline import timeline as build_timeline
+from service.executor import CpuPool
 from service.match import (
     Match,
     MatchParams,
@@ -41,9 +30,7 @@ from service.match import (
     search_matches,
     variant_of,
 )
-from service.match.envelopes import EnvelopeCheckParams
-from service.settings import Settings
-from service.store.base import NewSong, Song, SongMeta, Store
+from service.store import Song, Store
 
 
 @dataclass(frozen=True)
@@ -61,85 +48,10 @@ class IdentifyResult:
     timeline: list[SongTimelineEntry] | None = None
 
 
-def match_params_of(settings: Settings) -> MatchParams:
-    """The matcher's parameters the settings choose (the API, the CLI and the worker)."""
-    return MatchParams(
-        min_confidence=settings.min_confidence,
-        max_matches=settings.max_matches,
-        envelope_check=EnvelopeCheckParams() if settings.envelope_check else None,
-    )
-
-
 #: Files longer than this get a timeline when the caller lets the length decide, and are
 #: matched window by window whatever the caller says. The same bound as the samples
 #: analyse_query keeps: a file matched as one clip is one it can analyse at other hop phases.
 TIMELINE_AUTO_MIN_S = KEEP_SAMPLES_MAX_S
-
-
-def _clean(value: str | None) -> str | None:
-    value = (value or "").strip()
-    return value or None
-
-
-def _found(value: str | None) -> str | None:
-    """A value the caller did not choose (a tag, a file name): NUL characters, which no
-    store keeps, are dropped rather than refused."""
-    return _clean((value or "").replace("\x00", ""))
-
-
-def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | None) -> SongMeta:
-    """Metadata precedence: what the caller gave, then the file's tags, then its name."""
-    given = given or SongMeta(title="")
-    stem = PurePath(filename).stem if filename else ""
-    title = _clean(given.title) or _found(tags.get("title")) or _found(stem) or "Untitled"
-    return SongMeta(
-        title=title,
-        artist=_clean(given.artist) or _found(tags.get("artist")),
-        album=_clean(given.album) or _found(tags.get("album")),
-        isrc=_clean(given.isrc) or _found(tags.get("isrc")),
-        external_id=_clean(given.external_id),
-    )
-
-
-async def index_analysed(
-    store: Store, audio: AnalysedAudio, meta: SongMeta | None, filename: str | None
-) -> tuple[Song, bool]:
-    """Store analysed audio as a song; returns (song, created). Same content -> same song."""
-    existing = await store.find_by_content(audio.content_sha256)
-    if existing is not None:
-        if audio.envelope is not None:
-            # A song indexed before band envelopes were stored gets them now.
-            await store.set_song_envelope(existing.id, audio.envelope, audio.envelope_format)
-        return existing, False
-    if len(audio.fingerprints) == 0:
-        raise NoFingerprints("the audio yields no fingerprints (silence or a steady tone?)")
-    return await store.add_song(
-        NewSong(
-            meta=resolve_meta(meta, audio.tags, filename),
-            duration_s=audio.duration_s,
-            n_frames=audio.n_frames,
-            content_sha256=audio.content_sha256,
-            fingerprints=audio.fingerprints,
-            envelope=audio.envelope,
-            envelope_format=audio.envelope_format,
-        )
-    )
-
-
-async def index_file(
-    store: Store,
-    pool: CpuPool,
-    path: str | os.PathLike[str],
-    meta: SongMeta | None = None,
-    filename: str | None = None,
-    params: FingerprintParams = DEFAULT_PARAMS,
-    max_audio_s: float | None = None,
-) -> tuple[Song, bool]:
-    """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
-    audio = await pool.run(
-        analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, False, 0.0, max_audio_s
-    )
-    return await index_analysed(store, audio, meta, filename or os.fspath(path))
 
 
 def second_tier_hashes(audio: AnalysedAudio, params: FingerprintParams) -> Fingerprints:

@@ -40,7 +40,7 @@ import numpy as np
 
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.hit_cache import HitCache
+from service.core.identify.lookups import HitCache
 from service.match import (
     Match,
     MatchParams,

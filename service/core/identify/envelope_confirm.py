@@ -25,7 +25,7 @@ import numpy as np
 from service.audio.params import FingerprintParams
 from service.match import Match, MatchParams, inconclusive
 from service.match.envelopes import EnvelopeCheckParams, at_speed, envelope_z, fetch_range, score_of
-from service.store.base import EnvelopeRange, Store
+from service.store import EnvelopeRange, Store
 
 #: Candidates whose alignment drifts more than this (a residual time scale) are not checked:
 #: envelopes are compared frame for frame, and over a 10-s clip 1 % is three frames of drift.
@@ -110,7 +110,7 @@ async def confirm_by_envelope(
     landmarks beat chance and the envelopes only corroborate them, its own); None when none
     passes (or the clip, or every candidate's song, has no envelope).
 
-    `phase_candidates` come from the clip analysed at other hop phases (catalogue.py): they
+    `phase_candidates` come from the clip analysed at other hop phases (identify.py): they
     are checked too, unless the clip's own analysis found them already, and pay
     MatchParams.calibration_log10_phase on top of all the candidates tried; the clip's own
     are judged as if they had been tried alone. Weak candidates (fewer aligned frames than
