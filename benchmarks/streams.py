@@ -57,9 +57,9 @@ from service.audio.params import DEFAULT_PARAMS
 from service.core.index import index_file
 from service.core.streams.segment import StreamParams, end_idle_plays, process_stream_segment
 from service.executor import CpuPool
+from service.resources import match_params_of
 from service.settings import Settings
 from service.store import Play, SongMeta, Store, create_store
-from service.worker.runtime import match_params_of
 
 MIN_PLAY_S = 15.0
 SEGMENT_S = 12.0
