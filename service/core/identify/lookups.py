@@ -33,6 +33,7 @@ class HitCache:
         hashes: np.ndarray,
         max_postings: int | None = None,
         max_hits: int | None = None,
+        *,
         again: bool = False,
     ) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
