@@ -55,6 +55,7 @@ def analyse_file(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+    *,
     sustained: bool = False,
     keep_samples_max_s: float = 0.0,
     max_duration_s: float | None = None,
@@ -94,6 +95,7 @@ def analyse_file(
 def analyse_query(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
+    *,
     keep_samples: bool = True,
     max_duration_s: float | None = None,
 ) -> AnalysedAudio:

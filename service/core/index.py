@@ -7,6 +7,7 @@ found by all of them the same way.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import PurePath
 
 from service.audio.analysis import AnalysedAudio, analyse_file
@@ -78,6 +79,6 @@ async def index_file(
 ) -> tuple[Song, bool]:
     """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
     audio = await pool.run(
-        analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, False, 0.0, max_audio_s
+        partial(analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, max_duration_s=max_audio_s)
     )
     return await index_analysed(store, audio, meta, filename or os.fspath(path))

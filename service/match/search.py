@@ -1,22 +1,11 @@
-"""Hits -> scored, aligned matches, tolerant of speed and pitch changes.
+"""Votes -> matches and candidates, best first, and when a result is conclusive.
 
-Each stored fingerprint that shares a hash with the query votes for (song, db_time - query_time).
-A true match piles its votes into one offset bin; chance hits spread over all the offsets a song
-could take. The score is the number of distinct query frames (instants) whose landmarks line up
-at a song's best offset (+-1 frame, so a query whose frame grid falls between two of the song's
-still counts fully), and the confidence says how unlikely that count is by chance *for that
-song and that query*: the expected chance count per bin is the song's hits divided by the number
-of offsets it could align at, which grows with the query's length and the song's, so one
-threshold serves 3-s and 60-s queries alike.
-
-Speed changes (a radio edit playing 2-5 % fast raises pitch and tempo together) move every
-landmark: frequencies scale by the speed and times by its inverse, so plain (f1, df, dt) hashes
-stop matching. The query's peaks are therefore mapped back to song coordinates under a grid of
-candidate speeds (`speed_variants`) before hashing; each variant is looked up like a query of its
-own. A residual time scale (tempo changed without pitch, or pitch without tempo) makes the
-offsets drift along the query instead of piling into one bin; `refine_time_scale` searches that
-drift for the best candidates. Every extra hypothesis tested is paid for in the chance model, so
-the search does not buy false positives.
+Each stored fingerprint that shares a hash with the query votes for (song, db_time - query_time)
+under each of the query's variants (variants.py). A true match piles its votes into one offset
+bin; chance hits spread over all the offsets a song could take. Each song's best variant and
+offset are scored (votes.py), refined for a residual time scale and judged against chance
+(scoring.py). Every extra hypothesis tested (variants, speeds searched to choose them, time
+scales) is paid for in the chance model, so the search does not buy false positives.
 """
 
 from __future__ import annotations
@@ -33,7 +22,7 @@ from service.audio.params import FingerprintParams
 from service.match.params import MatchParams
 from service.match.scoring import _covered_span, chance_log10_p, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
-from service.match.votes import _collect_votes, best_offsets
+from service.match.votes import _collect_votes, _Votes, best_offsets
 from service.store import Hits
 
 
@@ -117,7 +106,7 @@ def find_matches(
     candidate songs and of speed and time-scale hypotheses tried: the variants given, or
     `speeds_tried` when more speeds were searched to choose them.
     """
-    return search_matches(variants, hits, fp_params, params, speeds_tried).matches
+    return search_matches(variants, hits, fp_params, params, speeds_tried=speeds_tried).matches
 
 
 def search_matches(
@@ -125,6 +114,7 @@ def search_matches(
     hits: Hits,
     fp_params: FingerprintParams,
     params: MatchParams,
+    *,
     speeds_tried: int = 1,
     candidates: int = 0,
     weak_candidates: bool = False,
@@ -146,7 +136,48 @@ def search_matches(
     votes = _collect_votes(variants, hits, floor, drift, params.min_score)
     if len(votes.songs) == 0:
         return Search([], [])
-    n_var = len(variants)
+    best = _best_per_song(votes, len(variants))
+    scales = _time_scales(params, query_frames)
+    _refine(votes, best, scales, params.refine_top)
+    hypotheses = max(votes.n_songs, 1) * max(len(variants), speeds_tried) * len(scales)
+    log_p = _chance_log10(votes, best, variants, params, query_frames, hypotheses)
+    confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
+
+    def match(c: int) -> Match:
+        return _match_of(c, votes, best, variants, fp_params, params, confidence, log_p)
+
+    voted = best.score >= params.min_score
+    eligible = np.nonzero(voted & (confidence >= params.min_confidence))[0]
+    eligible = eligible[np.lexsort((log_p[eligible], -best.score[eligible]))]
+    likely = np.nonzero(voted)[0]
+    likely = likely[np.argsort(log_p[likely], kind="stable")]
+    if len(likely) < candidates and floor < params.min_score:
+        weak = np.nonzero(~voted & (best.score >= floor))[0]
+        likely = np.concatenate([likely, weak[np.argsort(log_p[weak], kind="stable")]])
+    return Search(
+        [match(c) for c in eligible[: params.max_matches]],
+        [match(c) for c in likely[:candidates]],
+    )
+
+
+@dataclass
+class _Best:
+    """Each voted song's best (variant, offset) and its score; one row per song. `delta`,
+    `score` and `scale` are refined in place for a residual time scale."""
+
+    songs: np.ndarray
+    variant: np.ndarray
+    delta: np.ndarray
+    score: np.ndarray
+    total: np.ndarray
+    scale: np.ndarray
+    #: Rows whose group could make a match (not only a weak candidate).
+    promising: np.ndarray
+
+
+def _best_per_song(votes: _Votes, n_var: int) -> _Best:
+    """Each song's best variant (of those promising a match, when it has one) at its best
+    offset bin."""
     vote_groups = votes.songs * n_var + votes.variant
     group_ids, best_delta, best_score, totals = best_offsets(
         vote_groups, votes.db_frame - votes.q_frame
@@ -155,65 +186,84 @@ def search_matches(
         group_strong = np.ones(len(group_ids), dtype=bool)
     else:
         group_strong = np.isin(group_ids, unique_values(vote_groups[votes.strong]))
-    # Best variant per song (of those promising a match, when it has one).
     song_of = group_ids // n_var
     order = np.lexsort((-best_score, ~group_strong, song_of))
     first = np.searchsorted(song_of[order], unique_values(song_of), side="left")
     best = order[first]
-    songs = song_of[best]
-    variant = group_ids[best] % n_var
-    delta, score, total = best_delta[best].copy(), best_score[best].copy(), totals[best]
-    scale = np.ones(len(songs))
-    promising = np.flatnonzero(group_strong[best])
+    return _Best(
+        songs=song_of[best],
+        variant=group_ids[best] % n_var,
+        delta=best_delta[best].copy(),
+        score=best_score[best].copy(),
+        total=totals[best],
+        scale=np.ones(len(best)),
+        promising=np.flatnonzero(group_strong[best]),
+    )
 
+
+def _time_scales(params: MatchParams, query_frames: int) -> np.ndarray:
+    """The residual time scales searched: a step moves the query's last frame by about one."""
     step = min(0.005, 1.0 / max(query_frames, 1))
     n_scale_steps = int(np.ceil(params.time_scale_range / step))
-    scales = 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
-    for i in promising[np.argsort(-score[promising])][: params.refine_top]:
-        mine = votes.select((votes.songs == songs[i]) & (votes.variant == variant[i]))
+    return 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
+
+
+def _refine(votes: _Votes, best: _Best, scales: np.ndarray, refine_top: int) -> None:
+    """The `refine_top` highest-scoring promising songs re-voted under each time scale; a
+    scale that aligns more frames replaces the plain alignment."""
+    promising = best.promising
+    for i in promising[np.argsort(-best.score[promising])][:refine_top]:
+        mine = votes.select((votes.songs == best.songs[i]) & (votes.variant == best.variant[i]))
         s_idx, s_delta, s_score = refine_time_scale(mine.db_frame, mine.q_frame, scales)
-        if s_score > score[i]:
-            score[i], delta[i], scale[i] = s_score, s_delta, scales[s_idx]
+        if s_score > best.score[i]:
+            best.score[i], best.delta[i], best.scale[i] = s_score, s_delta, scales[s_idx]
 
+
+def _chance_log10(
+    votes: _Votes,
+    best: _Best,
+    variants: Sequence[QueryVariant],
+    params: MatchParams,
+    query_frames: int,
+    hypotheses: int,
+) -> np.ndarray:
+    """log10 of each song's family-wise chance probability, calibrated (MatchParams)."""
     vote_songs, first_vote = np.unique(votes.songs, return_index=True)
-    lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, songs)]]
-    log_p = chance_log10_p(score, total, lengths, query_frames, params.dispersion)
-    hypotheses = max(votes.n_songs, 1) * max(n_var, speeds_tried) * len(scales)
+    lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, best.songs)]]
+    log_p = chance_log10_p(best.score, best.total, lengths, query_frames, params.dispersion)
     log_p += np.log10(hypotheses) + params.calibration_log10
-    factors = np.array([v.factor for v in variants])[variant]
+    factors = np.array([v.factor for v in variants])[best.variant]
     log_p += np.where(factors != 1.0, params.calibration_log10_speed, 0.0)
-    starts = np.array([v.start_s for v in variants])[variant]
+    starts = np.array([v.start_s for v in variants])[best.variant]
     log_p += np.where(starts != 0.0, params.calibration_log10_phase, 0.0)
-    confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
+    return log_p
 
-    def match(c: int) -> Match:
-        mine = votes.select((votes.songs == songs[c]) & (votes.variant == variant[c]))
-        aligned = np.abs(mine.db_frame - scale[c] * mine.q_frame - delta[c]) <= 1.5
-        span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
-        chosen = variants[int(variant[c])]
-        return Match(
-            song_id=int(songs[c]),
-            score=int(score[c]),
-            confidence=float(confidence[c]),
-            song_offset_s=float(delta[c]) * fp_params.frame_s - chosen.start_s,
-            query_start_s=float(span[0]) * fp_params.frame_s + chosen.start_s,
-            query_end_s=float(span[1] + 1) * fp_params.frame_s
-            + fp_params.n_fft / fp_params.sample_rate_hz
-            + chosen.start_s,
-            speed=float(chosen.time_scale * scale[c]),
-            chance_log10=float(log_p[c]),
-            grid_speed=float(chosen.factor),
-        )
 
-    voted = score >= params.min_score
-    eligible = np.nonzero(voted & (confidence >= params.min_confidence))[0]
-    eligible = eligible[np.lexsort((log_p[eligible], -score[eligible]))]
-    likely = np.nonzero(voted)[0]
-    likely = likely[np.argsort(log_p[likely], kind="stable")]
-    if len(likely) < candidates and floor < params.min_score:
-        weak = np.nonzero(~voted & (score >= floor))[0]
-        likely = np.concatenate([likely, weak[np.argsort(log_p[weak], kind="stable")]])
-    return Search(
-        [match(c) for c in eligible[: params.max_matches]],
-        [match(c) for c in likely[:candidates]],
+def _match_of(
+    c: int,
+    votes: _Votes,
+    best: _Best,
+    variants: Sequence[QueryVariant],
+    fp_params: FingerprintParams,
+    params: MatchParams,
+    confidence: np.ndarray,
+    log_p: np.ndarray,
+) -> Match:
+    """Row `c` as a Match, its span that of the frames aligned at its offset and scale."""
+    mine = votes.select((votes.songs == best.songs[c]) & (votes.variant == best.variant[c]))
+    aligned = np.abs(mine.db_frame - best.scale[c] * mine.q_frame - best.delta[c]) <= 1.5
+    span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
+    chosen = variants[int(best.variant[c])]
+    return Match(
+        song_id=int(best.songs[c]),
+        score=int(best.score[c]),
+        confidence=float(confidence[c]),
+        song_offset_s=float(best.delta[c]) * fp_params.frame_s - chosen.start_s,
+        query_start_s=float(span[0]) * fp_params.frame_s + chosen.start_s,
+        query_end_s=float(span[1] + 1) * fp_params.frame_s
+        + fp_params.n_fft / fp_params.sample_rate_hz
+        + chosen.start_s,
+        speed=float(chosen.time_scale * best.scale[c]),
+        chance_log10=float(log_p[c]),
+        grid_speed=float(chosen.factor),
     )

@@ -53,6 +53,7 @@ def speed_variants(
     factors: Sequence[float],
     params: FingerprintParams,
     max_postings: int | None = None,
+    *,
     pitch_only: bool = False,
 ) -> list[QueryVariant]:
     """Hashes of the query re-computed as if played at each speed in `factors` (with

@@ -242,6 +242,9 @@ def _collect_votes(
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
     vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
     same pairs as if `match_votes` had been the floor: the matches do not change.
+
+    The matcher's hot loop, kept in one piece: its arrays (several million rows at a large
+    catalogue) are narrowed step by step, and pieces would have to hand them all on.
     """
     empty = np.empty(0, dtype=np.int64)
     # The floor a match's group must pass, when it is above the candidates' (else None).

@@ -45,7 +45,7 @@ from service.executor import CpuPool
 from service.match import MatchParams
 from service.store import ProcessedObject, SongMeta, Store
 from service.tempfiles import temp_prefix
-from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
+from service.worker.messages import DeadLetter, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
 

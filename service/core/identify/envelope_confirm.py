@@ -116,7 +116,10 @@ async def confirm_by_envelope(
     are judged as if they had been tried alone. Weak candidates (fewer aligned frames than
     MatchParams.min_score) only add answers too: the others are judged as if no weak one had
     been tried, and a weak one pays for every candidate tried and
-    EnvelopeCheckParams.calibration_log10_weak."""
+    EnvelopeCheckParams.calibration_log10_weak.
+
+    One function, as the chance charged to each candidate depends on which others were tried
+    (own, phase, weak), which the loop below reads as it judges them."""
     check = match_params.envelope_check
     if check is None or envelope is None or len(envelope) == 0:
         return None
