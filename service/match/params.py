@@ -23,8 +23,8 @@ class MatchParams:
     #: yet stand 5-11 standard deviations out in its envelopes at their offset; such weak
     #: candidates pay EnvelopeCheckParams.calibration_log10_weak. Measured on the development
     #: corpus (BENCHMARKS.md): 4 against 5 answered 3 more of the 246 5-s babble clips, and
-    #: the same 3 of 2,184 unindexed clips; 3 (uncharged, as 4 was first tried) answered one
-    #: clip fewer than 4 (chance candidates crowd the true one out of the few checked).
+    #: the same 3 of 2,184 unindexed clips; 3 (without the weak candidates' charge) answered
+    #: one clip fewer than 4 (chance candidates crowd the true one out of the few checked).
     candidate_min_score: int = 4
     #: Chance hits in music cluster more than independent draws would (repeated bars, shared
     #: instruments, drones). Measured on the development corpus's unindexed clips (votes

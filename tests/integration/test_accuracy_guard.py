@@ -346,8 +346,8 @@ def _aligned_hashes(clip: Fingerprints, song: Fingerprints, offset_frames: int) 
 
 def test_sustained_peaks_keep_more_of_the_song_under_babble(under_babble):
     """The second tier's peaks (peaks.find_sustained_peaks) against the query-density peaks
-    it replaced there: under speech, more of the clip's hashes are the song's (73 against 49
-    over the four clips when this was written; every clip gained)."""
+    in their place: under speech, more of the clip's hashes are the song's (73 against 49
+    over the four clips on a 2-core machine; every clip gains)."""
     offset = round(CLIP_START_S / DEFAULT_PARAMS.frame_s)
     sustained = dense = 0
     for name in INDEXED:
@@ -385,9 +385,9 @@ def test_other_hop_phases_find_more_short_clips_under_babble(catalogue, short_un
     other peaks of the song under the speech. Songs with only four aligned frames are
     candidates for the band envelopes too (MatchParams.candidate_min_score). Every answer is
     right; the phases find every clip the clip's own analysis finds and more, and the
-    four-frame candidates every clip that five frames find and more (on session 12's
-    machine: 6 of 8 with both, 5 with the clip's own analysis, 4 with five frames too; 7 of 8
-    against 5 on session 11's, before the four-frame candidates)."""
+    four-frame candidates every clip that five frames find and more (on a 2-core machine: 6
+    of 8 with both, 5 with the clip's own analysis, 4 with five frames alone; the count moves
+    by a clip or two from one machine to another)."""
     store, pool, ids, loop = catalogue
     own_phase_only = replace(DEFAULT_PARAMS, query_hop_phases=1)
     setups = {

@@ -315,7 +315,7 @@ async def test_identify_answers_a_clip_only_the_envelopes_decide(
 async def test_a_long_files_windows_are_confirmed_too(store_url: str, tmp_path: Path) -> None:
     """A 70-s file: 30 s of one song, then 40 s of another drowned 18 dB under a third. The
     landmarks alone find the drowned song in a few windows only; with the windows' envelopes
-    checked the timeline covers seconds more of it (39 s against 23 s when this was written;
+    checked the timeline covers seconds more of it (39 s against 23 s on a 2-core machine;
     at 16 dB the second tier's sustained peaks find it all by landmarks alone)."""
     async with _catalogue(store_url, tmp_path) as (store, pool, songs, ids):
         clean = songs[1][10 * SYNTH_RATE_HZ : 40 * SYNTH_RATE_HZ].astype(np.float64)
