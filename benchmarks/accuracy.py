@@ -38,12 +38,13 @@ import numpy as np
 from benchmarks.answers import commit, match_fields, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
+from service.audio.analysis import analyse_file, analyse_query
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file, analyse_query
-from service.core.catalogue import identify_analysed, index_file
-from service.core.cpu import CpuPool
-from service.matching import MatchParams
+from service.core.identify.identify import identify_analysed
+from service.core.index import index_file
+from service.executor import CpuPool
+from service.match import MatchParams
 from service.settings import Settings
 from service.store import Song, SongMeta, create_store
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from service.matching import Match
+from service.match import Match
 
 ROOT = Path(__file__).resolve().parents[1]
 

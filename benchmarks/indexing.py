@@ -51,13 +51,13 @@ from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.reference_decode import decode_audio_per_frame
 from benchmarks.reference_fingerprint import legacy_fingerprinting
+from service.audio.analysis import analyse_file
 from service.audio.decode import decode_audio
 from service.audio.envelopes import DEFAULT_ENVELOPE, band_envelopes, peaks_and_envelopes
 from service.audio.hashes import landmark_hashes, unpack_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks
 from service.audio.spectrogram import frame_count
-from service.core.analysis import analyse_file
 from service.store import NewSong, SongMeta
 from service.store.postgres import PostgresStore
 from service.store.postings import encode_postings
@@ -392,8 +392,8 @@ def hash_distribution(hashes: np.ndarray) -> np.ndarray:
     the product of its (f1, df, dt) marginals: a larger catalogue holds the corpus's frequent
     hashes about as often as the corpus does, and rare ones it never saw. The frequent hashes
     are what a lookup's cost depends on (hits per query grow with the sum of p(hash)^2); the
-    marginals alone, which an earlier version used, spread the postings thinly and (unpacking
-    f2 where df was meant) over values no real hash takes, so lookups met too few hits.
+    marginals alone would spread the postings thinly over values no real hash takes, so
+    lookups would meet too few hits.
     """
     h = hashes.astype(np.int64)
     counts = np.bincount(h, minlength=1 << 23).astype(np.float64)
@@ -726,7 +726,7 @@ def main() -> int:
         "--db-prefix", default="sd_storage_bench", help="names of the databases it (re)creates"
     )
     parser.add_argument(
-        "--no-before", action="store_true", help="skip the side-by-side run of the old code"
+        "--no-before", action="store_true", help="skip the side-by-side run of the reference code"
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--child-index", nargs=2, metavar=("FILE", "URL"), help=argparse.SUPPRESS)

@@ -67,9 +67,9 @@ from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks_and_sustained, thin_peaks
-from service.core.catalogue import resolve_meta
-from service.core.hit_cache import HitCache, first_tier_budget, postings_caps
-from service.matching import (
+from service.core.identify.lookups import HitCache, first_tier_budget, postings_caps
+from service.core.index import resolve_meta
+from service.match import (
     MatchParams,
     QueryVariant,
     find_matches,
@@ -356,7 +356,7 @@ class _TimedStore:
 
 
 async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
-    """service.core.catalogue's identify (tiers, HitCache) with a timer per stage, per clip."""
+    """service.core.identify's identify (tiers, HitCache) with a timer per stage, per clip."""
     keep_freed_memory()  # as the service does (service/memory.py)
     settings = Settings(database_url=url)
     match_params = MatchParams(

@@ -1,7 +1,7 @@
 """Reference peak picking: scipy's maximum filter and out-of-place dB.
 
-`legacy_fingerprinting()` swaps the two replaced pieces back into service.audio.peaks for the
-"before" column of the side-by-side benchmark; the pipeline around them is shared. Not used by
+`legacy_fingerprinting()` swaps these two reference pieces into service.audio.peaks for the
+reference column of the side-by-side benchmark; the pipeline around them is shared. Not used by
 the service.
 """
 

@@ -53,8 +53,8 @@ class MatchParams:
     #: so the model's probability is multiplied by 10^calibration_log10. Rescale it, rather
     #: than the confidence threshold, when re-calibrating on other music.
     calibration_log10: float = 3.0
-    #: Added for matches at another speed of the grid, as service.matching charges them
-    #: (added after that commit, so that both matchers give the same answers).
+    #: Added for matches at another speed of the grid, as service.match charges them, so
+    #: that both matchers give the same answers.
     calibration_log10_speed: float = 0.0
     #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
     dispersion: float = 1.0

@@ -5,7 +5,7 @@ Against the catalogue latency.py grew (`--database`, 100,000 songs after `latenc
 fast, 2 % slow, pitch-shifted by a semitone) are identified in this process two ways, in
 alternating order:
 
-- `coarse to fine`: the service as it is (service/core/speed_search.py);
+- `coarse to fine`: the service as it is (service/core/identify/speed_search.py);
 - `dense grid`: a single dense lookup of the grid, built here from the service's own
   parts: the first two tiers as they are, then the query-density landmarks under every speed
   in one lookup, the budget (`max_hits_per_lookup`) shared by all of them.
@@ -31,11 +31,11 @@ import numpy as np
 from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.latency import _title
+from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_query
-from service.core.catalogue import identify_analysed
-from service.core.hit_cache import HitCache, postings_caps
-from service.matching import Match, MatchParams, find_matches, inconclusive, speed_variants
+from service.core.identify.identify import identify_analysed
+from service.core.identify.lookups import HitCache, postings_caps
+from service.match import Match, MatchParams, find_matches, inconclusive, speed_variants
 from service.store.postgres import PostgresStore
 
 SECTION = "## The speed search at 100,000 songs (`benchmarks/speed_scale.py`)"

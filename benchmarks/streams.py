@@ -54,12 +54,12 @@ import asyncpg
 from benchmarks.answers import commit, write_answers
 from benchmarks.benchmarks_md import this_command, write_section
 from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import index_file
-from service.core.cpu import CpuPool
-from service.core.streams import StreamParams, end_idle_plays, process_stream_segment
+from service.core.index import index_file
+from service.core.streams.segment import StreamParams, end_idle_plays, process_stream_segment
+from service.executor import CpuPool
+from service.resources import match_params_of
 from service.settings import Settings
 from service.store import Play, SongMeta, Store, create_store
-from service.worker.runtime import match_params_of
 
 MIN_PLAY_S = 15.0
 SEGMENT_S = 12.0

@@ -13,19 +13,22 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_file
-from service.core.catalogue import identify_file, index_analysed, match_params_of
-from service.core.cpu import CpuPool
+from service.core.identify.identify import identify_file
+from service.core.index import index_analysed
 from service.errors import ServiceError
+from service.executor import CpuPool
 from service.memory import keep_freed_memory
+from service.resources import PoolSpec, leave_unopened, open_resources
 from service.settings import Settings
-from service.store import Song, Store, create_store
+from service.store import Song
 
 
 def _song_json(song: Song) -> dict[str, Any]:
@@ -79,18 +82,9 @@ class Progress:
         self.out.flush()
 
 
-async def _open_store(settings: Settings) -> Store:
-    store = create_store(settings, DEFAULT_PARAMS.version)
-    await store.open()
-    return store
-
-
 async def cmd_migrate(settings: Settings) -> int:
-    store = create_store(settings, DEFAULT_PARAMS.version)
-    try:
-        applied = await store.migrate()
-    finally:
-        await store.close()
+    async with open_resources(settings, open_store=leave_unopened) as resources:
+        applied = await resources.store.migrate()
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
     return 0
 
@@ -110,13 +104,13 @@ async def analyse_in_completion_order(
         for path in remaining:
             task = asyncio.ensure_future(
                 pool.run(
-                    analyse_file,
-                    str(path),
-                    DEFAULT_PARAMS,
-                    DEFAULT_ENVELOPE,
-                    False,
-                    0.0,
-                    max_audio_s,
+                    partial(
+                        analyse_file,
+                        str(path),
+                        DEFAULT_PARAMS,
+                        DEFAULT_ENVELOPE,
+                        max_duration_s=max_audio_s,
+                    )
                 )
             )
             running[task] = path
@@ -144,7 +138,6 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
     if not files:
         print("no audio files found", file=sys.stderr)
         return 1
-    store = await _open_store(settings)
     created = existing = 0
     failures: list[tuple[Path, str]] = []
     progress = Progress(len(files))
@@ -152,8 +145,9 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
     # Decoding and fingerprinting fan out over spawned worker processes (one per core by
     # default); storing stays on this loop, one song at a time while the workers go on, so the
     # database sees one writer.
-    pool = CpuPool(workers)
-    try:
+    async with open_resources(settings, pool=PoolSpec(workers)) as resources:
+        store, pool = resources.store, resources.pool
+        assert pool is not None
         async for path, outcome in analyse_in_completion_order(
             pool, files, 2 * pool.workers, settings.max_index_audio_s
         ):
@@ -168,9 +162,6 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
             progress.step(path.name)
         if created:
             await store.optimize()
-    finally:
-        pool.close()
-        await store.close()
     elapsed = time.monotonic() - started
     print(
         f"indexed {created} new song(s), {existing} already known, {len(failures)} failed "
@@ -182,11 +173,8 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
 
 
 async def cmd_compact(settings: Settings, purge: bool) -> int:
-    store = await _open_store(settings)
-    try:
-        result = await store.compact(purge=purge)
-    finally:
-        await store.close()
+    async with open_resources(settings) as resources:
+        result = await resources.store.compact(purge=purge)
     print(
         f"compacted {result.fingerprints} fingerprint(s) into {result.hashes} hash(es); "
         f"purged {result.purged_songs} deleted song(s)"
@@ -195,11 +183,10 @@ async def cmd_compact(settings: Settings, purge: bool) -> int:
 
 
 async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) -> int:
-    store = await _open_store(settings)
-    pool = CpuPool(1, use_processes=False)
-    params = match_params_of(settings)
     status = 0
-    try:
+    async with open_resources(settings, pool=PoolSpec(1, use_processes=False)) as resources:
+        store, pool, params = resources.store, resources.pool, resources.match_params
+        assert pool is not None
         for name in files:
             try:
                 result = await identify_file(
@@ -236,18 +223,12 @@ async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) 
                         f"at {m['song_offset_s']:.2f} s, score {m['score']}, "
                         f"confidence {m['confidence']:.4f}"
                     )
-    finally:
-        pool.close()
-        await store.close()
     return status
 
 
 async def cmd_songs(settings: Settings, query: str | None, limit: int, as_json: bool) -> int:
-    store = await _open_store(settings)
-    try:
-        page = await store.list_songs(limit=limit, offset=0, query=query)
-    finally:
-        await store.close()
+    async with open_resources(settings) as resources:
+        page = await resources.store.list_songs(limit=limit, offset=0, query=query)
     if as_json:
         print(json.dumps({"total": page.total, "items": [_song_json(s) for s in page.items]}))
         return 0
@@ -261,7 +242,7 @@ async def cmd_worker(settings: Settings) -> int:
     if not settings.sqs_queue_url:
         print("configuration error: the worker needs SQS_QUEUE_URL", file=sys.stderr)
         return 2
-    from service.worker.runtime import run_worker
+    from service.hosts import run_worker
 
     return await run_worker(settings)
 
@@ -269,8 +250,7 @@ async def cmd_worker(settings: Settings) -> int:
 def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
-    from service.api.app import create_app
-    from service.api.http_protocol import HTTP_PROTOCOL
+    from service.hosts import HTTP_PROTOCOL, create_app
 
     uvicorn.run(
         create_app(settings),

@@ -1,4 +1,4 @@
-"""Opening the store and the CPU pool in the background of a running process.
+"""Opening the resources (service/resources.py) in the background of a running process.
 
 `serve` and `worker` start their probes first and open what they need behind them, so that an
 orchestrator sees a live process from its first second: `/healthz` answers 200 while migrations
@@ -17,16 +17,13 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal
 
-from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import match_params_of
-from service.core.cpu import CpuPool
 from service.errors import StoreUnavailable
-from service.matching import MatchParams
+from service.match import MatchParams
+from service.resources import PoolSpec, Resources, enter_resources, match_params_of
 from service.settings import Settings
-from service.store import Store, create_store
+from service.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +33,19 @@ Phase = Literal["starting", "ready", "failed"]
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-@dataclass(frozen=True)
-class Opened:
-    """What start-up opens, for the routes and the poller."""
-
-    store: Store
-    pool: CpuPool
-    match_params: MatchParams
-
-
 class Startup:
     """The state of a background start-up: `phase`, a human `detail`, and `opened` once
-    ready."""
+    ready; with the `settings` it started from and the matcher's parameters they choose, which
+    the API's routes read before the store is open (the API key) and after."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+        self.match_params: MatchParams | None = (
+            None if settings is None else match_params_of(settings)
+        )
         self.phase: Phase = "starting"
         self.detail = "opening the database and applying pending migrations"
-        self.opened: Opened | None = None
+        self.opened: Resources | None = None
         self._settled = asyncio.Event()
 
     @property
@@ -68,7 +61,7 @@ class Startup:
         await self._settled.wait()
         return self.phase
 
-    def _ready(self, opened: Opened) -> None:
+    def _ready(self, opened: Resources) -> None:
         self.opened, self.phase, self.detail = opened, "ready", "ready"
         self._settled.set()
 
@@ -79,31 +72,38 @@ class Startup:
 
 #: Called once the store and the pool are open; it may enter more contexts (the SQS poller)
 #: on the stack, which closes them before the pool and the store.
-OnReady = Callable[[Opened, contextlib.AsyncExitStack], Awaitable[None]]
+OnReady = Callable[[Resources, contextlib.AsyncExitStack], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
 async def started_in_background(
-    settings: Settings, on_ready: OnReady | None = None
+    settings: Settings, on_ready: OnReady | None = None, *, aws: bool = False
 ) -> AsyncIterator[Startup]:
-    """Open the store (migrating if MIGRATE_ON_START) and warm the CPU pool in a background
-    task while the block runs; leaving the block cancels a start-up still under way and closes
-    whatever was opened, in reverse order."""
-    startup = Startup()
+    """Open the resources (service/resources.py: the store, migrating if MIGRATE_ON_START, the
+    warmed CPU pool and, with `aws`, the AWS clients) in a background task while the block
+    runs; leaving the block cancels a start-up still under way and closes whatever was opened,
+    in reverse order."""
+    startup = Startup(settings)
     stack = contextlib.AsyncExitStack()
 
-    async def start() -> None:
-        store = create_store(settings, DEFAULT_PARAMS.version)
-        stack.push_async_callback(store.close)
+    async def open_with_retry(store: Store) -> None:
         await _open_with_retry(store, startup)
-        pool = CpuPool(settings.effective_cpu_workers)
-        stack.callback(pool.close)
-        await pool.warm_up()
-        opened = Opened(store, pool, match_params_of(settings))
+
+    async def start() -> None:
+        opened = await enter_resources(
+            stack,
+            settings,
+            pool=PoolSpec(settings.effective_cpu_workers, warm_up=True),
+            aws=aws,
+            open_store=open_with_retry,
+        )
         if on_ready is not None:
             await on_ready(opened, stack)
         startup._ready(opened)
-        log.info("ready: store %s, %d CPU workers", type(store).__name__, pool.workers)
+        assert opened.pool is not None
+        log.info(
+            "ready: store %s, %d CPU workers", type(opened.store).__name__, opened.pool.workers
+        )
 
     async def run() -> None:
         try:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from service.api.app import create_app
 from service.api.http_protocol import HTTP_PROTOCOL
+from service.hosts import create_app
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 

@@ -1,11 +1,11 @@
-"""App factory and lifespan: open the store and the CPU pool once (in the background, behind
-the probes), close them in reverse."""
+"""App factory and lifespan: open the resources once (in the background, behind the probes),
+close them in reverse."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
@@ -15,16 +15,18 @@ from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
 from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
-from service.core.catalogue import match_params_of
 from service.settings import Settings
-from service.startup import Opened, started_in_background
+from service.startup import OnReady, started_in_background
 from service.tempfiles import sweep_orphans
-from service.worker.runtime import running_worker
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, worker: OnReady | None = None) -> FastAPI:
+    """The API; `worker`, when given, starts the SQS poller inside it once the resources are
+    open (service/hosts.py passes it when SQS_QUEUE_URL is set and RUN_WORKER_IN_API is true),
+    with the AWS clients opened among them. It stops (drains within WORKER_SHUTDOWN_GRACE_S,
+    releases the rest) before they close."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -33,21 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The store opens (and migrates) in the background: uvicorn binds its port as soon as
         # this yields, so /healthz answers during a long migration or a wait for another
         # replica's migration lock, /readyz and the routes answer 503 until it is done, and a
-        # SIGTERM meanwhile ends the process at once.
-        on_ready = None
-        if settings.sqs_queue_url and settings.run_worker_in_api:
-            on_ready = _start_worker
-        app.state.settings = settings
-        app.state.match_params = match_params_of(settings)
-        async with started_in_background(settings, on_ready) as app.state.startup:
+        # SIGTERM meanwhile ends the process at once. app.state holds this one container.
+        async with started_in_background(
+            settings, worker, aws=worker is not None
+        ) as app.state.startup:
             yield
-
-    async def _start_worker(opened: Opened, stack: AsyncExitStack) -> None:
-        # The SQS poller shares the store and CPU pool; it stops (drains within
-        # WORKER_SHUTDOWN_GRACE_S, releases the rest) before they close.
-        await stack.enter_async_context(
-            running_worker(settings, opened.store, opened.pool, opened.match_params)
-        )
 
     app = FastAPI(
         title="song-detection",

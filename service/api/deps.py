@@ -1,5 +1,6 @@
-"""Typed dependencies: routes receive the store, the CPU pool and settings from the app's
-lifespan state, never from module globals."""
+"""Typed dependencies: routes receive the store, the CPU pool and settings from the one
+container the app's lifespan puts on app.state (service/startup.py Startup), never from module
+globals."""
 
 from __future__ import annotations
 
@@ -11,25 +12,28 @@ from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.uploads import send_json_error
-from service.core.cpu import CpuPool
 from service.errors import NotReady, Unauthorized
-from service.matching import MatchParams
+from service.executor import CpuPool
+from service.match import MatchParams
+from service.resources import Resources
 from service.settings import Settings
-from service.startup import Opened, Startup
+from service.startup import Startup
 from service.store import Store
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings = _startup(request).settings
+    assert settings is not None  # the lifespan starts up from the app's settings
+    return settings
 
 
 def _startup(request: Request) -> Startup:
     return request.app.state.startup
 
 
-def _opened(request: Request) -> Opened:
+def _opened(request: Request) -> Resources:
     """What start-up opened; 503 `not_ready` while it is still under way (or failed)."""
-    startup: Startup = request.app.state.startup
+    startup = _startup(request)
     if startup.opened is None:
         raise NotReady(startup.detail)
     return startup.opened
@@ -40,11 +44,15 @@ def _store(request: Request) -> Store:
 
 
 def _pool(request: Request) -> CpuPool:
-    return _opened(request).pool
+    pool = _opened(request).pool
+    assert pool is not None  # the API's start-up always opens one
+    return pool
 
 
 def _match_params(request: Request) -> MatchParams:
-    return request.app.state.match_params
+    match_params = _startup(request).match_params
+    assert match_params is not None
+    return match_params
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import StartupDep
 from service.api.errors import error_response
-from service.api.schemas import HealthOut
+from service.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 

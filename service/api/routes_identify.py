@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from service.api.deps import MatchParamsDep, PoolDep, SettingsDep, StoreDep
-from service.api.schemas import IdentifyOut
 from service.api.uploads import saved_upload
-from service.core.catalogue import identify_file
+from service.core.identify.identify import identify_file
+from service.schemas import IdentifyOut
 
 router = APIRouter(tags=["identify"])
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from service.api.deps import PoolDep, SettingsDep, StoreDep
 from service.api.params import Offset, SongId, WholeNumber
-from service.api.schemas import SongIndexedOut, SongOut, SongPageOut, SongPatch
 from service.api.uploads import saved_upload
-from service.core.catalogue import index_file
+from service.core.index import index_file
 from service.errors import NotFound
+from service.schemas import SongIndexedOut, SongOut, SongPageOut, SongPatch
 from service.store import SongMeta, reject_nul
 
 router = APIRouter(prefix="/songs", tags=["songs"])

@@ -2,92 +2,41 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import StoreDep
 from service.api.params import Offset, PlayId, WholeNumber
-from service.api.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
-from service.core.stream_log import play_document, wall_clock
-from service.errors import BadRequest, NotFound
-from service.store import Play, Store, StreamState
+from service.core.streams import plays
+from service.core.streams.log import wall_clock
+from service.errors import BadRequest
+from service.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
 
 router = APIRouter(prefix="/streams", tags=["streams"])
-
-CSV_COLUMNS = (
-    "id",
-    "stream",
-    "status",
-    "song_id",
-    "title",
-    "artist",
-    "isrc",
-    "external_id",
-    "start_at",
-    "end_at",
-    "stream_start_s",
-    "stream_end_s",
-    "song_start_s",
-    "song_end_s",
-    "duration_s",
-    "confidence",
-    "score",
-    "speed",
-)
-
-
-async def _stream(store: Store, name: str) -> StreamState:
-    stream = await store.get_stream(name)
-    if stream is None:
-        raise NotFound(f"no stream named {name!r}")
-    return stream
-
-
-async def _plays_out(store: Store, stream: StreamState, plays: list[Play]) -> list[PlayOut]:
-    songs = await store.get_songs(sorted({p.song_id for p in plays}))
-    return [
-        PlayOut.model_validate(
-            play_document(p, p.id, stream.name, stream.wall_origin, songs.get(p.song_id))
-        )
-        for p in plays
-    ]
 
 
 @router.get("", response_model=list[StreamOut])
 async def list_streams(store: StoreDep) -> list[StreamOut]:
     """Every stream with its latest segment and the play on air now (if any)."""
     streams = await store.list_streams()
-    current = await store.current_plays([s.id for s in streams])
-    out = []
-    for s in streams:
-        play = current.get(s.id)
-        out.append(
-            StreamOut(
-                name=s.name,
-                created_at=s.created_at,
-                last_segment=LastSegmentOut(
-                    sequence=s.last_sequence,
-                    key=s.last_key,
-                    stream_end_s=round(s.max_end_s, 3),
-                    end_at=wall_clock(s.wall_origin, s.max_end_s),
-                    processed_at=s.last_segment_at,
-                ),
-                current_play=(await _plays_out(store, s, [play]))[0] if play else None,
-            )
+    current = await plays.current_plays(store, streams)
+    return [
+        StreamOut(
+            name=s.name,
+            created_at=s.created_at,
+            last_segment=LastSegmentOut(
+                sequence=s.last_sequence,
+                key=s.last_key,
+                stream_end_s=round(s.max_end_s, 3),
+                end_at=wall_clock(s.wall_origin, s.max_end_s),
+                processed_at=s.last_segment_at,
+            ),
+            current_play=PlayOut.model_validate(current[s.id]) if s.id in current else None,
         )
-    return out
-
-
-def _stream_seconds(stream: StreamState, moment: datetime | None) -> float | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - stream.wall_origin).total_seconds()
+        for s in streams
+    ]
 
 
 @router.get(
@@ -116,70 +65,28 @@ async def list_plays(
     `Accept: text/csv`. The CSV carries the page's rows; `X-Total-Count` says how many match."""
     if since is not None and until is not None and until <= since:
         raise BadRequest("`to` must be later than `from`")
-    stream = await _stream(store, name)
-    page = await store.list_plays(
-        stream.id,
-        from_s=_stream_seconds(stream, since),
-        to_s=_stream_seconds(stream, until),
-        limit=limit,
-        offset=offset,
-        include_retracted=include_retracted,
-    )
-    out = PlayPageOut(
-        items=await _plays_out(store, stream, page.items),
-        total=page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    query = plays.PlayQuery(since, until, limit, offset, include_retracted)
+    listing = await plays.list_plays(store, name, query)
     wants_csv = format == "csv" or (
         format is None and accept is not None and "text/csv" in accept.lower()
     )
     if not wants_csv:
-        return out
+        return PlayPageOut(
+            items=[PlayOut.model_validate(p) for p in listing.items],
+            total=listing.total,
+            limit=listing.limit,
+            offset=listing.offset,
+        )
     return Response(
-        content=_csv(out.items),
+        content=plays.plays_csv(listing.items),
         media_type="text/csv; charset=utf-8",
         headers={
-            "X-Total-Count": str(out.total),
-            "Content-Disposition": f'attachment; filename="{stream.name}-plays.csv"',
+            "X-Total-Count": str(listing.total),
+            "Content-Disposition": f'attachment; filename="{listing.stream.name}-plays.csv"',
         },
     )
 
 
-def _csv(plays: list[PlayOut]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for p in plays:
-        writer.writerow(
-            [
-                p.id,
-                p.stream,
-                p.status,
-                p.song.id,
-                p.song.title or "",
-                p.song.artist or "",
-                p.song.isrc or "",
-                p.song.external_id or "",
-                p.start_at.isoformat().replace("+00:00", "Z"),
-                p.end_at.isoformat().replace("+00:00", "Z"),
-                p.stream_start_s,
-                p.stream_end_s,
-                p.song_start_s,
-                p.song_end_s,
-                p.duration_s,
-                p.confidence,
-                p.score,
-                p.speed,
-            ]
-        )
-    return buffer.getvalue()
-
-
 @router.get("/{name}/plays/{play_id}", response_model=PlayOut)
 async def get_play(name: str, play_id: PlayId, store: StoreDep) -> PlayOut:
-    stream = await _stream(store, name)
-    play = await store.get_play(stream.id, play_id)
-    if play is None:
-        raise NotFound(f"no play {play_id} in stream {name!r}")
-    return (await _plays_out(store, stream, [play]))[0]
+    return PlayOut.model_validate(await plays.get_play(store, name, play_id))

@@ -199,6 +199,11 @@ def decode_audio(
 def _decode(
     container: av.container.InputContainer, sample_rate_hz: int, max_duration_s: float | None
 ) -> DecodedAudio:
+    """The container's first audio stream, decoded, downmixed and resampled.
+
+    One loop over the packets, kept whole: the digest, the resampler's state, the duration
+    limit and the gap handling all follow the same packet at once, and splitting it would pass
+    them all between pieces (the identity tests pin its output bit for bit)."""
     if not container.streams.audio:
         raise NotAudio("the file holds no audio stream")
     stream = container.streams.audio[0]

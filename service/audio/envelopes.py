@@ -6,7 +6,7 @@ babble at 0 dB only about 5 % of a clip's indexed landmarks come back, too few t
 although the landmark votes usually do rank the right song and offset among the first few
 candidates. The envelopes keep the rhythm of every band (notes starting and stopping, drums),
 which noise blurs but does not replace, so they can confirm such a candidate
-(service/envelope_check.py). They are stored beside the song, not hashed: they are only read
+(service/match/envelopes.py). They are stored beside the song, not hashed: they are only read
 for a handful of candidates of a clip the landmarks left undecided.
 """
 
@@ -33,8 +33,8 @@ class EnvelopeParams:
 
     format: int = 1
     #: Bands of equal width in log frequency over the landmarks' range (100-3,750 Hz): 24 is
-    #: about a major third each. Measured on the development corpus's noisy clips
-    #: (a scratch script): the envelopes' correlation at the true offset stood 4.4 standard
+    #: about a major third each. Measured on the development corpus's noisy clips: the
+    #: envelopes' correlation at the true offset stood 4.4 standard
     #: deviations (median) above the song's other offsets for clips the landmarks could not
     #: decide, and no candidate of 185 unindexed clips reached 3.2.
     bands: int = 24

@@ -89,7 +89,7 @@ class FingerprintParams:
     query_prominence_db_per_steady_frame: float = 5.0
     #: A clip the second tier leaves undecided is analysed again starting 1/n, 2/n, ...
     #: (n - 1)/n of a hop later, and each of those sustained peak sets is looked up as a
-    #: variant of its own (catalogue.identify_analysed). At 0 dB of babble which local maxima
+    #: variant of its own (core/identify/identify.py). At 0 dB of babble which local maxima
     #: win depends on where the frame grid falls, so each start is a fresh draw of the song's
     #: surviving peaks: on the development corpus (babble at 0 dB, 5-s clips) one of the four
     #: starts found the song for 220 of 246 clips, the clip's own start for 201. 1: no such

@@ -175,7 +175,7 @@ def find_sustained_peaks(samples: np.ndarray, params: FingerprintParams) -> Peak
     among the 200 most prominent of them; in the smaller neighbourhood, 29 % among the 300
     steadiest. On clean clips the same ranking keeps fewer of the song's peaks than
     prominence does, so the first tier keeps the index's picking and only the second tier
-    (catalogue.identify_analysed) uses these.
+    (core/identify/identify.py) uses these.
     """
     return _pick_peaks(samples, params, [_sustained_candidates])[0]
 

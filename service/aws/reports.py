@@ -16,12 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.api.schemas import ErrorBody, IdentifyOut, SongIndexedOut, SongOut
 from service.aws.events import ObjectCreated
-from service.core.catalogue import IdentifyResult
-from service.core.stream_windows import window_start_s
-from service.core.streams import SegmentResult
+from service.core.identify.identify import IdentifyResult
+from service.core.streams.segment import SegmentResult
+from service.core.streams.windows import window_start_s
 from service.errors import ServiceError
+from service.schemas import ErrorBody, IdentifyOut, SongIndexedOut, SongOut
 from service.store import Song
 
 EventType = Literal[

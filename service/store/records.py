@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 
 from service.audio.hashes import Fingerprints
-from service.audio.peaks import Peaks
 
 #: Song fields a client may set (POST /songs form fields, PATCH /songs/{id} body).
 EDITABLE_FIELDS = ("title", "artist", "album", "isrc", "external_id")
@@ -145,7 +144,7 @@ PlayEventType = Literal["play.started", "play.updated", "play.ended"]
 
 @dataclass(frozen=True)
 class StreamState:
-    """A live stream the worker has seen segments of (see core/streams.py)."""
+    """A live stream the worker has seen segments of (see core/streams/segment.py)."""
 
     id: int
     name: str
@@ -172,30 +171,6 @@ class NewStream:
 
 
 @dataclass(frozen=True)
-class NewSegment:
-    """Everything needed to add an analysed archive segment to its stream's log: which
-    segment it is, its landmark peaks and band envelopes, and its timing."""
-
-    stream: str
-    sequence: int
-    key: str
-    peaks: Peaks
-    n_frames: int
-    duration_s: float
-    #: Presentation time of its first sample (s, MPEG-TS clock); None: it has none.
-    pts_s: float | None
-    #: When its last sample was live (the object's Last-Modified): ties a new stream's clock
-    #: to UTC.
-    uploaded_at: datetime
-    #: Band envelopes (service/audio/envelopes.py), int8 of shape (frames, bands), and their
-    #: format; None: none (its windows are then matched by landmarks alone).
-    envelope: np.ndarray | None = None
-    envelope_format: int = 0
-    #: Second-tier peaks (peaks.find_sustained_peaks); None: none.
-    sustained_peaks: Peaks | None = None
-
-
-@dataclass(frozen=True)
 class StreamSegment:
     """One archive segment placed on its stream's clock, with its peaks kept for matching
     the windows that straddle it and its neighbours."""
@@ -206,7 +181,7 @@ class StreamSegment:
     duration_s: float
     pts_s: float | None
     n_frames: int
-    #: Serialised landmark peaks (core.stream_windows.pack_peaks).
+    #: Serialised landmark peaks (core.streams.windows.pack_peaks).
     peaks: bytes
     #: The segment's band envelopes (envelope_blob: int8, frame-major, `envelope_bands` a
     #: frame; service/audio/envelopes.py) and their format; format 0: none (segments stored

@@ -37,14 +37,15 @@ from service.aws import reports
 from service.aws.clients import AwsClients
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
 from service.aws.stream_events import publish_stream_events
-from service.core.catalogue import identify_file, index_file
-from service.core.cpu import CpuPool
-from service.core.streams import StreamParams, process_stream_segment
+from service.core.identify.identify import identify_file
+from service.core.index import index_file
+from service.core.streams.segment import StreamParams, process_stream_segment
 from service.errors import ServiceError
-from service.matching import MatchParams
+from service.executor import CpuPool
+from service.match import MatchParams
 from service.store import ProcessedObject, SongMeta, Store
 from service.tempfiles import temp_prefix
-from service.worker.poller import DeadLetter, Outcome, ReceivedMessage
+from service.worker.messages import DeadLetter, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _header_text(value: str) -> str:
 
 def meta_from_object(metadata: dict[str, str]) -> SongMeta:
     """Song fields from `x-amz-meta-*` (boto's `Metadata`, keys without the prefix); what is
-    missing falls back to the file's tags and then its name (core.catalogue.resolve_meta)."""
+    missing falls back to the file's tags and then its name (core.index.resolve_meta)."""
     values = {k.lower().replace("-", "_"): _header_text(v) for k, v in metadata.items()}
     return SongMeta(
         title=values.get("title", ""),

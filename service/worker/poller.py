@@ -12,67 +12,28 @@ maxReceiveCount). The poller sends a copy of the body to the queue's dead-letter
 message attributes saying why (`failure_code`, `failure_reason`, `source_message_id`,
 `receive_count`, `failed_at`) and deletes the original; the redrive policy itself would move
 the message without a word. Should that fail (no redrive policy, no permission), the message
-is left to the redrive policy as before.
+is left to the redrive policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.errors import ServiceError
+from service.worker.messages import DeadLetter, DeadLetters, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
 #: SQS limits: entries per batch call, and the longest visibility timeout.
 _SQS_BATCH_MAX = 10
 _VISIBILITY_MAX_S = 43200
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    message_id: str
-    receipt_handle: str
-    body: str
-    #: 1 on the first delivery; SQS counts every receive, including this one.
-    receive_count: int
-
-
-class Outcome(Enum):
-    DONE = "done"
-    #: The same as raising DeadLetter("poison_message", ...) without a reason.
-    POISON = "poison"
-
-
-class DeadLetter(Exception):
-    """Raised by a handler for a message no retry can fix: it goes to the dead-letter queue
-    at once, carrying `code` and `reason`."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class DeadLetterTarget:
-    queue_url: str
-    #: The redrive policy's maxReceiveCount: the receive after which SQS would move it.
-    max_receive_count: int
-
-
-#: SQS message attribute values are at most 256 KiB; reasons are kept short anyway.
-_REASON_MAX_CHARS = 1000
 
 
 Handler = Callable[[ReceivedMessage], Awaitable[Outcome]]
@@ -121,8 +82,7 @@ class SqsPoller:
         self._pending_deletes: list[ReceivedMessage] = []
         self._delete_wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._dead_letter_target: DeadLetterTarget | None = None
-        self._dead_letter_looked_up = False
+        self._dead_letters = DeadLetters(sqs, queue_url)
         #: Messages this poller moved to the dead-letter queue (health output, tests).
         self.dead_lettered = 0
         #: time.monotonic() of the last receive call that SQS answered (health).
@@ -273,7 +233,7 @@ class SqsPoller:
         except Exception as exc:
             self.failed += 1
             await _cancel(heartbeat)
-            target = await self._target()
+            target = await self._dead_letters.target()
             if target is not None and message.receive_count >= target.max_receive_count:
                 code = exc.code if isinstance(exc, ServiceError) else type(exc).__name__
                 log.warning(
@@ -311,60 +271,13 @@ class SqsPoller:
         self._pending_deletes.append(message)
         self._delete_wanted.set()
 
-    # --- the dead-letter queue --------------------------------------------------------------
-
-    async def _target(self) -> DeadLetterTarget | None:
-        """The queue's dead-letter queue, from its redrive policy (looked up once)."""
-        if self._dead_letter_looked_up:
-            return self._dead_letter_target
-        try:
-            attrs = await self._sqs.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"]
-            )
-            policy = attrs.get("Attributes", {}).get("RedrivePolicy")
-            if policy:
-                parsed = json.loads(policy)
-                arn = str(parsed["deadLetterTargetArn"])
-                _, _, _, _, account, name = arn.split(":", 5)
-                found = await self._sqs.get_queue_url(
-                    QueueName=name, QueueOwnerAWSAccountId=account
-                )
-                self._dead_letter_target = DeadLetterTarget(
-                    found["QueueUrl"], int(parsed["maxReceiveCount"])
-                )
-        except Exception as exc:  # asked again next time
-            log.warning("could not read the queue's redrive policy: %s", exc)
-            return None
-        self._dead_letter_looked_up = True
-        return self._dead_letter_target
-
     async def _give_up(self, message: ReceivedMessage, code: str, reason: str) -> None:
         """Send `message` to the dead-letter queue with why, then delete it; without a
         dead-letter queue to send to, leave it visible so the redrive policy moves it."""
-        log.error(
-            "message %s goes to the dead-letter queue (receive %d): %s: %s; body: %.200r",
-            message.message_id,
-            message.receive_count,
-            code,
-            reason,
-            message.body,
-        )
-        target = await self._target()
-        if target is not None:
-            try:
-                await self._sqs.send_message(
-                    QueueUrl=target.queue_url,
-                    MessageBody=message.body,
-                    MessageAttributes=_failure_attributes(message, code, reason),
-                )
-            except Exception as exc:
-                log.warning(
-                    "could not send %s to the dead-letter queue: %s", message.message_id, exc
-                )
-            else:
-                self.dead_lettered += 1
-                self._delete(message)
-                return
+        if await self._dead_letters.send(message, code, reason):
+            self.dead_lettered += 1
+            self._delete(message)
+            return
         # Visible again at once: the redrive policy counts receives, so the message reaches
         # the dead-letter queue after maxReceiveCount quick round trips.
         await self._set_visibility(message, 0)
@@ -466,19 +379,6 @@ class SqsPoller:
             for failure in failed:
                 log.warning("could not release a message: %s", failure.get("Message"))
             log.info("released %d unfinished message(s)", len(batch) - len(failed))
-
-
-def _failure_attributes(message: ReceivedMessage, code: str, reason: str) -> dict[str, Any]:
-    def text(value: str) -> dict[str, str]:
-        return {"DataType": "String", "StringValue": value or "-"}
-
-    return {
-        "failure_code": text(code),
-        "failure_reason": text(reason[:_REASON_MAX_CHARS]),
-        "source_message_id": text(message.message_id),
-        "receive_count": {"DataType": "Number", "StringValue": str(message.receive_count)},
-        "failed_at": text(datetime.now(UTC).isoformat(timespec="seconds")),
-    }
 
 
 def _expected(exc: BaseException) -> bool:

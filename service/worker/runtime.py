@@ -1,8 +1,9 @@
-"""Putting the worker together: AWS clients + handler + poller, in `serve` or on its own.
+"""Putting the worker together: handler + poller + stream sweeper, in `serve` or on its own.
 
-`running_worker` is the one assembly both hosts use: the API's lifespan (when SQS_QUEUE_URL is
-set and RUN_WORKER_IN_API is true) and `song-detection worker`, which adds signal handling and
-the health endpoint (`run_worker`).
+`running_worker` is the one assembly both hosts use: the API process (service/hosts.py passes
+`start_in_api` to the API when SQS_QUEUE_URL is set and RUN_WORKER_IN_API is true) and
+`song-detection worker`, which adds signal handling and the health endpoint (`run_worker`).
+Both open the store, the CPU pool and the AWS clients through service/resources.py.
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from service.aws.clients import AwsClients
-from service.core.catalogue import match_params_of
-from service.core.cpu import CpuPool
-from service.core.streams import StreamParams
-from service.matching import MatchParams
+from service.core.streams.segment import StreamParams
+from service.resources import Resources
 from service.settings import Settings
 from service.startup import started_in_background
-from service.store import Store
 from service.tempfiles import sweep_orphans
 from service.worker.handlers import ObjectHandler
 from service.worker.health import start_health_server, worker_probe
@@ -30,70 +27,71 @@ from service.worker.stream_sweeper import StreamSweeper
 
 log = logging.getLogger(__name__)
 
-__all__ = ["match_params_of", "run_worker", "running_worker", "stream_params_of"]
+__all__ = ["run_worker", "running_worker", "start_in_api", "stream_params_of"]
 
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings,
-    store: Store,
-    pool: CpuPool,
-    match_params: MatchParams,
-    **poller_options: Any,
+    settings: Settings, resources: Resources, **poller_options: Any
 ) -> AsyncIterator[SqsPoller]:
     """The poller running as a background task for the duration of the block; leaving it
-    stops receiving, drains in-flight messages within WORKER_SHUTDOWN_GRACE_S, releases the
-    rest and closes the AWS clients. `poller_options` override SqsPoller's defaults."""
+    stops receiving, drains in-flight messages within WORKER_SHUTDOWN_GRACE_S and releases the
+    rest (the AWS clients are closed with the other resources). `poller_options` override
+    SqsPoller's defaults."""
     if not settings.sqs_queue_url:
         raise ValueError("SQS_QUEUE_URL is not set")
-    clients = await AwsClients.open(settings)
+    if resources.aws is None or resources.pool is None:
+        raise ValueError("the worker needs the resources opened with a CPU pool and AWS clients")
+    clients, store = resources.aws, resources.store
+    stream_params = stream_params_of(settings)
+    handler = ObjectHandler(
+        store=store,
+        pool=resources.pool,
+        clients=clients,
+        match_params=resources.match_params,
+        bucket=settings.s3_bucket,
+        topic_arn=settings.sns_topic_arn,
+        stream_params=stream_params,
+        max_index_audio_s=settings.max_index_audio_s,
+        max_identify_audio_s=settings.max_identify_audio_s,
+    )
+    sweeper = StreamSweeper(
+        store,
+        clients.sns,
+        settings.sns_topic_arn,
+        stream_params,
+        play_end_timeout_s=settings.stream_play_end_timeout_s,
+        interval_s=settings.stream_sweep_interval_s,
+    )
+    options: dict[str, Any] = {
+        "concurrency": settings.worker_concurrency,
+        "batch_size": settings.sqs_batch_size,
+        "wait_s": settings.sqs_wait_s,
+        "visibility_timeout_s": settings.sqs_visibility_timeout_s,
+        "shutdown_grace_s": settings.worker_shutdown_grace_s,
+    }
+    poller = SqsPoller(
+        clients.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options}
+    )
+    poller.start()
+    sweeper.start()
+    log.info(
+        "polling %s (%d at a time, bucket %s, topic %s)",
+        settings.sqs_queue_url,
+        poller.concurrency,
+        settings.s3_bucket or "any",
+        settings.sns_topic_arn or "none",
+    )
     try:
-        stream_params = stream_params_of(settings)
-        handler = ObjectHandler(
-            store=store,
-            pool=pool,
-            clients=clients,
-            match_params=match_params,
-            bucket=settings.s3_bucket,
-            topic_arn=settings.sns_topic_arn,
-            stream_params=stream_params,
-            max_index_audio_s=settings.max_index_audio_s,
-            max_identify_audio_s=settings.max_identify_audio_s,
-        )
-        sweeper = StreamSweeper(
-            store,
-            clients.sns,
-            settings.sns_topic_arn,
-            stream_params,
-            play_end_timeout_s=settings.stream_play_end_timeout_s,
-            interval_s=settings.stream_sweep_interval_s,
-        )
-        options: dict[str, Any] = {
-            "concurrency": settings.worker_concurrency,
-            "batch_size": settings.sqs_batch_size,
-            "wait_s": settings.sqs_wait_s,
-            "visibility_timeout_s": settings.sqs_visibility_timeout_s,
-            "shutdown_grace_s": settings.worker_shutdown_grace_s,
-        }
-        poller = SqsPoller(
-            clients.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options}
-        )
-        poller.start()
-        sweeper.start()
-        log.info(
-            "polling %s (%d at a time, bucket %s, topic %s)",
-            settings.sqs_queue_url,
-            poller.concurrency,
-            settings.s3_bucket or "any",
-            settings.sns_topic_arn or "none",
-        )
-        try:
-            yield poller
-        finally:
-            await sweeper.stop()
-            await poller.stop()
+        yield poller
     finally:
-        await clients.close()
+        await sweeper.stop()
+        await poller.stop()
+
+
+async def start_in_api(settings: Settings, resources: Resources, stack: AsyncExitStack) -> None:
+    """The poller inside the API process, sharing its resources; it stops before they close."""
+    await stack.enter_async_context(running_worker(settings, resources))
 
 
 def stream_params_of(settings: Settings) -> StreamParams:
@@ -120,7 +118,7 @@ async def run_worker(settings: Settings) -> int:
     status = 0
     health = None
     try:
-        async with started_in_background(settings) as startup:
+        async with started_in_background(settings, aws=True) as startup:
             if settings.worker_health_port:
                 health = await start_health_server(
                     worker_probe(startup, lambda: poller),
@@ -132,10 +130,7 @@ async def run_worker(settings: Settings) -> int:
                 return 0
             if startup.opened is None:
                 return 1
-            opened = startup.opened
-            async with running_worker(
-                settings, opened.store, opened.pool, opened.match_params
-            ) as poller:
+            async with running_worker(settings, startup.opened) as poller:
                 loop_task = poller.start()
                 await _first(stop.wait(), loop_task)
                 if loop_task.done() and not stop.is_set():

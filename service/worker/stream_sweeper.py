@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from service.aws.stream_events import publish_stream_events
-from service.core.streams import StreamParams, end_idle_plays, prune_streams
+from service.core.streams.segment import StreamParams, end_idle_plays, prune_streams
 from service.store import Store
 
 log = logging.getLogger(__name__)

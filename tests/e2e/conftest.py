@@ -17,9 +17,10 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import index_file, match_params_of
-from service.core.cpu import CpuPool
-from service.core.streams import process_stream_segment
+from service.core.index import index_file
+from service.core.streams.segment import process_stream_segment
+from service.executor import CpuPool
+from service.resources import match_params_of
 from service.settings import Settings
 from service.store import SongMeta, create_store
 from tests.audio_fixtures import SYNTH_RATE_HZ

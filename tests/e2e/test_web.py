@@ -216,6 +216,7 @@ _BAR_WIDTH_NEAR_JS = """([width, tolerance]) => {
   return bar !== null && Math.abs(bar.getBoundingClientRect().width - width) <= tolerance;
 }"""
 
+
 def test_streams_live_view_log_day_and_csv(web_world, page_factory, screenshots):
     page = page_factory(web_world.server.url, height=1000)
     page.goto(f"{web_world.server.url}/#/streams")

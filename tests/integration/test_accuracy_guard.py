@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.audio.analysis import analyse_file, analyse_query
 from service.audio.decode import decode_audio
 from service.audio.hashes import Fingerprints
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import analyse_file, analyse_query
-from service.core.catalogue import identify_file, index_file, second_tier_hashes
-from service.core.cpu import CpuPool
-from service.matching import MatchParams
+from service.core.identify.identify import identify_file, second_tier_hashes
+from service.core.index import index_file
+from service.executor import CpuPool
+from service.match import MatchParams
 from service.settings import Settings
 from service.store import SongMeta, Store, create_store
 
@@ -229,7 +230,7 @@ SPEED_SEARCHED = ["speed_p5", "speed_m2", "pitch_p1st"]
 
 
 def test_a_starved_speed_grid_still_finds_every_song_at_its_speed(catalogue, clips):
-    """The grid is searched coarse to fine (service/core/speed_search.py): a budget that
+    """The grid is searched coarse to fine (service/core/identify/speed_search.py): a budget that
     starves the query-density landmarks at every speed leaves the index-density ones and the
     speeds of the best candidates enough."""
     store, pool, ids, loop = catalogue
@@ -345,8 +346,8 @@ def _aligned_hashes(clip: Fingerprints, song: Fingerprints, offset_frames: int) 
 
 def test_sustained_peaks_keep_more_of_the_song_under_babble(under_babble):
     """The second tier's peaks (peaks.find_sustained_peaks) against the query-density peaks
-    it replaced there: under speech, more of the clip's hashes are the song's (73 against 49
-    over the four clips when this was written; every clip gained)."""
+    in their place: under speech, more of the clip's hashes are the song's (73 against 49
+    over the four clips on a 2-core machine; every clip gains)."""
     offset = round(CLIP_START_S / DEFAULT_PARAMS.frame_s)
     sustained = dense = 0
     for name in INDEXED:
@@ -384,9 +385,9 @@ def test_other_hop_phases_find_more_short_clips_under_babble(catalogue, short_un
     other peaks of the song under the speech. Songs with only four aligned frames are
     candidates for the band envelopes too (MatchParams.candidate_min_score). Every answer is
     right; the phases find every clip the clip's own analysis finds and more, and the
-    four-frame candidates every clip that five frames find and more (on session 12's
-    machine: 6 of 8 with both, 5 with the clip's own analysis, 4 with five frames too; 7 of 8
-    against 5 on session 11's, before the four-frame candidates)."""
+    four-frame candidates every clip that five frames find and more (on a 2-core machine: 6
+    of 8 with both, 5 with the clip's own analysis, 4 with five frames alone; the count moves
+    by a clip or two from one machine to another)."""
     store, pool, ids, loop = catalogue
     own_phase_only = replace(DEFAULT_PARAMS, query_hop_phases=1)
     setups = {

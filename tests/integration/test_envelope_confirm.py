@@ -12,17 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.audio.analysis import AnalysedAudio, analyse_file, analyse_query
 from service.audio.params import DEFAULT_PARAMS
-from service.core.analysis import AnalysedAudio, analyse_file, analyse_query
-from service.core.catalogue import identify_file, index_analysed, index_file
-from service.core.cpu import CpuPool
-from service.core.envelope_confirm import confirm_by_envelope, drop_contradicted
-from service.core.stream_windows import hits_from_json, pack_peaks
-from service.core.streams import StreamParams, add_segment
-from service.envelope_check import EnvelopeCheckParams
-from service.matching import Match, MatchParams
+from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
+from service.core.identify.identify import identify_file
+from service.core.index import index_analysed, index_file
+from service.core.streams.segment import SegmentArrival, StreamParams, add_segment
+from service.core.streams.windows import hits_from_json, pack_peaks
+from service.executor import CpuPool
+from service.match import Match, MatchParams
+from service.match.envelopes import EnvelopeCheckParams
 from service.settings import Settings
-from service.store import EnvelopeRange, NewSegment, NewSong, Song, SongMeta, Store, create_store
+from service.store import EnvelopeRange, NewSong, Song, SongMeta, Store, create_store
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 
 CLIP_START_S = 30.0
@@ -314,7 +315,7 @@ async def test_identify_answers_a_clip_only_the_envelopes_decide(
 async def test_a_long_files_windows_are_confirmed_too(store_url: str, tmp_path: Path) -> None:
     """A 70-s file: 30 s of one song, then 40 s of another drowned 18 dB under a third. The
     landmarks alone find the drowned song in a few windows only; with the windows' envelopes
-    checked the timeline covers seconds more of it (39 s against 23 s when this was written;
+    checked the timeline covers seconds more of it (39 s against 23 s on a 2-core machine;
     at 16 dB the second tier's sustained peaks find it all by landmarks alone)."""
     async with _catalogue(store_url, tmp_path) as (store, pool, songs, ids):
         clean = songs[1][10 * SYNTH_RATE_HZ : 40 * SYNTH_RATE_HZ].astype(np.float64)
@@ -373,8 +374,9 @@ async def test_a_streams_windows_are_confirmed_from_its_segments_envelopes(
 ) -> None:
     """A 48-s stream, four MP3 segments of a song drowned 14 dB under another: its segments'
     envelopes are stored beside their peaks, and the stream's windows find the song in more
-    of them than a stream whose segments were stored without envelopes (as before migration
-    0006): 8 of its windows against 5 when this was written."""
+    of them than a stream whose segments were stored without envelopes (as a store migrated
+    before segments had envelopes holds them): 8 of its windows against 5 on a 2-core
+    machine."""
     async with _catalogue(store_url, tmp_path) as (store, _pool, songs, ids):
         noisy = _drowned(songs[0][20 * SYNTH_RATE_HZ : 68 * SYNTH_RATE_HZ], 47, 14.0)
         noisy = (noisy / np.abs(noisy).max() * 0.8).astype(np.float32)
@@ -386,15 +388,18 @@ async def test_a_streams_windows_are_confirmed_from_its_segments_envelopes(
 
         async def windows_finding_the_song(stream: str, with_envelopes: bool) -> int:
             for i, audio in enumerate(pieces):
-                segment = NewSegment(
-                    stream=stream, sequence=i, key=f"songs_to_check/streams/{stream}.{i:06d}.ts",
-                    peaks=audio.peaks, n_frames=audio.n_frames, duration_s=12.0, pts_s=None,
-                    uploaded_at=datetime.now(UTC),
+                key = f"songs_to_check/streams/{stream}.{i:06d}.ts"
+                segment = replace(
+                    audio,
+                    duration_s=12.0,
+                    start_pts_s=None,
                     envelope=audio.envelope if with_envelopes else None,
                     envelope_format=audio.envelope_format if with_envelopes else 0,
-                    sustained_peaks=audio.sustained_peaks,
+                )
+                await add_segment(
+                    store, SegmentArrival(stream, i, key, datetime.now(UTC)), segment,
+                    MatchParams(), params=StreamParams(),
                 )  # fmt: skip
-                await add_segment(store, segment, match_params=MatchParams(), params=StreamParams())
             state = await store.get_stream(stream)
             assert state is not None
             stored = await store.stream_segments(state.id, 0.0, 48.0)

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from service.audio.hashes import Fingerprints
-from service.core.hit_cache import HitCache
+from service.core.identify.lookups import HitCache
 from service.store import Hits, Store
 from tests.integration.test_store import make_fingerprints, make_song, opened
 

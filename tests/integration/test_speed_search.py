@@ -11,9 +11,9 @@ import pytest
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import thin_peaks
-from service.core.hit_cache import HitCache
-from service.core.speed_search import search_speeds
-from service.matching import MatchParams, find_matches, inconclusive, speed_variants
+from service.core.identify.lookups import HitCache
+from service.core.identify.speed_search import search_speeds
+from service.match import MatchParams, find_matches, inconclusive, speed_variants
 from tests.integration.test_store import make_song, opened
 from tests.unit.test_matching import _played_at, _random_peaks
 

@@ -22,11 +22,13 @@ import pytest
 
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
-from service.core.catalogue import index_file
-from service.core.cpu import CpuPool
+from service.aws.clients import AwsClients
+from service.core.index import index_file
+from service.executor import CpuPool
+from service.resources import Resources, match_params_of
 from service.settings import Settings
 from service.store import Play, SongMeta, Store, create_store
-from service.worker.runtime import match_params_of, running_worker
+from service.worker.runtime import running_worker
 from tests.audio_fixtures import encode, synth_song
 from tests.aws_fixtures import AwsWorld, SnsMessage, s3_event
 from tests.conftest import LiveServer
@@ -72,12 +74,13 @@ async def stream_worker(settings: Settings) -> AsyncIterator[Store]:
     store = create_store(settings, DEFAULT_PARAMS.version)
     await store.open()
     pool = CpuPool(1, use_processes=False)
+    clients = await AwsClients.open(settings)
+    resources = Resources(store, pool, match_params_of(settings), clients)
     try:
-        async with running_worker(
-            settings, store, pool, match_params_of(settings), retry_backoff_s=0.5
-        ):
+        async with running_worker(settings, resources, retry_backoff_s=0.5):
             yield store
     finally:
+        await clients.close()
         pool.close()
         await store.close()
 

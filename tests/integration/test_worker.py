@@ -25,17 +25,19 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.schemas import MatchOut, SongOut
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
+from service.aws.clients import AwsClients
 from service.aws.events import ObjectCreated, PoisonMessage, parse_message
-from service.core.cpu import CpuPool
+from service.executor import CpuPool
+from service.resources import Resources, match_params_of
+from service.schemas import MatchOut, SongOut
 from service.settings import Settings
 from service.store import Store, create_store
 from service.store.postgres import PostgresStore
 from service.worker.handlers import Action, route_for
 from service.worker.poller import Outcome, ReceivedMessage, SqsPoller
-from service.worker.runtime import match_params_of, running_worker
+from service.worker.runtime import running_worker
 from tests.audio_fixtures import encode, excerpt, synth_song
 from tests.aws_fixtures import (
     MAX_RECEIVE_COUNT,
@@ -98,12 +100,15 @@ async def worker(
         store = create_store(settings, DEFAULT_PARAMS.version)
         await store.open()
     pool = CpuPool(1, use_processes=False)
+    clients = await AwsClients.open(settings)
+    resources = Resources(store, pool, match_params_of(settings), clients)
     try:
         async with running_worker(
-            settings, store, pool, match_params_of(settings), **{**FAST_RETRY, **poller_options}
+            settings, resources, **{**FAST_RETRY, **poller_options}
         ) as poller:
             yield RunningWorker(store, poller)
     finally:
+        await clients.close()
         pool.close()
         if own_store:
             await store.close()
@@ -444,7 +449,7 @@ async def test_bad_audio_is_reported_not_retried(aws, sqlite_url, media):
 
 
 async def test_hostile_media_is_reported_and_deleted_never_dead_lettered(aws, sqlite_url, tmp_path):
-    """Files whose decoding used to crash (a buffer sized from a forged header, a demuxer's
+    """Files that crash a naive decoder (a buffer sized from a forged header, a demuxer's
     IndexError, an unknown WAV format tag) or that decode to more than the limit: each gets
     an error report and SNS message at once, no retry, nothing in the dead-letter queue."""
     cases = {c.name: c.data for c in malformed_media(tmp_path)}

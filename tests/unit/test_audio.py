@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from service.audio import peaks as peaks_module
+from service.audio.analysis import analyse_file
 from service.audio.decode import decode_audio
 from service.audio.fingerprint import fingerprint
 from service.audio.hashes import pack_hashes, pair_peaks, unpack_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import find_peaks
 from service.audio.spectrogram import spectrogram_db
-from service.core.analysis import analyse_file
 from service.errors import AudioTooShort, EmptyFile, NotAudio, UndecodableAudio
 from tests.audio_fixtures import FORMATS, SYNTH_RATE_HZ, encode, synth_song
 
@@ -185,7 +185,7 @@ def test_other_parameters_give_another_index_version():
 
 _DIGEST_SCRIPT = """
 import hashlib, sys
-from service.core.analysis import analyse_file
+from service.audio.analysis import analyse_file
 fp = analyse_file(sys.argv[1]).fingerprints
 print(hashlib.sha256(fp.hashes.tobytes() + fp.offsets.tobytes()).hexdigest())
 """
@@ -212,7 +212,7 @@ def test_fingerprints_are_identical_across_processes(song, tmp_path):
 
 @pytest.mark.parametrize("bands", [1, 3])
 def test_thinning_query_peaks_approximates_the_index_pick(bands: int) -> None:
-    """Queries look up their index-density landmarks first (service.core.catalogue); those
+    """Queries look up their index-density landmarks first (service.core.identify); those
     come from thinning the denser query peaks, which must stay close to what the index picks."""
     params = replace(DEFAULT_PARAMS, density_bands=bands)
     rng = np.random.default_rng(3)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from service.core.cpu import CpuPool, CpuPoolUnavailable
+from service.executor import CpuPool, CpuPoolUnavailable
 
 
 def _pid() -> int:
@@ -84,7 +84,7 @@ async def test_a_pool_that_cannot_be_rebuilt_reports_unhealthy_until_it_can(pool
 
 _ORPHAN_SCRIPT = """
 import asyncio, sys
-from service.core.cpu import CpuPool
+from service.executor import CpuPool
 async def main():
     pool = CpuPool(2)
     await pool.warm_up()

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
+from service.audio.analysis import analyse_file
 from service.audio.decode import DecodedAudio, decode_audio
 from service.audio.downmix import MonoBatch
-from service.core.analysis import analyse_file
 from service.errors import AudioTooLong, ServiceError, UndecodableAudio
 from tests.audio_fixtures import encode, synth_song
 from tests.fuzz_media import MediaCase, base_files, malformed_media

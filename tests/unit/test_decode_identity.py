@@ -2,10 +2,11 @@
 
 The content digest identifies songs already stored (re-indexing is idempotent through it) and
 the samples define every stored fingerprint, so a faster decoder is only acceptable if both
-are exactly what the decoder before it produced. Two proofs: golden values of committed files
-(computed with the per-frame decoder of commit 40b946c), and a side-by-side comparison with
+are exactly what the reference decoder produces. Two proofs: golden values of files in the
+repository (computed with the reference per-frame decoder), and a side-by-side comparison with
 that decoder, kept verbatim in benchmarks/reference_decode.py, on freshly encoded files in the
-formats and layouts each path of the new decoder handles (numpy downmix and swresample).
+formats and layouts each path of the service's decoder handles (numpy downmix and
+swresample).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from scipy.signal import resample_poly
 from service.audio.envelopes import DEFAULT_ENVELOPE, band_envelopes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.spectrogram import frame_count
-from service.envelope_check import (
+from service.match.envelopes import (
     EnvelopeCheckParams,
     at_speed,
     correlations,

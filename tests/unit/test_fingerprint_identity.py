@@ -2,11 +2,12 @@
 
 Every stored index holds hashes made by this pipeline under one parameter version; a faster
 implementation that moved a single peak would silently stop old songs from matching. GOLDEN
-holds values of committed files computed with the code of commit 40b946c (scipy's
-maximum_filter, out-of-place dB) under the parameters of that time (one density limit over the
-whole band, index version fp1-6b908e58868a); GOLDEN_DEFAULT pins today's default parameters
+holds values of files in the repository computed with the reference implementation (scipy's
+maximum_filter, out-of-place dB) under the first index version's parameters (one density
+limit over the whole band, index version fp1-6b908e58868a); GOLDEN_DEFAULT pins the default
+parameters
 (fp1-ae85947285a2, four density bands), so a change of the default is a deliberate act that
-updates it. The running maximum that replaced maximum_filter is also checked against scipy
+updates it. The running maximum used in place of maximum_filter is also checked against scipy
 directly on awkward shapes and ties.
 
 Peak positions and hashes are pinned bit for bit; prominences only to within rounding. numpy

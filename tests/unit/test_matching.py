@@ -10,8 +10,8 @@ import pytest
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import Peaks
-from service.core.timeline import WindowMatch, merge_windows
-from service.matching import (
+from service.core.identify.timeline import WindowMatch, merge_windows
+from service.match import (
     Match,
     MatchParams,
     QueryVariant,
@@ -325,7 +325,7 @@ def test_timeline_merges_consistent_windows_and_splits_on_change():
 
 
 def test_a_stray_aligned_hash_does_not_stretch_the_reported_span() -> None:
-    from service.matching import _covered_span
+    from service.match.scoring import _covered_span
 
     frames = np.array([40, 300, 310, 318, 330, 345, 352, 360, 371, 380])
     # 260 frames (8.3 s) between the stray hash at 40 and the rest: left out at a 94-frame gap.
@@ -392,7 +392,7 @@ def test_pairing_variants_a_few_at_a_time_changes_no_answer(monkeypatch):
     """A speed search's pairs are built a chunk of variants at a time to bound memory; since
     every group the matcher reduces is one song under one variant, the chunks must give the
     very matches and chance figures (the count of candidate songs included) of one pass."""
-    import service.matching as matching
+    import service.match.votes as matching
 
     songs = [_random_peaks(s, 40) for s in (3, 4, 5, 6)]
     hits = [_hits_of(i + 1, p) for i, p in enumerate(songs)]

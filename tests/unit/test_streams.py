@@ -7,10 +7,10 @@ import pytest
 
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import Peaks
-from service.core.stream_clock import PTS_WRAP_S, place_segment, pts_epoch
-from service.core.stream_keys import BadStreamKey, SegmentKey, parse_segment_key
-from service.core.stream_log import LogParams, build_plays, ended_by_timeout, reconcile
-from service.core.stream_windows import (
+from service.core.streams.clock import PTS_WRAP_S, place_segment, pts_epoch
+from service.core.streams.keys import BadStreamKey, SegmentKey, parse_segment_key
+from service.core.streams.log import LogParams, build_plays, ended_by_timeout, reconcile
+from service.core.streams.windows import (
     COVERAGE_SLACK_S,
     WINDOW_HOP_S,
     WINDOW_S,
@@ -311,7 +311,7 @@ def test_a_song_that_realigns_at_a_repeat_while_it_plays_stays_one_play():
 
 
 def test_hits_in_canonical_order_whatever_order_they_came_in():
-    from service.core.stream_windows import _ordered
+    from service.core.streams.windows import _ordered
     from service.store import Hits
 
     assert len(_ordered(Hits.empty())) == 0  # a window whose lookup found nothing

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from service.audio import peaks as peaks_module
+from service.audio.analysis import KEEP_SAMPLES_MAX_S, analyse_query
 from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeCollector, band_envelopes
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import (
@@ -16,7 +17,6 @@ from service.audio.peaks import (
     sustained_peaks_at_phases,
 )
 from service.audio.spectrogram import frame_count
-from service.core.analysis import KEEP_SAMPLES_MAX_S, analyse_query
 from tests.audio_fixtures import encode, synth_song
 
 RATE = DEFAULT_PARAMS.sample_rate_hz

@@ -1,10 +1,10 @@
 """Live-stream segments (`songs_to_check/streams/...`) -> the stream's airplay log.
 
-Per segment: parse the key (core/stream_keys.py), decode, find peaks and band envelopes (in
-the CPU pool), place the segment on the stream clock (core/stream_clock.py), then, under the
+Per segment: parse the key (core/streams/keys.py), decode, find peaks and band envelopes (in
+the CPU pool), place the segment on the stream clock (core/streams/clock.py), then, under the
 stream's lock: match every window of the stream's grid the segment touches, joined with its
-neighbours' peaks and envelopes (core/stream_windows.py); rebuild the plays of the affected
-region from all stored window matches (core/stream_log.py); write segment, windows, plays and
+neighbours' peaks and envelopes (core/streams/windows.py); rebuild the plays of the affected
+region from all stored window matches (core/streams/log.py); write segment, windows, plays and
 outbox events in one transaction. The log is a function of the stored windows, which are a
 function of the segments present, so it comes out the same whatever order, how often and on
 how many workers the segments arrive; only the events say how it got there.
@@ -17,14 +17,14 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Literal
 
+from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
-from service.core.analysis import analyse_query
-from service.core.cpu import CpuPool
-from service.core.stream_clock import place_segment, pts_epoch
-from service.core.stream_keys import parse_segment_key
-from service.core.stream_log import (
+from service.core.streams.clock import place_segment, pts_epoch
+from service.core.streams.keys import parse_segment_key
+from service.core.streams.log import (
     LogChanges,
     LogParams,
     build_plays,
@@ -33,7 +33,7 @@ from service.core.stream_log import (
     event_drafts,
     reconcile,
 )
-from service.core.stream_windows import (
+from service.core.streams.windows import (
     WINDOW_HOP_S,
     WINDOW_S,
     WindowHit,
@@ -43,9 +43,9 @@ from service.core.stream_windows import (
     window_start_s,
     windows_touching,
 )
-from service.matching import MatchParams
+from service.executor import CpuPool
+from service.match import MatchParams
 from service.store import (
-    NewSegment,
     NewStream,
     Play,
     PlayFields,
@@ -119,70 +119,50 @@ async def process_stream_segment(
     # A segment's windows are matched from its stored peaks: its samples are not kept.
     params = params or StreamParams()
     audio = await pool.run(
-        analyse_query, os.fspath(local_path), fp_params, False, params.max_audio_s
+        partial(
+            analyse_query,
+            os.fspath(local_path),
+            fp_params,
+            keep_samples=False,
+            max_duration_s=params.max_audio_s,
+        )
     )
-    segment = NewSegment(
-        stream=parsed.stream,
-        sequence=parsed.sequence,
-        key=key,
-        peaks=audio.peaks,
-        n_frames=audio.n_frames,
-        duration_s=audio.duration_s,
-        pts_s=audio.start_pts_s,
-        uploaded_at=uploaded_at or datetime.now(UTC),
-        envelope=audio.envelope,
-        envelope_format=audio.envelope_format,
-        sustained_peaks=audio.sustained_peaks,
-    )
+    arrival = SegmentArrival(parsed.stream, parsed.sequence, key, uploaded_at or datetime.now(UTC))
     return await add_segment(
-        store, segment, match_params=match_params, params=params, fp_params=fp_params
+        store, arrival, audio, match_params, params=params, fp_params=fp_params
     )
+
+
+@dataclass(frozen=True)
+class SegmentArrival:
+    """Which segment arrived, and when."""
+
+    stream: str
+    sequence: int
+    #: The object key it came under (renditions of one sequence differ in their keys).
+    key: str
+    #: When its last sample was live (the object's Last-Modified).
+    uploaded_at: datetime
 
 
 async def add_segment(
     store: Store,
-    new: NewSegment,
-    *,
+    arrival: SegmentArrival,
+    audio: AnalysedAudio,
     match_params: MatchParams,
-    params: StreamParams,
+    *,
+    params: StreamParams | None = None,
     fp_params: FingerprintParams = DEFAULT_PARAMS,
 ) -> SegmentResult:
-    """Place an analysed segment, match the windows it touches, update the log. With its
-    band envelope, the windows it is part of are checked against the songs' envelopes as
-    clips are; with its sustained peaks, their second tier looks those up as a clip's does."""
-    stream, sequence, key = new.stream, new.sequence, new.key
-    duration_s, pts_s, envelope = new.duration_s, new.pts_s, new.envelope
+    """Place an analysed segment, match the windows it touches, update the log. With its band
+    envelopes, the windows it is part of are checked against the songs' envelopes as clips
+    are; with its sustained peaks, their second tier looks those up as a clip's does."""
+    params = params or StreamParams()
+    stream, sequence, key = arrival.stream, arrival.sequence, arrival.key
     async with store.stream_lock(stream):
-        state = await store.get_stream(stream)
-        if state is None:
-            epoch = pts_epoch(sequence, pts_s, params.segment_s)
-            first = place_segment(sequence, pts_s, epoch, params.segment_s).start_s
-            state = await store.ensure_stream(
-                NewStream(
-                    name=stream,
-                    pts_epoch_s=epoch,
-                    wall_origin=new.uploaded_at - timedelta(seconds=first + duration_s),
-                    max_end_s=first + duration_s,
-                    last_sequence=sequence,
-                    last_key=key,
-                )
-            )
-        placement = place_segment(sequence, pts_s, state.pts_epoch_s, params.segment_s)
-        segment = StreamSegment(
-            sequence=sequence,
-            key=key,
-            start_s=placement.start_s,
-            duration_s=duration_s,
-            pts_s=pts_s,
-            n_frames=new.n_frames,
-            peaks=pack_peaks(new.peaks),
-            envelope_format=new.envelope_format if envelope is not None else 0,
-            envelope_bands=envelope.shape[1] if envelope is not None else 0,
-            envelope=envelope_blob(envelope) if envelope is not None else b"",
-            sustained_peaks=(
-                pack_peaks(new.sustained_peaks) if new.sustained_peaks is not None else b""
-            ),
-        )
+        state = await _stream_state(store, arrival, audio, params)
+        placement = place_segment(sequence, audio.start_pts_s, state.pts_epoch_s, params.segment_s)
+        segment = _segment_record(arrival, audio, placement.start_s)
 
         def result(outcome: str, windows: list[StreamWindow], play_ids: list[int]) -> SegmentResult:
             return SegmentResult(
@@ -190,8 +170,8 @@ async def add_segment(
                 sequence=sequence,
                 key=key,
                 start_s=round(segment.start_s, 3),
-                duration_s=round(duration_s, 3),
-                pts_s=pts_s,
+                duration_s=round(audio.duration_s, 3),
+                pts_s=audio.start_pts_s,
                 placed_by=placement.placed_by,
                 outcome=outcome,  # type: ignore[arg-type]
                 windows=[(w.index, hits_from_json(w.matches_json)) for w in windows],
@@ -225,6 +205,47 @@ async def add_segment(
         update = await _update(store, state, changes, segment=segment, windows=fresh)
         new_ids = await store.apply_stream_update(update)
         return result("stored", fresh, sorted([*new_ids, *changes.changed_plays]))
+
+
+async def _stream_state(
+    store: Store, arrival: SegmentArrival, audio: AnalysedAudio, params: StreamParams
+) -> StreamState:
+    """The segment's stream; its first segment creates it, tying its clock to the PTS (or
+    the sequence) and to the wall clock."""
+    state = await store.get_stream(arrival.stream)
+    if state is not None:
+        return state
+    pts_s, duration_s = audio.start_pts_s, audio.duration_s
+    epoch = pts_epoch(arrival.sequence, pts_s, params.segment_s)
+    first = place_segment(arrival.sequence, pts_s, epoch, params.segment_s).start_s
+    return await store.ensure_stream(
+        NewStream(
+            name=arrival.stream,
+            pts_epoch_s=epoch,
+            wall_origin=arrival.uploaded_at - timedelta(seconds=first + duration_s),
+            max_end_s=first + duration_s,
+            last_sequence=arrival.sequence,
+            last_key=arrival.key,
+        )
+    )
+
+
+def _segment_record(arrival: SegmentArrival, audio: AnalysedAudio, start_s: float) -> StreamSegment:
+    """The segment as the store keeps it: its peaks and envelopes packed."""
+    envelope, sustained = audio.envelope, audio.sustained_peaks
+    return StreamSegment(
+        sequence=arrival.sequence,
+        key=arrival.key,
+        start_s=start_s,
+        duration_s=audio.duration_s,
+        pts_s=audio.start_pts_s,
+        n_frames=audio.n_frames,
+        peaks=pack_peaks(audio.peaks),
+        envelope_format=audio.envelope_format if envelope is not None else 0,
+        envelope_bands=envelope.shape[1] if envelope is not None else 0,
+        envelope=envelope_blob(envelope) if envelope is not None else b"",
+        sustained_peaks=pack_peaks(sustained) if sustained is not None else b"",
+    )
 
 
 async def _recompute_log(

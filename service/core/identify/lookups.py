@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from service.arrays import run_starts, unique_values
-from service.matching import MatchParams
+from service.match import MatchParams
 from service.store import Hits, Store
 
 
@@ -33,6 +33,7 @@ class HitCache:
         hashes: np.ndarray,
         max_postings: int | None = None,
         max_hits: int | None = None,
+        *,
         again: bool = False,
     ) -> Hits:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the

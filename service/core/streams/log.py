@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from service.core.stream_windows import WINDOW_S, WindowHit
+from service.core.streams.windows import WINDOW_S, WindowHit
 from service.store import PLAY_FIELDS, Play, PlayEventDraft, PlayFields, Song
 
 #: Drift (s) of the song position between windows still counted as one alignment.

@@ -40,8 +40,8 @@ import numpy as np
 
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.hit_cache import HitCache
-from service.matching import (
+from service.core.identify.lookups import HitCache
+from service.match import (
     Match,
     MatchParams,
     QueryVariant,
@@ -80,7 +80,9 @@ async def search_speeds(
     )
 
     def variants(of: Peaks, fp: FingerprintParams) -> list[QueryVariant]:
-        return speed_variants(of, grid, fp, cap) + speed_variants(of, twins, fp, cap, True)
+        return speed_variants(of, grid, fp, cap) + speed_variants(
+            of, twins, fp, cap, pitch_only=True
+        )
 
     async def search(
         chosen: list[QueryVariant], again: bool = False, candidates: int = 0
@@ -90,7 +92,9 @@ async def search_speeds(
 
         def run() -> Search:
             ordered = order_hits(hits) if order_hits is not None else hits
-            return search_matches(chosen, ordered, params, charged, hypotheses, candidates)
+            return search_matches(
+                chosen, ordered, params, charged, speeds_tried=hypotheses, candidates=candidates
+            )
 
         return await asyncio.to_thread(run)
 

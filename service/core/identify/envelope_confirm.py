@@ -10,7 +10,7 @@
 - A clip whose landmark matches beat chance, but too narrowly to be final: a match whose
   envelopes do not follow the clip at its offset is dropped (drop_contradicted).
 
-service/envelope_check.py judges each match or candidate from the clip's and its song's band
+service/match/envelopes.py judges each match or candidate from the clip's and its song's band
 envelopes: one ranged read of up to 67 KB per song.
 """
 
@@ -23,14 +23,8 @@ from dataclasses import replace
 import numpy as np
 
 from service.audio.params import FingerprintParams
-from service.envelope_check import (
-    EnvelopeCheckParams,
-    at_speed,
-    envelope_z,
-    fetch_range,
-    score_of,
-)
-from service.matching import Match, MatchParams, inconclusive
+from service.match import Match, MatchParams, inconclusive
+from service.match.envelopes import EnvelopeCheckParams, at_speed, envelope_z, fetch_range, score_of
 from service.store import EnvelopeRange, Store
 
 #: Candidates whose alignment drifts more than this (a residual time scale) are not checked:
@@ -116,13 +110,16 @@ async def confirm_by_envelope(
     landmarks beat chance and the envelopes only corroborate them, its own); None when none
     passes (or the clip, or every candidate's song, has no envelope).
 
-    `phase_candidates` come from the clip analysed at other hop phases (catalogue.py): they
+    `phase_candidates` come from the clip analysed at other hop phases (identify.py): they
     are checked too, unless the clip's own analysis found them already, and pay
     MatchParams.calibration_log10_phase on top of all the candidates tried; the clip's own
     are judged as if they had been tried alone. Weak candidates (fewer aligned frames than
     MatchParams.min_score) only add answers too: the others are judged as if no weak one had
     been tried, and a weak one pays for every candidate tried and
-    EnvelopeCheckParams.calibration_log10_weak."""
+    EnvelopeCheckParams.calibration_log10_weak.
+
+    One function, as the chance charged to each candidate depends on which others were tried
+    (own, phase, weak), which the loop below reads as it judges them."""
     check = match_params.envelope_check
     if check is None or envelope is None or len(envelope) == 0:
         return None

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.core.catalogue import IdentifyResult, SongMatch
-from service.core.timeline import SongTimelineEntry
+from service.core.identify.identify import IdentifyResult, SongMatch
+from service.core.identify.timeline import SongTimelineEntry
 from service.store import Song, SongPage
 
 

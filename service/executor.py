@@ -47,7 +47,7 @@ class CpuPoolUnavailable(ServiceError):
 
 def _warm() -> None:
     # Import the heavy modules once per worker so the first request does not pay for it.
-    import service.core.analysis  # noqa: F401
+    import service.audio.analysis  # noqa: F401
 
 
 def _exit_with_parent(parent_pid: int) -> None:

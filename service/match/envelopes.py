@@ -9,7 +9,7 @@ among them. A song that merely sounds alike (same instruments, same tempo) corre
 well everywhere, a song whose rhythm the clip repeats stands out at one offset only.
 
 The z-score is read as a normal tail, multiplied by the candidates tried and calibrated on the
-development corpus. There (a scratch script, before this was built), candidates of 185
+development corpus. There candidates of 185
 unindexed clips (8 each) reached at most z 3.1, while half of the noisy clips the landmarks
 could not decide reached 4.4 with their true song.
 """

@@ -4,7 +4,7 @@ The file is cut into overlapping windows, each window is matched like a clip of 
 consecutive windows that agree on a song *and* on its alignment (the song position advances
 with file time at the match's speed) merge into one entry with a start and an end. A song that
 comes back later, or a jump inside a song, starts a new entry. The windows are
-matched in identify's tiers a batch at a time (window_tiers.py), so an hour costs a few dozen
+matched in identify's tiers a batch at a time (tiers.py), so an hour costs a few dozen
 round trips, not one per window, and what a lookup holds stays bounded however long the file.
 """
 
@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from service.audio.analysis import AnalysedAudio
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.analysis import AnalysedAudio
-from service.core.hit_cache import postings_caps
-from service.core.window_tiers import Window, match_window_tiers
-from service.matching import Match, MatchParams
+from service.core.identify.lookups import postings_caps
+from service.core.identify.tiers import Window, match_window_tiers
+from service.match import Match, MatchParams
 from service.store import Song, Store
 
 #: Window length and hop (s): long enough to identify under noise, short enough that a song
@@ -145,7 +145,7 @@ async def timeline(
 ) -> list[SongTimelineEntry]:
     """Every catalogue song found in a long file, with where it starts and ends.
 
-    The windows are matched in identify's tiers, a batch at a time (window_tiers.py): what a
+    The windows are matched in identify's tiers, a batch at a time (tiers.py): what a
     lookup holds stays that of one clip however long the file, where one lookup of all the
     hashes of a 26-minute file met 277 million postings at 100,000 songs.
     """

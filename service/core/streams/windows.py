@@ -21,12 +21,9 @@ import numpy as np
 from service.arrays import pack_columns
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks
-from service.core.hit_cache import postings_caps
-from service.core.window_tiers import Window, match_window_tiers
-from service.matching import (
-    Match,
-    MatchParams,
-)
+from service.core.identify.lookups import postings_caps
+from service.core.identify.tiers import Window, match_window_tiers
+from service.match import Match, MatchParams
 from service.store import Hits, Store, StreamSegment, StreamWindow, envelope_slice
 
 #: Window length and hop (s), as for timelines of long files (core/timeline.py).
@@ -202,7 +199,7 @@ async def match_windows(
     params: FingerprintParams = DEFAULT_PARAMS,
 ) -> list[StreamWindow]:
     """Match the windows `indices` from the segments' peaks, in identify's tiers
-    (window_tiers.py).
+    (core/identify/tiers.py).
 
     Only a window whose audio is all there goes past the first tier: at 100,000 songs the
     deeper tiers cost seconds per window, and the windows reaching past the newest segment are

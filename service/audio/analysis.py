@@ -1,7 +1,7 @@
 """Bytes on disk -> everything the catalogue needs to know about a piece of audio.
 
-These functions run inside worker processes (see cpu.py), so they take a path, not an open
-file, and return only small, picklable results: never the decoded samples.
+These functions run inside worker processes (service/executor.py), so they take a path, not an
+open file, and return only small, picklable results: never the decoded samples.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class AnalysedAudio:
     content_sha256: str
     fingerprints: Fingerprints
     #: The landmark peaks the fingerprints were built from; queries re-hash them under
-    #: candidate speeds (service.matching.speed_variants).
+    #: candidate speeds (service.match.variants.speed_variants).
     peaks: Peaks
     #: Band envelopes, int8 (frames, bands): stored with a song, and what confirms a noisy
-    #: clip's candidates (service/envelope_check.py).
+    #: clip's candidates (service/match/envelopes.py).
     envelope: np.ndarray | None = None
     envelope_format: int = 0
     #: A clip's second-tier peaks (peaks.find_sustained_peaks), when asked for.
@@ -55,6 +55,7 @@ def analyse_file(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
+    *,
     sustained: bool = False,
     keep_samples_max_s: float = 0.0,
     max_duration_s: float | None = None,
@@ -94,6 +95,7 @@ def analyse_file(
 def analyse_query(
     path: str | os.PathLike[str],
     params: FingerprintParams = DEFAULT_PARAMS,
+    *,
     keep_samples: bool = True,
     max_duration_s: float | None = None,
 ) -> AnalysedAudio:

@@ -1,0 +1,145 @@
+"""Every tunable of the matcher, in one documented parameter object."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from service.audio.hashes import HASH_SPACE
+from service.match.envelopes import EnvelopeCheckParams
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    #: Minimum confidence (1 - chance probability over the whole catalogue) to report a match.
+    min_confidence: float = 0.99
+    #: Aligned query frames below which nothing is reported whatever the statistics say: a
+    #: handful of coincident hashes can look improbable under the independence model yet happen in
+    #: music that repeats itself.
+    min_score: int = 5
+    #: The same floor for the candidates a search returns beside its matches, which the band
+    #: envelopes are asked about when nothing beats chance (envelope_confirm.py). Under
+    #: babble at 0 dB a 5-s clip's song can keep only four aligned frames in every hop phase
+    #: yet stand 5-11 standard deviations out in its envelopes at their offset; such weak
+    #: candidates pay EnvelopeCheckParams.calibration_log10_weak. Measured on the development
+    #: corpus (BENCHMARKS.md): 4 against 5 answered 3 more of the 246 5-s babble clips, and
+    #: the same 3 of 2,184 unindexed clips; 3 (without the weak candidates' charge) answered
+    #: one clip fewer than 4 (chance candidates crowd the true one out of the few checked).
+    candidate_min_score: int = 4
+    #: Chance hits in music cluster more than independent draws would (repeated bars, shared
+    #: instruments, drones). Measured on the development corpus's unindexed clips (votes
+    #: counted per query frame), chance alignments reach about 10^2.25 times the probability
+    #: the independence model gives them: the lowest calibration at which the quick benchmark
+    #: answered at most one of its 210 10-s unindexed clips while white noise at 0 dB stayed
+    #: above 97 % (BENCHMARKS.md). The model's probability is multiplied by
+    #: 10^calibration_log10. Rescale it, rather than the confidence threshold, when
+    #: re-calibrating on other music.
+    calibration_log10: float = 2.25
+    #: Added to calibration_log10 for a match found at a speed of the speed grid other than the
+    #: clip's own. Every remaining false positive of the full benchmark came from the grid (4 of
+    #: 728 10-s unindexed clips at 2.25 alone): chance alignments of a clip re-hashed at
+    #: another speed reach improbable scores more often than the model says, beyond the
+    #: Bonferroni factor the grid already pays. At 1.0 the full benchmark answered 3 of 728 10-s
+    #: and none of 728 5-s unindexed clips (4 and 2 before); 5-s clips pitch-shifted by a
+    #: semitone lost 2 points (85.8 -> 84.1 % down, 94.7 -> 92.7 % up), and every other speed,
+    #: tempo and pitch cell at 5 and 10 s kept its score, within one clip.
+    calibration_log10_speed: float = 1.0
+    #: Added to calibration_log10 for a match found by an analysis of the clip started at
+    #: another hop phase than its own (FingerprintParams.query_hop_phases), besides the
+    #: Bonferroni factor of the phases tried: each is a fresh draw of chance alignments too.
+    calibration_log10_phase: float = 1.0
+    #: Expected chance votes per offset bin are multiplied by this (1: the plain model).
+    dispersion: float = 1.0
+    #: Aligned hashes separated from the rest by more than this (s) are left out of the span a
+    #: match reports (query_start_s..query_end_s): one chance-aligned hash seconds before a song
+    #: starts in a stream or a mix would otherwise move the reported start by as much.
+    span_gap_s: float = 3.0
+    #: Most matches returned, best first.
+    max_matches: int = 5
+    #: Hashes stored more than this many times the catalogue's mean per hash value are not
+    #: looked up in the first tier. Hash frequencies are very uneven (sustained bass notes,
+    #: drones, common intervals): on the development corpus the 44 % of a clip's hashes above
+    #: this line bring 93 % of its hits, nearly all of them chance votes, and lookup and
+    #: voting cost grow with the hits; the rest still decide a clean clip. A clip the first
+    #: tier leaves inconclusive is looked up again under frequent_hash_factor_deep (400x: 1 %
+    #: of its hashes, 19 % of its hits left out). 0 looks up everything.
+    frequent_hash_factor: float = 10.0
+    #: The same for the lookups of clips the first tier leaves inconclusive (denser landmarks,
+    #: speed grid): noise (babble above all) leaves a clip with few of its song's landmarks,
+    #: often low, frequent ones, so these look further down the frequency list.
+    frequent_hash_factor_deep: float = 400.0
+    #: The same for the speed grid's hashes (every candidate speed but the clip's own, whose
+    #: hashes the second tier already looked up under the deep cap). The grid multiplies a
+    #: clip's hashes by its 24 speeds, and a clip of nothing in the catalogue (talk, an
+    #: advert, an unindexed song: most windows of a monitored stream) always reaches it, so
+    #: under the deep cap its lookup and voting were most of the cost of every such query.
+    #: Measured on the quick benchmark (caps at true multiples of the mean): 10x lost pitch
+    #: shifts (+1 semitone, 10 s: 96.7 -> 81.3 %); 50x keeps them (95.9 %), with the same
+    #: false positives as 400x (0.5 % of 10-s unindexed clips).
+    frequent_hash_factor_speed: float = 50.0
+    #: The cap never falls below this many postings (a small catalogue's mean is below one).
+    frequent_hash_min: int = 20
+    #: Most postings one lookup returns: past this, the most frequent of the hashes under the
+    #: cap are left out too, the rarest kept first. The caps are multiples of the catalogue's
+    #: mean, so without a budget a clip's hits grow with the catalogue without bound: at
+    #: 100,000 songs one speed-grid identification held 15 GB and the kernel killed the
+    #: service. Hits and the voting's arrays take some 100-200 bytes each, so this keeps a
+    #: request under about 1 GB. At 10,000 songs a 10-s clip's first tier meets ~96,000
+    #: hits and a speed-grid clip 4.5 million over all its tiers.
+    max_hits_per_lookup: int = 4_000_000
+    #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
+    #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at
+    #: 10,000 songs and ~960,000 at 100,000, where looking them up and voting on them took
+    #: 170 ms of a 291-ms p50 (BENCHMARKS.md). Under this budget the first tier keeps the
+    #: clip's rarest hashes, which decide a clean clip at any size; a clip they leave
+    #: inconclusive goes on to the second tier, which asks the hashes left out again under
+    #: the deep cap and the full budget. So the budget trades only latency, never answers.
+    max_hits_first_tier: int = 150_000
+    #: Candidate speeds searched when the clip does not match at its own speed: from
+    #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
+    #: speed error of about a quarter of a percent, so the step is half a percent.
+    speed_range: float = 0.06
+    speed_step: float = 0.005
+    #: When the grid's coarse search (index-density landmarks at every speed, one budget
+    #: shared by all) leaves the clip inconclusive, its query-density landmarks at and beside
+    #: the grid speeds of this many most improbable candidates are looked up with the whole
+    #: budget to themselves (service/core/identify/speed_search.py; 0: no such step). At 100,000
+    #: songs a shared budget reaches only a clip's rarest hashes at each speed.
+    speed_focus: int = 2
+    #: Also search pitch-only variants of every grid speed (frequencies scaled, times not): a
+    #: speed variant of a pitch-shifted clip gets its time differences wrong by as much, so
+    #: only its short ones still match, and at 100,000 songs that was too few.
+    pitch_search: bool = True
+    #: Residual time scales searched (tempo without pitch change and vice versa), +- this.
+    time_scale_range: float = 0.07
+    #: Candidate songs whose alignment is refined for a residual time scale.
+    refine_top: int = 8
+    #: A match at the clip's own speed this improbable by chance (log10) is final; anything
+    #: weaker is compared with the best match across the speed grid.
+    accept_without_speed_search_log10: float = -10.0
+    #: The same for a match that drifts along the clip by more than a step of the speed grid
+    #: (a residual time scale at the clip's own speed): the clip may play at another speed,
+    #: under which the right song scores far higher. On the development corpus a song built
+    #: from the same samples as a 2 %-slow clip's aligned with it at 10^-10.3, drifting
+    #: 1.3 %; clips stretched 5 % without a pitch change (the drift is their song's) reached
+    #: 10^-20 in 98 % of 10-s, 85 % of 5-s and 46 % of 3-s cases, and skip the grid.
+    accept_drifting_without_speed_search_log10: float = -20.0
+    #: How a clip no tier could decide is confirmed from band envelopes (None: it is not).
+    envelope_check: EnvelopeCheckParams | None = field(default_factory=EnvelopeCheckParams)
+
+    def max_postings(self, total_fingerprints: int, factor: float | None = None) -> int | None:
+        """The most postings a hash may have and still be looked up, in a catalogue of
+        `total_fingerprints` (None: no cap), at `factor` times the mean (default: the first
+        tier's, frequent_hash_factor)."""
+        if factor is None:
+            factor = self.frequent_hash_factor
+        if factor <= 0:
+            return None
+        mean = total_fingerprints / HASH_SPACE
+        return max(self.frequent_hash_min, math.ceil(factor * mean))
+
+    def speed_grid(self) -> list[float]:
+        """Every candidate speed, 1.0 first."""
+        steps = round(self.speed_range / self.speed_step)
+        grid = [1.0 + k * self.speed_step for k in range(-steps, steps + 1) if k != 0]
+        return [1.0, *sorted(grid, key=lambda f: abs(f - 1.0))]

@@ -1,0 +1,310 @@
+"""Query/stored hash pairs -> votes per (song, variant, offset), reduced to independent
+evidence, and each group's best offset bin. This is the matcher's hot loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.arrays import (
+    bits,
+    pack_columns,
+    run_starts,
+    sort_with_order,
+    stable_order,
+    unique_values,
+)
+from service.match.variants import QueryVariant
+from service.store import Hits
+
+
+def best_offsets(
+    groups: np.ndarray, delta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best offset bin of each group (a song, or a song under one hypothesis).
+
+    Returns (group_ids, best_delta, best_score, total_votes) with one row per distinct group.
+    The score of an offset bin is its votes plus its two neighbours'.
+    """
+    key = (groups << 32) + (delta + (1 << 31))
+    uniq, counts = np.unique(key, return_counts=True)
+    # uniq is sorted: the bins either side of one, when they exist, are its neighbours.
+    adjacent = uniq[1:] == uniq[:-1] + 1
+    window = counts.copy()
+    window[:-1] += np.where(adjacent, counts[1:], 0)
+    window[1:] += np.where(adjacent, counts[:-1], 0)
+    uniq_group = uniq >> 32
+    first = run_starts(uniq_group)
+    group_ids = uniq_group[first]
+    totals = np.add.reduceat(counts, first)
+    # Per group, the bin with the highest windowed score (ties: most votes of its own, then
+    # the earliest offset), as one sort of a packed key rather than a three-column lexsort.
+    group_index = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(uniq))))
+    rank = pack_columns(group_index, window.max() - window, counts.max() - counts)
+    order = stable_order(rank) if rank is not None else np.lexsort((-counts, -window, uniq_group))
+    best = order[first]  # groups keep their places and sizes in the sorted order
+    best_delta = (uniq[best] & 0xFFFFFFFF) - (1 << 31)
+    return group_ids, best_delta, window[best], totals
+
+
+@dataclass(frozen=True)
+class _Votes:
+    """Query/stored hash pairs, one row per distinct (song, variant, offset, query frame)."""
+
+    songs: np.ndarray
+    variant: np.ndarray
+    db_frame: np.ndarray
+    q_frame: np.ndarray  # in song units under the variant's speed
+    q_recorded: np.ndarray  # as recorded in the query
+    song_frames: np.ndarray  # length of the vote's song
+    #: Distinct songs among all the pairs, before unpromising ones were dropped.
+    n_songs: int = 0
+    #: Whether each vote's (song, variant) group was promising for a match, not only for a
+    #: candidate (_collect_votes's `match_votes`); None: all were.
+    strong: np.ndarray | None = None
+
+    def select(self, mask: np.ndarray) -> _Votes:
+        return _Votes(
+            self.songs[mask],
+            self.variant[mask],
+            self.db_frame[mask],
+            self.q_frame[mask],
+            self.q_recorded[mask],
+            self.song_frames[mask],
+            self.n_songs,
+            None if self.strong is None else self.strong[mask],
+        )
+
+
+def _hash_order(hashes: np.ndarray) -> np.ndarray:
+    """Stable sort order of the hits by hash.
+
+    Lookups return their hits sorted by hash, so the hits of a query are one sorted run per
+    lookup tier (plus any uncompacted rows): timsort, numpy's stable sort, merges such runs in
+    linear time, where packing keys for the fast unstable sort would sort from scratch."""
+    if len(hashes) < 2 or bool((hashes[1:] >= hashes[:-1]).all()):
+        return np.arange(len(hashes))
+    return np.argsort(hashes, kind="stable")
+
+
+#: Query/stored pairs built at once: a speed search's dense step at 100,000 songs pairs tens of
+#: millions, and the int64 index arrays of all of them held several GB at once. Variants are
+#: independent hypotheses (every group the matcher reduces is one song under one variant), so
+#: they are paired a few at a time and only the pairs that could still make a match are kept.
+_PAIRS_PER_CHUNK = 4_000_000
+
+
+class _Pairing:
+    """Where each variant's hashes sit among the hits, sorted by hash once.
+
+    The hits are sorted once and each variant's few thousand hashes are searched in them,
+    rather than every hit being searched in every variant."""
+
+    def __init__(self, variants: Sequence[QueryVariant], hits: Hits) -> None:
+        self.order = _hash_order(hits.hashes)
+        sorted_hashes = hits.hashes[self.order]
+        self.lo: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        for v in variants:
+            lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
+            counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
+            if v.max_postings is not None:
+                counts[counts > v.max_postings] = 0
+            self.lo.append(lo)
+            self.counts.append(counts)
+
+    def chunks(self, limit: int) -> list[list[int]]:
+        """Runs of consecutive variants with at most `limit` pairs each (one variant may
+        exceed it alone)."""
+        chunks: list[list[int]] = [[]]
+        size = 0
+        for i, counts in enumerate(self.counts):
+            n = int(counts.sum())
+            if chunks[-1] and size + n > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(i)
+            size += n
+        return chunks
+
+    def pairs(self, chosen: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (variant, query landmark, stored fingerprint) sharing a hash, as index
+        arrays, for the variants `chosen`."""
+        v_parts, q_parts, h_parts = [], [], []
+        for v_idx in chosen:
+            lo, counts = self.lo[v_idx], self.counts[v_idx]
+            total = int(counts.sum())
+            q_parts.append(np.repeat(np.arange(len(counts)), counts))
+            starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+            h_parts.append(self.order[starts + np.arange(total)])
+            v_parts.append(np.full(total, v_idx, dtype=np.int64))
+        if len(chosen) == 1:
+            return v_parts[0], q_parts[0], h_parts[0]
+        return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
+
+
+def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row of `columns`, in row-sorted order.
+
+    Columns whose value ranges fit in 63 bits together are packed into one int64 key: one
+    sort of a flat array instead of np.unique(axis=0)'s row sort, which costs ten times more.
+    """
+    key = pack_columns(*columns)
+    if key is not None:
+        ordered, order = sort_with_order(key)
+        return order[run_starts(ordered)]
+    order = np.lexsort(columns[::-1])
+    stacked = np.stack([c[order] for c in columns])
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)
+    return order[first]
+
+
+def _promising(
+    song: np.ndarray,
+    variant: np.ndarray,
+    delta: np.ndarray,
+    width: int,
+    min_votes: int,
+    n_var: int,
+) -> tuple[np.ndarray, int]:
+    """Mask of the pairs whose (song, variant) group could still reach `min_votes` aligned
+    votes, and the number of distinct songs among all the pairs.
+
+    Votes only ever drop out later (duplicates) or line up within a band of offsets `width`
+    wide (a residual time scale drifts them by at most that much along the query), and any
+    such band lies within two adjacent buckets of that width. A group none of whose bucket
+    pairs holds `min_votes` pairs can therefore never be reported, and at a large catalogue
+    that is nearly every song a query touches: dropping them before the exact reductions
+    leaves a small fraction of the pairs to sort. A song with fewer than `min_votes` pairs in
+    all is dropped first by a count over song ids, which costs no sort at all.
+    """
+    per_song = np.bincount(song) if int(song.max()) < 16 * len(song) + 4096 else None
+    if per_song is None:
+        n_songs = len(unique_values(song))
+        candidates = np.arange(len(song))
+    else:
+        n_songs = int(np.count_nonzero(per_song))
+        candidates = np.flatnonzero(per_song[song] >= min_votes)
+    keep = np.zeros(len(song), dtype=bool)
+    if len(candidates) == 0:
+        return keep, n_songs
+    d = delta[candidates]
+    bucket = (d - d.min()) // width
+    bucket_bits = bits(int(bucket.max()) + 1)
+    group = song[candidates] * n_var + variant[candidates]
+    ordered = np.sort(group << bucket_bits | bucket)
+    starts = run_starts(ordered)
+    uniq = ordered[starts]
+    counts = np.diff(np.append(starts, len(ordered)))
+    # uniq is sorted, so the next bucket of the same group, if present, is the next entry.
+    pair = counts.copy()
+    pair[:-1] += np.where(uniq[1:] == uniq[:-1] + 1, counts[1:], 0)
+    groups = uniq >> bucket_bits
+    group_starts = run_starts(groups)
+    group_good = np.maximum.reduceat(pair >= min_votes, group_starts)
+    good_groups = groups[group_starts][group_good]
+    if per_song is not None:
+        # A table over every (song, variant) is small here: look each pair's group up in it
+        # rather than scattering through the sort order (random writes over millions).
+        table = np.zeros(len(per_song) * n_var, dtype=bool)
+        table[good_groups] = True
+        keep[candidates] = table[group]
+        return keep, n_songs
+    keep[candidates] = np.isin(group, good_groups)
+    return keep, n_songs
+
+
+def _collect_votes(
+    variants: Sequence[QueryVariant],
+    hits: Hits,
+    min_votes: int = 1,
+    drift_frames: int = 0,
+    match_votes: int | None = None,
+) -> _Votes:
+    """Query/stored hash pairs, reduced to independent evidence.
+
+    Votes that are not independent evidence count once per (song, variant, offset):
+    - pairs whose anchors share a query frame: the peaks of one instant (a chord, the
+      harmonics of one note, a drum hit's burst) are one sound event, and music that shares
+      recorded material with a song (the same instrument samples or loops in another tune)
+      aligns with it through whole events, several peaks and pairs at a time. Counted per
+      anchor peak, a few such shared notes reached the scores of genuine noisy matches (6.7 %
+      of 10-s clips of unindexed tracks answered, on the development corpus); counted per
+      instant they fall back among chance (0.5 %);
+    - repeats of one hash value (a sustained tone yields the same hash frame after frame, and
+      two drones line up at many offsets by chance).
+    Both reductions sort one packed int64 key per pair: sorting rows of a table (np.unique
+    with axis=0) costs an order of magnitude more, and this is the matcher's hot loop. Groups
+    that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
+    With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
+    vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
+    same pairs as if `match_votes` had been the floor: the matches do not change.
+
+    The matcher's hot loop, kept in one piece: its arrays (several million rows at a large
+    catalogue) are narrowed step by step, and pieces would have to hand them all on.
+    """
+    empty = np.empty(0, dtype=np.int64)
+    # The floor a match's group must pass, when it is above the candidates' (else None).
+    split = match_votes if match_votes is not None and match_votes > min_votes else None
+    if len(hits) == 0 or not any(len(v.hashes) for v in variants):
+        return _Votes(empty, empty, empty, empty, empty, empty)
+    n_var = len(variants)
+    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
+    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
+    pairing = _Pairing(variants, hits)
+    chunks = pairing.chunks(_PAIRS_PER_CHUNK)
+    # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
+    seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool) if len(chunks) > 1 else None
+    kept: list[tuple[np.ndarray, ...]] = []
+    n_songs = 0
+    for chunk in chunks:
+        v_idx, q_idx, hit_idx = pairing.pairs(chunk)
+        if len(hit_idx) == 0:
+            continue
+        q_flat = base[v_idx] + q_idx
+        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
+        song = hits.song_ids[hit_idx].astype(np.int64)
+        width = max(drift_frames, 1) + 3
+        keep, n_songs = _promising(song, v_idx, delta, width, min_votes, n_var)
+        columns = (v_idx, hit_idx, q_flat, delta, song)
+        if split is not None:
+            strong, _ = _promising(song, v_idx, delta, width, split, n_var)
+            keep = keep | strong
+            columns += (strong,)
+        if seen is not None:
+            seen[song] = True
+        kept.append(tuple(a[keep] for a in columns))
+    if seen is not None:
+        n_songs = int(np.count_nonzero(seen))
+    if not kept:
+        return _Votes(empty, empty, empty, empty, empty, empty)
+    v_idx, hit_idx, q_flat, delta, song, *strong = (
+        kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
+    )
+    if len(hit_idx) == 0:
+        return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
+    # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
+    song_list = unique_values(song)
+    group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
+    recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
+    hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
+    q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
+    shifted = delta - delta.min()
+    # Every column non-negative and as narrow as this query allows, so the keys pack.
+    q_rel = q_frame - q_frame.min()
+    keep = _first_of_runs(group, shifted, q_rel)
+    keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
+    kept_hits = hit_idx[keep]
+    return _Votes(
+        song[keep],
+        v_idx[keep],
+        hits.offsets[kept_hits].astype(np.int64),
+        q_frame[keep],
+        q_recorded[keep],
+        hits.song_frames[kept_hits].astype(np.int64),
+        n_songs,
+        strong[0][keep] if split is not None else None,
+    )

@@ -1,0 +1,104 @@
+"""The resources a process opens: the store, the CPU pool and the AWS clients.
+
+`open_resources` is the one set-up every host uses: the API's lifespan and the standalone
+worker (through service/startup.py, which opens them behind the health probes) and every CLI
+command. What it opens is closed in reverse order: the AWS clients, then the CPU pool, then
+the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from service.audio.params import DEFAULT_PARAMS
+from service.aws.clients import AwsClients
+from service.executor import CpuPool
+from service.match import MatchParams
+from service.match.envelopes import EnvelopeCheckParams
+from service.settings import Settings
+from service.store import Store, create_store
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a process opened, for the routes, the worker's handlers and the CLI commands."""
+
+    store: Store
+    #: The CPU pool (service/executor.py); None for a command that analyses no audio.
+    pool: CpuPool | None
+    match_params: MatchParams
+    #: S3, SQS and SNS clients; None unless the process runs the worker.
+    aws: AwsClients | None = None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The CPU pool a process wants."""
+
+    workers: int
+    #: Threads instead of spawned processes (a CLI identify of a few files, tests).
+    use_processes: bool = True
+    #: Start the processes and import the analysis modules before the first call.
+    warm_up: bool = False
+
+
+#: Opens an unopened store (migrating if it is configured to); the default is Store.open.
+StoreOpener = Callable[[Store], Awaitable[None]]
+
+
+async def _open(store: Store) -> None:
+    await store.open()
+
+
+async def leave_unopened(store: Store) -> None:
+    """For `migrate`, which applies the migrations without opening the store for queries."""
+
+
+def match_params_of(settings: Settings) -> MatchParams:
+    """The matcher's parameters the settings choose (the API, the CLI and the worker)."""
+    return MatchParams(
+        min_confidence=settings.min_confidence,
+        max_matches=settings.max_matches,
+        envelope_check=EnvelopeCheckParams() if settings.envelope_check else None,
+    )
+
+
+async def enter_resources(
+    stack: AsyncExitStack,
+    settings: Settings,
+    *,
+    pool: PoolSpec | None = None,
+    aws: bool = False,
+    open_store: StoreOpener = _open,
+) -> Resources:
+    """Open the store (with `open_store`), the CPU pool `pool` asks for and, with `aws`, the
+    AWS clients, each registered on `stack` to be closed in reverse order."""
+    store = create_store(settings, DEFAULT_PARAMS.version)
+    stack.push_async_callback(store.close)
+    await open_store(store)
+    cpu: CpuPool | None = None
+    if pool is not None:
+        cpu = CpuPool(pool.workers, use_processes=pool.use_processes)
+        stack.callback(cpu.close)
+        if pool.warm_up:
+            await cpu.warm_up()
+    clients: AwsClients | None = None
+    if aws:
+        clients = await AwsClients.open(settings)
+        stack.push_async_callback(clients.close)
+    return Resources(store, cpu, match_params_of(settings), clients)
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings,
+    *,
+    pool: PoolSpec | None = None,
+    aws: bool = False,
+    open_store: StoreOpener = _open,
+) -> AsyncIterator[Resources]:
+    """`enter_resources` for the duration of the block."""
+    async with AsyncExitStack() as stack:
+        yield await enter_resources(stack, settings, pool=pool, aws=aws, open_store=open_store)
