@@ -2,8 +2,8 @@
 
 `open_resources` is the one set-up every host uses: the API's lifespan and the standalone
 worker (through service/startup.py, which opens them behind the health probes) and every CLI
-command. What it opens is closed in reverse order: the AWS clients, then the CPU pool, then
-the store.
+command, and `Resources.worker_io` wires the worker's ports to the AWS side. What it opens is
+closed in reverse order: the AWS clients, then the CPU pool, then the store.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from dataclasses import dataclass
 
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
+from service.aws.events import parse_message
+from service.aws.objects import S3ObjectSource
+from service.aws.reports import S3ReportSink, SnsPublisher
 from service.executor import CpuPool
 from service.match import MatchParams
 from service.match.envelopes import EnvelopeCheckParams
 from service.settings import Settings
 from service.store import Store, create_store
+from service.worker.ports import WorkerIO
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,20 @@ class Resources:
     match_params: MatchParams
     #: S3, SQS and SNS clients; None unless the process runs the worker.
     aws: AwsClients | None = None
+
+    def worker_io(self, settings: Settings) -> WorkerIO:
+        """The worker's ports (service/worker/ports.py) on these AWS clients: the adapters
+        never import one another, so this is where the worker meets the AWS side."""
+        if self.aws is None:
+            raise ValueError("the worker needs the resources opened with AWS clients")
+        topic_arn = settings.sns_topic_arn
+        return WorkerIO(
+            sqs=self.aws.sqs,
+            parse=parse_message,
+            objects=S3ObjectSource(self.aws.s3),
+            reports=S3ReportSink(self.aws.s3),
+            events=SnsPublisher(self.aws.sns, topic_arn) if topic_arn else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""The public JSON contract of the HTTP API."""
+"""The public JSON contract: the HTTP API's bodies and the worker's S3 reports.
+
+A report is the processing result of one uploaded object; the worker's ledger
+(`processed_objects.result_json`) keeps it verbatim and writes it next to the object. Its match
+fields are those of `POST /identify` (`IdentifyReport` extends `IdentifyOut`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.core.identify.identify import IdentifyResult, SongMatch
 from service.core.identify.timeline import SongTimelineEntry
+from service.objects import ObjectCreated
 from service.store import Song, SongPage
 
 
@@ -228,3 +234,90 @@ class StreamOut(BaseModel):
     created_at: datetime
     last_segment: LastSegmentOut
     current_play: PlayOut | None
+
+
+# --- the worker's reports ------------------------------------------------------------------
+
+EventType = Literal[
+    "identify.result",
+    "identify.error",
+    "index.result",
+    "index.error",
+    "stream.segment",
+    "stream.error",
+]
+
+
+class SourceObject(BaseModel):
+    """The uploaded object a report is about."""
+
+    bucket: str
+    key: str
+    etag: str | None = None
+    version_id: str | None = None
+    size_bytes: int | None = None
+
+    @classmethod
+    def of(cls, obj: ObjectCreated, etag: str | None, version_id: str | None) -> SourceObject:
+        return cls(
+            bucket=obj.bucket,
+            key=obj.key,
+            etag=etag or obj.etag,
+            version_id=version_id or obj.version_id,
+            size_bytes=obj.size_bytes,
+        )
+
+
+class _ReportBase(BaseModel):
+    event_type: EventType
+    source: SourceObject
+    processing_ms: float = Field(description="Download, decoding, fingerprinting and matching.")
+    processed_at: datetime
+
+
+class IdentifyReport(IdentifyOut, _ReportBase):
+    """`POST /identify`'s body (duration_s, elapsed_ms, matches) plus where it came from.
+    Each song found appears once, its span in the file in query_start_s/query_end_s."""
+
+    event_type: Literal["identify.result"] = "identify.result"
+    match: bool
+
+
+class WindowHitOut(BaseModel):
+    song_id: int
+    confidence: float
+    start_s: float = Field(description="Stream time of the first aligned hash in the window.")
+    end_s: float
+    song_pos_s: float = Field(description="Position in the song at start_s.")
+
+
+class StreamWindowOut(BaseModel):
+    index: int
+    start_s: float = Field(description="Window start on the stream clock.")
+    hits: list[WindowHitOut]
+
+
+class StreamSegmentReport(_ReportBase):
+    """What a live-stream segment did to its stream (kept in the worker's ledger only; the
+    log and its SNS events are the stream's output)."""
+
+    event_type: Literal["stream.segment"] = "stream.segment"
+    stream: str
+    sequence: int
+    outcome: Literal["stored", "superseded", "too_late"]
+    stream_start_s: float
+    duration_s: float
+    pts_s: float | None
+    placed_by: Literal["pts", "sequence"]
+    windows: list[StreamWindowOut]
+    play_ids: list[int] = Field(description="Plays created or changed by this segment.")
+
+
+class IndexReport(_ReportBase):
+    event_type: Literal["index.result"] = "index.result"
+    song: SongIndexedOut
+
+
+class ErrorReport(_ReportBase):
+    event_type: Literal["identify.error", "index.error", "stream.error"]
+    error: ErrorBody

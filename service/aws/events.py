@@ -12,51 +12,20 @@ Notification`, the event as a JSON string in `Message`):
 Both URL-encode the key the way HTML forms do (`+` for a space, `%C3%A7` for `ç`), so keys go
 through `unquote_plus` exactly once; a literal `+` arrives as `%2B` and survives.
 
-Pure functions, no I/O: anything that is not one of these shapes raises `PoisonMessage`, which
-the worker leaves on the queue for its redrive policy to move to the dead-letter queue.
+Pure functions, no I/O, producing the types of `service/objects.py`: anything that is not one
+of these shapes raises `PoisonMessage`, which the worker leaves on the queue for its redrive
+policy to move to the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from service.objects import ObjectCreated, ParsedMessage, PoisonMessage
 
-class PoisonMessage(ValueError):
-    """The body is not an event this worker understands; retrying cannot change that."""
-
-
-@dataclass(frozen=True)
-class ObjectCreated:
-    """One uploaded object, as announced (the key already URL-decoded)."""
-
-    bucket: str
-    key: str
-    etag: str | None = None
-    version_id: str | None = None
-    sequencer: str | None = None
-    size_bytes: int | None = None
-
-    @property
-    def version_token(self) -> str | None:
-        """What tells this upload of `key` from another: the version id on a versioned bucket,
-        else S3's sequencer (ordered per key), else the content's ETag."""
-        if self.version_id and self.version_id != "null":
-            return f"v:{self.version_id}"
-        if self.sequencer:
-            return f"s:{self.sequencer}"
-        if self.etag:
-            return f"e:{self.etag}"
-        return None
-
-
-@dataclass(frozen=True)
-class ParsedMessage:
-    objects: list[ObjectCreated] = field(default_factory=list)
-    #: Events understood but not acted on (test events, deletions), one reason each.
-    ignored: list[str] = field(default_factory=list)
+__all__ = ["ObjectCreated", "ParsedMessage", "PoisonMessage", "parse_message"]
 
 
 def parse_message(body: str) -> ParsedMessage:

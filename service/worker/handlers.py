@@ -10,50 +10,47 @@ Prefixes match case-insensitively. Each object version (bucket + key + version i
 or ETag) is processed once: the ledger row written after the work holds the report, and the
 report and SNS message go out once per row (see `_publish`), so a redelivered message changes
 nothing. Bad audio (a permanent ServiceError) becomes an error report; anything else raises,
-and the poller lets SQS redeliver.
+and the poller lets SQS redeliver. The message is parsed, the object downloaded and the report
+written and announced through the ports of service/worker/ports.py, never S3 or SNS directly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.header
 import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Literal
 
-from botocore.exceptions import ClientError
-
 from service.audio.formats import AUDIO_SUFFIXES
-from service.aws import reports
-from service.aws.clients import AwsClients
-from service.aws.events import ObjectCreated, PoisonMessage, parse_message
-from service.aws.stream_events import publish_stream_events
 from service.core.identify.identify import identify_file
 from service.core.index import index_file
+from service.core.reports import (
+    Report,
+    error_report,
+    identify_report,
+    index_report,
+    report_key,
+    stream_segment_report,
+)
 from service.core.streams.segment import StreamParams, process_stream_segment
 from service.errors import ServiceError
 from service.executor import CpuPool
 from service.match import MatchParams
+from service.objects import Downloaded, ObjectCreated, PoisonMessage
+from service.schemas import SourceObject
 from service.store import ProcessedObject, SongMeta, Store
-from service.tempfiles import temp_prefix
 from service.worker.messages import DeadLetter, Outcome, ReceivedMessage
+from service.worker.ports import EventPublisher, MessageParser, ObjectSource, ReportSink
 
 log = logging.getLogger(__name__)
 
 INDEX_PREFIX = "songs_to_index/"
 CHECK_PREFIX = "songs_to_check/"
 STREAM_PREFIX = "songs_to_check/streams/"
-
-_DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 class Action(Enum):
@@ -104,16 +101,6 @@ class PublicationInProgress(ServiceError):
     status = 503
 
 
-@dataclass(frozen=True)
-class Downloaded:
-    path: str
-    etag: str | None
-    version_id: str | None
-    metadata: dict[str, str] = field(default_factory=dict)
-    #: When the upload completed (S3 Last-Modified); a live segment's end on the wall clock.
-    last_modified: datetime | None = None
-
-
 def _header_text(value: str) -> str:
     """S3 user metadata travels in HTTP headers; non-ASCII values arrive RFC 2047-encoded."""
     try:
@@ -143,10 +130,12 @@ class ObjectHandler:
         *,
         store: Store,
         pool: CpuPool,
-        clients: AwsClients,
+        parse: MessageParser,
+        objects: ObjectSource,
+        reports: ReportSink,
+        events: EventPublisher | None,
         match_params: MatchParams,
         bucket: str | None,
-        topic_arn: str | None,
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
         stream_params: StreamParams | None = None,
@@ -155,11 +144,12 @@ class ObjectHandler:
     ) -> None:
         self._store = store
         self._pool = pool
-        self._s3 = clients.s3
-        self._sns = clients.sns
+        self._parse = parse
+        self._objects = objects
+        self._reports = reports
+        self._events = events
         self._match_params = match_params
         self._bucket = bucket
-        self._topic_arn = topic_arn
         self._publish_lease_s = publish_lease_s
         self._tmp_dir = tmp_dir
         self._stream_params = stream_params or StreamParams()
@@ -168,7 +158,7 @@ class ObjectHandler:
 
     async def __call__(self, message: ReceivedMessage) -> Outcome:
         try:
-            parsed = parse_message(message.body)
+            parsed = self._parse(message.body)
         except PoisonMessage as exc:
             raise DeadLetter("poison_message", str(exc)) from exc
         for reason in parsed.ignored:
@@ -191,7 +181,7 @@ class ObjectHandler:
             return
         log.info("processing %s (%s)", where, route.action.value)
         started = time.perf_counter()
-        async with self._download(obj) as downloaded:
+        async with self._objects.download(obj, self._tmp_dir) as downloaded:
             if downloaded is None:
                 log.warning("skipping %s: the object no longer exists", where)
                 return
@@ -238,48 +228,10 @@ class ObjectHandler:
 
     # --- work -------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _download(self, obj: ObjectCreated) -> AsyncIterator[Downloaded | None]:
-        """Stream the object into a temporary file (same suffix, which helps the demuxer);
-        None if it has been deleted since the event."""
-        request = {"Bucket": obj.bucket, "Key": obj.key}
-        if obj.version_id and obj.version_id != "null":
-            request["VersionId"] = obj.version_id
-        try:
-            response = await self._s3.get_object(**request)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "NoSuchVersion"}:
-                yield None
-                return
-            raise
-        fd, path = tempfile.mkstemp(
-            prefix=temp_prefix("download"), suffix=PurePosixPath(obj.key).suffix, dir=self._tmp_dir
-        )
-        try:
-            body = response["Body"]
-            with os.fdopen(fd, "wb") as out:
-                async with body:  # returns the connection to the pool, read or not
-                    async for chunk in body.iter_chunks(_DOWNLOAD_CHUNK_BYTES):
-                        await asyncio.to_thread(out.write, chunk)
-            yield Downloaded(
-                path=path,
-                etag=(response.get("ETag") or "").strip('"') or None,
-                version_id=response.get("VersionId"),
-                metadata=response.get("Metadata") or {},
-                last_modified=response.get("LastModified"),
-            )
-        finally:
-            os.unlink(path)
-
     async def _process(
         self, action: Action, obj: ObjectCreated, downloaded: Downloaded, started: float
-    ) -> (
-        reports.IdentifyReport
-        | reports.IndexReport
-        | reports.StreamSegmentReport
-        | reports.ErrorReport
-    ):
-        source = reports.SourceObject.of(obj, downloaded.etag, downloaded.version_id)
+    ) -> Report:
+        source = SourceObject.of(obj, downloaded.etag, downloaded.version_id)
 
         def elapsed_ms() -> float:
             return (time.perf_counter() - started) * 1000.0
@@ -295,7 +247,7 @@ class ObjectHandler:
                         filename=PurePosixPath(obj.key).name,
                         max_audio_s=self._max_index_audio_s,
                     )
-                    return reports.index_report(song, created, source, elapsed_ms())
+                    return index_report(song, created, source, elapsed_ms())
                 case Action.IDENTIFY:
                     # Long files (a recorded radio hour) get a timeline in their report.
                     result = await identify_file(
@@ -306,7 +258,7 @@ class ObjectHandler:
                         timeline=None,
                         max_audio_s=self._max_identify_audio_s,
                     )
-                    return reports.identify_report(result, source, elapsed_ms())
+                    return identify_report(result, source, elapsed_ms())
                 case Action.STREAM:
                     segment = await process_stream_segment(
                         self._store,
@@ -318,7 +270,7 @@ class ObjectHandler:
                         uploaded_at=downloaded.last_modified,
                         params=self._stream_params,
                     )
-                    return reports.stream_segment_report(segment, source, elapsed_ms())
+                    return stream_segment_report(segment, source, elapsed_ms())
         except ServiceError as exc:
             if not exc.permanent:
                 raise
@@ -330,7 +282,7 @@ class ObjectHandler:
                 exc.message,
             )
             event_type = f"{_EVENT_PREFIX[action]}.error"
-            return reports.error_report(event_type, exc, source, elapsed_ms())  # type: ignore[arg-type]
+            return error_report(event_type, exc, source, elapsed_ms())  # type: ignore[arg-type]
 
     # --- publishing -------------------------------------------------------------------------
 
@@ -345,13 +297,13 @@ class ObjectHandler:
         action = Action(row.kind)
         location = None
         if action is Action.IDENTIFY:
-            location = reports.report_key(row.key)
-            await reports.write_report(self._s3, row.bucket, location, row.result_json)
+            location = report_key(row.key)
+            await self._reports.write_report(row.bucket, location, row.result_json)
         if action is Action.STREAM and report["event_type"] == "stream.segment":
-            if self._topic_arn:
-                await publish_stream_events(self._store, self._sns, self._topic_arn)
-        elif self._topic_arn:
-            await reports.publish(self._sns, self._topic_arn, report, location)
+            if self._events is not None:
+                await self._events.publish_stream_events(self._store)
+        elif self._events is not None:
+            await self._events.publish_report(report, location)
         await self._store.mark_published(row.bucket, row.key, row.version_token)
         log.info(
             "s3://%s/%s: %s%s",

@@ -3,7 +3,8 @@
 `running_worker` is the one assembly both hosts use: the API process (service/hosts.py passes
 `start_in_api` to the API when SQS_QUEUE_URL is set and RUN_WORKER_IN_API is true) and
 `song-detection worker`, which adds signal handling and the health endpoint (`run_worker`).
-Both open the store, the CPU pool and the AWS clients through service/resources.py.
+Both open the store, the CPU pool and the AWS clients through service/resources.py, which
+hands the worker its outside world as the Protocols of service/worker/ports.py.
 """
 
 from __future__ import annotations
@@ -40,25 +41,26 @@ async def running_worker(
     SqsPoller's defaults."""
     if not settings.sqs_queue_url:
         raise ValueError("SQS_QUEUE_URL is not set")
-    if resources.aws is None or resources.pool is None:
-        raise ValueError("the worker needs the resources opened with a CPU pool and AWS clients")
-    clients, store = resources.aws, resources.store
+    if resources.pool is None:
+        raise ValueError("the worker needs the resources opened with a CPU pool")
+    io, store = resources.worker_io(settings), resources.store
     stream_params = stream_params_of(settings)
     handler = ObjectHandler(
         store=store,
         pool=resources.pool,
-        clients=clients,
+        parse=io.parse,
+        objects=io.objects,
+        reports=io.reports,
+        events=io.events,
         match_params=resources.match_params,
         bucket=settings.s3_bucket,
-        topic_arn=settings.sns_topic_arn,
         stream_params=stream_params,
         max_index_audio_s=settings.max_index_audio_s,
         max_identify_audio_s=settings.max_identify_audio_s,
     )
     sweeper = StreamSweeper(
         store,
-        clients.sns,
-        settings.sns_topic_arn,
+        io.events,
         stream_params,
         play_end_timeout_s=settings.stream_play_end_timeout_s,
         interval_s=settings.stream_sweep_interval_s,
@@ -70,9 +72,7 @@ async def running_worker(
         "visibility_timeout_s": settings.sqs_visibility_timeout_s,
         "shutdown_grace_s": settings.worker_shutdown_grace_s,
     }
-    poller = SqsPoller(
-        clients.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options}
-    )
+    poller = SqsPoller(io.sqs, settings.sqs_queue_url, handler, **{**options, **poller_options})
     poller.start()
     sweeper.start()
     log.info(

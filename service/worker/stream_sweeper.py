@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
-from service.aws.stream_events import publish_stream_events
 from service.core.streams.segment import StreamParams, end_idle_plays, prune_streams
 from service.store import Store
+from service.worker.ports import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +26,14 @@ class StreamSweeper:
     def __init__(
         self,
         store: Store,
-        sns: Any,
-        topic_arn: str | None,
+        events: EventPublisher | None,
         params: StreamParams,
         *,
         play_end_timeout_s: float,
         interval_s: float,
     ) -> None:
         self._store = store
-        self._sns = sns
-        self._topic_arn = topic_arn
+        self._events = events
         self._params = params
         self._timeout_s = play_end_timeout_s
         self._interval_s = interval_s
@@ -59,8 +56,8 @@ class StreamSweeper:
         ended = await end_idle_plays(self._store, self._timeout_s)
         if ended:
             log.info("ended the current play of idle stream(s) %s", ", ".join(ended))
-        if self._topic_arn:
-            await publish_stream_events(self._store, self._sns, self._topic_arn)
+        if self._events is not None:
+            await self._events.publish_stream_events(self._store)
         if self._sweeps % _PRUNE_EVERY == 0:
             dropped = await prune_streams(self._store, self._params)
             if dropped:

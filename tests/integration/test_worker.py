@@ -28,8 +28,9 @@ import pytest
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
-from service.aws.events import ObjectCreated, PoisonMessage, parse_message
+from service.aws.events import parse_message
 from service.executor import CpuPool
+from service.objects import ObjectCreated, PoisonMessage
 from service.resources import Resources, match_params_of
 from service.schemas import MatchOut, SongOut
 from service.settings import Settings
