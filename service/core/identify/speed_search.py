@@ -69,6 +69,10 @@ async def search_speeds(
     params.for_queries()); the speeds other than the clip's own are looked up under `cap`.
     `order_hits` puts the hits in an order that does not depend on how the lookups went
     (a stream's window must match the same whichever lookups came before).
+
+    One function of a little over 60 lines: its three steps (coarse, around the best speeds,
+    dense) share the variants, the charged parameters and the running list of matches, and
+    read best in the order they run.
     """
     grid = match_params.speed_grid()
     # Pitch-only twins of every speed but the clip's own, after the speeds.
