@@ -6,12 +6,15 @@
 # carries this host's CA bundle at the same path).
 #
 #   infra/docker/build-image.sh [TAG] [extra docker build args...]   (TAG: song-detection:local)
+#   BUILD_CONTEXT=infra/docker/standin infra/docker/build-image.sh TAG   (another image, the same way)
 # Where Docker Hub is reachable, plain `docker build -t song-detection .` does the same.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 tag=${1:-song-detection:local}
 shift || true
+# The folder to build, relative to the repository root: the service by default.
+context=${BUILD_CONTEXT:-.}
 # BASE_IMAGE=python:3.11-slim (or any other) skips the stand-in where a registry is reachable.
 base=${BASE_IMAGE:-$(infra/docker/build-base-image.sh)}
 
@@ -32,4 +35,4 @@ fi
 if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; then
     export DOCKER_BUILDKIT=0
 fi
-docker build "${args[@]}" "$@" .
+docker build "${args[@]}" "$@" "$context"

@@ -21,23 +21,9 @@ if ! docker image inspect "$tag" >/dev/null 2>&1; then
         log "loading $tarball"
         docker load -i "$tarball" >/dev/null
     else
-        base=${BASE_IMAGE:-$(./build-base-image.sh)}
-        args=(--network host --build-arg "BASE_IMAGE=$base" -t "$tag")
-        for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
-            value=${!var:-}
-            if [[ $value == http://* || $value == https://* ]]; then
-                args+=(--build-arg "$var=$value")
-            fi
-        done
-        cert=${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}
-        if [ -n "$cert" ]; then
-            args+=(--build-arg "PIP_CERT=$cert")
-        fi
-        if [ -z "${DOCKER_BUILDKIT:-}" ] && ! docker buildx version >/dev/null 2>&1; then
-            export DOCKER_BUILDKIT=0
-        fi
         log "building $tag"
-        docker build "${args[@]}" standin >&2
+        # The same base, pip pass-through and builder choice as the service image.
+        BUILD_CONTEXT=infra/docker/standin ./build-image.sh "$tag" >&2
         mkdir -p "$CACHE_DIR"
         rm -f "$CACHE_DIR"/standin-*.tar
         docker save -o "$tarball.tmp" "$tag" && mv "$tarball.tmp" "$tarball"

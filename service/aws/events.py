@@ -25,7 +25,7 @@ from urllib.parse import unquote_plus
 
 from service.objects import ObjectCreated, ParsedMessage, PoisonMessage
 
-__all__ = ["ObjectCreated", "ParsedMessage", "PoisonMessage", "parse_message"]
+__all__ = ["parse_message"]
 
 
 def parse_message(body: str) -> ParsedMessage:
