@@ -19,6 +19,9 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
 #: The parts DB_HOST is composed with; each is meaningless, so refused, without it.
 DB_PARTS = ("db_port", "db_name", "db_user", "db_password", "db_sslmode")
 DB_NAMING = ("database_url", "db_host", *DB_PARTS)
+#: A read replica is named the way the primary is: DATABASE_READ_URL, or DB_READ_HOST with
+#: DB_HOST's parts (an Aurora reader endpoint shares the writer's port, name and login).
+DB_READ_NAMING = ("database_read_url", "db_read_host")
 
 
 class Settings(BaseSettings):
@@ -49,6 +52,18 @@ class Settings(BaseSettings):
     db_password: SecretStr | None = Field(None, description="Database password (with DB_HOST).")
     db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
         None, description="libpq-style sslmode appended to the composed URL (with DB_HOST)."
+    )
+    database_read_url: str | None = Field(
+        None,
+        description="PostgreSQL read replica (`postgresql://...`, e.g. the Aurora reader "
+        "endpoint) for fingerprint lookups and the other reads of identification; writes, "
+        "migrations and the catalogue API stay on DATABASE_URL. Unset: everything on "
+        "DATABASE_URL. Not together with DB_READ_HOST.",
+    )
+    db_read_host: str | None = Field(
+        None,
+        description="Read replica host (with DB_HOST); DATABASE_READ_URL is then composed from "
+        "it and DB_HOST's parts (port, name, user, password, sslmode).",
     )
     db_pool_min_size: int = Field(2, ge=0, description="Connections kept open in the asyncpg pool.")
     db_pool_max_size: int = Field(10, ge=1, description="Upper bound of the asyncpg pool.")
@@ -205,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite://")
         return value
 
+    @field_validator("database_read_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_READ_URL must start with postgresql:// or postgres://")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _compose_database_url(cls, data: Any) -> Any:
@@ -217,12 +239,24 @@ class Settings(BaseSettings):
         3. Neither: the embedded SQLite file ./data/song-detection.sqlite3.
         DATABASE_URL together with DB_HOST, or any of DB_PORT, DB_NAME, DB_USER, DB_PASSWORD,
         DB_SSLMODE without DB_HOST, is a configuration error: start-up stops rather than guess.
+        A read replica, optional, follows the same rule: DATABASE_READ_URL as it is, or
+        DB_READ_HOST composed with DB_HOST's parts (so only with DB_HOST); never both.
         An empty variable counts as unset.
         """
         if not isinstance(data, dict):
             return data
-        data = {k: v for k, v in data.items() if not (k in DB_NAMING and v == "")}
+        naming = (*DB_NAMING, *DB_READ_NAMING)
+        data = {k: v for k, v in data.items() if not (k in naming and v == "")}
         url, host = data.get("database_url"), data.get("db_host")
+        if data.get("database_read_url") and data.get("db_read_host"):
+            raise ValueError(
+                "DATABASE_READ_URL and DB_READ_HOST are both set: name the read replica one way"
+            )
+        if data.get("db_read_host") and not host:
+            raise ValueError(
+                "DB_READ_HOST set without DB_HOST: it takes DB_HOST's parts; set DB_HOST, or "
+                "use DATABASE_READ_URL"
+            )
         parts = [p for p in DB_PARTS if data.get(p) is not None]
         if url and host:
             raise ValueError(
@@ -235,23 +269,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{names} set without DB_HOST: set DB_HOST, or use DATABASE_URL")
             return data
 
-        def part(name: str, default: object = None) -> str | None:
-            value = data.get(name, default)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            return None if value is None else str(value)
-
-        auth = quote(part("db_user", "postgres") or "postgres", safe="")
-        password = part("db_password")
-        if password:
-            auth += ":" + quote(password, safe="")
-        url = (
-            f"postgresql://{auth}@{host}:{part('db_port', 5432)}"
-            f"/{quote(part('db_name', 'songs') or 'songs', safe='')}"
-        )
-        if sslmode := part("db_sslmode"):
-            url += f"?sslmode={sslmode}"
-        return {**data, "database_url": url}
+        composed = {"database_url": _postgres_url(data, host)}
+        if data.get("db_read_host"):
+            composed["database_read_url"] = _postgres_url(data, data["db_read_host"])
+        return {**data, **composed}
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
@@ -262,6 +283,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "ENVIRONMENT=production needs PostgreSQL: set DATABASE_URL or DB_HOST"
                 )
+        if self.database_read_url and self.is_sqlite:
+            raise ValueError(
+                "DATABASE_READ_URL (or DB_READ_HOST) needs a PostgreSQL primary: set "
+                "DATABASE_URL or DB_HOST"
+            )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
         return self
@@ -278,3 +304,26 @@ class Settings(BaseSettings):
     @property
     def effective_cpu_workers(self) -> int:
         return self.cpu_workers or max(1, os.cpu_count() or 1)
+
+
+def _postgres_url(data: dict[str, Any], host: str) -> str:
+    """postgresql://DB_USER:DB_PASSWORD@host:DB_PORT/DB_NAME?sslmode=DB_SSLMODE, user and
+    password percent-encoded; defaults postgres, no password, 5432, songs, no sslmode."""
+
+    def part(name: str, default: object = None) -> str | None:
+        value = data.get(name, default)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return None if value is None else str(value)
+
+    auth = quote(part("db_user", "postgres") or "postgres", safe="")
+    password = part("db_password")
+    if password:
+        auth += ":" + quote(password, safe="")
+    url = (
+        f"postgresql://{auth}@{host}:{part('db_port', 5432)}"
+        f"/{quote(part('db_name', 'songs') or 'songs', safe='')}"
+    )
+    if sslmode := part("db_sslmode"):
+        url += f"?sslmode={sslmode}"
+    return url

@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster for tests that stop or break the server.
+"""Private PostgreSQL clusters for tests that stop or break the server, or need a replica.
 
 The session's shared server (db_fixtures.py) must never be stopped: tests that SIGSTOP a
 database start their own cluster with initdb, on a free port, in a temporary directory, run as
@@ -53,10 +53,16 @@ class PrivateCluster:
         subprocess.run([*self._as_user, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
+        self._own_folder()
+        self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
+        self._start_server()
+
+    def _own_folder(self) -> None:
         if self._as_user:
             user = pwd.getpwnam("postgres")
             os.chown(self.folder, user.pw_uid, user.pw_gid)
-        self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
+
+    def _start_server(self) -> None:
         self._run(
             _bin("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"), "-w",
             "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
@@ -98,6 +104,46 @@ class PrivateCluster:
             timeout=60,
         )
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivateStandby(PrivateCluster):
+    """A hot standby streaming from `primary`: a base backup taken with `pg_basebackup -R`
+    (which writes standby.signal and primary_conninfo), started on a port of its own. initdb's
+    trust rules admit replication connections from 127.0.0.1."""
+
+    def __init__(self, primary: PrivateCluster) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def start(self) -> None:
+        self._own_folder()
+        self._run(
+            _bin("pg_basebackup"), "-D", str(self.data), "-h", "127.0.0.1",
+            "-p", str(self.primary.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+        )  # fmt: skip
+        self._start_server()
+
+
+def have_server_binaries(*names: str) -> bool:
+    """Whether the PostgreSQL server programs `names` are installed."""
+    try:
+        for name in names:
+            _bin(name)
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextmanager
+def streaming_replica() -> Iterator[tuple[PrivateCluster, PrivateStandby]]:
+    """A private primary and a hot standby streaming from it."""
+    with private_cluster() as primary:
+        standby = PrivateStandby(primary)
+        try:
+            standby.start()
+            yield primary, standby
+        finally:
+            standby.stop()
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Choosing the catalogue store from `DATABASE_URL`.
+"""Choosing the catalogue store from `DATABASE_URL` (and `DATABASE_READ_URL`).
 
 The implementations are imported only when chosen, so a SQLite deployment never loads asyncpg.
 """
@@ -37,4 +37,5 @@ def create_store(settings: Settings, params_version: str) -> Store:
         command_timeout_s=settings.db_command_timeout_s,
         stall_timeout_s=settings.db_stall_timeout_s,
         compact_delta_rows=settings.compact_delta_rows,
+        read_dsn=settings.database_read_url,
     )

@@ -85,6 +85,12 @@ def test_database_arrives_in_parts_with_credentials_from_secrets_manager(
     assert "DATABASE_URL" not in env
     assert env["DB_HOST"] == {"Fn::GetAtt": ["DbCluster", "Endpoint.Address"]}
     assert env["DB_PORT"] == {"Fn::GetAtt": ["DbCluster", "Endpoint.Port"]}
+    # Lookups on the reader endpoint when the stack has a reader instance; otherwise the
+    # variable is empty (unset) and everything goes to the writer.
+    assert env["DB_READ_HOST"] == {
+        "Fn::If": ["HasDbReader", {"Fn::GetAtt": ["DbCluster", "ReadEndpoint.Address"]}, ""]
+    }
+    assert "DATABASE_READ_URL" not in env
     assert env["DB_NAME"] == resource(template, "DbCluster")["DatabaseName"]
     assert secrets["DB_USER"] == {"Fn::Sub": "${DbSecret}:username::"}
     assert secrets["DB_PASSWORD"] == {"Fn::Sub": "${DbSecret}:password::"}
@@ -113,6 +119,9 @@ def test_container_settings_validate(
         s = Settings(_env_file=None)  # type: ignore[call-arg]
         assert s.environment == "production" and not s.is_sqlite
         assert s.database_url.endswith("/songs?sslmode=require")
+        # The reader, when the stack has one, shares the writer's name, login and sslmode.
+        assert s.database_read_url is not None
+        assert s.database_read_url.endswith("/songs?sslmode=require")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ and this test cannot drift apart: every `Environment` entry and every `Secrets` 
 container, its `Command`, and its `HealthCheck`. The intrinsic functions are resolved to what
 stands in for AWS here:
 
-- the Aurora endpoint (`DbCluster.Endpoint.*`) -> the machine's PostgreSQL (`--network host`);
+- the Aurora endpoints (`DbCluster.Endpoint.*`, `DbCluster.ReadEndpoint.*`) -> the machine's
+  PostgreSQL (`--network host`);
+- conditions -> evaluated with the parameters' defaults (so no reader: DB_READ_HOST empty);
 - the bucket, queue and topic (`Ref`) -> the same resources on moto's server;
 - Secrets Manager -> test values (`DB_USER` postgres, a password, an API key);
 - parameters -> their defaults, `AWS::Region` -> us-east-1.
@@ -80,6 +82,7 @@ class Resolver:
             name: str(p["Default"]) for name, p in template["Parameters"].items() if "Default" in p
         }
         self.refs = {"AWS::Region": REGION, **refs}
+        self.conditions = template.get("Conditions", {})
         self.atts = atts
 
     def __call__(self, value: Any) -> str:
@@ -90,10 +93,22 @@ class Resolver:
             found = self.refs.get(argument, self.parameters.get(argument))
         elif function == "Fn::GetAtt":
             found = self.atts.get(".".join(argument))
+        elif function == "Fn::If":
+            condition, if_true, if_false = argument
+            return self(if_true if self.condition(condition) else if_false)
         else:
             found = None
         assert found is not None, f"nothing here stands in for {value}: extend this test"
         return found
+
+    def condition(self, name: str) -> bool:
+        """A template condition of the form Fn::Equals [Ref parameter, literal], with the
+        parameters at their defaults."""
+        ((function, (left, right)),) = self.conditions[name].items()
+        assert function == "Fn::Equals" and set(left) == {"Ref"}, (
+            f"this test cannot evaluate the condition {name}: extend it"
+        )
+        return self.parameters.get(left["Ref"]) == str(right)
 
 
 def secret_value(value_from: Any) -> str:
@@ -219,7 +234,11 @@ def resolver(template: dict[str, Any], moto: Moto) -> Resolver:
             "EventsQueue": moto.queue_url,  # Ref of a queue is its URL
             "ResultsTopic": moto.topic_arn,
         },
-        atts={"DbCluster.Endpoint.Address": "127.0.0.1", "DbCluster.Endpoint.Port": "5432"},
+        atts={
+            "DbCluster.Endpoint.Address": "127.0.0.1",
+            "DbCluster.Endpoint.Port": "5432",
+            "DbCluster.ReadEndpoint.Address": "127.0.0.1",
+        },
     )
 
 

@@ -19,6 +19,8 @@ DB_VARIABLES = (
     "DB_USER",
     "DB_PASSWORD",
     "DB_SSLMODE",
+    "DATABASE_READ_URL",
+    "DB_READ_HOST",
 )
 
 
@@ -171,3 +173,73 @@ def test_production_refuses_the_embedded_default(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("API_KEY", "k" * 32)
     with pytest.raises(ValueError, match="needs PostgreSQL"):
         settings()
+
+
+READ_URL = "postgresql://reader@replica:5432/x"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # None: everything on the primary.
+        ({"DB_HOST": "db"}, None),
+        ({"DATABASE_URL": POSTGRES_URL, "DATABASE_READ_URL": ""}, None),
+        # DATABASE_READ_URL as it is, whichever way the primary is named.
+        ({"DATABASE_URL": POSTGRES_URL, "DATABASE_READ_URL": READ_URL}, READ_URL),
+        ({"DB_HOST": "db", "DATABASE_READ_URL": READ_URL}, READ_URL),
+        # DB_READ_HOST takes DB_HOST's parts (an Aurora reader endpoint shares them).
+        ({"DB_HOST": "db", "DB_READ_HOST": "ro"}, "postgresql://postgres@ro:5432/songs"),
+        (
+            {"DB_HOST": "db", "DB_READ_HOST": "ro", **PARTS},
+            "postgresql://song:pw@ro:6543/cat?sslmode=require",
+        ),
+        ({"DB_HOST": "db", "DB_READ_HOST": ""}, None),
+        # Refused rather than guessed.
+        (
+            {"DB_HOST": "db", "DB_READ_HOST": "ro", "DATABASE_READ_URL": READ_URL},
+            "DATABASE_READ_URL and DB_READ_HOST are both set",
+        ),
+        ({"DATABASE_URL": POSTGRES_URL, "DB_READ_HOST": "ro"}, "DB_READ_HOST set without DB_HOST"),
+        ({"DB_READ_HOST": "ro"}, "DB_READ_HOST set without DB_HOST"),
+        ({"DATABASE_READ_URL": READ_URL}, "needs a PostgreSQL primary"),
+        ({"DATABASE_URL": SQLITE_URL, "DATABASE_READ_URL": READ_URL}, "needs a PostgreSQL primary"),
+        (
+            {"DATABASE_URL": POSTGRES_URL, "DATABASE_READ_URL": SQLITE_URL},
+            "DATABASE_READ_URL must start with postgresql://",
+        ),
+    ],
+    ids=[
+        "none",
+        "empty-read-url",
+        "read-url",
+        "host-read-url",
+        "read-host",
+        "read-host-parts",
+        "empty-read-host",
+        "both",
+        "read-host-with-url",
+        "read-host-alone",
+        "read-url-sqlite-default",
+        "read-url-sqlite",
+        "read-url-sqlite-scheme",
+    ],
+)
+def test_read_replica_naming(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str | None
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if expected is None or expected.startswith("postgresql://"):
+        assert settings().database_read_url == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            settings()
+
+
+def test_read_replica_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_HOST", "db")
+    monkeypatch.setenv("DB_READ_HOST", "ro")
+    monkeypatch.setenv("DB_PASSWORD", "p@ss/word")
+    s = settings()
+    assert unquote(urlsplit(s.database_read_url or "").password or "") == "p@ss/word"
+    assert "p@ss" not in repr(s.db_password)

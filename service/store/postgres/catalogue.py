@@ -132,7 +132,7 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
     ) -> dict[int, EnvelopeSlice]:
         if not ranges:
             return {}
-        async with self._connection() as conn:
+        async with self._read_connection() as conn:
             # substring() of an EXTERNAL (uncompressed) value reads only the chunks it needs.
             rows = await conn.fetch(
                 "SELECT e.song_id, e.bands, r.first,"
@@ -159,7 +159,7 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
     async def get_songs(self, song_ids: list[int]) -> dict[int, Song]:
         if not song_ids:
             return {}
-        async with self._connection() as conn:
+        async with self._read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {SONG_COLUMNS} FROM songs WHERE id = ANY($1::int4[])",
                 sorted(set(song_ids)),

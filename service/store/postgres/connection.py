@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -86,8 +86,12 @@ class PostgresBase:
         stall_timeout_s: float = 5.0,
         migrations_dir: Path | None = None,
         compact_delta_rows: int = 1_000_000,
+        read_dsn: str | None = None,
     ) -> None:
         self._dsn = dsn
+        #: A read replica for lookups and the other reads of identification (see
+        #: `_read_connection`); None: they go to `dsn` too.
+        self._read_dsn = read_dsn
         self._params_version = params_version
         self._migrate_on_start = migrate_on_start
         self._pool_min_size = pool_min_size
@@ -100,6 +104,7 @@ class PostgresBase:
         self._stall_timeout_s = stall_timeout_s
         self._migrations_dir = migrations_dir
         self._pool: asyncpg.Pool | None = None
+        self._read_pool: asyncpg.Pool | None = None
         self._version_checked = False
         #: Delta rows above which add_song starts a background compaction (0: never).
         self._compact_delta_rows = compact_delta_rows
@@ -109,17 +114,32 @@ class PostgresBase:
         self._song_frames = SongFrames()
         self._fingerprint_total = CachedTotal()
 
+    def _connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection to the primary, or a one-off one before `open()`; unreachable
+        -> StoreUnavailable."""
+        return self._pooled(self._pool, self._dsn)
+
+    def _read_connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A connection for reads that may lag the primary by the replica's replay delay:
+        fingerprint lookups and what identification reads beside them (song lengths and
+        metadata of the songs a lookup found, band envelopes, the fingerprint total). The
+        replica's pool when one is configured, else the primary's. Never for a read whose
+        caller just wrote, or decides a write (the catalogue API, duplicate detection)."""
+        if self._read_dsn is None:
+            return self._connection()
+        return self._pooled(self._read_pool, self._read_dsn)
+
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, or a one-off one before `open()`; unreachable ->
-        StoreUnavailable."""
+    async def _pooled(
+        self, pool: asyncpg.Pool | None, dsn: str
+    ) -> AsyncIterator[asyncpg.Connection]:
         try:
-            if self._pool is not None:
-                async with self._pool.acquire(timeout=self._stall_timeout_s) as conn:
+            if pool is not None:
+                async with pool.acquire(timeout=self._stall_timeout_s) as conn:
                     yield conn
             else:
                 conn = await asyncpg.connect(
-                    self._dsn,
+                    dsn,
                     timeout=self._stall_timeout_s,
                     command_timeout=self._stall_timeout_s,
                 )

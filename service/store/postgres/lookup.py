@@ -1,4 +1,5 @@
-"""Fingerprint lookups in PostgreSQL: one statement, one round trip, a few byte strings.
+"""Fingerprint lookups in PostgreSQL: one statement, one round trip, a few byte strings, on the
+read replica when one is configured (`_read_connection`).
 
 A lookup reads the compacted postings (`fp_postings`) and the delta (`fingerprints`) of the
 wanted hashes in one snapshot, leaves out whole the hashes over the caller's caps, and returns
@@ -70,7 +71,7 @@ class PostgresLookup(PostgresBase):
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         if len(wanted) == 0:
             return Hits.empty()
-        async with self._connection() as conn:
+        async with self._read_connection() as conn:
             # A prepared statement (asyncpg caches it per connection): one round trip. A hash
             # over the cap or past the budget (compacted postings, whose length is known
             # without reading them, plus uncompacted rows) is left out whole.
@@ -104,7 +105,7 @@ class PostgresLookup(PostgresBase):
     async def fingerprint_total(self) -> int:
         total = self._fingerprint_total.fresh()
         if total is None:
-            async with self._connection() as conn:
+            async with self._read_connection() as conn:
                 total = int(
                     await conn.fetchval("SELECT coalesce(sum(fingerprint_count), 0) FROM songs")
                 )
@@ -115,7 +116,8 @@ class PostgresLookup(PostgresBase):
         """Every song's length, read once at start: the chance model needs the length of each
         song a lookup meets, and a new process would otherwise ask for them a few thousand
         at a time during its first identifications (15 ms each at 10,000 songs). Songs added
-        later by other processes are still fetched when first met. 8 bytes per song."""
+        later by other processes are still fetched when first met. 8 bytes per song. From the
+        primary, which `open()` has just migrated: a replica may not have replayed that yet."""
         async with self._connection() as conn:
             rows = await conn.fetch("SELECT id, n_frames FROM songs")
         if rows:

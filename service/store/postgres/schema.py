@@ -93,14 +93,19 @@ class PostgresSchema(PostgresBase):
         self._version_checked = True
 
     async def ready(self) -> bool:
-        """Migrated and of our fingerprint version; StoreUnavailable within the stall timeout
-        when the database does not answer."""
+        """Migrated, of our fingerprint version, and the read replica (if any) answering;
+        StoreUnavailable within the stall timeout when a database does not answer."""
         try:
             async with asyncio.timeout(self._stall_timeout_s):
                 if await self._pending():
                     return False
                 if not self._version_checked:
                     await self._check_version()
+                if self._read_dsn is not None:
+                    # Identification reads the replica: a task that cannot reach it is not
+                    # ready to serve, whatever the primary says.
+                    async with self._read_connection() as conn:
+                        await conn.fetchval("SELECT 1")
                 return True
         except TimeoutError as exc:
             raise StoreUnavailable(

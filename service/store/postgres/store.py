@@ -1,4 +1,5 @@
-"""PostgresStore: the production catalogue, PostgreSQL through one asyncpg pool, plain SQL.
+"""PostgresStore: the production catalogue, PostgreSQL through asyncpg pools, plain SQL: one
+to the primary, and one to a read replica for lookups when one is configured.
 
 Its parts, one module each: schema (migrations, index version), catalogue (songs, envelopes;
 lookup and compaction of the fingerprint index), ledger (the worker's processed objects) and
@@ -27,19 +28,12 @@ class PostgresStore(PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresS
     before it (the `migrate` command and probes use them on an unopened store)."""
 
     async def open(self) -> None:
+        self._pool = await self._create_pool(self._dsn)
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._pool_min_size,
-                max_size=self._pool_max_size,
-                command_timeout=self._stall_timeout_s,
-                timeout=self._stall_timeout_s,
-            )
-        except Exception as exc:
-            if unavailable(exc):
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-            raise
-        try:
+            if self._read_dsn is not None:
+                # Warm like the primary's: min_size connections opened now, not on the
+                # first identification.
+                self._read_pool = await self._create_pool(self._read_dsn)
             if self._migrate_on_start:
                 await self.migrate()
             if not await self._pending():
@@ -59,6 +53,21 @@ class PostgresStore(PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresS
             # Cancelling rolls the compaction back; the delta stays for the next one.
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        for pool in (self._read_pool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._read_pool = self._pool = None
+
+    async def _create_pool(self, dsn: str) -> asyncpg.Pool:
+        try:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=self._pool_min_size,
+                max_size=self._pool_max_size,
+                command_timeout=self._stall_timeout_s,
+                timeout=self._stall_timeout_s,
+            )
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise
