@@ -151,4 +151,9 @@ class PostgresCompaction(PostgresBase):
             # VACUUM cannot run in a transaction block; asyncpg runs a lone statement outside.
             # It also reclaims the delta rows compaction just moved.
             await conn.execute("VACUUM (ANALYZE) fingerprints, fp_postings, fp_tombstones")
+            # VACUUM frees the delta's index entries but not its pages: after a bulk load the
+            # emptied delta's b-tree would stay the size of the largest delta it held (about
+            # as large as the whole postings of a small catalogue). Rebuilt, it holds only
+            # what the delta still has; CONCURRENTLY, so adds and lookups go on meanwhile.
+            await conn.execute("REINDEX TABLE CONCURRENTLY fingerprints")
             await conn.execute("ANALYZE songs")
