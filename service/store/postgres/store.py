@@ -53,10 +53,11 @@ class PostgresStore(PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresS
             # Cancelling rolls the compaction back; the delta stays for the next one.
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for pool in (self._read_pool, self._pool):
+        pools = (self._read_pool, self._pool)
+        self._read_pool = self._pool = None
+        for pool in pools:
             if pool is not None:
                 await pool.close()
-        self._read_pool = self._pool = None
 
     async def _create_pool(self, dsn: str) -> asyncpg.Pool:
         try:
