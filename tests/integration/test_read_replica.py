@@ -9,23 +9,28 @@ has not replayed is invisible to lookups and found by the catalogue API at once.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
+import httpx
 import numpy as np
 import pytest
 
 from service.errors import StoreUnavailable
 from service.settings import Settings
 from service.store import Store, create_store
+from tests.conftest import LiveServer
 from tests.integration.test_store import VERSION, make_fingerprints, make_song
 from tests.private_pg import (
     PrivateCluster,
     PrivateStandby,
     have_server_binaries,
     streaming_replica,
+    wait_until,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -34,6 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 REPLAY_WAIT_S = 10.0
+MUSIC = Path(__file__).parents[1] / "data" / "music"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +74,14 @@ async def _sql(dsn: str, statement: str):
         return await conn.fetchval(statement)
     finally:
         await conn.close()
+
+
+def _reachable(dsn: str) -> bool:
+    try:
+        asyncio.run(_sql(dsn, "SELECT 1"))
+    except (OSError, asyncpg.PostgresError):
+        return False
+    return True
 
 
 async def _found(store: Store, hashes: np.ndarray, song_id: int) -> bool:
@@ -178,3 +192,52 @@ async def test_a_stalled_replica_is_store_unavailable_within_the_stall_timeout(
             standby.thaw()
         await _wait_found(store, fp.hashes, song.id)
         assert await store.ready()
+
+
+def test_through_the_api_a_new_song_is_listed_at_once_and_identified_once_replayed(
+    replicated, tmp_path: Path
+) -> None:
+    """What a client sees: POST /songs (the primary), GET /songs/{id} (the primary) at once,
+    POST /identify (the replica) answering no match until the replica has replayed the song."""
+    primary, standby = replicated
+    clip = tmp_path / "clip.mp3"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-ss", "8", "-t", "8",
+         "-i", str(MUSIC / "nebula.ogg"), str(clip)],
+        check=True,
+    )  # fmt: skip
+    # A catalogue of the service's own fingerprint version, apart from the other tests'.
+    asyncio.run(_sql(primary.dsn, "CREATE DATABASE api_catalogue"))
+    primary_url, standby_url = (
+        dsn.rsplit("/", 1)[0] + "/api_catalogue" for dsn in (primary.dsn, standby.dsn)
+    )
+    assert wait_until(lambda: _reachable(standby_url), timeout_s=REPLAY_WAIT_S)
+    settings = Settings(
+        database_url=primary_url,
+        database_read_url=standby_url,
+        cpu_workers=1,
+        environment="test",
+        db_pool_min_size=1,
+        db_pool_max_size=2,
+    )
+
+    def identified(client: httpx.Client) -> list[int]:
+        with clip.open("rb") as f:
+            r = client.post("/identify", files={"file": (clip.name, f)})
+        assert r.status_code == 200, r.text
+        return [m["song"]["id"] for m in r.json()["matches"]]
+
+    with LiveServer(settings) as live, live.client() as client:
+        asyncio.run(_sql(standby.dsn, "SELECT pg_wal_replay_pause()"))
+        try:
+            with (MUSIC / "nebula.ogg").open("rb") as f:
+                r = client.post("/songs", files={"file": ("nebula.ogg", f)})
+            assert r.status_code == 201, r.text
+            song_id = r.json()["id"]
+            listed = client.get(f"/songs/{song_id}")
+            assert listed.status_code == 200 and listed.json()["id"] == song_id
+            assert song_id not in identified(client)
+        finally:
+            asyncio.run(_sql(standby.dsn, "SELECT pg_wal_replay_resume()"))
+        assert wait_until(lambda: song_id in identified(client), timeout_s=REPLAY_WAIT_S)
+        assert identified(client)[0] == song_id
