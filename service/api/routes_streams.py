@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import StoreDep
+from service.api.openapi import GUARDED, error_responses
 from service.api.params import Offset, PlayId, WholeNumber
 from service.core.streams import plays
 from service.core.streams.log import wall_clock
@@ -17,7 +18,7 @@ from service.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
 router = APIRouter(prefix="/streams", tags=["streams"])
 
 
-@router.get("", response_model=list[StreamOut])
+@router.get("", response_model=list[StreamOut], responses=error_responses(*GUARDED))
 async def list_streams(store: StoreDep) -> list[StreamOut]:
     """Every stream with its latest segment and the play on air now (if any)."""
     streams = await store.list_streams()
@@ -42,7 +43,10 @@ async def list_streams(store: StoreDep) -> list[StreamOut]:
 @router.get(
     "/{name}/plays",
     response_model=PlayPageOut,
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked."}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked."},
+        **error_responses("bad_request", "not_found", "validation_error", *GUARDED),
+    },
 )
 async def list_plays(
     name: str,
@@ -87,6 +91,10 @@ async def list_plays(
     )
 
 
-@router.get("/{name}/plays/{play_id}", response_model=PlayOut)
+@router.get(
+    "/{name}/plays/{play_id}",
+    response_model=PlayOut,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
 async def get_play(name: str, play_id: PlayId, store: StoreDep) -> PlayOut:
     return PlayOut.model_validate(await plays.get_play(store, name, play_id))

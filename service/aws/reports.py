@@ -13,6 +13,7 @@ from typing import Any
 
 from service.aws.stream_events import publish_stream_events
 from service.store import Store
+from service.telemetry import metrics
 
 
 def sns_message(report: dict[str, Any], report_location: str | None) -> dict[str, Any]:
@@ -85,11 +86,12 @@ class SnsPublisher:
         self._topic_arn = topic_arn
 
     async def publish_report(self, report: dict[str, Any], report_location: str | None) -> None:
-        await self._sns.publish(
-            TopicArn=self._topic_arn,
-            Message=json.dumps(sns_message(report, report_location), ensure_ascii=False),
-            MessageAttributes=sns_attributes(report),
-        )
+        with metrics.counting_failures(metrics.SNS_PUBLISH_FAILURES.labels("report")):
+            await self._sns.publish(
+                TopicArn=self._topic_arn,
+                Message=json.dumps(sns_message(report, report_location), ensure_ascii=False),
+                MessageAttributes=sns_attributes(report),
+            )
 
     async def publish_stream_events(self, store: Store) -> int:
         return await publish_stream_events(store, self._sns, self._topic_arn)

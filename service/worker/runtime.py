@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -89,9 +89,13 @@ async def running_worker(
         await poller.stop()
 
 
-async def start_in_api(settings: Settings, resources: Resources, stack: AsyncExitStack) -> None:
-    """The poller inside the API process, sharing its resources; it stops before they close."""
-    await stack.enter_async_context(running_worker(settings, resources))
+async def start_in_api(
+    settings: Settings, resources: Resources, stack: AsyncExitStack
+) -> Callable[[], dict[str, Any]]:
+    """The poller inside the API process, sharing its resources; it stops before they close.
+    Returns its status (counters, health) for the API's /readyz."""
+    poller = await stack.enter_async_context(running_worker(settings, resources))
+    return poller.status
 
 
 def stream_params_of(settings: Settings) -> StreamParams:
@@ -124,6 +128,7 @@ async def run_worker(settings: Settings) -> int:
                     worker_probe(startup, lambda: poller),
                     settings.host,
                     settings.worker_health_port,
+                    startup,
                 )
             if await _first(stop.wait(), startup.settled()) == 0:
                 log.info("stopped during start-up")

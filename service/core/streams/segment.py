@@ -32,6 +32,7 @@ from service.core.streams.log import (
     ended_by_timeout,
     event_drafts,
     reconcile,
+    wall_clock,
 )
 from service.core.streams.windows import (
     WINDOW_HOP_S,
@@ -56,6 +57,7 @@ from service.store import (
     StreamWindow,
     envelope_blob,
 )
+from service.telemetry.metrics import record_play_event, record_segment
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,9 @@ async def add_segment(
         )
         update = await _update(store, state, changes, segment=segment, windows=fresh)
         new_ids = await store.apply_stream_update(update)
+        log_play_events(update)
+        live_at = wall_clock(state.wall_origin, segment.end_s)
+        record_segment(stream, (datetime.now(UTC) - live_at).total_seconds())
         return result("stored", fresh, sorted([*new_ids, *changes.changed_plays]))
 
 
@@ -312,6 +317,29 @@ async def _update(
     )
 
 
+def log_play_events(update: StreamUpdate) -> None:
+    """One line per play event an update wrote (play.started, play.ended, ...)."""
+    for draft in update.events:
+        play = draft.payload.get("play", {})
+        song = play.get("song") or {}
+        log.info(
+            "%s: %s %s",
+            draft.payload.get("stream"),
+            draft.event_type,
+            song.get("title"),
+            extra={
+                "event": draft.event_type,
+                "stream": draft.payload.get("stream"),
+                "play_id": play.get("id", draft.play_id),
+                "song_id": song.get("id"),
+                "start_at": play.get("start_at"),
+                "end_at": play.get("end_at"),
+                "confidence": play.get("confidence"),
+            },
+        )
+        record_play_event(draft.event_type)
+
+
 async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
     """End the current plays of streams with no segment for `timeout_s`; the names."""
     ended = []
@@ -327,7 +355,9 @@ async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
             )
             changes = ended_by_timeout(playing)
             if changes.changed_plays:
-                await store.apply_stream_update(await _update(store, state, changes))
+                update = await _update(store, state, changes)
+                await store.apply_stream_update(update)
+                log_play_events(update)
                 ended.append(state.name)
     return ended
 
