@@ -47,7 +47,9 @@ class Resources:
             parse=parse_message,
             objects=S3ObjectSource(self.aws.s3),
             reports=S3ReportSink(self.aws.s3),
-            events=SnsPublisher(self.aws.sns, topic_arn) if topic_arn else None,
+            events=SnsPublisher(self.aws.sns, topic_arn, settings.stream_down_after_s)
+            if topic_arn
+            else None,
         )
 
 

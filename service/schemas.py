@@ -326,13 +326,35 @@ class LastSegmentOut(BaseModel):
     processed_at: datetime = Field(description="When a segment of the stream last came in.")
 
 
+class GapOut(BaseModel):
+    """An outage: a stretch of at least STREAM_DOWN_AFTER_S with no audio from the stream."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: datetime = Field(alias="from", description="UTC wall clock where the audio stopped.")
+    to: datetime | None = Field(
+        description="UTC wall clock where it came back; null while the stream is down."
+    )
+    duration_s: float = Field(description="How long the audio was missing (so far, if down).")
+    stream_from_s: float = Field(description="`from` on the stream clock (s).")
+    stream_to_s: float | None = Field(description="`to` on the stream clock (s).")
+
+
 class StreamOut(BaseModel):
     """A live stream the worker has seen segments of."""
 
     name: str = Field(description="The stream's name (from its segments' keys).")
     created_at: datetime = Field(description="When its first segment came in.")
+    status: Literal["up", "down"] = Field(
+        description="`down` from STREAM_DOWN_AFTER_S without audio until segments return."
+    )
+    last_segment_at: datetime = Field(description="When a segment of the stream last came in.")
     last_segment: LastSegmentOut = Field(description="Its latest segment.")
     current_play: PlayOut | None = Field(description="The play on air now, if any.")
+    gaps: list[GapOut] = Field(
+        description="Its outages, oldest first (the open one last while it is down): the "
+        "hours outside them are the ones the airplay log has evidence for."
+    )
 
 
 # --- the worker's reports ------------------------------------------------------------------

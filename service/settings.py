@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         gt=0,
         description="A stream with no new segment for this long has its current play ended.",
     )
+    stream_down_after_s: float = Field(
+        120.0,
+        ge=10,
+        le=86400,
+        description="A stream whose audio stops for this long (no segment covering it) is "
+        "down: stream.down on SNS, a gap in GET /streams/{name}; stream.up when it returns.",
+    )
     stream_retention_s: float = Field(
         6 * 3600.0,
         ge=600,

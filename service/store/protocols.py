@@ -210,6 +210,8 @@ class StreamLog(Protocol):
     ) -> int:
         """Insert a gap (`gap_id` None) or move an existing one's bounds; its id."""
 
+    async def delete_stream_gap(self, gap_id: int) -> None: ...
+
     async def pending_gap_events(self) -> list[StreamGap]:
         """Gaps whose stream.down, or (closed ones) stream.up, has not gone out, oldest
         first."""

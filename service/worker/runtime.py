@@ -103,6 +103,7 @@ def stream_params_of(settings: Settings) -> StreamParams:
         segment_s=settings.stream_segment_s,
         retention_s=settings.stream_retention_s,
         speed_search=settings.stream_speed_search,
+        down_after_s=settings.stream_down_after_s,
     )
 
 

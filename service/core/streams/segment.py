@@ -23,6 +23,7 @@ from typing import Literal
 from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.streams.clock import place_segment, pts_epoch
+from service.core.streams.health import note_segment
 from service.core.streams.keys import parse_segment_key
 from service.core.streams.log import (
     LogChanges,
@@ -79,6 +80,8 @@ class StreamParams:
     #: Most audio (s) a segment may decode to: segments last seconds, so more is a misplaced
     #: recording or a hostile file, refused (AudioTooLong) before it fills memory.
     max_audio_s: float = 600.0
+    #: A hole in the stream's audio this long (s) is an outage (core/streams/health.py).
+    down_after_s: float = 120.0
     log: LogParams = field(default_factory=LogParams)
 
 
@@ -207,6 +210,9 @@ async def add_segment(
         update = await _update(store, state, changes, segment=segment, windows=fresh)
         new_ids = await store.apply_stream_update(update)
         log_play_events(update)
+        await note_segment(
+            store, state, sequence, segment.start_s, segment.end_s, params.down_after_s
+        )
         live_at = wall_clock(state.wall_origin, segment.end_s)
         record_segment(stream, (datetime.now(UTC) - live_at).total_seconds())
         return result("stored", fresh, sorted([*new_ids, *changes.changed_plays]))

@@ -76,6 +76,10 @@ class PostgresGaps(PostgresBase):
             )
             return gap_id
 
+    async def delete_stream_gap(self, gap_id: int) -> None:
+        async with self._connection() as conn:
+            await conn.execute("DELETE FROM stream_gaps WHERE id = $1", gap_id)
+
     async def pending_gap_events(self) -> list[StreamGap]:
         async with self._connection() as conn:
             rows = await conn.fetch(

@@ -87,6 +87,11 @@ class SqliteGaps(SqliteBase):
 
         return await self._run(run)
 
+    async def delete_stream_gap(self, gap_id: int) -> None:
+        await self._run(
+            lambda conn: conn.execute("DELETE FROM stream_gaps WHERE id = ?", (gap_id,))
+        )
+
     async def pending_gap_events(self) -> list[StreamGap]:
         return await self._run(
             lambda conn: [
