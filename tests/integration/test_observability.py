@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 from tests.audio_fixtures import encode, synth_song
-from tests.aws_fixtures import free_port
+from tests.aws_fixtures import free_port, s3_event
 from tests.conftest import CatalogueSong, LiveServer
 from tests.integration.test_startup import ROOT, base_env, poll
+from tests.integration.test_worker import _worker_env
 
 # --- logs ---------------------------------------------------------------------------------
 
@@ -195,3 +197,80 @@ def test_a_saturated_server_answers_503_with_retry_after_instead_of_queueing(
                 _scrape(client), "songdetect_http_rejected_busy_total", route="/identify"
             )
         assert rejected >= statuses.count(503)
+
+
+# --- the worker ---------------------------------------------------------------------------
+
+
+def test_an_in_process_worker_reports_on_the_apis_readyz_and_metrics(
+    aws, sqlite_url: str, catalogue: list[CatalogueSong]
+) -> None:
+    aws.notify_queue_on_upload()
+    settings = aws.settings(sqlite_url, run_worker_in_api=True)
+    with LiveServer(settings) as server, server.client() as client:
+        before = _scrape(client)
+        aws.upload("songs_to_index/one.mp3", catalogue[0].path)
+        deadline = time.monotonic() + 30
+        while client.get("/songs").json()["total"] == 0:
+            assert time.monotonic() < deadline, "the in-process worker indexed nothing"
+            time.sleep(0.2)
+        ready = client.get("/readyz").json()
+        while ready["worker"]["processed"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ready = client.get("/readyz").json()
+        after = _scrape(client)
+    assert ready["status"] == "ready"
+    assert ready["worker"]["status"] == "ok" and ready["worker"]["processed"] >= 1
+
+    def moved(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert moved("songdetect_worker_messages_received_total") >= 1
+    assert moved("songdetect_worker_messages_succeeded_total") >= 1
+    assert moved("songdetect_worker_message_age_seconds_count") >= 1
+    assert moved("songdetect_index_results_total", outcome="created") == 1
+
+
+def test_the_standalone_worker_logs_message_ids_and_keys_and_serves_metrics(
+    aws, sqlite_url: str, catalogue: list[CatalogueSong], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = _worker_env(aws, sqlite_url, port) | {"LOG_FORMAT": "json"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = poll(f"http://127.0.0.1:{port}/healthz", 200, process, log_path)
+        assert health.json()["status"] in ("ok", "starting")
+        key = "songs_to_index/logged song.mp3"
+        event = s3_event(aws.bucket, key, aws.upload(key, catalogue[1].path))
+        message_id = aws.send(event)
+        deadline = time.monotonic() + 60
+        while '"message.done"' not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert poll(f"http://127.0.0.1:{port}/readyz", 200, process, log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert scraped.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(scraped.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert _value(samples, "songdetect_worker_messages_succeeded_total") == 1
+    assert _value(samples, "songdetect_catalogue_songs") == 1
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    (index,) = [r for r in records if r.get("event") == "index.result"]
+    assert index["s3_key"] == key and index["s3_bucket"] == aws.bucket
+    (done,) = [r for r in records if r.get("event") == "message.done"]
+    assert done["message_id"] == message_id
+    assert index["message_id"] == message_id
