@@ -72,16 +72,20 @@ class Side:
     url: str
     client_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
+    #: Answers whose best match is the song the clip was cut from.
+    right: int = 0
 
 
-def identify(client: httpx.Client, side: Side, clip: Path, record: bool) -> None:
+def identify(client: httpx.Client, side: Side, clip: Path, song: str, record: bool) -> None:
     started = time.perf_counter()
     response = client.post(f"{side.url}/identify", files={"file": (clip.name, clip.read_bytes())})
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     response.raise_for_status()
     if record:
+        body = response.json()
         side.client_ms.append(elapsed_ms)
-        side.server_ms.append(response.json()["elapsed_ms"])
+        side.server_ms.append(body["elapsed_ms"])
+        side.right += bool(body["matches"]) and body["matches"][0]["song"]["title"] == song
 
 
 def p95(values: list[float]) -> float:
@@ -152,8 +156,9 @@ def main() -> int:
                 clip = clips[i % len(clips)]
                 pair = [on, off]
                 order.shuffle(pair)
+                song = f"song{i % len(clips):03d}"
                 for side in pair:
-                    identify(client, side, clip, record=i >= 5)  # 5 warm-up rounds
+                    identify(client, side, clip, song, record=i >= 5)  # 5 warm-up rounds
                 if i % 10 == 0:
                     client.get(f"{on_url}/metrics").raise_for_status()
         lines_logged = sum(1 for _ in log_path.open())
@@ -162,12 +167,14 @@ def main() -> int:
     half = len(off.client_ms) // 2
     floor = statistics.median(off.client_ms[:half]) / statistics.median(off.client_ms[half:])
     rows = [
-        "| side | requests | client p50 ms | client p95 ms | server p50 ms | server p95 ms |",
-        "|---|---|---|---|---|---|",
+        "| side | requests | right song | client p50 ms | client p95 ms | server p50 ms "
+        "| server p95 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for side in (on, off):
         rows.append(
-            f"| {side.name} | {len(side.client_ms)} | {statistics.median(side.client_ms):.1f} | "
+            f"| {side.name} | {len(side.client_ms)} | {side.right} | "
+            f"{statistics.median(side.client_ms):.1f} | "
             f"{p95(side.client_ms):.1f} | {statistics.median(side.server_ms):.1f} | "
             f"{p95(side.server_ms):.1f} |"
         )
