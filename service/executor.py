@@ -129,6 +129,7 @@ class CpuPool:
         self._in_pool = 0
         #: Moving average of a task's compute time (s), for Retry-After.
         self._task_s = _TASK_S_GUESS
+        metrics.CPU_POOL_QUEUE_LIMIT.set(-1 if queue_max is None else queue_max)
         self._executor = self._new_executor()
         #: Bumped with every replacement, so that calls that met the same broken executor
         #: replace it once between them.

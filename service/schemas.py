@@ -262,6 +262,10 @@ class WorkerStatusOut(BaseModel):
 
 
 class HealthOut(BaseModel):
+    """A probe's answer."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
+
     status: str = Field(description="`ok` (liveness), `ready` (readiness).")
     worker: WorkerStatusOut | None = Field(
         None,

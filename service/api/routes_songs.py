@@ -72,6 +72,7 @@ async def list_songs(
     responses=error_responses("not_found", "validation_error", *GUARDED),
 )
 async def get_song(song_id: SongId, store: StoreDep) -> SongOut:
+    """One song of the catalogue."""
     song = await store.get_song(song_id)
     if song is None:
         raise NotFound(f"no song with id {song_id}")
@@ -84,6 +85,7 @@ async def get_song(song_id: SongId, store: StoreDep) -> SongOut:
     responses=error_responses("not_found", "validation_error", *GUARDED),
 )
 async def update_song(song_id: SongId, patch: SongPatch, store: StoreDep) -> SongOut:
+    """Change a song's metadata; its fingerprints stay as they are."""
     song = await store.update_song(song_id, patch.model_dump(exclude_unset=True))
     if song is None:
         raise NotFound(f"no song with id {song_id}")
@@ -96,6 +98,7 @@ async def update_song(song_id: SongId, patch: SongPatch, store: StoreDep) -> Son
     responses=error_responses("not_found", "validation_error", *GUARDED),
 )
 async def delete_song(song_id: SongId, store: StoreDep) -> Response:
+    """Remove a song and its fingerprints: it is found no more."""
     if not await store.delete_song(song_id):
         raise NotFound(f"no song with id {song_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

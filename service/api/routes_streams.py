@@ -129,4 +129,5 @@ async def list_plays(
     responses=error_responses("not_found", "validation_error", *GUARDED),
 )
 async def get_play(name: str, play_id: PlayId, store: StoreDep) -> PlayOut:
+    """One play of a stream's airplay log."""
     return PlayOut.model_validate(await plays.get_play(store, name, play_id))
