@@ -172,3 +172,36 @@ def test_the_api_shows_status_last_segment_and_gaps(sqlite_url: str) -> None:
         (g["from"], g["to"]) for g in body["gaps"]
     ]
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_stream_events_reach_the_sns_topic_once_with_their_attributes(
+    aws, sqlite_url: str
+) -> None:
+    """Through the worker's SnsPublisher (moto's SNS into a subscribed queue), as the stream
+    sweeper and each segment's publication send them."""
+    from service.aws.clients import AwsClients
+    from service.aws.reports import SnsPublisher
+
+    settings = aws.settings(sqlite_url)
+    clients = await AwsClients.open(settings)
+    try:
+        publisher = SnsPublisher(clients.sns, aws.topic_arn, DOWN_AFTER_S)
+        async with opened(sqlite_url) as store:
+            for sequence in BEFORE:
+                await deliver(store, sequence)
+            silent = T0 + timedelta(seconds=60 + DOWN_AFTER_S + 5)
+            assert await detect_down_streams(store, DOWN_AFTER_S, now=silent) == [NAME]
+            assert await publisher.publish_stream_events(store) == 1
+            for sequence in AFTER:
+                await deliver(store, sequence)
+            assert await publisher.publish_stream_events(store) == 1
+            assert await publisher.publish_stream_events(store) == 0
+        messages = await aws.sns_messages(2)
+    finally:
+        await clients.close()
+    assert [m.message["event_type"] for m in messages] == ["stream.down", "stream.up"]
+    assert [m.attributes["event_type"] for m in messages] == ["stream.down", "stream.up"]
+    assert all(m.attributes["stream"] == NAME for m in messages)
+    assert messages[0].message["gap"]["to"] is None
+    assert messages[1].message["gap"]["to"] == "2026-01-05T08:02:00Z"
+    assert messages[0].message["gap_id"] == messages[1].message["gap_id"]
