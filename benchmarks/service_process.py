@@ -33,10 +33,14 @@ def running_service(
     cpus: str | None = None,
     extra_env: dict[str, str] | None = None,
     ready_timeout_s: float = 120.0,
+    module: str = "service.cli",
+    log_path: Path | None = None,
 ) -> Iterator[str]:
     """Yield the base URL of a service on `database_url`, ready (`/readyz` 200) and warm.
 
     `cpus` pins the server and its process pool (children inherit the affinity) with taskset.
+    `module` is the entry point run with `serve` (another one wraps service.cli's); `log_path`
+    receives the service's log lines.
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_"))}
@@ -45,12 +49,13 @@ def running_service(
         CPU_WORKERS=str(cpu_workers),
         LOG_LEVEL="WARNING",
         COMPACT_DELTA_ROWS="0",
-        **(extra_env or {}),
     )
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    env.update(extra_env or {})
+    command = [sys.executable, "-m", module, "serve", "--port", str(port)]
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
-    proc = subprocess.Popen(command, env=env, cwd=ROOT)
+    log = None if log_path is None else log_path.open("wb")
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout_s
@@ -73,3 +78,5 @@ def running_service(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if log is not None:
+            log.close()

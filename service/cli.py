@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -29,6 +28,7 @@ from service.memory import keep_freed_memory
 from service.resources import PoolSpec, leave_unopened, open_resources
 from service.settings import Settings
 from service.store import Song
+from service.telemetry.logs import configure_logging
 
 
 def _song_json(song: Song) -> dict[str, Any]:
@@ -258,6 +258,7 @@ def cmd_serve(settings: Settings) -> int:
         port=settings.port,
         http=HTTP_PROTOCOL,  # unparseable requests get a JSON error too
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through our handler (LOG_FORMAT) like the app's
         # ECS gives a task 30 s between SIGTERM and SIGKILL: finish requests well within it.
         timeout_graceful_shutdown=20,
     )
@@ -306,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if args.command in ("serve", "worker", "index", "identify"):
         keep_freed_memory()
     try:

@@ -14,6 +14,8 @@ class ServiceError(Exception):
     status = 500
     #: Retrying the same input cannot succeed (bad audio); the worker reports instead of retrying.
     permanent = False
+    #: Seconds a client should wait before retrying (the API's Retry-After header), if any.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -98,6 +100,7 @@ class StoreUnavailable(ServiceError):
 
     code = "store_unavailable"
     status = 503
+    retry_after_s = 5
 
 
 class NotReady(ServiceError):
@@ -105,6 +108,7 @@ class NotReady(ServiceError):
 
     code = "not_ready"
     status = 503
+    retry_after_s = 5
 
 
 class NoFingerprints(ServiceError):

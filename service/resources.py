@@ -47,7 +47,9 @@ class Resources:
             parse=parse_message,
             objects=S3ObjectSource(self.aws.s3),
             reports=S3ReportSink(self.aws.s3),
-            events=SnsPublisher(self.aws.sns, topic_arn) if topic_arn else None,
+            events=SnsPublisher(self.aws.sns, topic_arn, settings.stream_down_after_s)
+            if topic_arn
+            else None,
         )
 
 
@@ -60,6 +62,8 @@ class PoolSpec:
     use_processes: bool = True
     #: Start the processes and import the analysis modules before the first call.
     warm_up: bool = False
+    #: Waiting work beyond which `CpuPool.admit` refuses uploads (None: no bound).
+    queue_max: int | None = None
 
 
 #: Opens an unopened store (migrating if it is configured to); the default is Store.open.
@@ -98,7 +102,7 @@ async def enter_resources(
     await open_store(store)
     cpu: CpuPool | None = None
     if pool is not None:
-        cpu = CpuPool(pool.workers, use_processes=pool.use_processes)
+        cpu = CpuPool(pool.workers, use_processes=pool.use_processes, queue_max=pool.queue_max)
         stack.callback(cpu.close)
         if pool.warm_up:
             await cpu.warm_up()

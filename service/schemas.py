@@ -19,14 +19,34 @@ from service.store import Song, SongPage
 
 
 class SongOut(BaseModel):
-    id: int
-    title: str
-    artist: str | None
-    album: str | None
-    isrc: str | None
-    external_id: str | None
+    """A catalogue song."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "title": "Blue in Green",
+                    "artist": "Miles Davis",
+                    "album": "Kind of Blue",
+                    "isrc": "USSM15900115",
+                    "external_id": "label-cat-0042",
+                    "duration_s": 337.52,
+                    "fingerprint_count": 48211,
+                    "created_at": "2025-03-14T09:26:53.589000Z",
+                }
+            ]
+        }
+    )
+
+    id: int = Field(description="The song's id in this catalogue.")
+    title: str = Field(description="Given title, else the file's tag, else its name.")
+    artist: str | None = Field(description="Given artist, else the file's tag.")
+    album: str | None = Field(description="Given album, else the file's tag.")
+    isrc: str | None = Field(description="International Standard Recording Code, if known.")
+    external_id: str | None = Field(description="The caller's own id for the song.")
     duration_s: float = Field(description="Length of the decoded audio in seconds.")
-    fingerprint_count: int
+    fingerprint_count: int = Field(description="Fingerprint hashes stored for the song.")
     created_at: datetime = Field(description="When the song was indexed (UTC).")
 
     @classmethod
@@ -49,10 +69,12 @@ class SongIndexedOut(SongOut):
 
 
 class SongPageOut(BaseModel):
-    items: list[SongOut]
-    total: int
-    limit: int
-    offset: int
+    """One page of songs."""
+
+    items: list[SongOut] = Field(description="The page's songs, in the order indexed.")
+    total: int = Field(description="Songs matching the filter, on all pages.")
+    limit: int = Field(description="Page size asked for.")
+    offset: int = Field(description="Songs skipped before this page.")
 
     @classmethod
     def of(cls, page: SongPage) -> SongPageOut:
@@ -67,13 +89,18 @@ class SongPageOut(BaseModel):
 class SongPatch(BaseModel):
     """Fields to change; omitted fields stay as they are, null clears an optional field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"title": "Blue in Green (remaster)", "album": None}]},
+    )
 
-    title: str | None = Field(None, min_length=1, max_length=500)
-    artist: str | None = Field(None, max_length=500)
-    album: str | None = Field(None, max_length=500)
-    isrc: str | None = Field(None, max_length=64)
-    external_id: str | None = Field(None, max_length=500)
+    title: str | None = Field(None, min_length=1, max_length=500, description="New title.")
+    artist: str | None = Field(None, max_length=500, description="New artist; null clears it.")
+    album: str | None = Field(None, max_length=500, description="New album; null clears it.")
+    isrc: str | None = Field(None, max_length=64, description="New ISRC; null clears it.")
+    external_id: str | None = Field(
+        None, max_length=500, description="New external id; null clears it."
+    )
 
     @field_validator("title")
     @classmethod
@@ -85,7 +112,9 @@ class SongPatch(BaseModel):
 
 
 class MatchOut(BaseModel):
-    song: SongOut
+    """A catalogue song found in the clip."""
+
+    song: SongOut = Field(description="The song found.")
     score: int = Field(description="Aligned fingerprint hashes supporting this match.")
     confidence: float = Field(
         description="1 minus the probability that chance alone produces this score for any "
@@ -120,14 +149,16 @@ class MatchOut(BaseModel):
 
 
 class TimelineEntryOut(BaseModel):
-    song: SongOut
+    """One stretch of the file where one song plays."""
+
+    song: SongOut = Field(description="The song playing.")
     start_s: float = Field(description="Where the song starts playing in the file.")
     end_s: float = Field(description="Where it stops.")
     song_start_s: float = Field(description="Position in the song at start_s.")
     song_end_s: float = Field(description="Position in the song at end_s.")
     score: int = Field(description="Aligned fingerprint anchors over the whole entry.")
-    confidence: float
-    speed: float
+    confidence: float = Field(description="As a match's confidence, over the whole entry.")
+    speed: float = Field(description="Playback speed relative to the song.")
 
     @classmethod
     def of(cls, found: SongTimelineEntry) -> TimelineEntryOut:
@@ -145,14 +176,40 @@ class TimelineEntryOut(BaseModel):
 
 
 class IdentifyOut(BaseModel):
-    duration_s: float
+    """What `POST /identify` found in a file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "duration_s": 10.0,
+                    "matches": [
+                        {
+                            "song": SongOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                            "score": 212,
+                            "confidence": 0.999999,
+                            "song_offset_s": 61.28,
+                            "query_start_s": 0.05,
+                            "query_end_s": 9.93,
+                            "speed": 1.0,
+                            "evidence": "landmarks",
+                        }
+                    ],
+                    "timeline": None,
+                    "elapsed_ms": 184.2,
+                }
+            ]
+        }
+    )
+
+    duration_s: float = Field(description="Length of the decoded audio in seconds.")
     matches: list[MatchOut] = Field(description="Songs playing in the file, best first.")
     timeline: list[TimelineEntryOut] | None = Field(
         None,
         description="With ?timeline=true (and in reports of long files): every song found, "
         "in order, with where it starts and ends.",
     )
-    elapsed_ms: float
+    elapsed_ms: float = Field(description="Decoding, fingerprinting and matching time.")
 
     @classmethod
     def of(cls, result: IdentifyResult) -> IdentifyOut:
@@ -167,61 +224,105 @@ class IdentifyOut(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    code: str = Field(
+        description="Stable machine-readable error code (`validation_error`, `not_found`, "
+        "`busy`, ...); docs/api.md lists them."
+    )
+    message: str = Field(description="What went wrong, for a person.")
 
 
 class ErrorOut(BaseModel):
-    error: ErrorBody
+    """Every error response of the API has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "not_found", "message": "no song with id 42"}}]
+        }
+    )
+
+    error: ErrorBody = Field(description="What went wrong.")
+
+
+class WorkerStatusOut(BaseModel):
+    """The SQS poller running inside this process."""
+
+    status: Literal["ok", "unhealthy"] = Field(
+        description="`ok` while it receives normally (SQS answered within the last long poll "
+        "plus a minute, or every slot is busy)."
+    )
+    stopping: bool = Field(description="Shutting down: no longer receiving.")
+    in_flight: int = Field(description="Messages being processed now.")
+    concurrency: int = Field(description="Most messages processed at once (WORKER_CONCURRENCY).")
+    processed: int = Field(description="Messages handled and deleted since start.")
+    failed: int = Field(description="Message attempts that failed since start.")
+    dead_lettered: int = Field(description="Messages moved to the dead-letter queue.")
+    last_receive_age_s: float | None = Field(
+        description="Seconds since SQS last answered a receive call."
+    )
 
 
 class HealthOut(BaseModel):
-    status: str
+    """A probe's answer."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
+
+    status: str = Field(description="`ok` (liveness), `ready` (readiness).")
+    worker: WorkerStatusOut | None = Field(
+        None,
+        description="The in-process SQS poller's status (readiness, when SQS_QUEUE_URL is set "
+        "and RUN_WORKER_IN_API is true); it does not decide readiness.",
+    )
 
 
 # --- live streams ----------------------------------------------------------------------------
 
 
 class PlaySongOut(BaseModel):
-    id: int
+    """The song a play aired, as the catalogue names it now."""
+
+    id: int = Field(description="The song's catalogue id.")
     title: str | None = Field(description="Null if the song was deleted from the catalogue since.")
-    artist: str | None
-    isrc: str | None
-    external_id: str | None
+    artist: str | None = Field(description="Its artist, if known.")
+    isrc: str | None = Field(description="Its ISRC, if known.")
+    external_id: str | None = Field(description="The caller's own id for the song.")
 
 
 class PlayOut(BaseModel):
     """One entry of a stream's airplay log (the `play` of the SNS `play.*` events too)."""
 
-    id: int
-    stream: str
+    id: int = Field(description="The play's id within its stream's log.")
+    stream: str = Field(description="The stream's name.")
     status: Literal["playing", "ended", "retracted"] = Field(
         description="`playing` until the stream moves on; `retracted` if later segments "
         "showed the play was not there."
     )
-    song: PlaySongOut
+    song: PlaySongOut = Field(description="The song aired.")
     start_at: datetime = Field(description="UTC wall clock when the song started on air.")
     end_at: datetime = Field(description="UTC wall clock of its end (so far, while playing).")
     stream_start_s: float = Field(description="Start on the stream clock (MPEG-TS PTS, s).")
-    stream_end_s: float
+    stream_end_s: float = Field(description="End on the stream clock (s).")
     song_start_s: float = Field(description="Position in the song where the play starts.")
-    song_end_s: float
-    duration_s: float
-    confidence: float
+    song_end_s: float = Field(description="Position in the song where the play ends.")
+    duration_s: float = Field(description="How long the song was on air (s).")
+    confidence: float = Field(description="As a match's confidence, over the play's windows.")
     score: int = Field(description="Aligned fingerprint anchors over all the play's windows.")
-    speed: float
+    speed: float = Field(description="Playback speed relative to the song.")
 
 
 class PlayPageOut(BaseModel):
-    items: list[PlayOut]
-    total: int
-    limit: int
-    offset: int
+    """One page of a stream's airplay log."""
+
+    items: list[PlayOut] = Field(description="The page's plays, in stream order.")
+    total: int = Field(description="Plays matching the query, on all pages.")
+    limit: int = Field(description="Page size asked for.")
+    offset: int = Field(description="Plays skipped before this page.")
 
 
 class LastSegmentOut(BaseModel):
-    sequence: int
-    key: str
+    """The stream's latest segment (the furthest on its clock)."""
+
+    sequence: int = Field(description="Its sequence number (from its key).")
+    key: str = Field(description="Its S3 key.")
     stream_end_s: float = Field(description="End of the latest segment on the stream clock.")
     end_at: datetime = Field(
         description="UTC wall clock of that end: the stream's audio is known up to here."
@@ -229,11 +330,35 @@ class LastSegmentOut(BaseModel):
     processed_at: datetime = Field(description="When a segment of the stream last came in.")
 
 
+class GapOut(BaseModel):
+    """An outage: a stretch of at least STREAM_DOWN_AFTER_S with no audio from the stream."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: datetime = Field(alias="from", description="UTC wall clock where the audio stopped.")
+    to: datetime | None = Field(
+        description="UTC wall clock where it came back; null while the stream is down."
+    )
+    duration_s: float = Field(description="How long the audio was missing (so far, if down).")
+    stream_from_s: float = Field(description="`from` on the stream clock (s).")
+    stream_to_s: float | None = Field(description="`to` on the stream clock (s).")
+
+
 class StreamOut(BaseModel):
-    name: str
-    created_at: datetime
-    last_segment: LastSegmentOut
-    current_play: PlayOut | None
+    """A live stream the worker has seen segments of."""
+
+    name: str = Field(description="The stream's name (from its segments' keys).")
+    created_at: datetime = Field(description="When its first segment came in.")
+    status: Literal["up", "down"] = Field(
+        description="`down` from STREAM_DOWN_AFTER_S without audio until segments return."
+    )
+    last_segment_at: datetime = Field(description="When a segment of the stream last came in.")
+    last_segment: LastSegmentOut = Field(description="Its latest segment.")
+    current_play: PlayOut | None = Field(description="The play on air now, if any.")
+    gaps: list[GapOut] = Field(
+        description="Its outages, oldest first (the open one last while it is down): the "
+        "hours outside them are the ones the airplay log has evidence for."
+    )
 
 
 # --- the worker's reports ------------------------------------------------------------------

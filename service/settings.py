@@ -119,7 +119,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Processes for decoding and fingerprinting; 0 means one per CPU core.",
     )
+    cpu_queue_max: int = Field(
+        4,
+        ge=0,
+        le=10_000,
+        description="Uploads (POST /identify, POST /songs) and worker tasks that may wait for "
+        "a busy CPU pool beyond one per process; more uploads get 503 with Retry-After before "
+        "their body is read.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "text",
+        description="`json`: one JSON object per line (the image's default, for CloudWatch); "
+        "`text`: a readable line for a terminal.",
+    )
     host: str = Field("127.0.0.1", description="Bind address of `song-detection serve`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `song-detection serve`.")
     min_confidence: float = Field(
@@ -191,6 +204,13 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="A stream with no new segment for this long has its current play ended.",
+    )
+    stream_down_after_s: float = Field(
+        120.0,
+        ge=10,
+        le=86400,
+        description="A stream whose audio stops for this long (no segment covering it) is "
+        "down: stream.down on SNS, a gap in GET /streams/{name}; stream.up when it returns.",
     )
     stream_retention_s: float = Field(
         6 * 3600.0,

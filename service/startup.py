@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from service.errors import StoreUnavailable
 from service.match import MatchParams
@@ -46,6 +46,8 @@ class Startup:
         self.phase: Phase = "starting"
         self.detail = "opening the database and applying pending migrations"
         self.opened: Resources | None = None
+        #: The in-process SQS poller's status, when the API runs one.
+        self.worker_status: StatusProbe | None = None
         self._settled = asyncio.Event()
 
     @property
@@ -70,9 +72,12 @@ class Startup:
         self._settled.set()
 
 
+#: What a component started in the process (the SQS poller) says about itself right now.
+StatusProbe = Callable[[], dict[str, Any]]
+
 #: Called once the store and the pool are open; it may enter more contexts (the SQS poller)
-#: on the stack, which closes them before the pool and the store.
-OnReady = Callable[[Resources, contextlib.AsyncExitStack], Awaitable[None]]
+#: on the stack, which closes them before the pool and the store, and return their status.
+OnReady = Callable[[Resources, contextlib.AsyncExitStack], Awaitable[StatusProbe | None]]
 
 
 @contextlib.asynccontextmanager
@@ -93,12 +98,14 @@ async def started_in_background(
         opened = await enter_resources(
             stack,
             settings,
-            pool=PoolSpec(settings.effective_cpu_workers, warm_up=True),
+            pool=PoolSpec(
+                settings.effective_cpu_workers, warm_up=True, queue_max=settings.cpu_queue_max
+            ),
             aws=aws,
             open_store=open_with_retry,
         )
         if on_ready is not None:
-            await on_ready(opened, stack)
+            startup.worker_status = await on_ready(opened, stack)
         startup._ready(opened)
         assert opened.pool is not None
         log.info(

@@ -155,10 +155,11 @@ class AwsWorld:
             )
         return response["ETag"].strip('"')
 
-    def send(self, body: str | dict[str, Any]) -> None:
-        self.sqs.send_message(
+    def send(self, body: str | dict[str, Any]) -> str:
+        """Queue a message; its MessageId."""
+        return self.sqs.send_message(
             QueueUrl=self.queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body)
-        )
+        )["MessageId"]
 
     # --- observing --------------------------------------------------------------------------
 

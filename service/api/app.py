@@ -10,9 +10,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service import __version__
-from service.api import routes_health, routes_identify, routes_songs, routes_streams
+from service.api import (
+    routes_health,
+    routes_identify,
+    routes_metrics,
+    routes_songs,
+    routes_streams,
+)
+from service.api.backpressure import Backpressure
 from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
+from service.api.observe import RequestContext
+from service.api.openapi import install_docs, operation_id
 from service.api.routes_web import install_web
 from service.api.uploads import BodySizeLimit
 from service.settings import Settings
@@ -44,17 +53,27 @@ def create_app(settings: Settings | None = None, worker: OnReady | None = None) 
     app = FastAPI(
         title="song-detection",
         version=__version__,
-        description="Identify songs of your catalogue in audio files and live streams.",
+        description="Identify songs of your catalogue in audio files and live streams. "
+        'Every error answers `{"error": {"code", "message"}}`; each operation lists '
+        "the codes it can return.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # install_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
-    # Outermost last: the key is checked before the size, both before the body is read.
+    # Outermost last: the request id is bound first, then the key is checked, then the
+    # CPU pool's queue and the size, all before the body is read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.upload_max_bytes)
+    app.add_middleware(Backpressure)
     app.add_middleware(ApiKeyBeforeBody, api_key=settings.api_key)
+    app.add_middleware(RequestContext)
     guarded = [Depends(require_api_key)]
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
     app.include_router(routes_streams.router, dependencies=guarded)
+    install_docs(app)
     install_web(app)
     return app

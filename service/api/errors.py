@@ -40,8 +40,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         if exc.status >= 500:
-            log.error("request failed: %s: %s", exc.code, exc.message)
-        return error_response(exc.status, exc.code, exc.message)
+            log.error("request failed: %s: %s", exc.code, exc.message, extra={"code": exc.code})
+        response = error_response(exc.status, exc.code, exc.message)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

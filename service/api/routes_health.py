@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import StartupDep
 from service.api.errors import error_response
-from service.schemas import HealthOut
+from service.api.openapi import error_responses
+from service.schemas import HealthOut, WorkerStatusOut
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,10 @@ _POOL_BROKEN = "the analysis processes died and cannot be restarted"
 
 
 @router.get(
-    "/healthz", response_model=HealthOut, responses={503: {"description": "Needs replacing"}}
+    "/healthz",
+    response_model=HealthOut,
+    response_model_exclude_none=True,
+    responses=error_responses("start_failed", "unhealthy"),
 )
 async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
     """The process is alive and its event loop answers, also while it is still starting
@@ -31,7 +35,12 @@ async def healthz(startup: StartupDep) -> HealthOut | JSONResponse:
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", response_model=HealthOut, responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    response_model=HealthOut,
+    response_model_exclude_none=True,
+    responses=error_responses("not_ready"),
+)
 async def readyz(startup: StartupDep) -> HealthOut | JSONResponse:
     """Start-up is done, the database answers, every migration has run and audio can be
     analysed."""
@@ -48,4 +57,8 @@ async def readyz(startup: StartupDep) -> HealthOut | JSONResponse:
         return error_response(503, "not_ready", f"store unavailable: {exc}")
     if not ready:
         return error_response(503, "not_ready", "database migrations are pending")
-    return HealthOut(status="ready")
+    worker = startup.worker_status
+    return HealthOut(
+        status="ready",
+        worker=None if worker is None else WorkerStatusOut.model_validate(worker()),
+    )

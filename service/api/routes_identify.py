@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 
 from service.api.deps import MatchParamsDep, PoolDep, SettingsDep, StoreDep
+from service.api.openapi import GUARDED, UPLOAD, error_responses
 from service.api.uploads import saved_upload
 from service.core.identify.identify import identify_file
 from service.schemas import IdentifyOut
@@ -14,7 +15,7 @@ from service.schemas import IdentifyOut
 router = APIRouter(tags=["identify"])
 
 
-@router.post("/identify", response_model=IdentifyOut)
+@router.post("/identify", response_model=IdentifyOut, responses=error_responses(*UPLOAD, *GUARDED))
 async def identify(
     store: StoreDep,
     pool: PoolDep,

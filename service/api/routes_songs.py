@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from service.api.deps import PoolDep, SettingsDep, StoreDep
+from service.api.openapi import GUARDED, UPLOAD, error_responses
 from service.api.params import Offset, SongId, WholeNumber
 from service.api.uploads import saved_upload
 from service.core.index import index_file
@@ -23,7 +24,10 @@ OptionalField = Annotated[str | None, Form(max_length=500)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SongIndexedOut,
-    responses={200: {"model": SongIndexedOut, "description": "The audio was already indexed."}},
+    responses={
+        200: {"model": SongIndexedOut, "description": "The audio was already indexed."},
+        **error_responses(*UPLOAD, "no_fingerprints", *GUARDED),
+    },
 )
 async def add_song(
     response: Response,
@@ -51,7 +55,7 @@ async def add_song(
     return SongIndexedOut(**SongOut.of(song).model_dump(), created=created)
 
 
-@router.get("", response_model=SongPageOut)
+@router.get("", response_model=SongPageOut, responses=error_responses("validation_error", *GUARDED))
 async def list_songs(
     store: StoreDep,
     q: Annotated[str | None, Query(max_length=200, description="Text filter")] = None,
@@ -62,24 +66,39 @@ async def list_songs(
     return SongPageOut.of(await store.list_songs(limit=limit, offset=offset, query=q or None))
 
 
-@router.get("/{song_id}", response_model=SongOut)
+@router.get(
+    "/{song_id}",
+    response_model=SongOut,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
 async def get_song(song_id: SongId, store: StoreDep) -> SongOut:
+    """One song of the catalogue."""
     song = await store.get_song(song_id)
     if song is None:
         raise NotFound(f"no song with id {song_id}")
     return SongOut.of(song)
 
 
-@router.patch("/{song_id}", response_model=SongOut)
+@router.patch(
+    "/{song_id}",
+    response_model=SongOut,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
 async def update_song(song_id: SongId, patch: SongPatch, store: StoreDep) -> SongOut:
+    """Change a song's metadata; its fingerprints stay as they are."""
     song = await store.update_song(song_id, patch.model_dump(exclude_unset=True))
     if song is None:
         raise NotFound(f"no song with id {song_id}")
     return SongOut.of(song)
 
 
-@router.delete("/{song_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{song_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
 async def delete_song(song_id: SongId, store: StoreDep) -> Response:
+    """Remove a song and its fingerprints: it is found no more."""
     if not await store.delete_song(song_id):
         raise NotFound(f"no song with id {song_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,30 +2,59 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 
 from service.api.deps import StoreDep
+from service.api.openapi import GUARDED, error_responses
 from service.api.params import Offset, PlayId, WholeNumber
 from service.core.streams import plays
+from service.core.streams.health import gap_document
 from service.core.streams.log import wall_clock
-from service.errors import BadRequest
-from service.schemas import LastSegmentOut, PlayOut, PlayPageOut, StreamOut
+from service.errors import BadRequest, NotFound
+from service.schemas import GapOut, LastSegmentOut, PlayOut, PlayPageOut, StreamOut
+from service.store import Store, StreamGap, StreamState
 
 router = APIRouter(prefix="/streams", tags=["streams"])
 
 
-@router.get("", response_model=list[StreamOut])
+@router.get("", response_model=list[StreamOut], responses=error_responses(*GUARDED))
 async def list_streams(store: StoreDep) -> list[StreamOut]:
-    """Every stream with its latest segment and the play on air now (if any)."""
-    streams = await store.list_streams()
+    """Every stream with its health (up or down, its outages), its latest segment and the
+    play on air now (if any)."""
+    return await _streams_out(store, await store.list_streams(), await store.stream_gaps())
+
+
+@router.get(
+    "/{name}",
+    response_model=StreamOut,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
+async def get_stream(name: str, store: StoreDep) -> StreamOut:
+    """One stream: its health (up or down, its outages), latest segment and current play."""
+    state = await store.get_stream(name)
+    if state is None:
+        raise NotFound(f"no stream named {name!r}")
+    (out,) = await _streams_out(store, [state], await store.stream_gaps(state.id))
+    return out
+
+
+async def _streams_out(
+    store: Store, streams: list[StreamState], gaps: list[StreamGap]
+) -> list[StreamOut]:
     current = await plays.current_plays(store, streams)
+    now = datetime.now(UTC)
+    by_stream: dict[int, list[StreamGap]] = {}
+    for gap in gaps:
+        by_stream.setdefault(gap.stream_id, []).append(gap)
     return [
         StreamOut(
             name=s.name,
             created_at=s.created_at,
+            status="down" if any(g.to_s is None for g in by_stream.get(s.id, [])) else "up",
+            last_segment_at=s.last_segment_at,
             last_segment=LastSegmentOut(
                 sequence=s.last_sequence,
                 key=s.last_key,
@@ -34,6 +63,10 @@ async def list_streams(store: StoreDep) -> list[StreamOut]:
                 processed_at=s.last_segment_at,
             ),
             current_play=PlayOut.model_validate(current[s.id]) if s.id in current else None,
+            gaps=[
+                GapOut.model_validate(gap_document(g, s, now))
+                for g in sorted(by_stream.get(s.id, []), key=lambda g: g.from_s)
+            ],
         )
         for s in streams
     ]
@@ -42,7 +75,10 @@ async def list_streams(store: StoreDep) -> list[StreamOut]:
 @router.get(
     "/{name}/plays",
     response_model=PlayPageOut,
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked."}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV when asked."},
+        **error_responses("bad_request", "not_found", "validation_error", *GUARDED),
+    },
 )
 async def list_plays(
     name: str,
@@ -87,6 +123,11 @@ async def list_plays(
     )
 
 
-@router.get("/{name}/plays/{play_id}", response_model=PlayOut)
+@router.get(
+    "/{name}/plays/{play_id}",
+    response_model=PlayOut,
+    responses=error_responses("not_found", "validation_error", *GUARDED),
+)
 async def get_play(name: str, play_id: PlayId, store: StoreDep) -> PlayOut:
+    """One play of a stream's airplay log."""
     return PlayOut.model_validate(await plays.get_play(store, name, play_id))

@@ -65,7 +65,13 @@ class BodySizeLimit:
         await self.app(scope, counted, send)
 
 
-async def send_json_error(send: Send, status: int, code: str, message: str) -> None:
+async def send_json_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """Answer with the API's error shape straight from ASGI middleware, closing the
     connection (the request body, if any, is never read)."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
@@ -77,6 +83,7 @@ async def send_json_error(send: Send, status: int, code: str, message: str) -> N
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )

@@ -12,7 +12,9 @@ import json
 from typing import Any
 
 from service.aws.stream_events import publish_stream_events
+from service.core.streams.health import publish_gap_events
 from service.store import Store
+from service.telemetry import metrics
 
 
 def sns_message(report: dict[str, Any], report_location: str | None) -> dict[str, Any]:
@@ -80,16 +82,31 @@ class S3ReportSink:
 class SnsPublisher:
     """Reports and the play-event outbox, published on one SNS topic."""
 
-    def __init__(self, sns: Any, topic_arn: str) -> None:
+    def __init__(self, sns: Any, topic_arn: str, stream_down_after_s: float = 120.0) -> None:
         self._sns = sns
         self._topic_arn = topic_arn
+        self._down_after_s = stream_down_after_s
 
     async def publish_report(self, report: dict[str, Any], report_location: str | None) -> None:
-        await self._sns.publish(
-            TopicArn=self._topic_arn,
-            Message=json.dumps(sns_message(report, report_location), ensure_ascii=False),
-            MessageAttributes=sns_attributes(report),
-        )
+        with metrics.counting_failures(metrics.SNS_PUBLISH_FAILURES.labels("report")):
+            await self._sns.publish(
+                TopicArn=self._topic_arn,
+                Message=json.dumps(sns_message(report, report_location), ensure_ascii=False),
+                MessageAttributes=sns_attributes(report),
+            )
 
     async def publish_stream_events(self, store: Store) -> int:
-        return await publish_stream_events(store, self._sns, self._topic_arn)
+        sent = await publish_stream_events(store, self._sns, self._topic_arn)
+        return sent + await publish_gap_events(store, self._publish_health, self._down_after_s)
+
+    async def _publish_health(self, payload: dict[str, Any]) -> None:
+        """A stream.down / stream.up event (core/streams/health.py event_payload)."""
+        with metrics.counting_failures(metrics.SNS_PUBLISH_FAILURES.labels("stream_event")):
+            await self._sns.publish(
+                TopicArn=self._topic_arn,
+                Message=json.dumps(payload, ensure_ascii=False),
+                MessageAttributes={
+                    "event_type": {"DataType": "String", "StringValue": payload["event_type"]},
+                    "stream": {"DataType": "String", "StringValue": payload["stream"]},
+                },
+            )

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from service.store import Store
+from service.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,12 @@ async def publish_stream_events(
             # Read again under the lock: another worker may have sent some meanwhile.
             for event in await store.pending_stream_events(sid):
                 payload = {"event_id": event.id, **json.loads(event.payload_json)}
-                await sns.publish(
-                    TopicArn=topic_arn,
-                    Message=json.dumps(payload, ensure_ascii=False),
-                    MessageAttributes=sns_attributes(payload),
-                )
+                with metrics.counting_failures(metrics.SNS_PUBLISH_FAILURES.labels("play_event")):
+                    await sns.publish(
+                        TopicArn=topic_arn,
+                        Message=json.dumps(payload, ensure_ascii=False),
+                        MessageAttributes=sns_attributes(payload),
+                    )
                 await store.mark_stream_event_published(event.id)
                 sent += 1
                 log.info(

@@ -6,7 +6,9 @@ found by all of them the same way.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from functools import partial
 from pathlib import PurePath
 
@@ -16,6 +18,9 @@ from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.errors import NoFingerprints
 from service.executor import CpuPool
 from service.store import NewSong, Song, SongMeta, Store
+from service.telemetry import metrics
+
+log = logging.getLogger(__name__)
 
 
 def _clean(value: str | None) -> str | None:
@@ -78,7 +83,26 @@ async def index_file(
     max_audio_s: float | None = None,
 ) -> tuple[Song, bool]:
     """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
+    started = time.perf_counter()
     audio = await pool.run(
         partial(analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, max_duration_s=max_audio_s)
     )
-    return await index_analysed(store, audio, meta, filename or os.fspath(path))
+    song, created = await index_analysed(store, audio, meta, filename or os.fspath(path))
+    metrics.record_index(created)
+    log.info(
+        "%s song %d: %s",
+        "indexed" if created else "already had",
+        song.id,
+        song.title,
+        extra={
+            "event": "index.result",
+            "song_id": song.id,
+            "title": song.title,
+            "artist": song.artist,
+            "song_created": created,
+            "fingerprints": song.fingerprint_count,
+            "duration_s": round(song.duration_s, 3),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
+        },
+    )
+    return song, created

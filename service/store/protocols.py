@@ -10,7 +10,7 @@ part it uses.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from service.store.records import (
     SongPage,
     StoreStats,
     StreamEvent,
+    StreamGap,
     StreamSegment,
     StreamState,
     StreamUpdate,
@@ -190,6 +191,33 @@ class StreamLog(Protocol):
 
     async def mark_stream_event_published(self, event_id: int) -> None: ...
 
+    async def segment_neighbours(
+        self, stream_id: int, sequence: int, start_s: float
+    ) -> tuple[float | None, float | None]:
+        """(latest end of the stored segments starting before `start_s`, earliest start of
+        those starting after it), the segment `sequence` itself left out; None where there
+        are none."""
+
+    async def stream_gaps(self, stream_id: int | None = None) -> list[StreamGap]:
+        """The outages of one stream (or of all), by stream then start."""
+
+    async def open_stream_gap(self, stream_id: int, from_s: float) -> bool:
+        """Record that the stream is down since `from_s`, unless it already is (one open gap
+        per stream, whoever asks); True if this call opened it."""
+
+    async def save_stream_gap(
+        self, stream_id: int, gap_id: int | None, from_s: float, to_s: float | None
+    ) -> int:
+        """Insert a gap (`gap_id` None) or move an existing one's bounds; its id."""
+
+    async def delete_stream_gap(self, gap_id: int) -> None: ...
+
+    async def pending_gap_events(self) -> list[StreamGap]:
+        """Gaps whose stream.down, or (closed ones) stream.up, has not gone out, oldest
+        first."""
+
+    async def mark_gap_published(self, gap_id: int, event: Literal["down", "up"]) -> None: ...
+
 
 class Store(CatalogueStore, IngestLedger, StreamLog, Protocol):
     """A whole catalogue store, as `create_store` returns it: every part, plus opening,
@@ -205,3 +233,7 @@ class Store(CatalogueStore, IngestLedger, StreamLog, Protocol):
 
     async def ready(self) -> bool:
         """True when the database answers and every migration has run."""
+
+    def connection_pool_usage(self) -> tuple[int, int] | None:
+        """(open connections, connections handed out) of the connection pool; None for a
+        store without one (SQLite)."""

@@ -105,6 +105,8 @@ class StoreStats:
     songs: int
     fingerprints: int
     extra: dict[str, int] = field(default_factory=dict)
+    #: Decoded audio of all songs (s).
+    audio_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,21 @@ class StreamState:
     last_key: str
     last_segment_at: datetime
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class StreamGap:
+    """An outage of a stream: a hole of at least STREAM_DOWN_AFTER_S in its segments'
+    coverage of the stream clock (core/streams/health.py)."""
+
+    id: int
+    stream_id: int
+    #: Stream clock (s) where the audio stopped and where it came back (None: still down).
+    from_s: float
+    to_s: float | None
+    #: Whether its stream.down and stream.up events went out on SNS.
+    down_published: bool = False
+    up_published: bool = False
 
 
 @dataclass(frozen=True)

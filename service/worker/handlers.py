@@ -43,6 +43,7 @@ from service.match import MatchParams
 from service.objects import Downloaded, ObjectCreated, PoisonMessage
 from service.schemas import SourceObject
 from service.store import ProcessedObject, SongMeta, Store
+from service.telemetry.logs import bound
 from service.worker.messages import DeadLetter, Outcome, ReceivedMessage
 from service.worker.ports import EventPublisher, MessageParser, ObjectSource, ReportSink
 
@@ -164,7 +165,8 @@ class ObjectHandler:
         for reason in parsed.ignored:
             log.info("message %s: ignoring %s", message.message_id, reason)
         for obj in parsed.objects:
-            await self.handle_object(obj)
+            with bound(s3_bucket=obj.bucket, s3_key=obj.key):
+                await self.handle_object(obj)
         return Outcome.DONE
 
     async def handle_object(self, obj: ObjectCreated) -> None:
@@ -311,4 +313,9 @@ class ObjectHandler:
             row.key,
             report["event_type"],
             f" (match: {report['match']})" if "match" in report else "",
+            extra={
+                "event": "object.published",
+                "event_type": report["event_type"],
+                "processing_ms": report.get("processing_ms"),
+            },
         )

@@ -7,7 +7,9 @@ busy) and its CPU pool can analyse audio, 503 otherwise (stopping, SQS unreachab
 long, or analysis processes that died and cannot be restarted), with the poller's counters as
 JSON either way. It starts before the database is open: while the worker starts (migrating, or
 waiting for another replica's migrations) it answers 200 `{"status": "starting"}`, and 503 if
-start-up failed.
+start-up failed. `GET /readyz` answers the same; `GET /metrics` is the process's Prometheus
+exposition (service/telemetry/metrics.py), the catalogue and database pool gauges read from
+the store as the scrape comes in.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.startup import Startup
+from service.telemetry import metrics
 from service.worker.poller import SqsPoller
 
 log = logging.getLogger(__name__)
@@ -51,21 +54,33 @@ def worker_probe(startup: Startup, poller: Callable[[], SqsPoller | None]) -> Pr
     return probe
 
 
-async def start_health_server(probe: Probe, host: str, port: int) -> asyncio.Server:
+async def start_health_server(
+    probe: Probe, host: str, port: int, startup: Startup | None = None
+) -> asyncio.Server:
+    """The server; `startup`'s store, once open, feeds the store gauges of /metrics."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
             request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
             method, _, rest = request_line.partition(" ")
             path = rest.partition(" ")[0]
-            if method not in ("GET", "HEAD") or path.split("?")[0] != "/healthz":
-                status, body = "404 Not Found", {"error": {"code": "not_found", "message": path}}
+            route = path.split("?")[0]
+            content_type = "application/json"
+            if method not in ("GET", "HEAD") or route not in ("/healthz", "/readyz", "/metrics"):
+                status = "404 Not Found"
+                payload = json.dumps({"error": {"code": "not_found", "message": path}}).encode()
+            elif route == "/metrics":
+                if startup is not None and startup.opened is not None:
+                    await metrics.refresh_store_gauges(startup.opened.store)
+                status, payload = "200 OK", metrics.exposition()
+                content_type = metrics.CONTENT_TYPE_LATEST
             else:
                 healthy, body = probe()
                 status = "200 OK" if healthy else "503 Service Unavailable"
-            payload = json.dumps(body).encode()
+                payload = json.dumps(body).encode()
             head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
             ).encode()
             writer.write(head if method == "HEAD" else head + payload)

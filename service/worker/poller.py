@@ -27,6 +27,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.errors import ServiceError
+from service.telemetry import metrics
+from service.telemetry.logs import bound
 from service.worker.messages import DeadLetter, DeadLetters, Outcome, ReceivedMessage
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,7 @@ class SqsPoller:
             for message in messages:
                 task = asyncio.create_task(self._process(message), name=message.message_id)
                 self._in_flight[task] = message
+                metrics.WORKER_IN_FLIGHT.inc()
                 task.add_done_callback(self._finished)
 
     async def _until_stopping_or(self, awaitable: Awaitable[Any]) -> bool:
@@ -194,7 +197,7 @@ class SqsPoller:
                 MaxNumberOfMessages=count,
                 WaitTimeSeconds=self._wait_s,
                 VisibilityTimeout=self._visibility_s,
-                AttributeNames=["ApproximateReceiveCount"],
+                AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
         )
         if not await self._until_stopping_or(call):
@@ -203,6 +206,12 @@ class SqsPoller:
             return []
         response = call.result()
         self.last_receive_at = time.monotonic()
+        now_ms = time.time() * 1000.0
+        for m in response.get("Messages", []):
+            metrics.WORKER_RECEIVED.inc()
+            sent_ms = m.get("Attributes", {}).get("SentTimestamp")
+            if sent_ms is not None and str(sent_ms).isdigit():
+                metrics.WORKER_MESSAGE_AGE_SECONDS.observe(max(0.0, now_ms - int(sent_ms)) / 1000)
         return [
             ReceivedMessage(
                 message_id=m["MessageId"],
@@ -215,11 +224,16 @@ class SqsPoller:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
+        metrics.WORKER_IN_FLIGHT.dec()
         self._slot_freed.set()
 
     # --- processing -------------------------------------------------------------------------
 
     async def _process(self, message: ReceivedMessage) -> None:
+        with bound(message_id=message.message_id, receive_count=message.receive_count):
+            await self._process_bound(message)
+
+    async def _process_bound(self, message: ReceivedMessage) -> None:
         heartbeat = asyncio.create_task(self._keep_invisible(message))
         try:
             outcome = await self._handler(message)
@@ -228,14 +242,16 @@ class SqsPoller:
         except DeadLetter as exc:
             await _cancel(heartbeat)
             self.failed += 1
+            metrics.WORKER_FAILED.labels(exc.code).inc()
             await self._give_up(message, exc.code, exc.reason)
             return
         except Exception as exc:
             self.failed += 1
+            metrics.WORKER_FAILED.labels(_code(exc)).inc()
             await _cancel(heartbeat)
             target = await self._dead_letters.target()
             if target is not None and message.receive_count >= target.max_receive_count:
-                code = exc.code if isinstance(exc, ServiceError) else type(exc).__name__
+                code = _code(exc)
                 log.warning(
                     "message %s failed on its last receive (%d): %s: %s",
                     message.message_id,
@@ -243,6 +259,7 @@ class SqsPoller:
                     type(exc).__name__,
                     exc,
                     exc_info=not _expected(exc),
+                    extra={"event": "message.failed", "code": code},
                 )
                 await self._give_up(message, code, str(exc) or type(exc).__name__)
                 return
@@ -255,6 +272,7 @@ class SqsPoller:
                 type(exc).__name__,
                 exc,
                 exc_info=not _expected(exc),
+                extra={"event": "message.retry", "code": _code(exc), "retry_in_s": delay},
             )
             await self._set_visibility(message, delay)
             return
@@ -262,9 +280,12 @@ class SqsPoller:
             await _cancel(heartbeat)
         if outcome is Outcome.DONE:
             self.processed += 1
+            metrics.WORKER_SUCCEEDED.inc()
+            log.info("message %s done", message.message_id, extra={"event": "message.done"})
             self._delete(message)
         else:
             self.failed += 1
+            metrics.WORKER_FAILED.labels("poison_message").inc()
             await self._give_up(message, "poison_message", "the handler refused the message")
 
     def _delete(self, message: ReceivedMessage) -> None:
@@ -276,6 +297,14 @@ class SqsPoller:
         dead-letter queue to send to, leave it visible so the redrive policy moves it."""
         if await self._dead_letters.send(message, code, reason):
             self.dead_lettered += 1
+            metrics.WORKER_DEAD_LETTERED.inc()
+            log.warning(
+                "message %s dead-lettered: %s: %s",
+                message.message_id,
+                code,
+                reason,
+                extra={"event": "message.dead_lettered", "code": code},
+            )
             self._delete(message)
             return
         # Visible again at once: the redrive policy counts receives, so the message reaches
@@ -379,6 +408,11 @@ class SqsPoller:
             for failure in failed:
                 log.warning("could not release a message: %s", failure.get("Message"))
             log.info("released %d unfinished message(s)", len(batch) - len(failed))
+
+
+def _code(exc: BaseException) -> str:
+    """The failure's code for logs, metrics and dead-letter records."""
+    return exc.code if isinstance(exc, ServiceError) else type(exc).__name__
 
 
 def _expected(exc: BaseException) -> bool:

@@ -42,7 +42,8 @@ class EventPublisher(Protocol):
         ...
 
     async def publish_stream_events(self, store: Store) -> int:
-        """Send the play events waiting in the store's outbox; how many went out."""
+        """Send the play events waiting in the store's outbox, and the streams' pending
+        stream.down / stream.up events; how many went out."""
         ...
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -89,9 +89,13 @@ async def running_worker(
         await poller.stop()
 
 
-async def start_in_api(settings: Settings, resources: Resources, stack: AsyncExitStack) -> None:
-    """The poller inside the API process, sharing its resources; it stops before they close."""
-    await stack.enter_async_context(running_worker(settings, resources))
+async def start_in_api(
+    settings: Settings, resources: Resources, stack: AsyncExitStack
+) -> Callable[[], dict[str, Any]]:
+    """The poller inside the API process, sharing its resources; it stops before they close.
+    Returns its status (counters, health) for the API's /readyz."""
+    poller = await stack.enter_async_context(running_worker(settings, resources))
+    return poller.status
 
 
 def stream_params_of(settings: Settings) -> StreamParams:
@@ -99,6 +103,7 @@ def stream_params_of(settings: Settings) -> StreamParams:
         segment_s=settings.stream_segment_s,
         retention_s=settings.stream_retention_s,
         speed_search=settings.stream_speed_search,
+        down_after_s=settings.stream_down_after_s,
     )
 
 
@@ -124,6 +129,7 @@ async def run_worker(settings: Settings) -> int:
                     worker_probe(startup, lambda: poller),
                     settings.host,
                     settings.worker_health_port,
+                    startup,
                 )
             if await _first(stop.wait(), startup.settled()) == 0:
                 log.info("stopped during start-up")

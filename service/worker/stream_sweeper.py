@@ -2,7 +2,11 @@
 
 - A stream that stops sending segments (channel stopped, network down) must still end its
   current play: after STREAM_PLAY_END_TIMEOUT_S without a segment it gets `play.ended`.
-- Play events left in the outbox (SNS failed, or the worker died before sending) go out.
+- A stream whose audio stopped STREAM_DOWN_AFTER_S ago is down: its outage opens, and
+  stream.down goes out (core/streams/health.py); the running sweepers of every worker share
+  this, and the store opens each outage once.
+- Play events left in the outbox (SNS failed, or the worker died before sending) go out, and
+  so do stream.down / stream.up events.
 - Segment peaks and window matches older than STREAM_RETENTION_S are dropped.
 """
 
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 
+from service.core.streams.health import detect_down_streams
 from service.core.streams.segment import StreamParams, end_idle_plays, prune_streams
 from service.store import Store
 from service.worker.ports import EventPublisher
@@ -56,6 +61,7 @@ class StreamSweeper:
         ended = await end_idle_plays(self._store, self._timeout_s)
         if ended:
             log.info("ended the current play of idle stream(s) %s", ", ".join(ended))
+        await detect_down_streams(self._store, self._params.down_after_s)
         if self._events is not None:
             await self._events.publish_stream_events(self._store)
         if self._sweeps % _PRUNE_EVERY == 0:

@@ -479,3 +479,18 @@ def test_bucket_name_is_new_for_every_stack(template: dict[str, Any]) -> None:
     name, values = bucket["Properties"]["BucketName"]["Fn::Sub"]
     assert "${StackId}" in name
     assert "AWS::StackId" in repr(values["StackId"])
+
+
+@pytest.mark.parametrize(
+    ("task", "group"),
+    [("ApiTaskDefinition", "ApiLogGroup"), ("WorkerTaskDefinition", "WorkerLogGroup")],
+)
+def test_json_logs_go_to_the_stacks_log_groups(
+    template: dict[str, Any], task: str, group: str
+) -> None:
+    c = container(template, task)
+    assert {e["Name"]: e["Value"] for e in c["Environment"]}["LOG_FORMAT"] == "json"
+    logging = c["LogConfiguration"]
+    assert logging["LogDriver"] == "awslogs"
+    assert logging["Options"]["awslogs-group"] == {"Ref": group}
+    assert "LogGroupName" in resource(template, group)

@@ -3,6 +3,7 @@ clip is identified the same way whichever of them asks."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from service.match import (
     MatchParams,
 )
 from service.store import Song, Store
+from service.telemetry import metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ async def identify_file(
             analyse_query, os.fspath(path), params, keep_samples=True, max_duration_s=max_audio_s
         )
     )
+    analysed = time.perf_counter()
     long = audio.duration_s > TIMELINE_AUTO_MIN_S
     if timeline is None:
         timeline = long
@@ -112,9 +117,34 @@ async def identify_file(
     else:
         matches = await identify_analysed(store, audio, match_params, params)
         entries = await build_timeline(store, audio, match_params, params) if timeline else None
-    return IdentifyResult(
+    result = IdentifyResult(
         duration_s=audio.duration_s,
         matches=matches,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
         timeline=entries if timeline else None,
+    )
+    best = result.matches[0].match.evidence if result.matches else None
+    metrics.record_identify(bool(result.matches), best, time.perf_counter() - analysed)
+    log_result(result)
+    return result
+
+
+def log_result(result: IdentifyResult) -> None:
+    """One `identify.result` line: the songs found, how sure, on what evidence, how fast."""
+    log.info(
+        "identified %d song(s) in %.1f s of audio",
+        len(result.matches),
+        result.duration_s,
+        extra={
+            "event": "identify.result",
+            "match": bool(result.matches),
+            "songs": [
+                {"id": m.song.id, "title": m.song.title, "artist": m.song.artist}
+                for m in result.matches
+            ],
+            "confidences": [round(m.match.confidence, 6) for m in result.matches],
+            "evidence": [m.match.evidence for m in result.matches],
+            "duration_s": round(result.duration_s, 3),
+            "elapsed_ms": round(result.elapsed_ms, 1),
+        },
     )

@@ -23,6 +23,7 @@ from typing import Literal
 from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.streams.clock import place_segment, pts_epoch
+from service.core.streams.health import note_segment
 from service.core.streams.keys import parse_segment_key
 from service.core.streams.log import (
     LogChanges,
@@ -32,6 +33,7 @@ from service.core.streams.log import (
     ended_by_timeout,
     event_drafts,
     reconcile,
+    wall_clock,
 )
 from service.core.streams.windows import (
     WINDOW_HOP_S,
@@ -56,6 +58,7 @@ from service.store import (
     StreamWindow,
     envelope_blob,
 )
+from service.telemetry.metrics import record_play_event, record_segment
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class StreamParams:
     #: Most audio (s) a segment may decode to: segments last seconds, so more is a misplaced
     #: recording or a hostile file, refused (AudioTooLong) before it fills memory.
     max_audio_s: float = 600.0
+    #: A hole in the stream's audio this long (s) is an outage (core/streams/health.py).
+    down_after_s: float = 120.0
     log: LogParams = field(default_factory=LogParams)
 
 
@@ -204,6 +209,12 @@ async def add_segment(
         )
         update = await _update(store, state, changes, segment=segment, windows=fresh)
         new_ids = await store.apply_stream_update(update)
+        log_play_events(update)
+        await note_segment(
+            store, state, sequence, segment.start_s, segment.end_s, params.down_after_s
+        )
+        live_at = wall_clock(state.wall_origin, segment.end_s)
+        record_segment(stream, (datetime.now(UTC) - live_at).total_seconds())
         return result("stored", fresh, sorted([*new_ids, *changes.changed_plays]))
 
 
@@ -312,6 +323,29 @@ async def _update(
     )
 
 
+def log_play_events(update: StreamUpdate) -> None:
+    """One line per play event an update wrote (play.started, play.ended, ...)."""
+    for draft in update.events:
+        play = draft.payload.get("play", {})
+        song = play.get("song") or {}
+        log.info(
+            "%s: %s %s",
+            draft.payload.get("stream"),
+            draft.event_type,
+            song.get("title"),
+            extra={
+                "event": draft.event_type,
+                "stream": draft.payload.get("stream"),
+                "play_id": play.get("id", draft.play_id),
+                "song_id": song.get("id"),
+                "start_at": play.get("start_at"),
+                "end_at": play.get("end_at"),
+                "confidence": play.get("confidence"),
+            },
+        )
+        record_play_event(draft.event_type)
+
+
 async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
     """End the current plays of streams with no segment for `timeout_s`; the names."""
     ended = []
@@ -327,7 +361,9 @@ async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
             )
             changes = ended_by_timeout(playing)
             if changes.changed_plays:
-                await store.apply_stream_update(await _update(store, state, changes))
+                update = await _update(store, state, changes)
+                await store.apply_stream_update(update)
+                log_play_events(update)
                 ended.append(state.name)
     return ended
 

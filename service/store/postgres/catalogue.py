@@ -226,10 +226,12 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT count(*) AS songs, coalesce(sum(fingerprint_count), 0) AS fingerprints,"
+                " coalesce(sum(duration_s), 0) AS audio_s,"
                 " pg_database_size(current_database()) AS database_bytes FROM songs"
             )
         return StoreStats(
             songs=row["songs"],
             fingerprints=int(row["fingerprints"]),
             extra={"database_bytes": row["database_bytes"]},
+            audio_s=float(row["audio_s"]),
         )

@@ -16,6 +16,7 @@ import asyncpg
 from service.errors import StoreUnavailable
 from service.store.postgres.catalogue import PostgresCatalogue
 from service.store.postgres.connection import unavailable
+from service.store.postgres.gaps import PostgresGaps
 from service.store.postgres.ledger import PostgresLedger
 from service.store.postgres.schema import PostgresSchema
 from service.store.postgres.streams import PostgresStreams
@@ -23,7 +24,9 @@ from service.store.postgres.streams import PostgresStreams
 log = logging.getLogger(__name__)
 
 
-class PostgresStore(PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresStreams):
+class PostgresStore(
+    PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresStreams, PostgresGaps
+):
     """Catalogue in PostgreSQL. `open()` builds the pool; `migrate()` and `ready()` also work
     before it (the `migrate` command and probes use them on an unopened store)."""
 
@@ -46,6 +49,13 @@ class PostgresStore(PostgresSchema, PostgresCatalogue, PostgresLedger, PostgresS
         except BaseException:
             await self.close()
             raise
+
+    def connection_pool_usage(self) -> tuple[int, int] | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        size = pool.get_size()
+        return size, size - pool.get_idle_size()
 
     async def close(self) -> None:
         task, self._background = self._background, None

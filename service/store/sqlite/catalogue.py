@@ -276,12 +276,16 @@ class SqliteCatalogue(SqliteBase):
         return await self._run(self._stats)
 
     def _stats(self, conn: sqlite3.Connection) -> StoreStats:
-        songs, fingerprints = conn.execute(
-            "SELECT count(*), coalesce(sum(fingerprint_count), 0) FROM songs"
+        songs, fingerprints, audio_s = conn.execute(
+            "SELECT count(*), coalesce(sum(fingerprint_count), 0), coalesce(sum(duration_s), 0)"
+            " FROM songs"
         ).fetchone()
         (database_bytes,) = conn.execute(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
         ).fetchone()
         return StoreStats(
-            songs=songs, fingerprints=fingerprints, extra={"database_bytes": database_bytes}
+            songs=songs,
+            fingerprints=fingerprints,
+            extra={"database_bytes": database_bytes},
+            audio_s=float(audio_s),
         )

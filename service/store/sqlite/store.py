@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from service.store.sqlite.catalogue import SqliteCatalogue
+from service.store.sqlite.gaps import SqliteGaps
 from service.store.sqlite.ledger import SqliteLedger
 from service.store.sqlite.schema import SqliteSchema
 from service.store.sqlite.streams import SqliteStreams
@@ -18,7 +19,7 @@ from service.store.sqlite.streams import SqliteStreams
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(SqliteSchema, SqliteCatalogue, SqliteLedger, SqliteStreams):
+class SqliteStore(SqliteSchema, SqliteCatalogue, SqliteLedger, SqliteStreams, SqliteGaps):
     """Catalogue in one SQLite file. Usable before `open()` (the `migrate` command and probes
     call it unopened); `close()` ends the connection and its thread."""
 
@@ -34,6 +35,9 @@ class SqliteStore(SqliteSchema, SqliteCatalogue, SqliteLedger, SqliteStreams):
         except BaseException:
             await self.close()
             raise
+
+    def connection_pool_usage(self) -> tuple[int, int] | None:
+        return None  # one connection on the store's own thread
 
     async def close(self) -> None:
         executor, self._executor = self._executor, None
