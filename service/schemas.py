@@ -210,6 +210,10 @@ class PlayOut(BaseModel):
     confidence: float
     score: int = Field(description="Aligned fingerprint anchors over all the play's windows.")
     speed: float
+    announced: bool = Field(
+        description="Whether `play.started` went out: a play the log holds while segments "
+        "around it are still missing is provisional until then (docs/streams.md)."
+    )
 
 
 class PlayPageOut(BaseModel):

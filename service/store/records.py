@@ -220,6 +220,10 @@ class PlayFields:
     score: int
     confidence: float
     windows: int
+    #: Whether subscribers have been told of the play (`play.started` written to the outbox):
+    #: the log holds plays as soon as their windows support them, but announces them only
+    #: once the evidence stands (core/streams/announce.py).
+    announced: bool = False
 
 
 #: PlayFields' names in declaration order: what the log computes for a play, and the columns
@@ -267,6 +271,8 @@ class StreamUpdate:
     new_plays: list[PlayFields] = field(default_factory=list)
     changed_plays: dict[int, PlayFields] = field(default_factory=dict)
     events: list[PlayEventDraft] = field(default_factory=list)
+    #: When the new plays were first seen (their `created_at`); None: the database's clock.
+    seen_at: datetime | None = None
 
 
 @dataclass(frozen=True)

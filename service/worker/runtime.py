@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from service.core.streams.log import LogParams
 from service.core.streams.segment import StreamParams
 from service.resources import Resources
 from service.settings import Settings
@@ -99,6 +100,7 @@ def stream_params_of(settings: Settings) -> StreamParams:
         segment_s=settings.stream_segment_s,
         retention_s=settings.stream_retention_s,
         speed_search=settings.stream_speed_search,
+        log=LogParams(settle_s=settings.stream_announce_settle_s),
     )
 
 

@@ -2,6 +2,8 @@
 
 - A stream that stops sending segments (channel stopped, network down) must still end its
   current play: after STREAM_PLAY_END_TIMEOUT_S without a segment it gets `play.ended`.
+- Plays waiting for a segment that never came are announced or ended after
+  STREAM_ANNOUNCE_SETTLE_S (core/streams/announce.py).
 - Play events left in the outbox (SNS failed, or the worker died before sending) go out.
 - Segment peaks and window matches older than STREAM_RETENTION_S are dropped.
 """
@@ -12,7 +14,12 @@ import asyncio
 import contextlib
 import logging
 
-from service.core.streams.segment import StreamParams, end_idle_plays, prune_streams
+from service.core.streams.segment import (
+    StreamParams,
+    end_idle_plays,
+    prune_streams,
+    settle_streams,
+)
 from service.store import Store
 from service.worker.ports import EventPublisher
 
@@ -56,6 +63,9 @@ class StreamSweeper:
         ended = await end_idle_plays(self._store, self._timeout_s)
         if ended:
             log.info("ended the current play of idle stream(s) %s", ", ".join(ended))
+        settled = await settle_streams(self._store, self._params)
+        if settled:
+            log.info("settled plays missing segments on stream(s) %s", ", ".join(settled))
         if self._events is not None:
             await self._events.publish_stream_events(self._store)
         if self._sweeps % _PRUNE_EVERY == 0:

@@ -36,6 +36,7 @@ CSV_COLUMNS = (
     "confidence",
     "score",
     "speed",
+    "announced",
 )
 
 
@@ -157,6 +158,7 @@ def plays_csv(plays: list[dict[str, Any]]) -> str:
                 p["confidence"],
                 p["score"],
                 p["speed"],
+                "true" if p["announced"] else "false",
             ]
         )
     return buffer.getvalue()

@@ -1,0 +1,8 @@
+-- Whether a play has been announced (its `play.started` written to the outbox). The log holds
+-- a play as soon as its windows support it; it is announced only once no segment still to
+-- come can undo it (core/streams/announce.py). Plays logged before this column existed were
+-- announced when they were created.
+ALTER TABLE stream_plays ADD COLUMN announced boolean NOT NULL DEFAULT false;
+UPDATE stream_plays SET announced = true;
+CREATE INDEX stream_plays_unannounced_idx ON stream_plays (stream_id)
+    WHERE NOT announced AND status <> 'retracted';
