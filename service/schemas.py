@@ -144,6 +144,18 @@ class TimelineEntryOut(BaseModel):
         )
 
 
+class DamagedSpanOut(BaseModel):
+    """A stretch of the audio that could not be decoded (corrupt packets): silence of its
+    length stands in for it, so every time after it is where it was played."""
+
+    start_s: float
+    end_s: float
+
+    @classmethod
+    def all_of(cls, spans: list[tuple[float, float]], at_s: float = 0.0) -> list[DamagedSpanOut]:
+        return [cls(start_s=round(at_s + a, 3), end_s=round(at_s + b, 3)) for a, b in spans]
+
+
 class IdentifyOut(BaseModel):
     duration_s: float
     matches: list[MatchOut] = Field(description="Songs playing in the file, best first.")
@@ -151,6 +163,11 @@ class IdentifyOut(BaseModel):
         None,
         description="With ?timeline=true (and in reports of long files): every song found, "
         "in order, with where it starts and ends.",
+    )
+    damaged_spans: list[DamagedSpanOut] = Field(
+        default_factory=list,
+        description="Stretches of the file that could not be decoded, in seconds from its "
+        "start; empty for a sound file. More than half: 422 undecodable_audio instead.",
     )
     elapsed_ms: float
 
@@ -162,6 +179,7 @@ class IdentifyOut(BaseModel):
             timeline=None
             if result.timeline is None
             else [TimelineEntryOut.of(e) for e in result.timeline],
+            damaged_spans=DamagedSpanOut.all_of(result.damaged_spans),
             elapsed_ms=round(result.elapsed_ms, 1),
         )
 
@@ -315,6 +333,11 @@ class StreamSegmentReport(_ReportBase):
     placed_by: Literal["pts", "sequence"]
     windows: list[StreamWindowOut]
     play_ids: list[int] = Field(description="Plays created or changed by this segment.")
+    damaged_spans: list[DamagedSpanOut] = Field(
+        default_factory=list,
+        description="Stretches of the segment that could not be decoded, on the stream clock "
+        "(silence in their place, so the rest keeps its time).",
+    )
 
 
 class IndexReport(_ReportBase):

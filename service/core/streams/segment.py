@@ -96,6 +96,8 @@ class SegmentResult:
     windows: list[tuple[int, list[WindowHit]]]
     #: Plays created or changed, by id.
     play_ids: list[int]
+    #: (start s, end s) of the stretches that could not be decoded, from the segment's start.
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 async def process_stream_segment(
@@ -180,6 +182,7 @@ async def add_segment(
                 outcome=outcome,  # type: ignore[arg-type]
                 windows=[(w.index, hits_from_json(w.matches_json)) for w in windows],
                 play_ids=play_ids,
+                damaged_spans=audio.damaged_spans,
             )
 
         if segment.end_s < state.max_end_s - params.retention_s:
