@@ -232,6 +232,11 @@ class PlayOut(BaseModel):
         description="Whether `play.started` went out: a play the log holds while segments "
         "around it are still missing is provisional until then (docs/streams.md)."
     )
+    overlap_in_s: float = Field(
+        description="Seconds around the start during which the previous song was identified "
+        "too (a crossfade; 0 at a cut or a gap). The start is the middle of that overlap."
+    )
+    overlap_out_s: float = Field(description="The same around the end, with the next song.")
 
 
 class PlayPageOut(BaseModel):

@@ -224,6 +224,11 @@ class PlayFields:
     #: the log holds plays as soon as their windows support them, but announces them only
     #: once the evidence stands (core/streams/announce.py).
     announced: bool = False
+    #: Seconds around the start (end) during which the previous (next) song was identified
+    #: too: the overlap of a crossfade, as far as the fingerprints hear it; 0 at a cut or a
+    #: gap. The boundary itself is the midpoint of that overlap (core/streams/log.py).
+    overlap_in_s: float = 0.0
+    overlap_out_s: float = 0.0
 
 
 #: PlayFields' names in declaration order: what the log computes for a play, and the columns

@@ -249,6 +249,25 @@ CLOCK = Clock(NOW, PARAMS.settle_s)
 ALL = Coverage(((-1000.0, 1000.0),))
 
 
+def test_a_crossfade_or_a_cut_is_one_boundary_in_the_middle_with_the_overlap_stated():
+    # Song 1 identified until 42.0, song 2 from 40.6 on: a crossfade, handed over at 41.3.
+    fade = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 40.6, 90.0, 0.0)
+    a, b = build_plays(fade, PARAMS)
+    assert a.end_s == b.start_s == pytest.approx(41.3)
+    assert a.overlap_out_s == b.overlap_in_s == pytest.approx(1.4)
+    assert (a.overlap_in_s, b.overlap_out_s) == (0.0, 0.0)
+    # The songs keep their alignment: each boundary moved the song position with it.
+    assert a.song_end_s == pytest.approx(10.0 + 41.3) and b.song_start_s == pytest.approx(0.7)
+    # A cut the fingerprints place 1.5 s apart: one boundary between, no overlap.
+    cut = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 43.5, 90.0, 0.0)
+    a, b = build_plays(cut, PARAMS)
+    assert a.end_s == b.start_s == pytest.approx(42.75) and a.overlap_out_s == 0.0
+    # A talk gap: each play keeps its own edge.
+    gap = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 45.0, 90.0, 0.0)
+    a, b = build_plays(gap, PARAMS)
+    assert (a.end_s, b.start_s) == (42.0, 45.0)
+
+
 def stored(
     fields, play_id: int, status: str = "playing", *, announced: bool = True, age_s: float = 5.0
 ) -> Play:

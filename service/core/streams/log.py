@@ -88,7 +88,53 @@ def build_plays(
     plays = [_play_of(c) for c in chains if len({k for k, _ in c.hits}) >= params.min_windows]
     plays = [p for p in plays if p.end_s - p.start_s >= params.min_play_s]
     plays = _join_overlapping(_one_alignment_at_a_time(plays))
-    return sorted(plays, key=lambda p: (p.start_s, p.song_id))
+    return _hand_over(sorted(plays, key=lambda p: (p.start_s, p.song_id)))
+
+
+#: Longest gap (s) between one song's last fingerprints and the next song's first that is
+#: still one handover (a cut or a crossfade), given one boundary in the middle. Longer gaps
+#: are silence or talk, and each play keeps its own edge.
+HANDOVER_GAP_S = 2.0
+
+
+def _hand_over(plays: list[PlayFields]) -> list[PlayFields]:
+    """One boundary where one song gives way to the next.
+
+    Fingerprints lose the outgoing song some way before it stops (it fades, or the next one
+    drowns it) and find the incoming one some way after it starts, about equally far from
+    the crossing whichever way the songs are joined. So where the next song's first
+    fingerprints come less than HANDOVER_GAP_S after the last of this one's, or before them
+    (a crossfade), the play ends and the next starts at the midpoint; the stretch in which
+    both were identified is stated as `overlap_out_s` and `overlap_in_s`."""
+    out = list(plays)
+    for i in range(len(out) - 1):
+        a = out[i]
+        nexts = [
+            (j, b)
+            for j, b in enumerate(out[i + 1 :], i + 1)
+            if b.song_id != a.song_id
+            and b.start_s > a.start_s
+            and b.end_s > a.end_s
+            and b.start_s - a.end_s <= HANDOVER_GAP_S
+        ]
+        if not nexts:
+            continue
+        j, b = min(nexts, key=lambda jb: (jb[1].start_s, jb[1].song_id))
+        at = round((a.end_s + b.start_s) / 2, 3)
+        overlap = round(max(0.0, a.end_s - b.start_s), 3)
+        out[i] = replace(
+            a,
+            end_s=at,
+            song_end_s=round(a.song_end_s + (at - a.end_s) * a.speed, 3),
+            overlap_out_s=overlap,
+        )
+        out[j] = replace(
+            b,
+            start_s=at,
+            song_start_s=round(b.song_start_s + (at - b.start_s) * b.speed, 3),
+            overlap_in_s=overlap,
+        )
+    return out
 
 
 def _one_alignment_at_a_time(plays: list[PlayFields]) -> list[PlayFields]:
@@ -362,6 +408,8 @@ def play_document(
         "score": play.score,
         "speed": round(play.speed, 4),
         "announced": play.announced,
+        "overlap_in_s": round(play.overlap_in_s, 3),
+        "overlap_out_s": round(play.overlap_out_s, 3),
     }
 
 

@@ -37,6 +37,8 @@ CSV_COLUMNS = (
     "score",
     "speed",
     "announced",
+    "overlap_in_s",
+    "overlap_out_s",
 )
 
 
@@ -159,6 +161,8 @@ def plays_csv(plays: list[dict[str, Any]]) -> str:
                 p["score"],
                 p["speed"],
                 "true" if p["announced"] else "false",
+                p["overlap_in_s"],
+                p["overlap_out_s"],
             ]
         )
     return buffer.getvalue()

@@ -26,6 +26,7 @@ from service.core.streams.announce import Clock, Coverage
 from service.core.streams.clock import place_segment, pts_epoch
 from service.core.streams.keys import parse_segment_key
 from service.core.streams.log import (
+    HANDOVER_GAP_S,
     LogChanges,
     LogParams,
     build_plays,
@@ -285,8 +286,10 @@ async def _recompute_log(
         plays = build_plays(
             ((k, hits_from_json(w.matches_json)) for k, w in sorted(windows.items())), params.log
         )
-        old = await store.stream_plays(state.id, lo_s, hi_s)
-        touching = [p for p in plays if p.end_s >= lo_s and p.start_s <= hi_s]
+        # Plays a handover away share a boundary with the region's (log.HANDOVER_GAP_S).
+        near_lo, near_hi = lo_s - HANDOVER_GAP_S, hi_s + HANDOVER_GAP_S
+        old = await store.stream_plays(state.id, near_lo, near_hi)
+        touching = [p for p in plays if p.end_s >= near_lo and p.start_s <= near_hi]
         spans: list[PlayFields] = [*touching, *old]
         new_lo = min([lo_s, *(p.start_s for p in spans)])
         new_hi = max([hi_s, *(p.end_s for p in spans)])

@@ -31,7 +31,16 @@ from service.store.records import (
 from service.store.rules import reject_nul
 from service.store.sqlite.connection import NOW, SqliteBase
 
-_REALS = ("start_s", "end_s", "song_start_s", "song_end_s", "speed", "confidence")
+_REALS = (
+    "start_s",
+    "end_s",
+    "song_start_s",
+    "song_end_s",
+    "speed",
+    "confidence",
+    "overlap_in_s",
+    "overlap_out_s",
+)
 
 
 def _iso(moment: datetime) -> str:
