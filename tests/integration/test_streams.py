@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -291,6 +292,52 @@ async def test_a_missing_segment_does_not_split_a_play(
         ("play.started", b),
         ("play.ended", b),
     ]
+
+
+async def test_a_damaged_segment_keeps_its_clock_and_the_report_says_where(
+    aws: AwsWorld, pg_url: str, stream_media: StreamMedia, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    from tests.unit.test_decode_damage import damage
+
+    rate = 44100
+    settings = aws.settings(pg_url, **STREAM_SETTINGS)
+    aws.notify_queue_on_upload()
+    segments = list(stream_media.segments[rate])
+    hurt = tmp_path / segments[1].name  # 12-24 s: inside song A
+    hurt.write_bytes(damage(segments[1].read_bytes(), "ts_video", 0.4, 0.6))
+    segments[1] = hurt
+    async with stream_worker(settings) as store:
+        ids = await index_songs(store, stream_media)
+        for segment in segments:
+            aws.upload(key_of(segment), segment)
+            await settled(aws)
+        plays = await all_ended(aws, store)
+        messages = await aws.sns_messages(4)
+    assert_log(plays, ids, stream_media.t0[rate])
+    a, b = ids[SONG_A], ids[SONG_B]
+    assert event_sequence(messages) == [
+        ("play.started", a),
+        ("play.ended", a),
+        ("play.started", b),
+        ("play.ended", b),
+    ]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        report = json.loads(
+            await conn.fetchval(
+                "SELECT result_json FROM processed_objects WHERE key = $1", key_of(hurt)
+            )
+        )
+    finally:
+        await conn.close()
+    assert report["event_type"] == "stream.segment"
+    start, end = report["stream_start_s"], report["stream_start_s"] + report["duration_s"]
+    assert report["duration_s"] == pytest.approx(12.0, abs=0.1)  # nothing lost from its clock
+    (span,) = report["damaged_spans"]
+    assert start < span["start_s"] < span["end_s"] < end
+    assert span["end_s"] - span["start_s"] > 1.0
 
 
 async def test_bad_stream_keys_are_reported_not_retried(
