@@ -276,7 +276,8 @@ class StreamUpdate:
     new_plays: list[PlayFields] = field(default_factory=list)
     changed_plays: dict[int, PlayFields] = field(default_factory=dict)
     events: list[PlayEventDraft] = field(default_factory=list)
-    #: When the new plays were first seen (their `created_at`); None: the database's clock.
+    #: When this update is made: the new plays' `created_at`, the changed ones' `updated_at`
+    #: (core/streams/announce.py waits from them); None: the database's clock.
     seen_at: datetime | None = None
 
 

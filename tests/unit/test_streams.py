@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -277,6 +278,7 @@ def stored(
         id=play_id,
         stream_id=1,
         created_at=NOW - timedelta(seconds=age_s),
+        updated_at=NOW - timedelta(seconds=age_s),
     )
 
 
@@ -366,6 +368,10 @@ def test_a_play_ends_only_once_what_follows_it_has_arrived():
     assert waiting.events == []
     settled = stored(a, 5, age_s=PARAMS.settle_s)
     assert kinds(reconcile([settled], [a], 100.0, PARAMS, hole_after, CLOCK)) == [("play.ended", 5)]
+    # The wait runs from the play's last change, not its first sighting: a long play that
+    # grew a moment ago still waits for the segment after it.
+    grown = replace(settled, updated_at=NOW - timedelta(seconds=1))
+    assert reconcile([grown], [a], 100.0, PARAMS, hole_after, CLOCK).events == []
 
 
 def test_idle_streams_end_their_current_plays_and_announce_the_rest_once():

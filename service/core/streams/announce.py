@@ -16,8 +16,8 @@ So each play is announced only when the stream around it is complete:
   stream goes quiet.
 - **play.ended** once the segments cover `gap_s` past the play's end (no segment still to
   come could extend it), or a window's length past it while another song plays on there;
-  with a hole there, once the play has been in the log `settle_s` and the stream is `gap_s`
-  past it; or when the stream goes quiet.
+  with a hole there, once the play has gone unchanged for `settle_s` and the stream is
+  `gap_s` past it; or when the stream goes quiet.
 
 In order, every segment before the newest is present, so the rule costs nothing: a play is
 announced as soon as the log has it and its first 10 s have arrived.
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+
+from service.store import Play
 
 #: Seconds of a span that may be missing and still count as covered: segments meet with a
 #: few milliseconds of rounding between them.
@@ -82,5 +84,11 @@ class Clock:
     now: datetime
     settle_s: float
 
-    def settled(self, seen_at: datetime | None) -> bool:
-        return seen_at is not None and (self.now - seen_at).total_seconds() >= self.settle_s
+    def settled(self, since: datetime | None) -> bool:
+        """Whether `since` is at least the settle delay ago."""
+        return since is not None and (self.now - since).total_seconds() >= self.settle_s
+
+    def due(self, play: Play) -> bool:
+        """Whether `play` has waited long enough for missing segments: to be announced, since
+        it was first seen; once announced, to be ended, since it last changed."""
+        return self.settled(play.updated_at if play.announced else play.created_at)

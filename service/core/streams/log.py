@@ -201,7 +201,8 @@ def play_status(
 ) -> str:
     """`ended` once the stream has moved on for good: the segments cover `gap_s` past the
     play (none still to come could extend it) or a window past it while another song plays on
-    beyond that; with segments missing there, once the play has settled (see announce.py)."""
+    beyond that; with segments missing there, once the play has `settled`: gone unchanged for
+    the settle delay (see announce.py)."""
     if play.status != "playing":
         return play.status
     if stream_end_s >= play.end_s + params.gap_s and (
@@ -284,12 +285,15 @@ def reconcile(
     changes = LogChanges([], {}, [])
     for i, fields in enumerate(new):
         before = old[old_of_new[i]] if i in old_of_new else None
-        settled = clock.settled(before.created_at if before else None)
-        status = play_status(fields, new, stream_end_s, params, coverage, settled)
+        # Waited long enough for missing segments: since it was first seen, to announce it;
+        # since it last changed, to end it.
+        seen = clock.settled(before.created_at if before else None)
+        quiet = clock.settled(before.updated_at if before else None)
+        status = play_status(fields, new, stream_end_s, params, coverage, quiet)
         if before is not None and before.status == "ended":
             status = "ended"
         was_announced = before is not None and before.announced
-        announced = was_announced or may_announce(fields, coverage, params, settled)
+        announced = was_announced or may_announce(fields, coverage, params, seen)
         after = replace(fields, status=status, announced=announced)
         if before is None:
             index = len(changes.new_plays)
@@ -340,9 +344,9 @@ def settle(
     for play in plays:
         if play.status == "retracted":
             continue
-        settled = clock.settled(play.created_at)
-        status = play_status(_fields(play), [], stream_end_s, params, coverage, settled)
-        announced = play.announced or may_announce(play, coverage, params, settled)
+        seen, quiet = clock.settled(play.created_at), clock.settled(play.updated_at)
+        status = play_status(_fields(play), [], stream_end_s, params, coverage, quiet)
+        announced = play.announced or may_announce(play, coverage, params, seen)
         after = replace(_fields(play), status=status, announced=announced)
         if after == _fields(play):
             continue

@@ -384,11 +384,13 @@ async def settle_streams(
     clock = Clock(now or datetime.now(UTC), params.log.settle_s)
     changed = []
     for candidate in await store.list_streams():
+        if not any(clock.due(p) for p in await _unsettled(store, candidate)):
+            continue  # a look without the lock: most streams have nothing waiting
         async with store.stream_lock(candidate.name):
             state = await store.get_stream(candidate.name)
             if state is None:
                 continue
-            plays = [p for p in await _unsettled(store, state) if clock.settled(p.created_at)]
+            plays = [p for p in await _unsettled(store, state) if clock.due(p)]
             if not plays:
                 continue
             lo, hi = min(p.start_s for p in plays), max(p.end_s for p in plays)

@@ -335,11 +335,13 @@ async def _write_plays(conn: asyncpg.Connection, update: StreamUpdate) -> list[i
     for play_id, play in update.changed_plays.items():
         assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(PLAY_FIELDS, 3))
         await conn.execute(
-            f"UPDATE stream_plays SET {assignments}, updated_at = now()"
+            f"UPDATE stream_plays SET {assignments},"
+            f" updated_at = coalesce(${len(PLAY_FIELDS) + 3}::timestamptz, now())"
             " WHERE stream_id = $1 AND id = $2",
             update.stream_id,
             play_id,
             *(getattr(play, f) for f in PLAY_FIELDS),
+            update.seen_at,
         )
     return new_ids
 

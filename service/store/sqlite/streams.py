@@ -422,9 +422,9 @@ def _write_plays(conn: sqlite3.Connection, update: StreamUpdate) -> list[int]:
     for play_id, play in update.changed_plays.items():
         assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
         conn.execute(
-            f"UPDATE stream_plays SET {assignments}, updated_at = {NOW}"
+            f"UPDATE stream_plays SET {assignments}, updated_at = coalesce(?, {NOW})"
             " WHERE stream_id = ? AND id = ?",
-            (*_play_values(play), update.stream_id, play_id),
+            (*_play_values(play), seen_at, update.stream_id, play_id),
         )
     return new_ids
 
