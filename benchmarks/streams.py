@@ -93,6 +93,9 @@ DUPLICATED = 0.10
 SHUFFLED_WORKERS = 4
 #: Simulated processing pace of a shuffled backlog (s of wall clock per segment).
 BACKLOG_PACE_S = 0.25
+#: When the program is over, the sweep ends its last play this long after the last segment
+#: (STREAM_PLAY_END_TIMEOUT_S's default).
+IDLE_TIMEOUT_S = 60.0
 
 
 def corpus_dir() -> Path:
@@ -133,15 +136,19 @@ class Delivery:
     #: Program time 0 on the stream clock.
     t0: float
     in_order: bool = True
+    #: Simulated wall clock (s after the program's start) at which each delivery of `order`
+    #: is processed; None: in order, each segment 2 s after it ended, or for a shuffled
+    #: delivery a backlog drained at BACKLOG_PACE_S a segment.
+    arrivals: list[float] | None = None
     note: str = ""
 
 
 @dataclass
 class Heard:
-    """The events a subscriber received, each with the stream end (program clock) when it
-    was written."""
+    """The events a subscriber received, each with the stream end (program clock) and the
+    simulated wall clock (s after the program's start) when it was written."""
 
-    events: list[tuple[dict, float]] = field(default_factory=list)
+    events: list[tuple[dict, float, float]] = field(default_factory=list)
 
 
 async def deliver(
@@ -157,20 +164,26 @@ async def deliver(
     started = time.perf_counter()
     n_segments = len(delivery.segments)
 
-    async def collect() -> None:
+    latest = [0.0]  # the simulated clock's latest reading
+
+    async def collect(now_s: float) -> None:
         async with lock:
             state = await store.get_stream(stream)
             if state is None:
                 return
             for event in await store.pending_stream_events(state.id):
                 await store.mark_stream_event_published(event.id)
-                heard.events.append((json.loads(event.payload_json), state.max_end_s - delivery.t0))
+                heard.events.append(
+                    (json.loads(event.payload_json), state.max_end_s - delivery.t0, now_s)
+                )
 
     async def worker() -> None:
         while not queue.empty():
             n, i = queue.get_nowait()
             segment = delivery.segments[i]
-            if delivery.in_order:
+            if delivery.arrivals is not None:
+                now = base + timedelta(seconds=delivery.arrivals[n])
+            elif delivery.in_order:
                 now = base + timedelta(seconds=SEGMENT_S * (i + 1) + 2.0)
             else:  # a backlog: everything is already uploaded, drained at a steady pace
                 now = base + timedelta(seconds=SEGMENT_S * n_segments + BACKLOG_PACE_S * n)
@@ -186,13 +199,14 @@ async def deliver(
                 params=params,
                 now=now,
             )
-            await collect()
+            latest[0] = max(latest[0], (now - base).total_seconds())
+            await collect((now - base).total_seconds())
 
     await asyncio.gather(*(worker() for _ in range(delivery.workers)))
     ms = (time.perf_counter() - started) * 1000.0 / len(delivery.order)
     # The program is over: as the worker's sweep does after STREAM_PLAY_END_TIMEOUT_S.
     await end_idle_plays(store, 0.0)
-    await collect()
+    await collect(latest[0] + IDLE_TIMEOUT_S)
     return ms, heard
 
 
@@ -281,13 +295,15 @@ class Announced:
     corrected: int = 0
     #: Stream seconds past the song's start when its play.started was written (in order).
     latency_s: list[float] = field(default_factory=list)
+    #: The same on the (simulated) wall clock: when subscribers heard of it.
+    wall_latency_s: list[float] = field(default_factory=list)
 
 
 def announcements(
     heard: Heard, truth: list[Piece], song_track: dict[int, str], t0: float
 ) -> Announced:
     out = Announced()
-    for payload, stream_end in heard.events:
+    for payload, stream_end, now_s in heard.events:
         kind, play = payload["event_type"], payload["play"]
         if kind == "play.started":
             out.started += 1
@@ -296,6 +312,7 @@ def announcements(
             aired = [p for p in truth if p.track_id == track and p.end_s > a and p.start_s < b]
             if aired:
                 out.latency_s.append(stream_end - min(p.start_s for p in aired))
+                out.wall_latency_s.append(now_s - min(p.start_s for p in aired))
         elif kind == "play.updated":
             if play["status"] == "retracted":
                 out.retracted += 1
@@ -367,6 +384,25 @@ def deliveries(args: argparse.Namespace, folder: Path, truth: list[Piece]) -> li
             in_order=False,
         )
     )
+    # Live, late: each segment arrives 1-37 s after it ended (up to three segments late), and
+    # four workers take them as they come.
+    arrival = {i: SEGMENT_S * (i + 1) + rng.uniform(1.0, 1.0 + 3 * SEGMENT_S) for i in range(n)}
+    late = sorted(range(n), key=lambda i: arrival[i])
+    out.append(
+        Delivery(
+            f"live, each segment 1-37 s late, {SHUFFLED_WORKERS} workers",
+            "late",
+            segments,
+            late,
+            SHUFFLED_WORKERS,
+            truth,
+            t0,
+            in_order=False,
+            arrivals=[arrival[i] for i in late],
+        )
+    )
+    if args.settle_only is not None:
+        return out
     work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     edited, edited_truth, what = radio_edit(folder / "program.m4a", truth, work / "edit")
     first_pts = decode_audio(edited[0].path, 8000).start_pts_s or 0.0
@@ -417,6 +453,10 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
     suffix = f"-{os.getpid()}" if args.catalogue else ""
     pool = CpuPool(args.workers)
     params = StreamParams(speed_search=not args.no_speed_search)
+    if args.settle_only is not None:
+        # No look at which segments have arrived: a play is announced once it has been in the
+        # log this long (a coverage window no stream can meet), the alternative rule.
+        params = replace(params, log=replace(params.log, confirm_s=1e12, settle_s=args.settle_only))
     lines: list[str] = []
     try:
         tracks = sorted({p.track_id for p in truth if p.kind == "track" and p.indexed})
@@ -452,9 +492,11 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
                 answers += play_rows(delivery.name, page.items, song_track)
             s = score_log(page.items, delivery.truth, song_track, delivery.t0)
             a = announcements(heard, delivery.truth, song_track, delivery.t0)
+            waits = a.latency_s if delivery.in_order else a.wall_latency_s
             latency = (
-                f"median {statistics.median(a.latency_s):.1f} s, worst {max(a.latency_s):.1f} s"
-                if delivery.in_order and a.latency_s
+                f"median {statistics.median(waits):.1f} s, worst {max(waits):.1f} s"
+                + ("" if delivery.in_order else " (wall)")
+                if waits and (delivery.in_order or delivery.arrivals is not None)
                 else "-"
             )
             lines.append(
@@ -480,7 +522,13 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
             f"{len(eligible(truth))} aired >= 15 s; {sum(p.kind == 'talk' for p in truth)} "
             f"talk gaps, {sum(p.kind == 'track' and not p.indexed for p in truth)} unindexed "
             "tracks). Times on the stream clock, compared with truth.csv."
-            + (" Speed search off (`STREAM_SPEED_SEARCH=false`)." if args.no_speed_search else ""),
+            + (" Speed search off (`STREAM_SPEED_SEARCH=false`)." if args.no_speed_search else "")
+            + (
+                f" Plays announced {args.settle_only:g} s (wall clock) after they appear, "
+                "whatever has arrived, instead of the service's rule."
+                if args.settle_only is not None
+                else ""
+            ),
             "",
             *lines,
             "",
@@ -531,6 +579,13 @@ def main() -> int:
     parser.add_argument("--in-order-only", action="store_true")
     parser.add_argument("--segments", type=int, default=0, help="the program's first N only")
     parser.add_argument("--no-speed-search", action="store_true", help="STREAM_SPEED_SEARCH=false")
+    parser.add_argument(
+        "--settle-only",
+        type=float,
+        metavar="S",
+        help="announce plays S s after they appear, whatever has arrived (in order and "
+        "shuffled deliveries only): the rule the service does not use, for comparison",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--answers", help="write each delivery's plays to this JSON-lines file")
     args = parser.parse_args()
@@ -543,6 +598,7 @@ def main() -> int:
     if args.write:
         block = "streams-scale" if args.catalogue else "streams"
         block += "-no-speed-search" if args.no_speed_search else ""
+        block += f"-settle-{args.settle_only:g}" if args.settle_only is not None else ""
         write_section(block, STREAMS_HEADING, this_command("benchmarks.streams"), lines)
     return 0
 
