@@ -236,11 +236,12 @@ async def test_in_order_segments_make_the_log_and_its_events(
 # --- out of order, twice, concurrently ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_url", ["postgres", "sqlite"], indirect=True)
 async def test_shuffled_and_duplicated_segments_give_the_same_log(
-    aws: AwsWorld, pg_url: str, stream_media: StreamMedia
+    aws: AwsWorld, store_url: str, stream_media: StreamMedia
 ) -> None:
     rate = 48000
-    settings = aws.settings(pg_url, **STREAM_SETTINGS)
+    settings = aws.settings(store_url, **STREAM_SETTINGS)
     aws.notify_queue_on_upload()
     segments = list(stream_media.segments[rate])
     random.Random(3).shuffle(segments)
