@@ -280,9 +280,18 @@ def _decode(
             digest.update((out * 32767.0).astype("<i2").tobytes())
             buffer.append(out)
 
-    byte_rate = (stream.bit_rate or stream.codec_context.bit_rate or 0) / 8
-    byte_clock = byte_rate > 0 and bool(_BYTE_CLOCK_FORMATS & set(container.format.name.split(",")))
+    byte_clock = bool(_BYTE_CLOCK_FORMATS & set(container.format.name.split(",")))
+    declared_byte_rate = (stream.bit_rate or stream.codec_context.bit_rate or 0) / 8
     good_end: int | None = None  # byte after the last packet that decoded (byte clock)
+    good_bytes, good_s = 0, 0.0  # what the packets that decoded held, in bytes and seconds
+
+    def byte_rate() -> float:
+        """Bytes a second of this stream takes: as its header declares (for VBR MP3, the Xing
+        average), else as measured on what decoded so far."""
+        if declared_byte_rate > 0:
+            return declared_byte_rate
+        return good_bytes / good_s if good_s >= 1.0 else 0.0
+
     packets = container.demux(stream)
     while True:
         try:
@@ -307,10 +316,12 @@ def _decode(
                 break
             continue
         if byte_clock and frames and packet.pos is not None and packet.pos >= 0:
-            if good_end is not None and packet.pos > good_end:
-                fill((packet.pos - good_end) / byte_rate)
+            if good_end is not None and packet.pos > good_end and byte_rate() > 0:
+                fill((packet.pos - good_end) / byte_rate())
                 lost_packets, lost_from_s = False, None  # counted: not again by timestamps
             good_end = packet.pos + packet.size
+            good_bytes += packet.size
+            good_s += sum(f.samples / f.sample_rate for f in frames)
         for frame in frames:
             frame_rate = frame.sample_rate
             if frame_rate != in_rate:
