@@ -165,6 +165,17 @@ async def deliver(
     n_segments = len(delivery.segments)
 
     latest = [0.0]  # the simulated clock's latest reading
+    done = [asyncio.Event() for _ in delivery.order]
+
+    async def in_time(n: int) -> None:
+        """On a simulated clock, processing takes less than a segment's length: a delivery
+        waits for those that arrived a segment earlier, or the simulated clock would run
+        ahead of one that is slow in real time (a talk segment going through every tier)."""
+        if delivery.arrivals is None:
+            return
+        for m in range(n):
+            if delivery.arrivals[m] <= delivery.arrivals[n] - SEGMENT_S:
+                await done[m].wait()
 
     async def collect(now_s: float) -> None:
         async with lock:
@@ -180,6 +191,7 @@ async def deliver(
     async def worker() -> None:
         while not queue.empty():
             n, i = queue.get_nowait()
+            await in_time(n)
             segment = delivery.segments[i]
             if delivery.arrivals is not None:
                 now = base + timedelta(seconds=delivery.arrivals[n])
@@ -201,6 +213,7 @@ async def deliver(
             )
             latest[0] = max(latest[0], (now - base).total_seconds())
             await collect((now - base).total_seconds())
+            done[n].set()
 
     await asyncio.gather(*(worker() for _ in range(delivery.workers)))
     ms = (time.perf_counter() - started) * 1000.0 / len(delivery.order)

@@ -366,6 +366,12 @@ def test_a_play_ends_only_once_what_follows_it_has_arrived():
     hole_after = Coverage(((-100.0, 45.0), (57.0, 100.0)))
     waiting = reconcile([stored(a, 5)], [a], 100.0, PARAMS, hole_after, CLOCK)
     assert waiting.events == []
+    # A hole 20 s past the end too: a hit there could still join the play (gap_s), and the
+    # window that would show it is not complete.
+    later_hole = Coverage(((-100.0, 60.0), (68.0, 100.0)))
+    assert reconcile([stored(a, 5)], [a], 100.0, PARAMS, later_hole, CLOCK).events == []
+    whole = reconcile([stored(a, 5)], [a], 100.0, PARAMS, ALL, CLOCK)
+    assert kinds(whole) == [("play.ended", 5)]
     settled = stored(a, 5, age_s=PARAMS.settle_s)
     assert kinds(reconcile([settled], [a], 100.0, PARAMS, hole_after, CLOCK)) == [("play.ended", 5)]
     # The wait runs from the play's last change, not its first sighting: a long play that

@@ -14,8 +14,9 @@ So each play is announced only when the stream around it is complete:
   is clipped there. A play that cannot meet this because a segment is lost for good is
   announced once it has been in the log `settle_s` (STREAM_ANNOUNCE_SETTLE_S), or when its
   stream goes quiet.
-- **play.ended** once the segments cover `gap_s` past the play's end (no segment still to
-  come could extend it), or a window's length past it while another song plays on there;
+- **play.ended** once the segments cover `lead_s` past the play's end (26 s: no segment
+  still to come could extend it, nor complete a window that would), or a window's length
+  past it while another song plays on there;
   with a hole there, once the play has gone unchanged for `settle_s` and the stream is
   `gap_s` past it; or when the stream goes quiet.
 

@@ -36,7 +36,7 @@ class LogParams:
     min_play_s: float = 8.0
     #: Stream (s) that must have arrived before a play's start, and after it, before the play
     #: is announced (core/streams/announce.py): the longest gap inside a play plus a window,
-    #: and a window.
+    #: and a window. `lead_s` past its end must have arrived before it is ended.
     lead_s: float = 26.0
     confirm_s: float = WINDOW_S
     #: How long (wall clock, s) a play stays in the log unannounced, or unended while the
@@ -199,14 +199,15 @@ def play_status(
     coverage: Coverage,
     settled: bool,
 ) -> str:
-    """`ended` once the stream has moved on for good: the segments cover `gap_s` past the
-    play (none still to come could extend it) or a window past it while another song plays on
-    beyond that; with segments missing there, once the play has `settled`: gone unchanged for
-    the settle delay (see announce.py)."""
+    """`ended` once the stream has moved on for good: the segments cover `lead_s` past the
+    play (a hit up to `gap_s` after it would extend it, and the windows holding such a hit are
+    complete only a window later) or a window past it while another song plays on beyond
+    that; with segments missing there, once the stream is `gap_s` past it and the play has
+    `settled`: gone unchanged for the settle delay (see announce.py)."""
     if play.status != "playing":
         return play.status
     if stream_end_s >= play.end_s + params.gap_s and (
-        settled or coverage.covers(play.end_s, play.end_s + params.gap_s)
+        settled or coverage.covers(play.end_s, play.end_s + params.lead_s)
     ):
         return "ended"
     for other in others:
