@@ -302,7 +302,8 @@ async def _recompute_log(
     coverage = await _coverage(store, state, lo_s, hi_s, params.log, arrived)
     changes = reconcile(old, touching, stream_end_s, params.log, coverage, clock)
     others = await _unsettled(store, state)
-    outside = [p for p in others if p.end_s < lo_s or p.start_s > hi_s]
+    reconciled = {p.id for p in old}
+    outside = [p for p in others if p.id not in reconciled]
     if outside:
         lo = min(p.start_s for p in outside)
         hi = max(p.end_s for p in outside)
