@@ -198,6 +198,9 @@ async def test_in_order_segments_make_the_log_and_its_events(
         assert log["total"] == 2 and [p["song"]["id"] for p in log["items"]] == [a, b]
         first = log["items"][0]
         assert first["stream_start_s"] == pytest.approx(plays[0].start_s, abs=0.001)
+        # Announced; unknown music between the songs, so no handover overlap.
+        assert first["announced"] is True
+        assert first["overlap_in_s"] == first["overlap_out_s"] == 0.0
         assert first["duration_s"] == pytest.approx(first["stream_end_s"] - first["stream_start_s"])
         assert first["end_at"] > first["start_at"]
         # The stream's audio ends on the wall clock the plays are placed on.

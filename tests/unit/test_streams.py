@@ -13,7 +13,13 @@ from service.audio.peaks import Peaks
 from service.core.streams.announce import Clock, Coverage
 from service.core.streams.clock import PTS_WRAP_S, place_segment, pts_epoch
 from service.core.streams.keys import BadStreamKey, SegmentKey, parse_segment_key
-from service.core.streams.log import LogParams, build_plays, ended_by_timeout, reconcile
+from service.core.streams.log import (
+    LogParams,
+    build_plays,
+    ended_by_timeout,
+    reconcile,
+    settle,
+)
 from service.core.streams.windows import (
     COVERAGE_SLACK_S,
     WINDOW_HOP_S,
@@ -378,6 +384,22 @@ def test_a_play_ends_only_once_what_follows_it_has_arrived():
     # grew a moment ago still waits for the segment after it.
     grown = replace(settled, updated_at=NOW - timedelta(seconds=1))
     assert reconcile([grown], [a], 100.0, PARAMS, hole_after, CLOCK).events == []
+
+
+def test_plays_outside_a_recomputed_region_settle_by_the_same_rule():
+    (piece,) = build_plays(song_windows(1, 60.0, 90.0, 60.0), PARAMS)
+    hole = Coverage(((0.0, 48.0), (60.0, 200.0)))
+    young = stored(piece, 4, announced=False, age_s=5.0)
+    assert settle([young], 200.0, PARAMS, hole, CLOCK).events == []
+    old = stored(piece, 4, announced=False, age_s=PARAMS.settle_s)
+    # Waited long enough, and the stream is long past it: announced and ended at once.
+    assert kinds(settle([old], 200.0, PARAMS, hole, CLOCK)) == [
+        ("play.started", 4),
+        ("play.ended", 4),
+    ]
+    # An announced play the stream has moved past, with all of what follows it there.
+    assert kinds(settle([stored(piece, 7)], 200.0, PARAMS, ALL, CLOCK)) == [("play.ended", 7)]
+    assert settle([stored(piece, 7)], 100.0, PARAMS, ALL, CLOCK).events == []
 
 
 def test_idle_streams_end_their_current_plays_and_announce_the_rest_once():

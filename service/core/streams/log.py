@@ -353,7 +353,8 @@ def settle(
             continue
         changes.changed_plays[play.id] = after
         if not play.announced:
-            changes.announce(play.id, None, after)
+            if announced:
+                changes.announce(play.id, None, after)
         elif play.status == "playing" and status == "ended":
             changes.events.append(("play.ended", play.id, None, after))
     return changes
