@@ -175,6 +175,18 @@ class TimelineEntryOut(BaseModel):
         )
 
 
+class DamagedSpanOut(BaseModel):
+    """A stretch of the audio that could not be decoded (corrupt packets): silence of its
+    length stands in for it, so every time after it is where it was played."""
+
+    start_s: float
+    end_s: float
+
+    @classmethod
+    def all_of(cls, spans: list[tuple[float, float]], at_s: float = 0.0) -> list[DamagedSpanOut]:
+        return [cls(start_s=round(at_s + a, 3), end_s=round(at_s + b, 3)) for a, b in spans]
+
+
 class IdentifyOut(BaseModel):
     """What `POST /identify` found in a file."""
 
@@ -209,6 +221,11 @@ class IdentifyOut(BaseModel):
         description="With ?timeline=true (and in reports of long files): every song found, "
         "in order, with where it starts and ends.",
     )
+    damaged_spans: list[DamagedSpanOut] = Field(
+        default_factory=list,
+        description="Stretches of the file that could not be decoded, in seconds from its "
+        "start; empty for a sound file. More than half: 422 undecodable_audio instead.",
+    )
     elapsed_ms: float = Field(description="Decoding, fingerprinting and matching time.")
 
     @classmethod
@@ -219,6 +236,7 @@ class IdentifyOut(BaseModel):
             timeline=None
             if result.timeline is None
             else [TimelineEntryOut.of(e) for e in result.timeline],
+            damaged_spans=DamagedSpanOut.all_of(result.damaged_spans),
             elapsed_ms=round(result.elapsed_ms, 1),
         )
 
@@ -307,6 +325,15 @@ class PlayOut(BaseModel):
     confidence: float = Field(description="As a match's confidence, over the play's windows.")
     score: int = Field(description="Aligned fingerprint anchors over all the play's windows.")
     speed: float = Field(description="Playback speed relative to the song.")
+    announced: bool = Field(
+        description="Whether `play.started` went out: a play the log holds while segments "
+        "around it are still missing is provisional until then (docs/streams.md)."
+    )
+    overlap_in_s: float = Field(
+        description="Seconds around the start during which the previous song was identified "
+        "too (a crossfade; 0 at a cut or a gap). The start is the middle of that overlap."
+    )
+    overlap_out_s: float = Field(description="The same around the end, with the next song.")
 
 
 class PlayPageOut(BaseModel):
@@ -436,6 +463,11 @@ class StreamSegmentReport(_ReportBase):
     placed_by: Literal["pts", "sequence"]
     windows: list[StreamWindowOut]
     play_ids: list[int] = Field(description="Plays created or changed by this segment.")
+    damaged_spans: list[DamagedSpanOut] = Field(
+        default_factory=list,
+        description="Stretches of the segment that could not be decoded, on the stream clock "
+        "(silence in their place, so the rest keeps its time).",
+    )
 
 
 class IndexReport(_ReportBase):

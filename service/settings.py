@@ -212,6 +212,14 @@ class Settings(BaseSettings):
         description="A stream whose audio stops for this long (no segment covering it) is "
         "down: stream.down on SNS, a gap in GET /streams/{name}; stream.up when it returns.",
     )
+    stream_announce_settle_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="A play is announced (play.started) once the segments around it have all "
+        "arrived; while one is missing, after this long in the log, the missing segment taken "
+        "as lost. Likewise for play.ended (docs/streams.md, Events on SNS).",
+    )
     stream_retention_s: float = Field(
         6 * 3600.0,
         ge=600,

@@ -49,6 +49,9 @@ class AnalysedAudio:
     #: The decoded samples of a short clip to identify (analyse_query with `keep_samples`),
     #: for the analyses at other hop phases that only an undecided clip needs.
     samples: np.ndarray | None = None
+    #: (start s, end s) of the stretches that could not be decoded (silence in their place:
+    #: decode.DecodedAudio.damaged_spans).
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 def analyse_file(
@@ -89,6 +92,7 @@ def analyse_file(
         start_pts_s=audio.start_pts_s,
         tags=audio.tags,
         samples=audio.samples if audio.duration_s <= keep_samples_max_s else None,
+        damaged_spans=audio.damaged_spans,
     )
 
 

@@ -45,10 +45,17 @@ class DecodedAudio:
     #: stream clock here, which places live segments on their stream's timeline.
     start_pts_s: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: (start s, end s) of each stretch that could not be decoded and is silence of its
+    #: length instead, in the samples' own time (0 = the first sample).
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate_hz
+
+    @property
+    def damaged_s(self) -> float:
+        return sum(end - start for start, end in self.damaged_spans)
 
 
 class _ChunkList:
@@ -160,10 +167,23 @@ def _read_tags(container: av.container.InputContainer, stream: av.AudioStream) -
 #: held: that gap is filled with silence, so damaged audio keeps its clock and what follows
 #: stays where it was played. Only gaps of more than half that frame count (less is rounding)
 #: and of at most _MAX_GAP_S (more is a discontinuity, a splice or a timestamp wrap: the clock
-#: starts again there). Where every packet decodes, timestamps are not consulted: some
+#: starts again there). Where every packet decodes, only gaps over _SILENT_GAP_S count: some
 #: containers' jitter (Ogg pages: tens of ms either way) is not lost audio.
 _MIN_GAP_FRAMES = 0.5
 _MAX_GAP_S = 30.0
+#: A demuxer can drop damaged data without handing over a packet that fails (MPEG-TS whose
+#: PES headers were hit): a timestamp gap this long (s) is lost audio even where every packet
+#: decoded, far beyond any container's jitter.
+_SILENT_GAP_S = 0.5
+
+#: Raw MP3 and ADTS streams carry no timestamps: the demuxer counts frames, and skips bytes
+#: it cannot parse without a trace in them. Their clock is the byte position at the stream's
+#: bit rate, so bytes skipped between two packets that decode are that much lost audio.
+_BYTE_CLOCK_FORMATS = frozenset({"mp3", "aac"})
+
+#: A file more than this share of which could not be decoded (damaged_spans) is refused as
+#: UndecodableAudio: what is left is too little to say anything about the file as a whole.
+MAX_DAMAGED_SHARE = 0.5
 
 #: Samples are resampled, digested and stored about this many seconds at a time: per-frame
 #: calls cost more in Python overhead than the work itself. soxr's streaming output does not
@@ -181,7 +201,9 @@ def decode_audio(
     AudioTooLong (more than `max_duration_s` of audio, counted while decoding: what the
     container declares is never trusted). Corrupt packets, common in broadcast captures, are
     skipped rather than failing the whole file, and the gap they leave is filled with silence
-    (see _MIN_GAP_FRAMES); a demuxer that gives up midway ends the audio there.
+    (see _MIN_GAP_FRAMES) and listed in `damaged_spans`; a file more than MAX_DAMAGED_SHARE of
+    which is such gaps is UndecodableAudio. A demuxer that gives up midway ends the audio
+    there.
     """
     container = _open(source)
     try:
@@ -226,6 +248,11 @@ def _decode(
     #: frame belongs.
     clock_origin_s: float | None = None
     lost_packets = False  # since the last frame
+    #: Presentation times (s) of the first failed packet since the last frame, and of the end
+    #: of the last one, where the container says.
+    lost_from_s: float | None = None
+    lost_to_s: float | None = None
+    damaged: list[tuple[float, float]] = []
 
     def count(seconds: float) -> None:
         # Counted before the audio is kept: memory never holds more than the limit.
@@ -236,12 +263,34 @@ def _decode(
                 f"the file holds more than {limit_s:g} s of audio, the limit for this request"
             )
 
+    def fill(gap_s: float) -> None:
+        """Silence for `gap_s` of audio that did not decode, noted as damaged."""
+        silence = round(gap_s * in_rate)
+        if silence <= 0:
+            return
+        at = decoded_s
+        count(silence / in_rate)
+        batch.add_silence(silence)
+        damaged.append((round(at, 3), round(decoded_s, 3)))
+
     def push(last: bool = False) -> None:
         out = resampler.resample_chunk(batch.take(), last=last)
         if len(out):
             np.clip(out, -1.0, 1.0, out=out)
             digest.update((out * 32767.0).astype("<i2").tobytes())
             buffer.append(out)
+
+    byte_clock = bool(_BYTE_CLOCK_FORMATS & set(container.format.name.split(",")))
+    declared_byte_rate = (stream.bit_rate or stream.codec_context.bit_rate or 0) / 8
+    good_end: int | None = None  # byte after the last packet that decoded (byte clock)
+    good_bytes, good_s = 0, 0.0  # what the packets that decoded held, in bytes and seconds
+
+    def byte_rate() -> float:
+        """Bytes a second of this stream takes: as its header declares (for VBR MP3, the Xing
+        average), else as measured on what decoded so far."""
+        if declared_byte_rate > 0:
+            return declared_byte_rate
+        return good_bytes / good_s if good_s >= 1.0 else 0.0
 
     packets = container.demux(stream)
     while True:
@@ -256,11 +305,23 @@ def _decode(
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
+            if packet.pts is not None and packet.time_base:
+                at_s = float(packet.pts * packet.time_base)
+                if not lost_packets:
+                    lost_from_s = at_s
+                lost_to_s = at_s + float((packet.duration or 0) * packet.time_base)
             lost_packets = True
             errors += 1
             if errors > 50 and not decoded_any:
                 break
             continue
+        if byte_clock and frames and packet.pos is not None and packet.pos >= 0:
+            if good_end is not None and packet.pos > good_end and byte_rate() > 0:
+                fill((packet.pos - good_end) / byte_rate())
+                lost_packets, lost_from_s = False, None  # counted: not again by timestamps
+            good_end = packet.pos + packet.size
+            good_bytes += packet.size
+            good_s += sum(f.samples / f.sample_rate for f in frames)
         for frame in frames:
             frame_rate = frame.sample_rate
             if frame_rate != in_rate:
@@ -268,30 +329,44 @@ def _decode(
             frame_s = frame.samples / frame_rate
             if frame.pts is not None and frame.time_base:
                 at_s = float(frame.pts * frame.time_base)
-                if start_pts_s is None:
-                    start_pts_s = at_s
                 if clock_origin_s is None:
-                    clock_origin_s = at_s - decoded_s
+                    # Packets lost before the first frame: the clock starts at the first.
+                    first_s = at_s
+                    if lost_from_s is not None and 0 < at_s - lost_from_s <= _MAX_GAP_S:
+                        first_s = lost_from_s
+                    start_pts_s = first_s
+                    clock_origin_s = first_s - decoded_s
                 gap_s = at_s - (clock_origin_s + decoded_s)
-                if lost_packets and _MIN_GAP_FRAMES * frame_s < gap_s <= _MAX_GAP_S:
-                    silence = round(gap_s * in_rate)
-                    count(silence / in_rate)
-                    batch.add_silence(silence)
+                floor_s = _MIN_GAP_FRAMES * frame_s if lost_packets else _SILENT_GAP_S
+                if floor_s < gap_s <= _MAX_GAP_S:
+                    fill(gap_s)
                 elif abs(gap_s) > _MAX_GAP_S:
                     clock_origin_s = at_s - decoded_s
-            lost_packets = False
+            lost_packets, lost_from_s = False, None
             count(frame_s)
             decoded_any |= batch.add(frame)
             if batch.pending >= batch_samples:
                 push()
+    if lost_packets and decoded_any and clock_origin_s is not None and lost_to_s is not None:
+        # Packets lost at the end: the container says how long they were.
+        gap_s = lost_to_s - (clock_origin_s + decoded_s)
+        if 0 < gap_s <= _MAX_GAP_S:
+            fill(gap_s)
     batch.finish()
     push(last=True)
     if not decoded_any:
         raise UndecodableAudio("the audio stream could not be decoded")
-    return DecodedAudio(
+    audio = DecodedAudio(
         samples=buffer.result(),
         sample_rate_hz=sample_rate_hz,
         content_sha256=digest.hexdigest(),
         start_pts_s=start_pts_s,
         tags=_read_tags(container, stream),
+        damaged_spans=damaged,
     )
+    if audio.damaged_s > MAX_DAMAGED_SHARE * audio.duration_s:
+        raise UndecodableAudio(
+            f"{audio.damaged_s:.1f} s of the {audio.duration_s:.1f} s of audio could not be "
+            f"decoded (more than {MAX_DAMAGED_SHARE:.0%})"
+        )
+    return audio

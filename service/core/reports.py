@@ -16,6 +16,7 @@ from service.core.streams.segment import SegmentResult
 from service.core.streams.windows import window_start_s
 from service.errors import ServiceError
 from service.schemas import (
+    DamagedSpanOut,
     ErrorBody,
     ErrorReport,
     IdentifyOut,
@@ -81,6 +82,7 @@ def stream_segment_report(
             for k, hits in result.windows
         ],
         play_ids=result.play_ids,
+        damaged_spans=DamagedSpanOut.all_of(result.damaged_spans, result.start_s),
         processing_ms=round(processing_ms, 1),
         processed_at=_now(),
     )

@@ -147,6 +147,15 @@ class StreamLog(Protocol):
     ) -> list[StreamWindow]:
         """Stored window matches with first_index <= index <= last_index, by index."""
 
+    async def segment_spans(
+        self, stream_id: int, from_s: float, to_s: float
+    ) -> list[tuple[int, float, float]]:
+        """(sequence, start_s, end_s) of the stored segments overlapping [from_s, to_s], by
+        start: what of the stream has arrived, without the segments' peaks."""
+
+    async def unannounced_plays(self, stream_id: int) -> list[Play]:
+        """Plays neither announced nor retracted, by start."""
+
     async def stream_plays(
         self, stream_id: int, from_s: float, to_s: float, *, playing_only: bool = False
     ) -> list[Play]:

@@ -237,6 +237,15 @@ class PlayFields:
     score: int
     confidence: float
     windows: int
+    #: Whether subscribers have been told of the play (`play.started` written to the outbox):
+    #: the log holds plays as soon as their windows support them, but announces them only
+    #: once the evidence stands (core/streams/announce.py).
+    announced: bool = False
+    #: Seconds around the start (end) during which the previous (next) song was identified
+    #: too: the overlap of a crossfade, as far as the fingerprints hear it; 0 at a cut or a
+    #: gap. The boundary itself is the midpoint of that overlap (core/streams/log.py).
+    overlap_in_s: float = 0.0
+    overlap_out_s: float = 0.0
 
 
 #: PlayFields' names in declaration order: what the log computes for a play, and the columns
@@ -284,6 +293,9 @@ class StreamUpdate:
     new_plays: list[PlayFields] = field(default_factory=list)
     changed_plays: dict[int, PlayFields] = field(default_factory=dict)
     events: list[PlayEventDraft] = field(default_factory=list)
+    #: When this update is made: the new plays' `created_at`, the changed ones' `updated_at`
+    #: (core/streams/announce.py waits from them); None: the database's clock.
+    seen_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from service.core.streams.log import LogParams
 from service.core.streams.segment import StreamParams
 from service.resources import Resources
 from service.settings import Settings
@@ -104,6 +105,7 @@ def stream_params_of(settings: Settings) -> StreamParams:
         retention_s=settings.stream_retention_s,
         speed_search=settings.stream_speed_search,
         down_after_s=settings.stream_down_after_s,
+        log=LogParams(settle_s=settings.stream_announce_settle_s),
     )
 
 

@@ -5,6 +5,8 @@
 - A stream whose audio stopped STREAM_DOWN_AFTER_S ago is down: its outage opens, and
   stream.down goes out (core/streams/health.py); the running sweepers of every worker share
   this, and the store opens each outage once.
+- Plays waiting for a segment that never came are announced or ended after
+  STREAM_ANNOUNCE_SETTLE_S (core/streams/announce.py).
 - Play events left in the outbox (SNS failed, or the worker died before sending) go out, and
   so do stream.down / stream.up events.
 - Segment peaks and window matches older than STREAM_RETENTION_S are dropped.
@@ -17,7 +19,12 @@ import contextlib
 import logging
 
 from service.core.streams.health import detect_down_streams
-from service.core.streams.segment import StreamParams, end_idle_plays, prune_streams
+from service.core.streams.segment import (
+    StreamParams,
+    end_idle_plays,
+    prune_streams,
+    settle_streams,
+)
 from service.store import Store
 from service.worker.ports import EventPublisher
 
@@ -62,6 +69,9 @@ class StreamSweeper:
         if ended:
             log.info("ended the current play of idle stream(s) %s", ", ".join(ended))
         await detect_down_streams(self._store, self._params.down_after_s)
+        settled = await settle_streams(self._store, self._params)
+        if settled:
+            log.info("settled plays missing segments on stream(s) %s", ", ".join(settled))
         if self._events is not None:
             await self._events.publish_stream_events(self._store)
         if self._sweeps % _PRUNE_EVERY == 0:

@@ -84,6 +84,35 @@ def test_form_fields_override_tags_and_reupload_is_not_duplicated(client, tmp_pa
     assert client.delete(f"/songs/{first['id']}").status_code == 204
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "aac_m4a", "ts_video"])
+def test_damaged_audio_keeps_its_clock_and_says_where_it_was_damaged(
+    client, indexed, catalogue, tmp_path, fmt
+):
+    from tests.unit.test_decode_damage import damage
+
+    song = catalogue[0]  # 40 s; a 30-s clip from 6 s, its middle third damaged
+    path = encode(excerpt(song.samples, 6.0, 30.0), tmp_path / "clip", fmt)
+    clip = path.read_bytes()
+    damaged = tmp_path / f"damaged{path.suffix}"
+    damaged.write_bytes(damage(clip, fmt, 1 / 3, 2 / 3))
+    r = _post_file(client, "/identify", damaged)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration_s"] == pytest.approx(30.0, abs=0.2)
+    (span,) = body["damaged_spans"]
+    assert span["start_s"] == pytest.approx(10.0, abs=1.5)
+    assert span["end_s"] == pytest.approx(20.0, abs=1.5)
+    best = body["matches"][0]
+    assert best["song"]["id"] == indexed[1]["id"]
+    # The song is where it played: 6 s into it at the clip's start, damage or not.
+    assert best["song_offset_s"] == pytest.approx(6.0, abs=0.5)
+    # Mostly damaged: refused, in the documented error shape.
+    damaged.write_bytes(damage(clip, fmt, 0.15, 0.85))
+    r = _post_file(client, "/identify", damaged)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "undecodable_audio"
+
+
 @pytest.mark.parametrize(
     ("seed", "start_s", "length_s", "fmt"),
     [

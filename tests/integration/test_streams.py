@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -197,6 +198,9 @@ async def test_in_order_segments_make_the_log_and_its_events(
         assert log["total"] == 2 and [p["song"]["id"] for p in log["items"]] == [a, b]
         first = log["items"][0]
         assert first["stream_start_s"] == pytest.approx(plays[0].start_s, abs=0.001)
+        # Announced; unknown music between the songs, so no handover overlap.
+        assert first["announced"] is True
+        assert first["overlap_in_s"] == first["overlap_out_s"] == 0.0
         assert first["duration_s"] == pytest.approx(first["stream_end_s"] - first["stream_start_s"])
         assert first["end_at"] > first["start_at"]
         # The stream's audio ends on the wall clock the plays are placed on.
@@ -235,11 +239,12 @@ async def test_in_order_segments_make_the_log_and_its_events(
 # --- out of order, twice, concurrently ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_url", ["postgres", "sqlite"], indirect=True)
 async def test_shuffled_and_duplicated_segments_give_the_same_log(
-    aws: AwsWorld, pg_url: str, stream_media: StreamMedia
+    aws: AwsWorld, store_url: str, stream_media: StreamMedia
 ) -> None:
     rate = 48000
-    settings = aws.settings(pg_url, **STREAM_SETTINGS)
+    settings = aws.settings(store_url, **STREAM_SETTINGS)
     aws.notify_queue_on_upload()
     segments = list(stream_media.segments[rate])
     random.Random(3).shuffle(segments)
@@ -257,14 +262,15 @@ async def test_shuffled_and_duplicated_segments_give_the_same_log(
     for m in sorted(messages, key=lambda m: m.message["event_id"]):
         by_play.setdefault(m.message["play"]["id"], []).append(m.message["event_type"])
     # Every play of the final log started once, ended once, in that order; corrections in
-    # between are play.updated. A play the reordering made and later merged is retracted.
+    # between are play.updated. Pieces the reordering made were never announced: nothing
+    # announced is retracted.
     for play in plays:
         types = by_play.pop(play.id)
         assert types[0] == "play.started" and types.count("play.started") == 1
         assert types.count("play.ended") == 1
         assert set(types[1:]) <= {"play.updated", "play.ended"}
-    for types in by_play.values():
-        assert types[0] == "play.started" and types[-1] == "play.updated"
+    assert by_play == {}
+    assert not any(m.message["play"]["status"] == "retracted" for m in messages)
 
 
 async def test_a_missing_segment_does_not_split_a_play(
@@ -290,6 +296,52 @@ async def test_a_missing_segment_does_not_split_a_play(
         ("play.started", b),
         ("play.ended", b),
     ]
+
+
+async def test_a_damaged_segment_keeps_its_clock_and_the_report_says_where(
+    aws: AwsWorld, pg_url: str, stream_media: StreamMedia, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    from tests.unit.test_decode_damage import damage
+
+    rate = 44100
+    settings = aws.settings(pg_url, **STREAM_SETTINGS)
+    aws.notify_queue_on_upload()
+    segments = list(stream_media.segments[rate])
+    hurt = tmp_path / segments[1].name  # 12-24 s: inside song A
+    hurt.write_bytes(damage(segments[1].read_bytes(), "ts_video", 0.4, 0.6))
+    segments[1] = hurt
+    async with stream_worker(settings) as store:
+        ids = await index_songs(store, stream_media)
+        for segment in segments:
+            aws.upload(key_of(segment), segment)
+            await settled(aws)
+        plays = await all_ended(aws, store)
+        messages = await aws.sns_messages(4)
+    assert_log(plays, ids, stream_media.t0[rate])
+    a, b = ids[SONG_A], ids[SONG_B]
+    assert event_sequence(messages) == [
+        ("play.started", a),
+        ("play.ended", a),
+        ("play.started", b),
+        ("play.ended", b),
+    ]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        report = json.loads(
+            await conn.fetchval(
+                "SELECT result_json FROM processed_objects WHERE key = $1", key_of(hurt)
+            )
+        )
+    finally:
+        await conn.close()
+    assert report["event_type"] == "stream.segment"
+    start, end = report["stream_start_s"], report["stream_start_s"] + report["duration_s"]
+    assert report["duration_s"] == pytest.approx(12.0, abs=0.1)  # nothing lost from its clock
+    (span,) = report["damaged_spans"]
+    assert start < span["start_s"] < span["end_s"] < end
+    assert span["end_s"] - span["start_s"] > 1.0
 
 
 async def test_bad_stream_keys_are_reported_not_retried(

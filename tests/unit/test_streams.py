@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
 from service.audio.params import DEFAULT_PARAMS
 from service.audio.peaks import Peaks
+from service.core.streams.announce import Clock, Coverage
 from service.core.streams.clock import PTS_WRAP_S, place_segment, pts_epoch
 from service.core.streams.keys import BadStreamKey, SegmentKey, parse_segment_key
-from service.core.streams.log import LogParams, build_plays, ended_by_timeout, reconcile
+from service.core.streams.log import (
+    LogParams,
+    build_plays,
+    ended_by_timeout,
+    reconcile,
+    settle,
+)
 from service.core.streams.windows import (
     COVERAGE_SLACK_S,
     WINDOW_HOP_S,
@@ -240,43 +250,165 @@ def test_crossfaded_songs_both_play():
     assert [p.song_id for p in build_plays(windows, PARAMS)] == [1, 2]
 
 
-def stored(fields, play_id: int, status: str = "playing") -> Play:
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+CLOCK = Clock(NOW, PARAMS.settle_s)
+#: Every segment there: what in-order delivery gives.
+ALL = Coverage(((-1000.0, 1000.0),))
+
+
+def test_a_crossfade_or_a_cut_is_one_boundary_in_the_middle_with_the_overlap_stated():
+    # Song 1 identified until 42.0, song 2 from 40.6 on: a crossfade, handed over at 41.3.
+    fade = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 40.6, 90.0, 0.0)
+    a, b = build_plays(fade, PARAMS)
+    assert a.end_s == b.start_s == pytest.approx(41.3)
+    assert a.overlap_out_s == b.overlap_in_s == pytest.approx(1.4)
+    assert (a.overlap_in_s, b.overlap_out_s) == (0.0, 0.0)
+    # The songs keep their alignment: each boundary moved the song position with it.
+    assert a.song_end_s == pytest.approx(10.0 + 41.3) and b.song_start_s == pytest.approx(0.7)
+    # A cut the fingerprints place 1.5 s apart: one boundary between, no overlap.
+    cut = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 43.5, 90.0, 0.0)
+    a, b = build_plays(cut, PARAMS)
+    assert a.end_s == b.start_s == pytest.approx(42.75) and a.overlap_out_s == 0.0
+    # A talk gap: each play keeps its own edge.
+    gap = song_windows(1, 0.0, 42.0, 10.0) + song_windows(2, 45.0, 90.0, 0.0)
+    a, b = build_plays(gap, PARAMS)
+    assert (a.end_s, b.start_s) == (42.0, 45.0)
+
+
+def stored(
+    fields, play_id: int, status: str = "playing", *, announced: bool = True, age_s: float = 5.0
+) -> Play:
     values = {k: getattr(fields, k) for k in fields.__dataclass_fields__}
-    return Play(**{**values, "status": status}, id=play_id, stream_id=1)
+    return Play(
+        **{**values, "status": status, "announced": announced},
+        id=play_id,
+        stream_id=1,
+        created_at=NOW - timedelta(seconds=age_s),
+        updated_at=NOW - timedelta(seconds=age_s),
+    )
+
+
+def kinds(changes) -> list[tuple[str, int | None]]:
+    return [(e[0], e[1]) for e in changes.events]
 
 
 def test_reconcile_starts_then_ends_and_keeps_ids():
     (a,) = build_plays(song_windows(1, 0.0, 40.0, 0.0), PARAMS)
-    first = reconcile([], [a], stream_end_s=41.0, params=PARAMS)
+    first = reconcile([], [a], 41.0, PARAMS, ALL, CLOCK)
     assert [e[0] for e in first.events] == ["play.started"] and not first.changed_plays
+    assert first.new_plays[0].announced
     (longer,) = build_plays(song_windows(1, 0.0, 45.0, 0.0), PARAMS)
-    progress = reconcile([stored(a, 5)], [longer], stream_end_s=46.0, params=PARAMS)
+    progress = reconcile([stored(a, 5)], [longer], 46.0, PARAMS, ALL, CLOCK)
     assert list(progress.changed_plays) == [5] and progress.events == []  # no event for progress
-    done = reconcile([stored(longer, 5)], [longer], stream_end_s=longer.end_s + 20, params=PARAMS)
-    assert [(e[0], e[1]) for e in done.events] == [("play.ended", 5)]
-    again = reconcile([stored(longer, 5, "ended")], [longer], stream_end_s=99.0, params=PARAMS)
+    done = reconcile([stored(longer, 5)], [longer], longer.end_s + 20, PARAMS, ALL, CLOCK)
+    assert kinds(done) == [("play.ended", 5)]
+    again = reconcile([stored(longer, 5, "ended")], [longer], 99.0, PARAMS, ALL, CLOCK)
     assert again.events == [] and again.changed_plays == {}
 
 
-def test_reconcile_corrects_merges_and_retracts():
+def test_every_correction_of_an_announced_start_is_announced():
     (a,) = build_plays(song_windows(1, 30.0, 60.0, 30.0), PARAMS)
-    (earlier,) = build_plays(song_windows(1, 0.0, 60.0, 0.0), PARAMS)
-    fixed = reconcile([stored(a, 8)], [earlier], stream_end_s=61.0, params=PARAMS)
-    assert [(e[0], e[1]) for e in fixed.events] == [("play.updated", 8)]
-    assert fixed.changed_plays[8].start_s == 0.0
-    # Two stored pieces of one play: the larger keeps its id, the other is retracted.
+    (earlier,) = build_plays(song_windows(1, 29.7, 60.0, 29.7), PARAMS)
+    fixed = reconcile([stored(a, 8)], [earlier], 61.0, PARAMS, ALL, CLOCK)
+    assert kinds(fixed) == [("play.updated", 8)]  # 0.3 s is a correction too
+    assert fixed.changed_plays[8].start_s == 29.7
+    ended = stored(a, 8, "ended")
+    (shorter,) = build_plays(song_windows(1, 30.0, 59.5, 30.0), PARAMS)
+    assert kinds(reconcile([ended], [shorter], 99.0, PARAMS, ALL, CLOCK)) == [("play.updated", 8)]
+
+
+def test_a_play_is_not_announced_while_segments_before_it_are_missing():
+    (piece,) = build_plays(song_windows(1, 60.0, 90.0, 60.0), PARAMS)
+    # The segment before the piece has not arrived: a late one may show the song began earlier.
+    hole = Coverage(((0.0, 48.0), (60.0, 100.0)))
+    early = reconcile([], [piece], 100.0, PARAMS, hole, CLOCK)
+    assert early.events == [] and not early.new_plays[0].announced
+    # It arrives: the play's start moves, and only now is it announced, once.
+    (whole,) = build_plays(song_windows(1, 50.0, 90.0, 50.0), PARAMS)
+    late = reconcile([stored(piece, 4, announced=False)], [whole], 100.0, PARAMS, ALL, CLOCK)
+    assert kinds(late) == [("play.started", 4)] and late.changed_plays[4].start_s == 50.0
+    # Nor while the first 10 s of the play are incomplete.
+    after = Coverage(((0.0, 65.0),))
+    assert reconcile([], [piece], 65.0, PARAMS, after, CLOCK).events == []
+
+
+def test_a_missing_segment_is_taken_as_lost_once_the_play_has_settled():
+    (piece,) = build_plays(song_windows(1, 60.0, 90.0, 60.0), PARAMS)
+    hole = Coverage(((0.0, 48.0), (60.0, 100.0)))
+    young = stored(piece, 4, announced=False, age_s=PARAMS.settle_s - 1)
+    assert reconcile([young], [piece], 100.0, PARAMS, hole, CLOCK).events == []
+    old = stored(piece, 4, announced=False, age_s=PARAMS.settle_s)
+    assert kinds(reconcile([old], [piece], 100.0, PARAMS, hole, CLOCK)) == [("play.started", 4)]
+
+
+def test_nothing_precedes_a_channels_first_segment():
+    (first,) = build_plays(song_windows(1, 0.5, 30.0, 20.0), PARAMS)
+    start = Coverage.of([(1, 0.0, 12.0), (2, 12.0, 24.0)])
+    assert kinds(reconcile([], [first], 24.0, PARAMS, start, CLOCK)) == [("play.started", None)]
+    later = Coverage.of([(7, 0.0, 12.0), (8, 12.0, 24.0)])
+    assert reconcile([], [first], 24.0, PARAMS, later, CLOCK).events == []
+
+
+def test_merging_pieces_retracts_only_what_was_never_announced():
+    (a,) = build_plays(song_windows(1, 30.0, 60.0, 30.0), PARAMS)
     (left,) = build_plays(song_windows(1, 0.0, 20.0, 0.0), PARAMS)
-    merged = reconcile([stored(left, 3), stored(a, 8)], [earlier], stream_end_s=61.0, params=PARAMS)
-    assert merged.changed_plays[3].status == "retracted"
-    assert merged.changed_plays[8].start_s == 0.0
-    kinds = sorted((e[0], e[1]) for e in merged.events)
-    assert kinds == [("play.updated", 3), ("play.updated", 8)]
+    (whole,) = build_plays(song_windows(1, 0.0, 60.0, 0.0), PARAMS)
+    # The announced piece keeps its id, though the other overlaps the whole more.
+    merged = reconcile(
+        [stored(a, 8, announced=False), stored(left, 3)], [whole], 61.0, PARAMS, ALL, CLOCK
+    )
+    assert merged.changed_plays[8].status == "retracted"
+    assert merged.changed_plays[3].end_s == 60.0
+    assert merged.events == []  # no bill changed: the start stayed, the play still plays
+    # Two announced pieces: the larger keeps its id, the other is retracted, and both say so.
+    both = reconcile([stored(left, 3), stored(a, 8)], [whole], 61.0, PARAMS, ALL, CLOCK)
+    assert both.changed_plays[3].status == "retracted"
+    assert both.changed_plays[8].start_s == 0.0
+    assert sorted(kinds(both)) == [("play.updated", 3), ("play.updated", 8)]
 
 
-def test_idle_streams_end_their_current_plays_once():
+def test_a_play_ends_only_once_what_follows_it_has_arrived():
     (a,) = build_plays(song_windows(1, 0.0, 40.0, 0.0), PARAMS)
-    changes = ended_by_timeout([stored(a, 2), stored(a, 3, "ended")])
-    assert list(changes.changed_plays) == [2] and [e[0] for e in changes.events] == ["play.ended"]
+    hole_after = Coverage(((-100.0, 45.0), (57.0, 100.0)))
+    waiting = reconcile([stored(a, 5)], [a], 100.0, PARAMS, hole_after, CLOCK)
+    assert waiting.events == []
+    # A hole 20 s past the end too: a hit there could still join the play (gap_s), and the
+    # window that would show it is not complete.
+    later_hole = Coverage(((-100.0, 60.0), (68.0, 100.0)))
+    assert reconcile([stored(a, 5)], [a], 100.0, PARAMS, later_hole, CLOCK).events == []
+    whole = reconcile([stored(a, 5)], [a], 100.0, PARAMS, ALL, CLOCK)
+    assert kinds(whole) == [("play.ended", 5)]
+    settled = stored(a, 5, age_s=PARAMS.settle_s)
+    assert kinds(reconcile([settled], [a], 100.0, PARAMS, hole_after, CLOCK)) == [("play.ended", 5)]
+    # The wait runs from the play's last change, not its first sighting: a long play that
+    # grew a moment ago still waits for the segment after it.
+    grown = replace(settled, updated_at=NOW - timedelta(seconds=1))
+    assert reconcile([grown], [a], 100.0, PARAMS, hole_after, CLOCK).events == []
+
+
+def test_plays_outside_a_recomputed_region_settle_by_the_same_rule():
+    (piece,) = build_plays(song_windows(1, 60.0, 90.0, 60.0), PARAMS)
+    hole = Coverage(((0.0, 48.0), (60.0, 200.0)))
+    young = stored(piece, 4, announced=False, age_s=5.0)
+    assert settle([young], 200.0, PARAMS, hole, CLOCK).events == []
+    old = stored(piece, 4, announced=False, age_s=PARAMS.settle_s)
+    # Waited long enough, and the stream is long past it: announced and ended at once.
+    assert kinds(settle([old], 200.0, PARAMS, hole, CLOCK)) == [
+        ("play.started", 4),
+        ("play.ended", 4),
+    ]
+    # An announced play the stream has moved past, with all of what follows it there.
+    assert kinds(settle([stored(piece, 7)], 200.0, PARAMS, ALL, CLOCK)) == [("play.ended", 7)]
+    assert settle([stored(piece, 7)], 100.0, PARAMS, ALL, CLOCK).events == []
+
+
+def test_idle_streams_end_their_current_plays_and_announce_the_rest_once():
+    (a,) = build_plays(song_windows(1, 0.0, 40.0, 0.0), PARAMS)
+    changes = ended_by_timeout(
+        [stored(a, 2), stored(a, 3, "ended"), stored(a, 4, "ended", announced=False)]
+    )
+    assert list(changes.changed_plays) == [2, 4]
+    assert kinds(changes) == [("play.ended", 2), ("play.started", 4), ("play.ended", 4)]
 
 
 def test_window_hits_round_trip_as_json():

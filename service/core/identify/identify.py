@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from service.audio.analysis import KEEP_SAMPLES_MAX_S, AnalysedAudio, analyse_query
@@ -40,6 +40,8 @@ class IdentifyResult:
     elapsed_ms: float
     #: Every song found in a long file with its start and end, when asked for.
     timeline: list[SongTimelineEntry] | None = None
+    #: (start s, end s) of the stretches of the file that could not be decoded.
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 #: Files longer than this get a timeline when the caller lets the length decide, and are
@@ -122,6 +124,7 @@ async def identify_file(
         matches=matches,
         elapsed_ms=(time.perf_counter() - started) * 1000.0,
         timeline=entries if timeline else None,
+        damaged_spans=audio.damaged_spans,
     )
     best = result.matches[0].match.evidence if result.matches else None
     metrics.record_identify(bool(result.matches), best, time.perf_counter() - analysed)

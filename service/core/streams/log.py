@@ -15,14 +15,16 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
+from service.core.streams.announce import Clock, Coverage
 from service.core.streams.windows import WINDOW_S, WindowHit
 from service.store import PLAY_FIELDS, Play, PlayEventDraft, PlayFields, Song
 
 #: Drift (s) of the song position between windows still counted as one alignment.
 ALIGNMENT_TOLERANCE_S = 1.0
-#: A play's start (or, once ended, its end) moving more than this is a correction worth a
-#: `play.updated`; the end advancing while the song plays is not.
-CORRECTION_S = 1.0
+#: An announced play whose start (or, once ended, its end) moves by more than this gets a
+#: `play.updated`: the log keeps times to the millisecond, so every change a bill could see is
+#: announced. The end advancing while the song plays is not a correction.
+CORRECTION_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,14 @@ class LogParams:
     #: Fewest windows and shortest span (s) a play needs.
     min_windows: int = 2
     min_play_s: float = 8.0
+    #: Stream (s) that must have arrived before a play's start, and after it, before the play
+    #: is announced (core/streams/announce.py): the longest gap inside a play plus a window,
+    #: and a window. `lead_s` past its end must have arrived before it is ended.
+    lead_s: float = 26.0
+    confirm_s: float = WINDOW_S
+    #: How long (wall clock, s) a play stays in the log unannounced, or unended while the
+    #: stream is past it, when segments around it are missing: then they are taken as lost.
+    settle_s: float = 60.0
 
 
 @dataclass
@@ -78,7 +88,53 @@ def build_plays(
     plays = [_play_of(c) for c in chains if len({k for k, _ in c.hits}) >= params.min_windows]
     plays = [p for p in plays if p.end_s - p.start_s >= params.min_play_s]
     plays = _join_overlapping(_one_alignment_at_a_time(plays))
-    return sorted(plays, key=lambda p: (p.start_s, p.song_id))
+    return _hand_over(sorted(plays, key=lambda p: (p.start_s, p.song_id)))
+
+
+#: Longest gap (s) between one song's last fingerprints and the next song's first that is
+#: still one handover (a cut or a crossfade), given one boundary in the middle. Longer gaps
+#: are silence or talk, and each play keeps its own edge.
+HANDOVER_GAP_S = 2.0
+
+
+def _hand_over(plays: list[PlayFields]) -> list[PlayFields]:
+    """One boundary where one song gives way to the next.
+
+    Fingerprints lose the outgoing song some way before it stops (it fades, or the next one
+    drowns it) and find the incoming one some way after it starts, about equally far from
+    the crossing whichever way the songs are joined. So where the next song's first
+    fingerprints come less than HANDOVER_GAP_S after the last of this one's, or before them
+    (a crossfade), the play ends and the next starts at the midpoint; the stretch in which
+    both were identified is stated as `overlap_out_s` and `overlap_in_s`."""
+    out = list(plays)
+    for i in range(len(out) - 1):
+        a = out[i]
+        nexts = [
+            (j, b)
+            for j, b in enumerate(out[i + 1 :], i + 1)
+            if b.song_id != a.song_id
+            and b.start_s > a.start_s
+            and b.end_s > a.end_s
+            and b.start_s - a.end_s <= HANDOVER_GAP_S
+        ]
+        if not nexts:
+            continue
+        j, b = min(nexts, key=lambda jb: (jb[1].start_s, jb[1].song_id))
+        at = round((a.end_s + b.start_s) / 2, 3)
+        overlap = round(max(0.0, a.end_s - b.start_s), 3)
+        out[i] = replace(
+            a,
+            end_s=at,
+            song_end_s=round(a.song_end_s + (at - a.end_s) * a.speed, 3),
+            overlap_out_s=overlap,
+        )
+        out[j] = replace(
+            b,
+            start_s=at,
+            song_start_s=round(b.song_start_s + (at - b.start_s) * b.speed, 3),
+            overlap_in_s=overlap,
+        )
+    return out
 
 
 def _one_alignment_at_a_time(plays: list[PlayFields]) -> list[PlayFields]:
@@ -136,22 +192,39 @@ def _play_of(chain: _Chain) -> PlayFields:
 
 
 def play_status(
-    play: PlayFields, others: list[PlayFields], stream_end_s: float, gap_s: float
+    play: PlayFields,
+    others: list[PlayFields],
+    stream_end_s: float,
+    params: LogParams,
+    coverage: Coverage,
+    settled: bool,
 ) -> str:
-    """`ended` once the stream has moved on: so far past the play that no segment in order
-    could extend it, or another song plays on well beyond its end."""
+    """`ended` once the stream has moved on for good: the segments cover `lead_s` past the
+    play (a hit up to `gap_s` after it would extend it, and the windows holding such a hit are
+    complete only a window later) or a window past it while another song plays on beyond
+    that; with segments missing there, once the stream is `gap_s` past it and the play has
+    `settled`: gone unchanged for the settle delay (see announce.py)."""
     if play.status != "playing":
         return play.status
-    if stream_end_s >= play.end_s + gap_s:
+    if stream_end_s >= play.end_s + params.gap_s and (
+        settled or coverage.covers(play.end_s, play.end_s + params.lead_s)
+    ):
         return "ended"
     for other in others:
         if (
             other.song_id != play.song_id
             and other.start_s >= play.start_s
             and other.end_s >= play.end_s + WINDOW_S
+            and (settled or coverage.covers(play.end_s, play.end_s + WINDOW_S))
         ):
             return "ended"
     return "playing"
+
+
+def may_announce(play: PlayFields, coverage: Coverage, params: LogParams, settled: bool) -> bool:
+    """Whether `play` stands whatever segments are still to come (see announce.py)."""
+    lo_s = play.start_s - params.lead_s
+    return settled or coverage.covers(lo_s, play.start_s + params.confirm_s)
 
 
 def _alignment(p: PlayFields) -> float:
@@ -170,69 +243,87 @@ class LogChanges:
     #: (event type, play id or None, index into new_plays or None, the play's fields)
     events: list[tuple[str, int | None, int | None, PlayFields]]
 
+    def announce(self, play_id: int | None, index: int | None, after: PlayFields) -> None:
+        """`play.started`, and `play.ended` with it when the play is already over."""
+        self.events.append(("play.started", play_id, index, after))
+        if after.status == "ended":
+            self.events.append(("play.ended", play_id, index, after))
+
 
 def reconcile(
     old: list[Play],
     new: list[PlayFields],
     stream_end_s: float,
     params: LogParams,
+    coverage: Coverage,
+    clock: Clock,
 ) -> LogChanges:
     """Match recomputed plays to the stored ones of the same region and say what changes.
 
     A stored play keeps its id when a recomputed play of the same song and alignment
-    overlaps it (the largest overlap wins, one to one); recomputed plays without a stored
-    one are new (`play.started`, and `play.ended` too if the stream has already moved past
-    them); stored plays without a successor are retracted (`play.updated`). An ended play
-    stays ended.
+    overlaps it (announced plays first, then the largest overlap, one to one); recomputed
+    plays without a stored one are new. A play is announced (`play.started`, and
+    `play.ended` too if the stream has already moved past it) once it stands (may_announce);
+    an announced play gets `play.updated` when its start moves, or its end after it ended,
+    and `play.ended` when it ends. A stored play without a successor is retracted: with a
+    `play.updated` if it was announced, silently if not. An ended play stays ended.
     """
     pairs = sorted(
         (
-            (_overlap(n, o), i, j)
+            (not o.announced, -_overlap(n, o), i, j)
             for i, n in enumerate(new)
             for j, o in enumerate(old)
             if n.song_id == o.song_id
             and _overlap(n, o) > -params.gap_s
             and abs(_alignment(n) - _alignment(o)) <= 2 * ALIGNMENT_TOLERANCE_S
         ),
-        key=lambda t: (-t[0], t[1], t[2]),
     )
     new_of_old: dict[int, int] = {}
     old_of_new: dict[int, int] = {}
-    for _, i, j in pairs:
+    for _, _, i, j in pairs:
         if i not in old_of_new and j not in new_of_old:
             old_of_new[i], new_of_old[j] = j, i
     changes = LogChanges([], {}, [])
     for i, fields in enumerate(new):
-        status = play_status(fields, new, stream_end_s, params.gap_s)
-        if i in old_of_new:
-            before = old[old_of_new[i]]
-            if before.status == "ended":
-                status = "ended"
-            after = replace(fields, status=status)
-            if _fields(before) == after:
-                continue
-            changes.changed_plays[before.id] = after
-            if before.status == "playing" and status == "ended":
-                changes.events.append(("play.ended", before.id, None, after))
-            elif _corrected(before, after):
-                changes.events.append(("play.updated", before.id, None, after))
-        else:
-            after = replace(fields, status=status)
+        before = old[old_of_new[i]] if i in old_of_new else None
+        # Waited long enough for missing segments: since it was first seen, to announce it;
+        # since it last changed, to end it.
+        seen = clock.settled(before.created_at if before else None)
+        quiet = clock.settled(before.updated_at if before else None)
+        status = play_status(fields, new, stream_end_s, params, coverage, quiet)
+        if before is not None and before.status == "ended":
+            status = "ended"
+        was_announced = before is not None and before.announced
+        announced = was_announced or may_announce(fields, coverage, params, seen)
+        after = replace(fields, status=status, announced=announced)
+        if before is None:
             index = len(changes.new_plays)
             changes.new_plays.append(after)
-            changes.events.append(("play.started", None, index, after))
-            if status == "ended":
-                changes.events.append(("play.ended", None, index, after))
+            if announced:
+                changes.announce(None, index, after)
+            continue
+        if _fields(before) == after:
+            continue
+        changes.changed_plays[before.id] = after
+        if not was_announced:
+            if announced:
+                changes.announce(before.id, None, after)
+        elif before.status == "playing" and status == "ended":
+            changes.events.append(("play.ended", before.id, None, after))
+        elif _corrected(before, after):
+            changes.events.append(("play.updated", before.id, None, after))
     for j, before in enumerate(old):
         if j not in new_of_old:
             after = replace(_fields(before), status="retracted")
             changes.changed_plays[before.id] = after
-            changes.events.append(("play.updated", before.id, None, after))
+            if before.announced:
+                changes.events.append(("play.updated", before.id, None, after))
     return changes
 
 
 def _corrected(before: Play, after: PlayFields) -> bool:
-    if abs(before.start_s - after.start_s) > CORRECTION_S:
+    """Whether an announced play changed in a way a bill could see."""
+    if abs(before.start_s - after.start_s) > CORRECTION_S or before.song_id != after.song_id:
         return True
     return before.status == "ended" and abs(before.end_s - after.end_s) > CORRECTION_S
 
@@ -241,25 +332,46 @@ def _fields(play: Play) -> PlayFields:
     return PlayFields(**{name: getattr(play, name) for name in PLAY_FIELDS})
 
 
-def ended_by_progress(playing: list[Play], stream_end_s: float, params: LogParams) -> LogChanges:
-    """Plays outside a recomputed region that the stream has moved past."""
+def settle(
+    plays: list[Play],
+    stream_end_s: float,
+    params: LogParams,
+    coverage: Coverage,
+    clock: Clock,
+) -> LogChanges:
+    """Plays not being recomputed (outside a segment's region, or swept): the ones the stream
+    has moved past for good end, and unannounced ones that now stand are announced."""
     changes = LogChanges([], {}, [])
-    for play in playing:
-        if play.status == "playing" and stream_end_s >= play.end_s + params.gap_s:
-            after = replace(_fields(play), status="ended")
-            changes.changed_plays[play.id] = after
+    for play in plays:
+        if play.status == "retracted":
+            continue
+        seen, quiet = clock.settled(play.created_at), clock.settled(play.updated_at)
+        status = play_status(_fields(play), [], stream_end_s, params, coverage, quiet)
+        announced = play.announced or may_announce(play, coverage, params, seen)
+        after = replace(_fields(play), status=status, announced=announced)
+        if after == _fields(play):
+            continue
+        changes.changed_plays[play.id] = after
+        if not play.announced:
+            if announced:
+                changes.announce(play.id, None, after)
+        elif play.status == "playing" and status == "ended":
             changes.events.append(("play.ended", play.id, None, after))
     return changes
 
 
-def ended_by_timeout(playing: list[Play]) -> LogChanges:
-    """The stream went quiet: its current plays are over."""
+def ended_by_timeout(plays: list[Play]) -> LogChanges:
+    """The stream went quiet: its current plays are over, and every play it holds stands."""
     changes = LogChanges([], {}, [])
-    for play in playing:
-        if play.status == "playing":
-            after = replace(_fields(play), status="ended")
-            changes.changed_plays[play.id] = after
+    for play in plays:
+        if play.status == "retracted" or (play.status == "ended" and play.announced):
+            continue
+        after = replace(_fields(play), status="ended", announced=True)
+        changes.changed_plays[play.id] = after
+        if play.announced:
             changes.events.append(("play.ended", play.id, None, after))
+        else:
+            changes.announce(play.id, None, after)
     return changes
 
 
@@ -301,6 +413,9 @@ def play_document(
         "confidence": round(play.confidence, 6),
         "score": play.score,
         "speed": round(play.speed, 4),
+        "announced": play.announced,
+        "overlap_in_s": round(play.overlap_in_s, 3),
+        "overlap_out_s": round(play.overlap_out_s, 3),
     }
 
 

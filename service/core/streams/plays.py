@@ -36,6 +36,9 @@ CSV_COLUMNS = (
     "confidence",
     "score",
     "speed",
+    "announced",
+    "overlap_in_s",
+    "overlap_out_s",
 )
 
 
@@ -157,6 +160,9 @@ def plays_csv(plays: list[dict[str, Any]]) -> str:
                 p["confidence"],
                 p["score"],
                 p["speed"],
+                "true" if p["announced"] else "false",
+                p["overlap_in_s"],
+                p["overlap_out_s"],
             ]
         )
     return buffer.getvalue()

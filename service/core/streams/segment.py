@@ -22,18 +22,20 @@ from typing import Literal
 
 from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.core.streams.announce import Clock, Coverage
 from service.core.streams.clock import place_segment, pts_epoch
 from service.core.streams.health import note_segment
 from service.core.streams.keys import parse_segment_key
 from service.core.streams.log import (
+    HANDOVER_GAP_S,
     LogChanges,
     LogParams,
     build_plays,
-    ended_by_progress,
     ended_by_timeout,
     event_drafts,
     reconcile,
     wall_clock,
+    settle,
 )
 from service.core.streams.windows import (
     WINDOW_HOP_S,
@@ -100,6 +102,8 @@ class SegmentResult:
     windows: list[tuple[int, list[WindowHit]]]
     #: Plays created or changed, by id.
     play_ids: list[int]
+    #: (start s, end s) of the stretches that could not be decoded, from the segment's start.
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 async def process_stream_segment(
@@ -113,11 +117,13 @@ async def process_stream_segment(
     uploaded_at: datetime | None = None,
     params: StreamParams | None = None,
     fp_params: FingerprintParams = DEFAULT_PARAMS,
+    now: datetime | None = None,
 ) -> SegmentResult:
     """Add the segment at `s3://bucket/key`, downloaded to `local_path`, to its stream's log.
 
     `uploaded_at` (the object's Last-Modified) is when the segment's last sample was live;
-    the first segment of a stream ties the stream clock to UTC with it.
+    the first segment of a stream ties the stream clock to UTC with it. `now` (default: the
+    wall clock) is when the segment is processed, which settles plays (announce.py).
     """
     del bucket  # one bucket per deployment; stream names are unique within it
     parsed = parse_segment_key(key)  # a bad key fails before any decoding
@@ -134,7 +140,7 @@ async def process_stream_segment(
     )
     arrival = SegmentArrival(parsed.stream, parsed.sequence, key, uploaded_at or datetime.now(UTC))
     return await add_segment(
-        store, arrival, audio, match_params, params=params, fp_params=fp_params
+        store, arrival, audio, match_params, params=params, fp_params=fp_params, now=now
     )
 
 
@@ -158,6 +164,7 @@ async def add_segment(
     *,
     params: StreamParams | None = None,
     fp_params: FingerprintParams = DEFAULT_PARAMS,
+    now: datetime | None = None,
 ) -> SegmentResult:
     """Place an analysed segment, match the windows it touches, update the log. With its band
     envelopes, the windows it is part of are checked against the songs' envelopes as clips
@@ -181,6 +188,7 @@ async def add_segment(
                 outcome=outcome,  # type: ignore[arg-type]
                 windows=[(w.index, hits_from_json(w.matches_json)) for w in windows],
                 play_ids=play_ids,
+                damaged_spans=audio.damaged_spans,
             )
 
         if segment.end_s < state.max_end_s - params.retention_s:
@@ -204,10 +212,11 @@ async def add_segment(
             match_params if params.speed_search else replace(match_params, speed_range=0.0),
             fp_params,
         )
-        changes = await _recompute_log(
-            store, state, fresh, lo_s, hi_s, max(state.max_end_s, segment.end_s), params
+        clock = Clock(now or datetime.now(UTC), params.log.settle_s)
+        changes = await _recompute_log(store, state, fresh, segment, (lo_s, hi_s), params, clock)
+        update = await _update(
+            store, state, changes, segment=segment, windows=fresh, seen_at=clock.now
         )
-        update = await _update(store, state, changes, segment=segment, windows=fresh)
         new_ids = await store.apply_stream_update(update)
         log_play_events(update)
         await note_segment(
@@ -263,17 +272,21 @@ async def _recompute_log(
     store: Store,
     state: StreamState,
     fresh: list[StreamWindow],
-    lo_s: float,
-    hi_s: float,
-    stream_end_s: float,
+    segment: StreamSegment,
+    region: tuple[float, float],
     params: StreamParams,
+    clock: Clock,
 ) -> LogChanges:
-    """Rebuild the plays around [lo_s, hi_s] from stored and fresh windows.
+    """Rebuild the plays around `region` (lo_s, hi_s) from stored and fresh windows, the new
+    `segment` counted as arrived.
 
     The region grows until every play that touches it, recomputed or stored, lies inside
     it, with a margin of windows around it that could still join them; then the plays
-    inside are reconciled with the stored ones.
+    inside are reconciled with the stored ones, and the stream's other current or
+    unannounced plays settled (announce.py).
     """
+    lo_s, hi_s = region
+    stream_end_s = max(state.max_end_s, segment.end_s)
     fresh_by_index = {w.index: w for w in fresh}
     margin_s = params.log.gap_s + WINDOW_S
     for _ in range(_MAX_REGION_STEPS):
@@ -284,8 +297,10 @@ async def _recompute_log(
         plays = build_plays(
             ((k, hits_from_json(w.matches_json)) for k, w in sorted(windows.items())), params.log
         )
-        old = await store.stream_plays(state.id, lo_s, hi_s)
-        touching = [p for p in plays if p.end_s >= lo_s and p.start_s <= hi_s]
+        # Plays a handover away share a boundary with the region's (log.HANDOVER_GAP_S).
+        near_lo, near_hi = lo_s - HANDOVER_GAP_S, hi_s + HANDOVER_GAP_S
+        old = await store.stream_plays(state.id, near_lo, near_hi)
+        touching = [p for p in plays if p.end_s >= near_lo and p.start_s <= near_hi]
         spans: list[PlayFields] = [*touching, *old]
         new_lo = min([lo_s, *(p.start_s for p in spans)])
         new_hi = max([hi_s, *(p.end_s for p in spans)])
@@ -294,13 +309,43 @@ async def _recompute_log(
         lo_s, hi_s = new_lo, new_hi
     else:
         log.warning("%s: play region did not close around [%.1f, %.1f]", state.name, lo_s, hi_s)
-    changes = reconcile(old, touching, stream_end_s, params.log)
-    playing = await store.stream_plays(state.id, -_FAR_S, _FAR_S, playing_only=True)
-    outside = [p for p in playing if p.end_s < lo_s or p.start_s > hi_s]
-    progressed = ended_by_progress(outside, stream_end_s, params.log)
-    changes.changed_plays.update(progressed.changed_plays)
-    changes.events.extend(progressed.events)
+    arrived = (segment.sequence, segment.start_s, segment.end_s)
+    coverage = await _coverage(store, state, lo_s, hi_s, params.log, arrived)
+    changes = reconcile(old, touching, stream_end_s, params.log, coverage, clock)
+    others = await _unsettled(store, state)
+    reconciled = {p.id for p in old}
+    outside = [p for p in others if p.id not in reconciled]
+    if outside:
+        lo = min(p.start_s for p in outside)
+        hi = max(p.end_s for p in outside)
+        around = await _coverage(store, state, lo, hi, params.log, arrived)
+        settled = settle(outside, stream_end_s, params.log, around, clock)
+        changes.changed_plays.update(settled.changed_plays)
+        changes.events.extend(settled.events)
     return changes
+
+
+async def _coverage(
+    store: Store,
+    state: StreamState,
+    lo_s: float,
+    hi_s: float,
+    params: LogParams,
+    arrived: tuple[int, float, float] | None = None,
+) -> Coverage:
+    """What of the stream has arrived around plays in [lo_s, hi_s], as far as the announcing
+    rule looks (announce.py)."""
+    rows = await store.segment_spans(
+        state.id, lo_s - params.lead_s, hi_s + max(params.gap_s, params.confirm_s)
+    )
+    return Coverage.of([*rows, arrived] if arrived else rows)
+
+
+async def _unsettled(store: Store, state: StreamState) -> list[Play]:
+    """The stream's plays still to be announced or ended, by id."""
+    playing = await store.stream_plays(state.id, -_FAR_S, _FAR_S, playing_only=True)
+    unannounced = await store.unannounced_plays(state.id)
+    return list({p.id: p for p in [*playing, *unannounced]}.values())
 
 
 async def _update(
@@ -310,6 +355,7 @@ async def _update(
     *,
     segment: StreamSegment | None = None,
     windows: list[StreamWindow] | None = None,
+    seen_at: datetime | None = None,
 ) -> StreamUpdate:
     song_ids = sorted({e[3].song_id for e in changes.events})
     songs = await store.get_songs(song_ids) if song_ids else {}
@@ -320,6 +366,7 @@ async def _update(
         new_plays=changes.new_plays,
         changed_plays=changes.changed_plays,
         events=event_drafts(changes, state.name, state.wall_origin, songs),
+        seen_at=seen_at,
     )
 
 
@@ -347,7 +394,8 @@ def log_play_events(update: StreamUpdate) -> None:
 
 
 async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
-    """End the current plays of streams with no segment for `timeout_s`; the names."""
+    """End the current plays of streams with no segment for `timeout_s`, and announce the
+    plays they hold unannounced (nothing more is coming to undo them); the names."""
     ended = []
     for candidate in await store.idle_streams(timeout_s):
         async with store.stream_lock(candidate.name):
@@ -356,16 +404,39 @@ async def end_idle_plays(store: Store, timeout_s: float) -> list[str]:
             state = still.get(candidate.id)
             if state is None:
                 continue
-            playing: list[Play] = await store.stream_plays(
-                state.id, -_FAR_S, _FAR_S, playing_only=True
-            )
-            changes = ended_by_timeout(playing)
+            changes = ended_by_timeout(await _unsettled(store, state))
             if changes.changed_plays:
                 update = await _update(store, state, changes)
                 await store.apply_stream_update(update)
                 log_play_events(update)
                 ended.append(state.name)
     return ended
+
+
+async def settle_streams(
+    store: Store, params: StreamParams, now: datetime | None = None
+) -> list[str]:
+    """Announce or end the plays that have waited `settle_s` for segments that never came
+    (announce.py), on every stream; the names of the streams that changed."""
+    clock = Clock(now or datetime.now(UTC), params.log.settle_s)
+    changed = []
+    for candidate in await store.list_streams():
+        if not any(clock.due(p) for p in await _unsettled(store, candidate)):
+            continue  # a look without the lock: most streams have nothing waiting
+        async with store.stream_lock(candidate.name):
+            state = await store.get_stream(candidate.name)
+            if state is None:
+                continue
+            plays = [p for p in await _unsettled(store, state) if clock.due(p)]
+            if not plays:
+                continue
+            lo, hi = min(p.start_s for p in plays), max(p.end_s for p in plays)
+            coverage = await _coverage(store, state, lo, hi, params.log)
+            changes = settle(plays, state.max_end_s, params.log, coverage, clock)
+            if changes.changed_plays:
+                await store.apply_stream_update(await _update(store, state, changes))
+                changed.append(state.name)
+    return changed
 
 
 async def prune_streams(store: Store, params: StreamParams) -> int:

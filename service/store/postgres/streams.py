@@ -141,6 +141,29 @@ class PostgresStreams(PostgresBase):
             )
         return [_play(r) for r in rows]
 
+    async def unannounced_plays(self, stream_id: int) -> list[Play]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = $1"
+                " AND NOT announced AND status <> 'retracted' ORDER BY start_s, id",
+                stream_id,
+            )
+        return [_play(r) for r in rows]
+
+    async def segment_spans(
+        self, stream_id: int, from_s: float, to_s: float
+    ) -> list[tuple[int, float, float]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT sequence, start_s, start_s + duration_s AS end_s FROM stream_segments"
+                " WHERE stream_id = $1 AND start_s + duration_s >= $2 AND start_s <= $3"
+                " ORDER BY start_s, sequence",
+                stream_id,
+                from_s,
+                to_s,
+            )
+        return [(int(r["sequence"]), float(r["start_s"]), float(r["end_s"])) for r in rows]
+
     async def list_plays(
         self,
         stream_id: int,
@@ -301,21 +324,24 @@ async def _write_plays(conn: asyncpg.Connection, update: StreamUpdate) -> list[i
     for play in update.new_plays:
         new_ids.append(
             await conn.fetchval(
-                "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
-                " song_start_s, song_end_s, speed, score, confidence, windows)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                f"INSERT INTO stream_plays (stream_id, {', '.join(PLAY_FIELDS)}, created_at)"
+                f" VALUES ($1, {', '.join(f'${i}' for i in range(2, len(PLAY_FIELDS) + 2))},"
+                f" coalesce(${len(PLAY_FIELDS) + 2}::timestamptz, now())) RETURNING id",
                 update.stream_id,
                 *(getattr(play, f) for f in PLAY_FIELDS),
+                update.seen_at,
             )
         )
     for play_id, play in update.changed_plays.items():
         assignments = ", ".join(f"{f} = ${i}" for i, f in enumerate(PLAY_FIELDS, 3))
         await conn.execute(
-            f"UPDATE stream_plays SET {assignments}, updated_at = now()"
+            f"UPDATE stream_plays SET {assignments},"
+            f" updated_at = coalesce(${len(PLAY_FIELDS) + 3}::timestamptz, now())"
             " WHERE stream_id = $1 AND id = $2",
             update.stream_id,
             play_id,
             *(getattr(play, f) for f in PLAY_FIELDS),
+            update.seen_at,
         )
     return new_ids
 

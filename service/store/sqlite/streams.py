@@ -31,7 +31,16 @@ from service.store.records import (
 from service.store.rules import reject_nul
 from service.store.sqlite.connection import NOW, SqliteBase
 
-_REALS = ("start_s", "end_s", "song_start_s", "song_end_s", "speed", "confidence")
+_REALS = (
+    "start_s",
+    "end_s",
+    "song_start_s",
+    "song_end_s",
+    "speed",
+    "confidence",
+    "overlap_in_s",
+    "overlap_out_s",
+)
 
 
 def _iso(moment: datetime) -> str:
@@ -56,6 +65,7 @@ def _play(row: sqlite3.Row) -> Play:
     v["updated_at"] = datetime.fromisoformat(v["updated_at"])
     for name in _REALS:  # a whole REAL comes back as an int
         v[name] = float(v[name])
+    v["announced"] = bool(v["announced"])
     return Play(**v)
 
 
@@ -129,6 +139,33 @@ class SqliteStreams(SqliteBase):
                     f"SELECT {SEGMENT_COLUMNS} FROM stream_segments WHERE stream_id = ?"
                     " AND start_s BETWEEN ? AND ? ORDER BY start_s, sequence",
                     (stream_id, float(start_from_s), float(start_to_s)),
+                )
+            ]
+        )
+
+    async def unannounced_plays(self, stream_id: int) -> list[Play]:
+        return await self._run(
+            lambda conn: [
+                _play(r)
+                for r in conn.execute(
+                    f"SELECT {PLAY_COLUMNS} FROM stream_plays WHERE stream_id = ?"
+                    " AND NOT announced AND status <> 'retracted' ORDER BY start_s, id",
+                    (stream_id,),
+                )
+            ]
+        )
+
+    async def segment_spans(
+        self, stream_id: int, from_s: float, to_s: float
+    ) -> list[tuple[int, float, float]]:
+        return await self._run(
+            lambda conn: [
+                (int(r[0]), float(r[1]), float(r[2]))
+                for r in conn.execute(
+                    "SELECT sequence, start_s, start_s + duration_s FROM stream_segments"
+                    " WHERE stream_id = ? AND start_s + duration_s >= ? AND start_s <= ?"
+                    " ORDER BY start_s, sequence",
+                    (stream_id, float(from_s), float(to_s)),
                 )
             ]
         )
@@ -316,7 +353,14 @@ class SqliteStreams(SqliteBase):
 
 
 def _play_values(play: Any) -> tuple[Any, ...]:
-    return tuple(float(getattr(play, f)) if f in _REALS else getattr(play, f) for f in PLAY_FIELDS)
+    return tuple(
+        float(getattr(play, f))
+        if f in _REALS
+        else int(play.announced)
+        if f == "announced"
+        else getattr(play, f)
+        for f in PLAY_FIELDS
+    )
 
 
 def _write_segment(conn: sqlite3.Connection, stream_id: int, segment: StreamSegment) -> None:
@@ -367,20 +411,20 @@ def _write_segment(conn: sqlite3.Connection, stream_id: int, segment: StreamSegm
 def _write_plays(conn: sqlite3.Connection, update: StreamUpdate) -> list[int]:
     """Insert the new plays and rewrite the changed ones; the new plays' ids, in order."""
     new_ids: list[int] = []
+    seen_at = None if update.seen_at is None else _iso(update.seen_at)
     for play in update.new_plays:
         cursor = conn.execute(
-            "INSERT INTO stream_plays (stream_id, song_id, status, start_s, end_s,"
-            " song_start_s, song_end_s, speed, score, confidence, windows)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (update.stream_id, *_play_values(play)),
+            f"INSERT INTO stream_plays (stream_id, {', '.join(PLAY_FIELDS)}, created_at)"
+            f" VALUES (?, {', '.join('?' for _ in PLAY_FIELDS)}, coalesce(?, {NOW}))",
+            (update.stream_id, *_play_values(play), seen_at),
         )
         new_ids.append(int(cursor.lastrowid or 0))
     for play_id, play in update.changed_plays.items():
         assignments = ", ".join(f"{f} = ?" for f in PLAY_FIELDS)
         conn.execute(
-            f"UPDATE stream_plays SET {assignments}, updated_at = {NOW}"
+            f"UPDATE stream_plays SET {assignments}, updated_at = coalesce(?, {NOW})"
             " WHERE stream_id = ? AND id = ?",
-            (*_play_values(play), update.stream_id, play_id),
+            (*_play_values(play), seen_at, update.stream_id, play_id),
         )
     return new_ids
 
