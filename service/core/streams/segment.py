@@ -34,8 +34,8 @@ from service.core.streams.log import (
     ended_by_timeout,
     event_drafts,
     reconcile,
-    wall_clock,
     settle,
+    wall_clock,
 )
 from service.core.streams.windows import (
     WINDOW_HOP_S,
