@@ -30,14 +30,15 @@ FROM ${BASE_IMAGE}
 # HOST=0.0.0.0 so that `serve` is reachable from outside the container; every setting can be
 # overridden at run time. The image names no database: DATABASE_URL, or DB_HOST with its parts
 # (ECS), comes from the environment, and setting both is refused. With neither, the store is the
-# embedded SQLite file ./data/song-detection.sqlite3 under the working directory, /app/data (a
-# volume), so `docker run -p 8000:8000 IMAGE` works on its own.
+# embedded SQLite file song-detection.sqlite3 in DATA_DIR, /app/data (a volume), so
+# `docker run -p 8000:8000 IMAGE` works on its own.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     WORKER_HEALTH_PORT=8001 \
+    DATA_DIR=/app/data \
     MIGRATIONS_DIR=/app/migrations
 RUN useradd --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
     && mkdir -p /app/data \

@@ -28,6 +28,11 @@ class SongOut(BaseModel):
     duration_s: float = Field(description="Length of the decoded audio in seconds.")
     fingerprint_count: int
     created_at: datetime = Field(description="When the song was indexed (UTC).")
+    source: str | None = Field(
+        None,
+        description="Where the audio was indexed from (a path or s3:// URI given by the command "
+        "line, a manifest or the worker); null for uploads.",
+    )
 
     @classmethod
     def of(cls, song: Song) -> SongOut:
@@ -41,11 +46,23 @@ class SongOut(BaseModel):
             duration_s=round(song.duration_s, 3),
             fingerprint_count=song.fingerprint_count,
             created_at=song.created_at,
+            source=song.source,
         )
 
 
 class SongIndexedOut(SongOut):
     created: bool = Field(description="False when the same audio was already in the catalogue.")
+    duplicate_of: int | None = Field(
+        None,
+        description="Set (to this song's id) when the upload is the same recording as this "
+        "stored song in other bytes (re-encoded, resampled, quieter, silence trimmed), found by "
+        "its fingerprints; nothing was added. `allow_duplicate=true` indexes it anyway.",
+    )
+    duplicate_coverage: float | None = Field(
+        None,
+        description="With duplicate_of: the smaller of the shares of the upload and of the "
+        "stored song that match each other at one time offset (0-1).",
+    )
 
 
 class SongPageOut(BaseModel):

@@ -43,6 +43,17 @@ class CatalogueStore(Protocol):
 
     async def find_by_content(self, content_sha256: str) -> Song | None: ...
 
+    async def find_by_source(self, source: str) -> Song | None:
+        """The first song indexed from `source` (a path or an s3:// URI), if any."""
+
+    async def songs_after(self, after_id: int, limit: int) -> list[Song]:
+        """Up to `limit` songs with ids above `after_id`, by id: the whole catalogue page by
+        page, whatever is added or deleted meanwhile."""
+
+    async def sync_song_ids(self) -> None:
+        """After songs were added under explicit ids (NewSong.song_id), make the next new
+        song's id follow the highest one."""
+
     async def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
     ) -> Hits:
@@ -202,6 +213,10 @@ class Store(CatalogueStore, IngestLedger, StreamLog, Protocol):
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied. Safe when run concurrently."""
+
+    async def stored_version(self) -> str | None:
+        """The fingerprint version the catalogue was built with (None: none recorded yet);
+        works on an unopened store, whatever its version."""
 
     async def ready(self) -> bool:
         """True when the database answers and every migration has run."""
