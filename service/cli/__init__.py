@@ -29,10 +29,12 @@ from pydantic import ValidationError
 from service.audio.params import DEFAULT_PARAMS
 from service.cli import bulk, catalogue
 from service.cli.common import CliFailure, say_error
+from service.core.bulk import catalogue_items, is_s3_uri
 from service.errors import ServiceError
 from service.memory import keep_freed_memory
 from service.resources import PoolSpec, open_resources
 from service.settings import Settings
+from service.store import create_store
 
 EPILOG = (
     "Settings: DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD, DB_SSLMODE), "
@@ -192,6 +194,40 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("uri", metavar="S3_URI", help="s3://bucket/prefix/")
     _add_bulk_options(backfill)
 
+    reindex = command(
+        "reindex",
+        "rebuild a catalogue from its songs' sources under this release's fingerprints",
+        "Read every song of the catalogue at --from (any fingerprint version) and index its "
+        "stored source (path or s3:// URI) again into the catalogue at --to, under this "
+        "release's fingerprint parameters, keeping each song's id and metadata. Songs "
+        "without a source, or whose source is gone, are reported and left out (exit status "
+        "1). Running it again finishes an interrupted rebuild. See docs/catalogue.md.",
+    )
+    reindex.add_argument(
+        "--from",
+        dest="from_url",
+        required=True,
+        metavar="OLD_URL",
+        help="the catalogue to rebuild (DATABASE_URL form); only read",
+    )
+    reindex.add_argument(
+        "--to",
+        dest="to_url",
+        required=True,
+        metavar="NEW_URL",
+        help="the catalogue to build (DATABASE_URL form; new or partly built)",
+    )
+    reindex.add_argument(
+        "--workers",
+        type=_positive,
+        default=0,
+        help="processes that decode and fingerprint (default: CPU_WORKERS, 0 = one per core)",
+    )
+    reindex.add_argument("--report", metavar="FILE", help="every song's result (.json or CSV)")
+    reindex.add_argument(
+        "--no-table", action="store_true", help="leave out the per-song result table"
+    )
+
     compact = command(
         "compact", "fold recently indexed fingerprints into the compact index (PostgreSQL)"
     )
@@ -274,6 +310,32 @@ async def _bulk(settings: Settings, args: argparse.Namespace) -> int:
     return bulk.finish(summary, time.monotonic() - started, args.report, not args.no_table)
 
 
+async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    old = _settings({"database_url": args.from_url})
+    new = _settings({"database_url": args.to_url})
+    if old.database_url == new.database_url:
+        raise CliFailure("bad_request", "--from and --to name the same catalogue")
+    stored = await catalogue.stored_version_of(old)
+    if stored is None:
+        raise CliFailure("not_found", f"no catalogue at {args.from_url}")
+    started = time.monotonic()
+    source = create_store(old, stored)  # opened under the version it was built with
+    try:
+        await source.open()
+        items = [item async for item in catalogue_items(source)]
+    finally:
+        await source.close()
+    workers = args.workers or settings.effective_cpu_workers
+    needs_s3 = any(is_s3_uri(i.source) for i in items)
+    async with open_resources(new, pool=PoolSpec(workers), aws=needs_s3) as resources:
+        summary = await bulk.run_items(
+            new, items, workers=workers, allow_duplicate=True, resources=resources
+        )
+        await resources.store.sync_song_ids(max((i.song_id or 0 for i in items), default=0))
+    print(f"rebuilt {stored} -> {DEFAULT_PARAMS.version}")
+    return bulk.finish(summary, time.monotonic() - started, args.report, not args.no_table)
+
+
 async def cmd_worker(settings: Settings) -> int:
     if not settings.sqs_queue_url:
         raise CliFailure("configuration_error", "the worker needs SQS_QUEUE_URL", exit_code=2)
@@ -311,6 +373,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(catalogue.cmd_info(settings, args.json))
         case "index" | "import" | "backfill":
             return asyncio.run(_bulk(settings, args))
+        case "reindex":
+            return asyncio.run(_reindex(settings, args))
         case "compact":
             return asyncio.run(catalogue.cmd_compact(settings, args.purge))
         case "identify":
@@ -339,7 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        if args.command in ("serve", "worker", "index", "import", "backfill", "identify"):
+        if args.command in (
+            "serve",
+            "worker",
+            "index",
+            "import",
+            "backfill",
+            "reindex",
+            "identify",
+        ):
             keep_freed_memory()
         return _run(args, settings)
     except CliFailure as exc:

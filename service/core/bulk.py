@@ -55,7 +55,7 @@ class BulkItem:
     meta: SongMeta | None = None
     #: Where it was named (a manifest's line number), for the report.
     origin: str = ""
-    #: Store the song under this id (reindex).
+    #: Store the song under this id, with `meta` exactly (reindex, restoring an export).
     song_id: int | None = None
 
 
@@ -213,6 +213,8 @@ class BulkIndexer:
             elapsed = round(time.monotonic() - started, 3)
             return BulkResult(item.source, status, origin=item.origin, elapsed_s=elapsed, **kwargs)  # type: ignore[arg-type]
 
+        if not item.source:
+            return result("failed", code="no_source", message="the song has no stored source")
         if self._options.resume:
             known = await self._store.find_by_source(item.source)
             if known is not None:
@@ -234,6 +236,7 @@ class BulkIndexer:
                 file_sha256=digest,
                 allow_duplicate=self._options.allow_duplicate,
                 song_id=item.song_id,
+                exact_meta=item.song_id is not None,
             )
             async with self._store_lock:
                 indexed = await index_song(self._store, audio, options)
@@ -255,3 +258,18 @@ class BulkIndexer:
             )
         status: Status = "created" if indexed.created else "existing"
         return result(status, song_id=song.id, title=song.title)
+
+
+async def catalogue_items(store: Store, page_songs: int = 500) -> AsyncIterator[BulkItem]:
+    """Every song of a catalogue as a source to index again under its id and metadata
+    (`reindex`); a song without a source is yielded with an empty one (it cannot be rebuilt
+    and is reported as failed)."""
+    after = 0
+    while True:
+        page = await store.songs_after(after, page_songs)
+        if not page:
+            return
+        for song in page:
+            meta = SongMeta(song.title, song.artist, song.album, song.isrc, song.external_id)
+            yield BulkItem(song.source or "", meta, f"song {song.id}", song.id)
+        after = page[-1].id

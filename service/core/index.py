@@ -53,6 +53,9 @@ class IndexOptions:
     allow_duplicate: bool = False
     #: Store the new song under this id (reindex).
     song_id: int | None = None
+    #: Keep `meta` exactly as given (a rebuilt or restored catalogue), never completed from
+    #: the file's tags or name.
+    exact_meta: bool = False
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -144,9 +147,12 @@ async def index_song(store: Store, audio: AnalysedAudio, options: IndexOptions) 
             original = await store.get_song(overlap.song_id)
             if original is not None:
                 return Indexed(original, False, overlap)
+    meta = options.meta
+    if meta is None or not (options.exact_meta and meta.title):
+        meta = resolve_meta(options.meta, audio.tags, options.filename)
     song, created = await store.add_song(
         NewSong(
-            meta=resolve_meta(options.meta, audio.tags, options.filename),
+            meta=meta,
             duration_s=audio.duration_s,
             n_frames=audio.n_frames,
             content_sha256=audio.content_sha256,

@@ -50,9 +50,9 @@ class CatalogueStore(Protocol):
         """Up to `limit` songs with ids above `after_id`, by id: the whole catalogue page by
         page, whatever is added or deleted meanwhile."""
 
-    async def sync_song_ids(self) -> None:
+    async def sync_song_ids(self, at_least: int = 0) -> None:
         """After songs were added under explicit ids (NewSong.song_id), make the next new
-        song's id follow the highest one."""
+        song's id follow the highest one, and `at_least` (ids a rebuilt catalogue had)."""
 
     async def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None

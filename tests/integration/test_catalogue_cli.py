@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,45 @@ def test_import_a_list_file_and_delete(store_url: str, files, tmp_path) -> None:
     deleted = _cli(store_url, "delete", str(ids[0]))
     assert deleted.returncode == 0 and f"deleted song {ids[0]}" in deleted.stdout
     assert json.loads(_cli(store_url, "songs", "--json").stdout)["total"] == 1
+
+
+def test_reindex_rebuilds_an_old_catalogue_keeping_ids_and_metadata(
+    store_url: str, files, tmp_path
+) -> None:
+    old = tmp_path / "old.sqlite3"
+    old_url = f"sqlite:///{old}"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,title,artist,isrc\n"
+        f"{files['one']},One,,USX\n{files['two']},Two,Band,\n{files['three']},Three,,\n"
+    )
+    assert _cli(old_url, "import", str(manifest)).returncode == 0
+    with sqlite3.connect(old) as conn:
+        ids = dict(conn.execute("SELECT title, id FROM songs").fetchall())
+        # A gap in the ids, a song nobody knows the source of, an older fingerprint version.
+        conn.execute("DELETE FROM songs WHERE title = 'Two'")
+        conn.execute("UPDATE songs SET source = NULL WHERE title = 'Three'")
+        conn.execute("UPDATE index_meta SET value = 'fp0-old' WHERE key = 'fingerprint_version'")
+    refused = _cli(old_url, "songs")
+    assert refused.returncode == 1 and "index_mismatch" in refused.stderr
+    assert "fp0-old" in _cli(old_url, "info").stdout
+
+    rebuilt = _cli(None, "reindex", "--from", old_url, "--to", store_url)
+    assert rebuilt.returncode == 1  # the song without a source could not be rebuilt
+    assert "no_source" in rebuilt.stdout and "Traceback" not in rebuilt.stderr
+    assert "indexed 1 new song(s)" in rebuilt.stdout
+    songs = json.loads(_cli(store_url, "songs", "--json").stdout)["items"]
+    assert [(s["id"], s["title"], s["artist"], s["isrc"]) for s in songs] == [
+        (ids["One"], "One", None, "USX")
+    ]
+    info = json.loads(_cli(store_url, "info", "--json").stdout)
+    assert info["fingerprint_version"] == info["code_fingerprint_version"]
+    found = _cli(store_url, "identify", "--json", str(files["one"]))
+    assert json.loads(found.stdout)["matches"][0]["song"]["id"] == ids["One"]
+    # Again: nothing left to do but the song that has no source; new songs follow the ids.
+    again = _cli(None, "reindex", "--from", old_url, "--to", store_url)
+    assert "indexed 0 new song(s), 1 already known, 1 failed" in again.stdout
+    added = _cli(store_url, "index", str(files["two"]))
+    assert added.returncode == 0, added.stderr
+    now = [s["id"] for s in json.loads(_cli(store_url, "songs", "--json").stdout)["items"]]
+    assert now[-1] > max(ids.values())  # no id the old catalogue gave is handed out again

@@ -146,11 +146,16 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
             )
         return [_song(r) for r in rows]
 
-    async def sync_song_ids(self) -> None:
+    async def sync_song_ids(self, at_least: int = 0) -> None:
         async with self._connection() as conn:
+            # Never lower: an id handed out once (a song since deleted) stays unused.
             await conn.execute(
-                "SELECT setval(pg_get_serial_sequence('songs', 'id'),"
-                " greatest(coalesce(max(id), 0), 1), max(id) IS NOT NULL) FROM songs"
+                "WITH seq AS (SELECT pg_get_serial_sequence('songs', 'id') AS name),"
+                " top AS (SELECT greatest(coalesce(max(id), 0), $1,"
+                " coalesce(pg_sequence_last_value((SELECT name FROM seq)::regclass), 0)) AS id"
+                " FROM songs)"
+                " SELECT setval((SELECT name FROM seq), greatest(top.id, 1), top.id > 0) FROM top",
+                int(at_least),
             )
 
     async def set_song_envelope(

@@ -139,9 +139,20 @@ class SqliteCatalogue(SqliteBase):
         ).fetchall()
         return [_song(r) for r in rows]
 
-    async def sync_song_ids(self) -> None:
+    async def sync_song_ids(self, at_least: int = 0) -> None:
         # AUTOINCREMENT records the highest id ever inserted, explicit ones included.
-        return None
+        await self._run(self._sync_song_ids, int(at_least))
+
+    def _sync_song_ids(self, conn: sqlite3.Connection, at_least: int) -> None:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'songs', ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'songs')",
+                (at_least,),
+            )
+            conn.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'songs'", (at_least,)
+            )
 
     async def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
