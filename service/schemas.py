@@ -338,3 +338,28 @@ class IndexReport(_ReportBase):
 class ErrorReport(_ReportBase):
     event_type: Literal["identify.error", "index.error", "stream.error"]
     error: ErrorBody
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+class PlayReportItemOut(BaseModel):
+    key: str = Field(description="The group: song id, ISRC ('' for songs without), stream or day.")
+    song_id: int | None = Field(description="By song: the song; by ISRC: its lowest song id.")
+    title: str | None
+    artist: str | None
+    isrc: str | None
+    plays: int
+    airtime_s: float = Field(description="Seconds on air inside the range, all plays summed.")
+    first_aired: datetime = Field(description="Start of the group's first play (UTC).")
+    last_aired: datetime = Field(description="End of the group's last play (UTC).")
+    songs: int = Field(description="Distinct songs among the plays.")
+    streams: int = Field(description="Distinct streams among the plays.")
+
+
+class PlayReportOut(BaseModel):
+    group_by: str
+    from_: datetime | None = Field(None, alias="from")
+    to: datetime | None
+    stream: str | None
+    items: list[PlayReportItemOut]

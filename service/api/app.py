@@ -10,7 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service import __version__
-from service.api import routes_health, routes_identify, routes_songs, routes_streams
+from service.api import (
+    routes_health,
+    routes_identify,
+    routes_reports,
+    routes_songs,
+    routes_streams,
+)
 from service.api.deps import ApiKeyBeforeBody, require_api_key
 from service.api.errors import install_error_handlers
 from service.api.routes_web import install_web
@@ -56,5 +62,6 @@ def create_app(settings: Settings | None = None, worker: OnReady | None = None) 
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
     app.include_router(routes_streams.router, dependencies=guarded)
+    app.include_router(routes_reports.router, dependencies=guarded)
     install_web(app)
     return app

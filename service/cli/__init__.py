@@ -34,7 +34,7 @@ from service.errors import ServiceError
 from service.memory import keep_freed_memory
 from service.resources import PoolSpec, open_resources
 from service.settings import Settings
-from service.store import create_store
+from service.store import PlayReportQuery, create_store
 
 EPILOG = (
     "Settings: DATABASE_URL (or DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD, DB_SSLMODE), "
@@ -268,6 +268,29 @@ def build_parser() -> argparse.ArgumentParser:
     plays_cmd.add_argument(
         "--format", choices=("text", "csv", "json"), default="text", help="output (text)"
     )
+    report = command(
+        "report",
+        "airplay across streams by song, ISRC, stream or day (plays, airtime, first/last)",
+        "Aggregate the airplay logs of every stream (or one) over a time range: per song, "
+        "ISRC, stream or UTC day, the number of plays, the airtime inside the range and when "
+        "the first play started and the last ended. The same report as GET /reports/plays.",
+    )
+    report.add_argument(
+        "--from", dest="since", type=_datetime, help="plays on air after (ISO 8601, UTC)"
+    )
+    report.add_argument(
+        "--to", dest="until", type=_datetime, help="plays starting before (ISO 8601, UTC)"
+    )
+    report.add_argument("--stream", help="only this stream's plays")
+    report.add_argument(
+        "--group-by",
+        choices=("song", "isrc", "stream", "day"),
+        default="song",
+        help="one row per song (default), ISRC, stream or UTC day",
+    )
+    report.add_argument(
+        "--format", choices=("text", "csv", "json"), default="text", help="output (text)"
+    )
     return parser
 
 
@@ -377,6 +400,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_reindex(settings, args))
         case "compact":
             return asyncio.run(catalogue.cmd_compact(settings, args.purge))
+        case "report":
+            query = PlayReportQuery(args.group_by, args.since, args.until, args.stream)
+            return asyncio.run(catalogue.cmd_report(settings, query, args.format))
         case "identify":
             return asyncio.run(catalogue.cmd_identify(settings, args.files, args.json))
         case "songs":

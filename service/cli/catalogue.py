@@ -20,12 +20,13 @@ from service.cli.common import (
     song_row,
     store_location,
 )
+from service.core.airplay_report import report_csv, report_json
 from service.core.identify.identify import identify_file
 from service.core.streams import plays
 from service.errors import NotFound, ServiceError
 from service.resources import PoolSpec, leave_unopened, open_resources
 from service.settings import Settings
-from service.store import Song, Store, create_store
+from service.store import PlayReportQuery, Song, Store, create_store
 
 #: Songs read per round trip when the whole catalogue is walked.
 PAGE_SONGS = 500
@@ -246,4 +247,28 @@ async def cmd_plays(
             offset += len(listing.items)
             if not listing.items or offset >= listing.total:
                 break
+    return 0
+
+
+async def cmd_report(settings: Settings, query: PlayReportQuery, fmt: str) -> int:
+    """The airplay report (service/core/airplay_report.py), streamed to stdout."""
+    if query.since is not None and query.until is not None and query.until <= query.since:
+        raise CliFailure("bad_request", "--to must be later than --from")
+    async with open_resources(settings) as resources:
+        store = resources.store
+        if fmt == "csv":
+            async for text in report_csv(store, query):
+                sys.stdout.write(text)
+        elif fmt == "json":
+            async for text in report_json(store, query):
+                sys.stdout.write(text)
+        else:
+            print(f"{query.group_by:<14} {'plays':>7} {'airtime':>10}  first aired -> last aired")
+            async for row in store.play_report(query):
+                label = row.key if row.title is None else f"{row.key} {row.title}"
+                hours = row.airtime_s / 3600
+                print(
+                    f"{label[:40]:<14} {row.plays:>7} {hours:>9.2f}h  "
+                    f"{row.first_aired:%Y-%m-%d %H:%M} -> {row.last_aired:%Y-%m-%d %H:%M}"
+                )
     return 0

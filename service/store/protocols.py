@@ -9,11 +9,13 @@ part it uses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import numpy as np
 
+from service.store.play_report import PlayReportQuery, PlayReportRow
 from service.store.records import (
     CompactionResult,
     EnvelopeRange,
@@ -176,6 +178,11 @@ class StreamLog(Protocol):
         """The log for the API: plays overlapping the range, by start then id."""
 
     async def get_play(self, stream_id: int, play_id: int) -> Play | None: ...
+
+    def play_report(self, query: PlayReportQuery) -> AsyncIterator[PlayReportRow]:
+        """Plays across streams (or of `query.stream`) on air in the range, aggregated in the
+        database by song, ISRC, stream or UTC day (service/store/play_report.py), by key;
+        yielded as the rows arrive, never all plays at once."""
 
     async def current_plays(self, stream_ids: list[int]) -> dict[int, Play]:
         """The latest play with status `playing` of each stream that has one."""
