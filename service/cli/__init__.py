@@ -194,6 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("uri", metavar="S3_URI", help="s3://bucket/prefix/")
     _add_bulk_options(backfill)
 
+    dedup = command(
+        "dedup",
+        "list stored songs that are the same recording as another (near-duplicates)",
+        "Analyse every song's stored source again and check it against the rest of the "
+        "catalogue, as indexing does: pairs that are the same recording (re-encoded, "
+        "resampled, quieter, silence trimmed) are listed; nothing is changed. Songs without "
+        "a readable source are counted as not checked.",
+    )
+    dedup.add_argument(
+        "--workers",
+        type=_positive,
+        default=0,
+        help="processes that decode and fingerprint (default: CPU_WORKERS, 0 = one per core)",
+    )
+    dedup.add_argument(
+        "--format", choices=("text", "csv", "json"), default="text", help="output (text)"
+    )
+
     reindex = command(
         "reindex",
         "rebuild a catalogue from its songs' sources under this release's fingerprints",
@@ -398,6 +416,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(_bulk(settings, args))
         case "reindex":
             return asyncio.run(_reindex(settings, args))
+        case "dedup":
+            workers = args.workers or settings.effective_cpu_workers
+            return asyncio.run(bulk.dedup(settings, workers, args.format))
         case "compact":
             return asyncio.run(catalogue.cmd_compact(settings, args.purge))
         case "report":

@@ -22,6 +22,7 @@ from service.core.bulk import (
     BulkSummary,
     is_s3_uri,
     split_s3_uri,
+    suspected_duplicates,
 )
 from service.resources import PoolSpec, Resources, open_resources
 from service.settings import Settings
@@ -251,3 +252,50 @@ def finish(summary: BulkSummary, elapsed_s: float, report: str | None, table: bo
         write_report(report, summary.results)
         print(f"report written to {report}")
     return 1 if summary.failed else 0
+
+
+async def dedup(settings: Settings, workers: int, fmt: str) -> int:
+    """`dedup`: the pairs of stored songs that are the same recording."""
+    async with open_resources(settings, pool=PoolSpec(workers), aws=settings_has_s3(settings)) as r:
+        assert r.pool is not None
+        total = (await r.store.stats()).songs
+        objects = r.object_source() if r.aws is not None else None
+        with tqdm(total=total, unit="song", file=sys.stderr, dynamic_ncols=True) as bar:
+            pairs, failures = await suspected_duplicates(
+                r.store,
+                r.pool,
+                in_flight=2 * workers,
+                objects=objects,
+                on_song=lambda _: bar.update(1),
+            )
+        songs = await r.store.get_songs([i for p in pairs for i in (p.song_id, p.duplicate_of)])
+    if fmt == "json":
+        for p in pairs:
+            print(json.dumps(asdict(p)))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["song_id", "duplicate_of", "coverage", "aligned_share"])
+        for p in pairs:
+            writer.writerow([p.song_id, p.duplicate_of, p.coverage, round(p.aligned_share, 3)])
+    else:
+        for p in pairs:
+            a, b = songs.get(p.song_id), songs.get(p.duplicate_of)
+            print(
+                f"song {p.song_id} ({a.title if a else '?'}) is the same recording as song "
+                f"{p.duplicate_of} ({b.title if b else '?'}): {p.coverage:.0%} of both line up, "
+                f"{p.aligned_share:.0%} of its landmarks"
+            )
+        print(f"{len(pairs)} suspected duplicate(s) among {total} song(s)")
+    if failures:
+        print(
+            f"{len(failures)} song(s) not checked (no source, or it cannot be read): "
+            + ", ".join(str(f.song_id) for f in failures[:20])
+            + (" ..." if len(failures) > 20 else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def settings_has_s3(settings: Settings) -> bool:
+    """Whether S3 sources can be read (an endpoint or a region with credentials: try)."""
+    return bool(settings.aws_endpoint_url or settings.s3_bucket or settings.sqs_queue_url)

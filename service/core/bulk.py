@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from service.core.index import IndexOptions, analyse_source, index_song
+from service.core.index import IndexOptions, analyse_source, find_duplicate, index_song
 from service.errors import NotFound, ServiceError
 from service.executor import CpuPool
 from service.objects import Downloaded, ObjectCreated
@@ -273,3 +273,67 @@ async def catalogue_items(store: Store, page_songs: int = 500) -> AsyncIterator[
             meta = SongMeta(song.title, song.artist, song.album, song.isrc, song.external_id)
             yield BulkItem(song.source or "", meta, f"song {song.id}", song.id)
         after = page[-1].id
+
+
+@dataclass(frozen=True)
+class SuspectedDuplicate:
+    """Two stored songs found to be the same recording (`song_id` the later one)."""
+
+    song_id: int
+    duplicate_of: int
+    coverage: float
+    aligned_share: float
+
+
+async def suspected_duplicates(
+    store: Store,
+    pool: CpuPool,
+    *,
+    in_flight: int = 4,
+    objects: ObjectDownloader | None = None,
+    on_song: Callable[[BulkResult], None] | None = None,
+) -> tuple[list[SuspectedDuplicate], list[BulkResult]]:
+    """Every pair of stored songs that are the same recording, found by analysing each song's
+    source again and checking it against the rest of the catalogue (service/match/
+    duplicates.py); songs whose source is missing or unreadable come back as failures."""
+    pairs: dict[tuple[int, int], SuspectedDuplicate] = {}
+    failures: list[BulkResult] = []
+    slots = asyncio.Semaphore(max(1, in_flight))
+
+    async def check(song_id: int, source: str) -> None:
+        try:
+            try:
+                if not source:
+                    raise NotFound("the song has no stored source")
+                fetch = _s3(source, objects, None) if is_s3_uri(source) else _local(source)
+                async with fetch as (path, _):
+                    audio, _digest = await pool.run(partial(analyse_source, path, None))
+                overlap = await find_duplicate(store, audio, exclude=song_id)
+            finally:
+                slots.release()
+        except ServiceError as exc:
+            if not exc.permanent:
+                raise
+            result = BulkResult(source, "failed", song_id, code=exc.code, message=exc.message)
+            failures.append(result)
+        except (OSError, ValueError) as exc:
+            result = BulkResult(source, "failed", song_id, code="unreadable_file", message=str(exc))
+            failures.append(result)
+        else:
+            result = BulkResult(source, "existing", song_id)
+            if overlap is not None:
+                low, high = sorted((song_id, overlap.song_id))
+                cover = min(overlap.new_coverage, overlap.stored_coverage)
+                pairs.setdefault(
+                    (low, high), SuspectedDuplicate(high, low, cover, overlap.aligned_share)
+                )
+                result = BulkResult(source, "duplicate", song_id, duplicate_of=overlap.song_id)
+        if on_song is not None:
+            on_song(result)
+
+    tasks = []
+    async for item in catalogue_items(store):
+        await slots.acquire()
+        tasks.append(asyncio.create_task(check(item.song_id or 0, item.source)))
+    await asyncio.gather(*tasks)
+    return sorted(pairs.values(), key=lambda p: (p.duplicate_of, p.song_id)), failures

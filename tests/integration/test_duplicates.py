@@ -4,7 +4,10 @@ encoded files, in both stores; and the API's answer."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
 from tests.conftest import LiveServer
 
 RATE = SYNTH_RATE_HZ
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _silence(seconds: float) -> np.ndarray:
@@ -117,3 +121,31 @@ def _api_answers_duplicate_of(client, variants):
             "/songs?allow_duplicate=true", files={"file": ("copy.flac", f, "audio/flac")}
         )
     assert kept.status_code == 201 and kept.json()["duplicate_of"] is None
+
+
+def _cli(database_url: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_"))}
+    env.update(DATABASE_URL=database_url, **env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_dedup_lists_copies_kept_on_purpose(store_url, variants):
+    files = [str(variants[n]) for n in ("original", "flac", "radio_edit", "other_song")]
+    kept = _cli(store_url, "index", *files, "--allow-duplicate", "--workers", "2")
+    assert kept.returncode == 0, kept.stderr
+    assert "indexed 4 new song(s)" in kept.stdout
+    songs = json.loads(_cli(store_url, "songs", "--json").stdout)["items"]
+    ids = {Path(s["source"]).name: s["id"] for s in songs}
+    found = _cli(store_url, "dedup", "--format", "json", "--workers", "2")
+    assert found.returncode == 0, found.stderr
+    pairs = [json.loads(line) for line in found.stdout.splitlines()]
+    expected = sorted([ids["original.mp3"], ids["copy.flac"]])
+    assert [(p["duplicate_of"], p["song_id"]) for p in pairs] == [tuple(expected)]
+    assert pairs[0]["coverage"] >= 0.85
