@@ -53,8 +53,9 @@ VARIANTS: dict[str, tuple[str, str | None, list[str], bool]] = {
     "silence trimmed, -4 dB, MP3 128k": (
         ".mp3",
         # Leading silence off, reversed, leading (= trailing) silence off, back: only the ends.
-        "silenceremove=start_periods=1:start_threshold=-50dB,areverse,"
-        "silenceremove=start_periods=1:start_threshold=-50dB,areverse,volume=-4dB",
+        "silenceremove=start_periods=1:start_threshold=-50dB:detection=peak,areverse,"
+        "silenceremove=start_periods=1:start_threshold=-50dB:detection=peak,areverse,"
+        "volume=-4dB",
         ["-c:a", "libmp3lame", "-b:a", "128k"],
         True,
     ),

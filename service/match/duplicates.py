@@ -68,7 +68,8 @@ class Overlap:
     new_coverage: float
     stored_coverage: float
     aligned: int
-    #: Share of the new song's landmarks that match at the offset.
+    #: Share of the new song's landmarks (those whose hash the lookup returned) that match
+    #: at the offset.
     aligned_share: float = 0.0
 
     def is_duplicate(self, params: DuplicateParams) -> bool:
@@ -120,6 +121,9 @@ def overlaps(
     first[1:] = key_song[by_votes][1:] != key_song[by_votes][:-1]
     best = by_votes[first]
     best = best[np.argsort(-counts[best], kind="stable")][: params.max_candidates]
+    # Landmarks whose hash came back at all: the store leaves out the most frequent hashes
+    # (a cap and a budget that grow with the catalogue), and those cannot testify either way.
+    looked_up = int(np.count_nonzero(np.isin(fp.hashes, hits.hashes)))
     chunk_frames = max(1, round(params.chunk_s / frame_s))
     landmark_chunks = fp.offsets.astype(np.int64) // chunk_frames
     chunk_ids, per_chunk = np.unique(landmark_chunks, return_counts=True)
@@ -148,7 +152,7 @@ def overlaps(
                 new_coverage=len(covered_new) / max(1, len(audible)),
                 stored_coverage=min(1.0, covered_stored / stored_total),
                 aligned=int(np.count_nonzero(aligned)),
-                aligned_share=len(np.unique(landmark[aligned])) / len(fp),
+                aligned_share=len(np.unique(landmark[aligned])) / max(1, looked_up),
             )
         )
     found.sort(key=lambda o: -min(o.new_coverage, o.stored_coverage))
