@@ -249,3 +249,36 @@ def test_reindex_rebuilds_an_old_catalogue_keeping_ids_and_metadata(
     assert added.returncode == 0, added.stderr
     now = [s["id"] for s in json.loads(_cli(store_url, "songs", "--json").stdout)["items"]]
     assert now[-1] > max(ids.values())  # no id the old catalogue gave is handed out again
+
+
+def test_backfill_an_s3_prefix_with_metadata(sqlite_url: str, files, aws) -> None:
+    aws.upload("catalogue/a/one.mp3", files["one"], {"title": "Uno", "isrc": "USX1"})
+    aws.upload("catalogue/two.ogg", files["two"], {"artist": "Band"})
+    aws.upload("catalogue/notes.txt", files["broken"])  # not an audio suffix: left alone
+    aws.upload("catalogue/broken.mp3", files["broken"])
+    aws.upload("elsewhere/three.flac", files["three"])
+    env = {
+        "AWS_ENDPOINT_URL": aws.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    uri = f"s3://{aws.bucket}/catalogue/"
+    first = _cli(sqlite_url, "backfill", uri, "--workers", "1", **env)
+    assert first.returncode == 1, first.stderr  # the broken file
+    assert "indexed 2 new song(s), 0 already known, 1 failed" in first.stdout
+    assert f"failed: s3://{aws.bucket}/catalogue/broken.mp3: not_audio" in first.stderr
+    listed = json.loads(_cli(sqlite_url, "songs", "--json").stdout)["items"]
+    songs = {s["source"]: s for s in listed}
+    one = songs[f"s3://{aws.bucket}/catalogue/a/one.mp3"]
+    assert (one["title"], one["isrc"]) == ("Uno", "USX1")
+    assert songs[f"s3://{aws.bucket}/catalogue/two.ogg"]["artist"] == "Band"
+    again = _cli(sqlite_url, "backfill", uri, **env)
+    assert "indexed 0 new song(s), 2 already known, 1 failed" in again.stdout
+    # A manifest may name S3 objects too.
+    manifest = files["one"].parent / "s3-manifest.csv"
+    manifest.write_text(f"uri,title\ns3://{aws.bucket}/elsewhere/three.flac,Tres\n")
+    imported = _cli(sqlite_url, "import", str(manifest), **env)
+    assert imported.returncode == 0, imported.stderr
+    titles = {s["title"] for s in json.loads(_cli(sqlite_url, "songs", "--json").stdout)["items"]}
+    assert titles == {"Uno", "two", "Tres"}
