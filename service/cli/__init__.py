@@ -345,9 +345,9 @@ async def _bulk(settings: Settings, args: argparse.Namespace) -> int:
         items = bulk.items_of(names, keep_ids=getattr(args, "keep_ids", False))
         if not items:
             raise CliFailure("not_found", "no audio files found")
-        summary = await bulk.run_items(
-            settings, items, workers=workers, allow_duplicate=args.allow_duplicate
-        )
+        # Restoring an export keeps every song it lists, copies kept on purpose included.
+        keep_all = args.allow_duplicate or getattr(args, "keep_ids", False)
+        summary = await bulk.run_items(settings, items, workers=workers, allow_duplicate=keep_all)
     return bulk.finish(summary, time.monotonic() - started, args.report, not args.no_table)
 
 
