@@ -471,6 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         say_error(exc.code, exc.message)
         return 1
+    except OSError as exc:  # a file to read or write, named on the command line
+        if debug:
+            traceback.print_exc()
+        say_error("io_error", str(exc))
+        return 1
     except KeyboardInterrupt:
         say_error("interrupted", "stopped by the user")
         return 130

@@ -26,7 +26,7 @@ from service.core.streams import plays
 from service.errors import NotFound, ServiceError
 from service.resources import PoolSpec, leave_unopened, open_resources
 from service.settings import Settings
-from service.store import PlayReportQuery, Song, Store, create_store
+from service.store import PlayReportQuery, Song, Store, StoreStats, create_store
 
 #: Songs read per round trip when the whole catalogue is walked.
 PAGE_SONGS = 500
@@ -68,7 +68,8 @@ async def cmd_info(settings: Settings, as_json: bool) -> int:
     try:
         await store.open()
         pending = not await store.ready()
-        stats = await store.stats()
+        # A database never migrated has no tables yet: an empty catalogue.
+        stats = StoreStats(0, 0) if pending and stored is None else await store.stats()
     finally:
         await store.close()
     info: dict[str, Any] = {

@@ -12,6 +12,7 @@ import does only what the first did not.
 from __future__ import annotations
 
 import asyncio
+import email.header
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -107,10 +108,18 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
+def _header_text(value: str) -> str:
+    """S3 user metadata travels in HTTP headers; non-ASCII values arrive RFC 2047-encoded."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (LookupError, ValueError, UnicodeDecodeError):
+        return value
+
+
 def meta_from_object(metadata: dict[str, str], given: SongMeta | None) -> SongMeta | None:
     """What the caller gave, completed from an S3 object's `x-amz-meta-*` fields (title,
     artist, album, isrc, external-id or external_id)."""
-    values = {k.lower().replace("-", "_"): v for k, v in metadata.items()}
+    values = {k.lower().replace("-", "_"): _header_text(v) for k, v in metadata.items()}
     given = given or SongMeta(title="")
     fields = ("title", "artist", "album", "isrc", "external_id")
     merged = {name: getattr(given, name) or values.get(name) for name in fields}

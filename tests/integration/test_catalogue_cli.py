@@ -93,6 +93,10 @@ def test_index_goes_past_missing_and_broken_files(store_url: str, files, tmp_pat
     assert "broken.mp3: not_audio" in result.stderr or "broken.mp3: undecodable" in result.stderr
     listed = json.loads(_cli(store_url, "songs", "--json").stdout)
     assert sorted(s["title"] for s in listed["items"]) == ["one", "two"]
+    found = _cli(store_url, "identify", "--json", str(missing), str(files["one"]))
+    assert found.returncode == 1 and "Traceback" not in found.stderr
+    assert f"error not_found: {missing}: no such file" in found.stderr
+    assert json.loads(found.stdout)["matches"][0]["song"]["title"] == "one"
     assert {s["source"] for s in listed["items"]} == {str(files["one"]), str(files["two"])}
 
 
@@ -252,7 +256,9 @@ def test_reindex_rebuilds_an_old_catalogue_keeping_ids_and_metadata(
 
 
 def test_backfill_an_s3_prefix_with_metadata(sqlite_url: str, files, aws) -> None:
-    aws.upload("catalogue/a/one.mp3", files["one"], {"title": "Uno", "isrc": "USX1"})
+    # Non-ASCII metadata travels in HTTP headers RFC 2047-encoded.
+    uno = {"title": "=?utf-8?b?w5pubw==?=", "isrc": "USX1"}
+    aws.upload("catalogue/a/one.mp3", files["one"], uno)
     aws.upload("catalogue/two.ogg", files["two"], {"artist": "Band"})
     aws.upload("catalogue/notes.txt", files["broken"])  # not an audio suffix: left alone
     aws.upload("catalogue/broken.mp3", files["broken"])
@@ -271,7 +277,7 @@ def test_backfill_an_s3_prefix_with_metadata(sqlite_url: str, files, aws) -> Non
     listed = json.loads(_cli(sqlite_url, "songs", "--json").stdout)["items"]
     songs = {s["source"]: s for s in listed}
     one = songs[f"s3://{aws.bucket}/catalogue/a/one.mp3"]
-    assert (one["title"], one["isrc"]) == ("Uno", "USX1")
+    assert (one["title"], one["isrc"]) == ("Úno", "USX1")
     assert songs[f"s3://{aws.bucket}/catalogue/two.ogg"]["artist"] == "Band"
     again = _cli(sqlite_url, "backfill", uri, **env)
     assert "indexed 0 new song(s), 2 already known, 1 failed" in again.stdout
@@ -281,4 +287,4 @@ def test_backfill_an_s3_prefix_with_metadata(sqlite_url: str, files, aws) -> Non
     imported = _cli(sqlite_url, "import", str(manifest), **env)
     assert imported.returncode == 0, imported.stderr
     titles = {s["title"] for s in json.loads(_cli(sqlite_url, "songs", "--json").stdout)["items"]}
-    assert titles == {"Uno", "two", "Tres"}
+    assert titles == {"Úno", "two", "Tres"}
