@@ -30,9 +30,9 @@ FROM ${BASE_IMAGE}
 # HOST=0.0.0.0 so that `serve` is reachable from outside the container; every setting can be
 # overridden at run time. The image names no database: DATABASE_URL, or DB_HOST with its parts
 # (ECS), comes from the environment, and setting both is refused. With neither, the store is the
-# embedded SQLite file ./data/song-detection.sqlite3 under the working directory, /app/data (a
-# volume), so `docker run -p 8000:8000 IMAGE` works on its own. LOG_FORMAT=json: one JSON object
-# per log line, for CloudWatch (LOG_FORMAT=text for a terminal).
+# embedded SQLite file song-detection.sqlite3 in DATA_DIR, /app/data (a volume), so
+# `docker run -p 8000:8000 IMAGE` works on its own. LOG_FORMAT=json: one JSON object per log
+# line, for CloudWatch (LOG_FORMAT=text for a terminal).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -40,6 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8000 \
     WORKER_HEALTH_PORT=8001 \
     LOG_FORMAT=json \
+    DATA_DIR=/app/data \
     MIGRATIONS_DIR=/app/migrations
 RUN useradd --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
     && mkdir -p /app/data \

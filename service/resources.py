@@ -36,6 +36,12 @@ class Resources:
     #: S3, SQS and SNS clients; None unless the process runs the worker.
     aws: AwsClients | None = None
 
+    def object_source(self) -> S3ObjectSource:
+        """S3 objects (download, list a prefix) through the opened AWS clients."""
+        if self.aws is None:
+            raise ValueError("S3 needs the resources opened with AWS clients")
+        return S3ObjectSource(self.aws.s3)
+
     def worker_io(self, settings: Settings) -> WorkerIO:
         """The worker's ports (service/worker/ports.py) on these AWS clients: the adapters
         never import one another, so this is where the worker meets the AWS side."""

@@ -48,6 +48,11 @@ class SongOut(BaseModel):
     duration_s: float = Field(description="Length of the decoded audio in seconds.")
     fingerprint_count: int = Field(description="Fingerprint hashes stored for the song.")
     created_at: datetime = Field(description="When the song was indexed (UTC).")
+    source: str | None = Field(
+        None,
+        description="Where the audio was indexed from (a path or s3:// URI given by the command "
+        "line, a manifest or the worker); null for uploads.",
+    )
 
     @classmethod
     def of(cls, song: Song) -> SongOut:
@@ -61,11 +66,23 @@ class SongOut(BaseModel):
             duration_s=round(song.duration_s, 3),
             fingerprint_count=song.fingerprint_count,
             created_at=song.created_at,
+            source=song.source,
         )
 
 
 class SongIndexedOut(SongOut):
     created: bool = Field(description="False when the same audio was already in the catalogue.")
+    duplicate_of: int | None = Field(
+        None,
+        description="Set (to this song's id) when the upload is the same recording as this "
+        "stored song in other bytes (re-encoded, resampled, quieter, silence trimmed), found by "
+        "its fingerprints; nothing was added. `allow_duplicate=true` indexes it anyway.",
+    )
+    duplicate_coverage: float | None = Field(
+        None,
+        description="With duplicate_of: the smaller of the shares of the upload and of the "
+        "stored song that match each other at one time offset (0-1).",
+    )
 
 
 class SongPageOut(BaseModel):
@@ -478,3 +495,28 @@ class IndexReport(_ReportBase):
 class ErrorReport(_ReportBase):
     event_type: Literal["identify.error", "index.error", "stream.error"]
     error: ErrorBody
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+class PlayReportItemOut(BaseModel):
+    key: str = Field(description="The group: song id, ISRC ('' for songs without), stream or day.")
+    song_id: int | None = Field(description="By song: the song; by ISRC: its lowest song id.")
+    title: str | None
+    artist: str | None
+    isrc: str | None
+    plays: int
+    airtime_s: float = Field(description="Seconds on air inside the range, all plays summed.")
+    first_aired: datetime = Field(description="Start of the group's first play (UTC).")
+    last_aired: datetime = Field(description="End of the group's last play (UTC).")
+    songs: int = Field(description="Distinct songs among the plays.")
+    streams: int = Field(description="Distinct streams among the plays.")
+
+
+class PlayReportOut(BaseModel):
+    group_by: str
+    from_: datetime | None = Field(None, alias="from")
+    to: datetime | None
+    stream: str | None
+    items: list[PlayReportItemOut]

@@ -14,7 +14,25 @@ from urllib.parse import quote
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite:///./data/song-detection.sqlite3"
+#: File name of the embedded SQLite store inside the data directory.
+SQLITE_FILE_NAME = "song-detection.sqlite3"
+
+
+def default_data_dir() -> str:
+    """Where the embedded store lives when nothing names a database: `DATA_DIR`, else the XDG
+    data directory (`$XDG_DATA_HOME/song-detection`, by default
+    `~/.local/share/song-detection`), so every command finds the same catalogue whatever the
+    working directory."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "song-detection")
+
+
+def default_database_url(data_dir: str | None = None) -> str:
+    """The embedded SQLite store's URL in `data_dir` (default: `default_data_dir()`)."""
+    folder = os.path.abspath(data_dir or default_data_dir())
+    return f"sqlite:///{os.path.join(folder, SQLITE_FILE_NAME)}"
 
 #: The parts DB_HOST is composed with; each is meaningless, so refused, without it.
 DB_PARTS = ("db_port", "db_name", "db_user", "db_password", "db_sslmode")
@@ -36,9 +54,14 @@ class Settings(BaseSettings):
         description="`production` refuses unsafe values (no API key, SQLite store).",
     )
     database_url: str = Field(
-        DEFAULT_DATABASE_URL,
+        "",
         description="`postgresql://user:pass@host:port/db` or `sqlite:///path/to/file.sqlite3`; "
-        "not together with DB_HOST.",
+        "not together with DB_HOST. Unset: the SQLite file song-detection.sqlite3 in DATA_DIR.",
+    )
+    data_dir: str | None = Field(
+        None,
+        description="Folder of the embedded SQLite store when neither DATABASE_URL nor DB_HOST "
+        "is set; default $XDG_DATA_HOME/song-detection (~/.local/share/song-detection).",
     )
     # The database is named one way or the other, never both (_compose_database_url):
     # DATABASE_URL, or DB_HOST with its parts (on ECS: host, port and name from the stack, user
@@ -264,7 +287,8 @@ class Settings(BaseSettings):
            postgresql://DB_USER:DB_PASSWORD@DB_HOST:DB_PORT/DB_NAME?sslmode=DB_SSLMODE, user
            and password percent-encoded; defaults postgres, no password, 5432, songs, and no
            sslmode.
-        3. Neither: the embedded SQLite file ./data/song-detection.sqlite3.
+        3. Neither: the embedded SQLite file song-detection.sqlite3 in DATA_DIR (default: the
+           XDG data directory, see default_data_dir).
         DATABASE_URL together with DB_HOST, or any of DB_PORT, DB_NAME, DB_USER, DB_PASSWORD,
         DB_SSLMODE without DB_HOST, is a configuration error: start-up stops rather than guess.
         A read replica, optional, follows the same rule: DATABASE_READ_URL as it is, or
@@ -295,6 +319,8 @@ class Settings(BaseSettings):
             if parts:
                 names = ", ".join(p.upper() for p in parts)
                 raise ValueError(f"{names} set without DB_HOST: set DB_HOST, or use DATABASE_URL")
+            if not url:
+                return {**data, "database_url": default_database_url(data.get("data_dir"))}
             return data
 
         composed = {"database_url": _postgres_url(data, host)}
@@ -327,7 +353,8 @@ class Settings(BaseSettings):
     @cached_property
     def sqlite_path(self) -> str:
         """File path of the SQLite store (`sqlite:///rel/path` or `sqlite:////abs/path`)."""
-        return self.database_url.removeprefix("sqlite:///") or DEFAULT_DATABASE_URL[10:]
+        path = self.database_url.removeprefix("sqlite:///")
+        return path or default_database_url(self.data_dir).removeprefix("sqlite:///")
 
     @property
     def effective_cpu_workers(self) -> int:

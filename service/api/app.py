@@ -14,6 +14,7 @@ from service.api import (
     routes_health,
     routes_identify,
     routes_metrics,
+    routes_reports,
     routes_songs,
     routes_streams,
 )
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, worker: OnReady | None = None) 
     app.include_router(routes_songs.router, dependencies=guarded)
     app.include_router(routes_identify.router, dependencies=guarded)
     app.include_router(routes_streams.router, dependencies=guarded)
+    app.include_router(routes_reports.router, dependencies=guarded)
     install_docs(app)
     install_web(app)
     return app

@@ -10,7 +10,7 @@ from service.api.deps import PoolDep, SettingsDep, StoreDep
 from service.api.openapi import GUARDED, UPLOAD, error_responses
 from service.api.params import Offset, SongId, WholeNumber
 from service.api.uploads import saved_upload
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.errors import NotFound
 from service.schemas import SongIndexedOut, SongOut, SongPageOut, SongPatch
 from service.store import SongMeta, reject_nul
@@ -25,7 +25,11 @@ OptionalField = Annotated[str | None, Form(max_length=500)]
     status_code=status.HTTP_201_CREATED,
     response_model=SongIndexedOut,
     responses={
-        200: {"model": SongIndexedOut, "description": "The audio was already indexed."},
+        200: {
+            "model": SongIndexedOut,
+            "description": "The audio was already indexed, or is the same recording as a stored "
+            "song (`duplicate_of`).",
+        },
         **error_responses(*UPLOAD, "no_fingerprints", *GUARDED),
     },
 )
@@ -40,19 +44,38 @@ async def add_song(
     album: OptionalField = None,
     isrc: Annotated[str | None, Form(max_length=64)] = None,
     external_id: OptionalField = None,
+    allow_duplicate: Annotated[
+        bool,
+        Query(
+            description="Index the file even when it is the same recording as a stored song "
+            "(by default that song is answered, with `duplicate_of`)."
+        ),
+    ] = False,
 ) -> SongIndexedOut:
-    """Index a song. Title and artist default to the file's tags, then its name."""
+    """Index a song. Title and artist default to the file's tags, then its name. Audio that
+    is the same recording as a stored song (re-encoded, another container or sample rate,
+    quieter, silence trimmed) answers 200 with that song, `created: false` and
+    `duplicate_of`; a radio edit, an extended mix or a live version is a song of its own."""
     reject_nul(title, artist, album, isrc, external_id)  # before the upload is analysed
     meta = SongMeta(
         title=title or "", artist=artist, album=album, isrc=isrc, external_id=external_id
     )
     async with saved_upload(file, settings.upload_max_bytes) as path:
-        song, created = await index_file(
-            store, pool, path, meta, file.filename, max_audio_s=settings.max_index_audio_s
+        options = IndexOptions(meta, file.filename, allow_duplicate=allow_duplicate)
+        indexed = await index_path(
+            store, pool, path, options, max_audio_s=settings.max_index_audio_s
         )
-    if not created:
+    if not indexed.created:
         response.status_code = status.HTTP_200_OK
-    return SongIndexedOut(**SongOut.of(song).model_dump(), created=created)
+    overlap = indexed.duplicate
+    return SongIndexedOut(
+        **SongOut.of(indexed.song).model_dump(),
+        created=indexed.created,
+        duplicate_of=None if overlap is None else overlap.song_id,
+        duplicate_coverage=None
+        if overlap is None
+        else round(min(overlap.new_coverage, overlap.stored_coverage), 3),
+    )
 
 
 @router.get("", response_model=SongPageOut, responses=error_responses("validation_error", *GUARDED))

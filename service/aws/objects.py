@@ -25,6 +25,13 @@ class S3ObjectSource:
     def __init__(self, s3: Any) -> None:
         self._s3 = s3
 
+    async def list_keys(self, bucket: str, prefix: str) -> AsyncIterator[str]:
+        """Every key under `prefix`, in S3's (lexicographic) order, page by page."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
     @asynccontextmanager
     async def download(
         self, obj: ObjectCreated, tmp_dir: str | None = None

@@ -6,21 +6,107 @@ found by all of them the same way.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
+
+import numpy as np
 
 from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.errors import NoFingerprints
 from service.executor import CpuPool
+from service.match import MatchParams
+from service.match.duplicates import DuplicateParams, Overlap, overlaps, sampled
 from service.store import NewSong, Song, SongMeta, Store
 from service.telemetry import metrics
 
 log = logging.getLogger(__name__)
+
+#: Most postings a duplicate check's lookup returns (the rarest hashes kept first).
+DUPLICATE_LOOKUP_MAX_HITS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What indexing did: the song (new, or the one already holding this audio), whether it
+    was created, and, when the audio is a near-duplicate of a stored song (the same
+    recording, not the same bytes), how much of each the other covers."""
+
+    song: Song
+    created: bool
+    duplicate: Overlap | None = None
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How to index one piece of audio."""
+
+    meta: SongMeta | None = None
+    #: The file's own name (metadata falls back to it).
+    filename: str | None = None
+    #: Where the audio came from and the SHA-256 of that file, kept with a new song.
+    source: str | None = None
+    file_sha256: str | None = None
+    #: Index it even when a stored song is the same recording (a near-duplicate).
+    allow_duplicate: bool = False
+    #: Store the new song under this id (reindex).
+    song_id: int | None = None
+    #: Keep `meta` exactly as given (a rebuilt or restored catalogue), never completed from
+    #: the file's tags or name.
+    exact_meta: bool = False
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def analyse_source(
+    path: str, max_audio_s: float | None = None, params: FingerprintParams = DEFAULT_PARAMS
+) -> tuple[AnalysedAudio, str]:
+    """A file's analysis and the SHA-256 of its bytes (run in a pool process)."""
+    digest = file_sha256(path)
+    audio = analyse_file(path, params, DEFAULT_ENVELOPE, max_duration_s=max_audio_s)
+    return audio, digest
+
+
+async def find_duplicate(
+    store: Store,
+    audio: AnalysedAudio,
+    params: DuplicateParams | None = None,
+    *,
+    exclude: int | None = None,
+) -> Overlap | None:
+    """The stored song that is the same recording as `audio` (service/match/duplicates.py),
+    if any; `exclude` leaves one song out (the song itself, when a catalogue is checked)."""
+    params = params or DuplicateParams()
+    fp = sampled(audio.fingerprints, params)
+    if len(fp) == 0:
+        return None
+    total = await store.fingerprint_total()
+    hits = await store.lookup(
+        np.unique(fp.hashes), MatchParams().max_postings(total), DUPLICATE_LOOKUP_MAX_HITS
+    )
+    if exclude is not None and len(hits):
+        keep = hits.song_ids != exclude
+        hits = type(hits)(
+            hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep]
+        )
+    found = await asyncio.to_thread(
+        overlaps, fp, audio.n_frames, hits, DEFAULT_PARAMS.frame_s, params
+    )
+    return next((o for o in found if o.is_duplicate(params)), None)
 
 
 def _clean(value: str | None) -> str | None:
@@ -48,29 +134,50 @@ def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | N
     )
 
 
-async def index_analysed(
-    store: Store, audio: AnalysedAudio, meta: SongMeta | None, filename: str | None
-) -> tuple[Song, bool]:
-    """Store analysed audio as a song; returns (song, created). Same content -> same song."""
+async def index_song(store: Store, audio: AnalysedAudio, options: IndexOptions) -> Indexed:
+    """Store analysed audio as a song. The same decoded audio is the same song; so is the
+    same recording in other bytes (re-encoded, resampled, quieter, silence trimmed) unless
+    `options.allow_duplicate`: then the stored song comes back, with the overlap."""
     existing = await store.find_by_content(audio.content_sha256)
     if existing is not None:
         if audio.envelope is not None:
             # A song indexed before band envelopes were stored gets them now.
             await store.set_song_envelope(existing.id, audio.envelope, audio.envelope_format)
-        return existing, False
+        return Indexed(existing, False)
     if len(audio.fingerprints) == 0:
         raise NoFingerprints("the audio yields no fingerprints (silence or a steady tone?)")
-    return await store.add_song(
+    if not options.allow_duplicate:
+        overlap = await find_duplicate(store, audio)
+        if overlap is not None:
+            original = await store.get_song(overlap.song_id)
+            if original is not None:
+                return Indexed(original, False, overlap)
+    meta = options.meta
+    if meta is None or not (options.exact_meta and meta.title):
+        meta = resolve_meta(options.meta, audio.tags, options.filename)
+    song, created = await store.add_song(
         NewSong(
-            meta=resolve_meta(meta, audio.tags, filename),
+            meta=meta,
             duration_s=audio.duration_s,
             n_frames=audio.n_frames,
             content_sha256=audio.content_sha256,
             fingerprints=audio.fingerprints,
             envelope=audio.envelope,
             envelope_format=audio.envelope_format,
+            source=options.source,
+            file_sha256=options.file_sha256,
+            song_id=options.song_id,
         )
     )
+    return Indexed(song, created)
+
+
+async def index_analysed(
+    store: Store, audio: AnalysedAudio, meta: SongMeta | None, filename: str | None
+) -> tuple[Song, bool]:
+    """Store analysed audio as a song; returns (song, created) (see index_song)."""
+    indexed = await index_song(store, audio, IndexOptions(meta=meta, filename=filename))
+    return indexed.song, indexed.created
 
 
 async def index_file(
@@ -83,11 +190,33 @@ async def index_file(
     max_audio_s: float | None = None,
 ) -> tuple[Song, bool]:
     """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
+    indexed = await index_path(
+        store,
+        pool,
+        path,
+        IndexOptions(meta=meta, filename=filename or os.fspath(path)),
+        params=params,
+        max_audio_s=max_audio_s,
+    )
+    return indexed.song, indexed.created
+
+
+async def index_path(
+    store: Store,
+    pool: CpuPool,
+    path: str | os.PathLike[str],
+    options: IndexOptions,
+    *,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    max_audio_s: float | None = None,
+) -> Indexed:
+    """Analyse a file on the pool and index it (index_song); logged and counted."""
     started = time.perf_counter()
     audio = await pool.run(
         partial(analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, max_duration_s=max_audio_s)
     )
-    song, created = await index_analysed(store, audio, meta, filename or os.fspath(path))
+    indexed = await index_song(store, audio, options)
+    song, created = indexed.song, indexed.created
     metrics.record_index(created)
     log.info(
         "%s song %d: %s",
@@ -100,9 +229,10 @@ async def index_file(
             "title": song.title,
             "artist": song.artist,
             "song_created": created,
+            "duplicate_of": None if indexed.duplicate is None else indexed.duplicate.song_id,
             "fingerprints": song.fingerprint_count,
             "duration_s": round(song.duration_s, 3),
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         },
     )
-    return song, created
+    return indexed

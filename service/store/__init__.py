@@ -6,6 +6,7 @@ when `create_store` chooses one, so a SQLite deployment never loads asyncpg.
 
 from service.store.envelopes import envelope_blob, envelope_slice
 from service.store.factory import create_store
+from service.store.play_report import GroupBy, PlayReportQuery, PlayReportRow
 from service.store.protocols import CatalogueStore, IngestLedger, Store, StreamLog
 from service.store.records import (
     EDITABLE_FIELDS,
@@ -54,6 +55,7 @@ __all__ = [
     "CompactionResult",
     "EnvelopeRange",
     "EnvelopeSlice",
+    "GroupBy",
     "Hits",
     "IngestLedger",
     "NewSong",
@@ -63,6 +65,8 @@ __all__ = [
     "PlayEventType",
     "PlayFields",
     "PlayPage",
+    "PlayReportQuery",
+    "PlayReportRow",
     "PlayStatus",
     "ProcessedObject",
     "Song",

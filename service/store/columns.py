@@ -7,7 +7,7 @@ from service.store.records import PLAY_FIELDS
 
 SONG_COLUMNS = (
     "id, title, artist, album, isrc, external_id, duration_s, n_frames, content_sha256, "
-    "fingerprint_count, created_at"
+    "fingerprint_count, created_at, source, file_sha256"
 )
 PROCESSED_COLUMNS = (
     "bucket, key, version_token, kind, result_json, created_at, claimed_at, published_at"

@@ -9,11 +9,13 @@ part it uses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 import numpy as np
 
+from service.store.play_report import PlayReportQuery, PlayReportRow
 from service.store.records import (
     CompactionResult,
     EnvelopeRange,
@@ -43,6 +45,17 @@ class CatalogueStore(Protocol):
         """Insert song and fingerprints atomically; (existing, False) if the content is known."""
 
     async def find_by_content(self, content_sha256: str) -> Song | None: ...
+
+    async def find_by_source(self, source: str) -> Song | None:
+        """The first song indexed from `source` (a path or an s3:// URI), if any."""
+
+    async def songs_after(self, after_id: int, limit: int) -> list[Song]:
+        """Up to `limit` songs with ids above `after_id`, by id: the whole catalogue page by
+        page, whatever is added or deleted meanwhile."""
+
+    async def sync_song_ids(self, at_least: int = 0) -> None:
+        """After songs were added under explicit ids (NewSong.song_id), make the next new
+        song's id follow the highest one, and `at_least` (ids a rebuilt catalogue had)."""
 
     async def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
@@ -176,6 +189,11 @@ class StreamLog(Protocol):
 
     async def get_play(self, stream_id: int, play_id: int) -> Play | None: ...
 
+    def play_report(self, query: PlayReportQuery) -> AsyncIterator[PlayReportRow]:
+        """Plays across streams (or of `query.stream`) on air in the range, aggregated in the
+        database by song, ISRC, stream or UTC day (service/store/play_report.py), by key;
+        yielded as the rows arrive, never all plays at once."""
+
     async def current_plays(self, stream_ids: list[int]) -> dict[int, Play]:
         """The latest play with status `playing` of each stream that has one."""
 
@@ -239,6 +257,10 @@ class Store(CatalogueStore, IngestLedger, StreamLog, Protocol):
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied. Safe when run concurrently."""
+
+    async def stored_version(self) -> str | None:
+        """The fingerprint version the catalogue was built with (None: none recorded yet);
+        works on an unopened store, whatever its version."""
 
     async def ready(self) -> bool:
         """True when the database answers and every migration has run."""

@@ -38,6 +38,10 @@ class Song:
     content_sha256: str
     fingerprint_count: int
     created_at: datetime
+    #: Where the audio came from (a path or an s3:// URI) and the SHA-256 of that file; None
+    #: when it was uploaded without one (the API) or indexed before sources were kept.
+    source: str | None = None
+    file_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class NewSong:
     #: format; None stores none (the song is then never confirmed by envelopes).
     envelope: np.ndarray | None = None
     envelope_format: int = 0
+    #: Where the audio came from and the SHA-256 of that file (Song.source, file_sha256).
+    source: str | None = None
+    file_sha256: str | None = None
+    #: The id to store the song under (a catalogue rebuilt by `reindex` keeps its ids); None:
+    #: the next free one.
+    song_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from service.settings import DEFAULT_DATABASE_URL, Settings
+from service.settings import Settings, default_database_url
 from tests.deploy.wiring import ROOT
 
 DB_VARIABLES = (
@@ -86,7 +86,7 @@ PARTS = {
         (None, "db", {}, "postgresql://postgres@db:5432/songs"),
         (None, "db", PARTS, COMPOSED_URL),
         # Neither: the embedded default.
-        (None, None, {}, DEFAULT_DATABASE_URL),
+        (None, None, {}, default_database_url()),
         # Both named: refused, whichever the scheme, with or without parts.
         (POSTGRES_URL, "db", {}, "DATABASE_URL and DB_HOST are both set"),
         (SQLITE_URL, "db", {}, "DATABASE_URL and DB_HOST are both set"),
@@ -100,7 +100,7 @@ PARTS = {
         # An empty variable counts as unset (an ECS or compose file may blank one).
         ("", "db", {}, "postgresql://postgres@db:5432/songs"),
         (POSTGRES_URL, "", {}, POSTGRES_URL),
-        ("", "", {"DB_USER": ""}, DEFAULT_DATABASE_URL),
+        ("", "", {"DB_USER": ""}, default_database_url()),
     ],
     ids=[
         "url-postgres",

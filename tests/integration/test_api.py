@@ -61,8 +61,10 @@ def test_index_reports_song_fields_from_tags(indexed, catalogue):
     assert body["fingerprint_count"] > 1000
     assert set(body) == {
         "id", "title", "artist", "album", "isrc", "external_id", "duration_s",
-        "fingerprint_count", "created_at", "created",
+        "fingerprint_count", "created_at", "created", "source", "duplicate_of",
+        "duplicate_coverage",
     }  # fmt: skip
+    assert body["source"] is None and body["duplicate_of"] is None
     # The MPEG-TS song (video + AAC) carries no tags: its title falls back to the file name.
     assert indexed[2]["title"] == catalogue[1].path.stem
 

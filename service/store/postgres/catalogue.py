@@ -63,26 +63,36 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
 
     async def add_song(self, song: NewSong) -> tuple[Song, bool]:
         meta = song.meta
-        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id)
+        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id, song.source)
         hashes, frames = unique_fingerprints(song.fingerprints)
         meta = song.meta
         async with self._connection() as conn, conn.transaction():
             # ON CONFLICT waits for a concurrent insert of the same content to finish, so two
             # uploads of one file yield one song whichever commits first.
+            # An explicit id (a catalogue rebuilt by `reindex`) overrides the identity column;
+            # reindex moves the identity past the highest id when it is done.
+            values: dict[str, object] = {
+                "title": meta.title,
+                "artist": meta.artist,
+                "album": meta.album,
+                "isrc": meta.isrc,
+                "external_id": meta.external_id,
+                "duration_s": song.duration_s,
+                "n_frames": song.n_frames,
+                "content_sha256": song.content_sha256,
+                "fingerprint_count": len(hashes),
+                "source": song.source,
+                "file_sha256": song.file_sha256,
+            }
+            overriding = ""
+            if song.song_id is not None:
+                values["id"] = song.song_id
+                overriding = " OVERRIDING SYSTEM VALUE"
+            places = ", ".join(f"${i}" for i in range(1, len(values) + 1))
             row = await conn.fetchrow(
-                "INSERT INTO songs (title, artist, album, isrc, external_id, duration_s,"
-                " n_frames, content_sha256, fingerprint_count)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                f"INSERT INTO songs ({', '.join(values)}){overriding} VALUES ({places})"
                 f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {SONG_COLUMNS}",
-                meta.title,
-                meta.artist,
-                meta.album,
-                meta.isrc,
-                meta.external_id,
-                song.duration_s,
-                song.n_frames,
-                song.content_sha256,
-                len(hashes),
+                *values.values(),
                 timeout=self._command_timeout_s,
             )
             if row is None:
@@ -118,6 +128,35 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
                 f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = $1", content_sha256
             )
         return None if row is None else _song(row)
+
+    async def find_by_source(self, source: str) -> Song | None:
+        reject_nul(source)
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {SONG_COLUMNS} FROM songs WHERE source = $1 ORDER BY id LIMIT 1", source
+            )
+        return None if row is None else _song(row)
+
+    async def songs_after(self, after_id: int, limit: int) -> list[Song]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {SONG_COLUMNS} FROM songs WHERE id > $1 ORDER BY id LIMIT $2",
+                after_id,
+                limit,
+            )
+        return [_song(r) for r in rows]
+
+    async def sync_song_ids(self, at_least: int = 0) -> None:
+        async with self._connection() as conn:
+            # Never lower: an id handed out once (a song since deleted) stays unused.
+            await conn.execute(
+                "WITH seq AS (SELECT pg_get_serial_sequence('songs', 'id') AS name),"
+                " top AS (SELECT greatest(coalesce(max(id), 0), $1,"
+                " coalesce(pg_sequence_last_value((SELECT name FROM seq)::regclass), 0)) AS id"
+                " FROM songs)"
+                " SELECT setval((SELECT name FROM seq), greatest(top.id, 1), top.id > 0) FROM top",
+                int(at_least),
+            )
 
     async def set_song_envelope(
         self, song_id: int, envelope: np.ndarray, envelope_format: int

@@ -92,6 +92,14 @@ class PostgresSchema(PostgresBase):
             )
         self._version_checked = True
 
+    async def stored_version(self) -> str | None:
+        async with self._connection() as conn:
+            if await conn.fetchval("SELECT to_regclass('index_meta')") is None:
+                return None
+            return await conn.fetchval(
+                "SELECT value FROM index_meta WHERE key = 'fingerprint_version'"
+            )
+
     async def ready(self) -> bool:
         """Migrated, of our fingerprint version, and the read replica (if any) answering;
         StoreUnavailable within the stall timeout when a database does not answer."""

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
+from service.store.play_report import PlayReportQuery, PlayReportRow, report_row, report_sql
 from service.store.postgres.connection import PostgresBase
 from service.store.records import (
     PLAY_FIELDS,
@@ -196,6 +197,22 @@ class PostgresStreams(PostgresBase):
                 offset,
             )
         return PlayPage([_play(r) for r in rows], total, limit, offset)
+
+    async def play_report(self, query: PlayReportQuery) -> AsyncIterator[PlayReportRow]:
+        start, end = query.range_epoch_s()
+        sql = report_sql(
+            query.group_by,
+            "extract(epoch FROM s.wall_origin)::float8",
+            "to_char(to_timestamp({x}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            ["$1::float8", "$2::float8", "$3::text", "$3::text"],
+        )
+        async with self._connection() as conn, conn.transaction(isolation="repeatable_read"):
+            # A server-side cursor: groups arrive a batch at a time, however many there are.
+            cursor = conn.cursor(
+                sql, start, end, query.stream, prefetch=500, timeout=self._command_timeout_s
+            )
+            async for row in cursor:
+                yield report_row(dict(row), query.group_by)
 
     async def get_play(self, stream_id: int, play_id: int) -> Play | None:
         async with self._connection() as conn:

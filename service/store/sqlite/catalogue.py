@@ -65,7 +65,7 @@ class SqliteCatalogue(SqliteBase):
 
     async def add_song(self, song: NewSong) -> tuple[Song, bool]:
         meta = song.meta
-        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id)
+        reject_nul(meta.title, meta.artist, meta.album, meta.isrc, meta.external_id, song.source)
         return await self._run(self._add_song, song)
 
     def _add_song(self, conn: sqlite3.Connection, song: NewSong) -> tuple[Song, bool]:
@@ -73,11 +73,12 @@ class SqliteCatalogue(SqliteBase):
         meta = song.meta
         with transaction(conn):
             rows = conn.execute(
-                "INSERT INTO songs (title, artist, album, isrc, external_id, duration_s,"
-                " n_frames, content_sha256, fingerprint_count)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO songs (id, title, artist, album, isrc, external_id, duration_s,"
+                " n_frames, content_sha256, fingerprint_count, source, file_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (content_sha256) DO NOTHING RETURNING {SONG_COLUMNS}",
                 (
+                    song.song_id,  # NULL: the next id
                     meta.title,
                     meta.artist,
                     meta.album,
@@ -87,6 +88,8 @@ class SqliteCatalogue(SqliteBase):
                     int(song.n_frames),
                     song.content_sha256,
                     len(hashes),
+                    song.source,
+                    song.file_sha256,
                 ),
             ).fetchall()
             # fetchall(), not fetchone(): a RETURNING statement must run to completion before
@@ -115,6 +118,41 @@ class SqliteCatalogue(SqliteBase):
             f"SELECT {SONG_COLUMNS} FROM songs WHERE content_sha256 = ?", (content_sha256,)
         ).fetchone()
         return None if row is None else _song(row)
+
+    async def find_by_source(self, source: str) -> Song | None:
+        reject_nul(source)
+        return await self._run(self._find_by_source, source)
+
+    def _find_by_source(self, conn: sqlite3.Connection, source: str) -> Song | None:
+        row = conn.execute(
+            f"SELECT {SONG_COLUMNS} FROM songs WHERE source = ? ORDER BY id LIMIT 1", (source,)
+        ).fetchone()
+        return None if row is None else _song(row)
+
+    async def songs_after(self, after_id: int, limit: int) -> list[Song]:
+        return await self._run(self._songs_after, after_id, limit)
+
+    def _songs_after(self, conn: sqlite3.Connection, after_id: int, limit: int) -> list[Song]:
+        rows = conn.execute(
+            f"SELECT {SONG_COLUMNS} FROM songs WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        return [_song(r) for r in rows]
+
+    async def sync_song_ids(self, at_least: int = 0) -> None:
+        # AUTOINCREMENT records the highest id ever inserted, explicit ones included.
+        await self._run(self._sync_song_ids, int(at_least))
+
+    def _sync_song_ids(self, conn: sqlite3.Connection, at_least: int) -> None:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'songs', ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'songs')",
+                (at_least,),
+            )
+            conn.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'songs'", (at_least,)
+            )
 
     async def lookup(
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None

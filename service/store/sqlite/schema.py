@@ -155,6 +155,20 @@ class SqliteSchema(SqliteBase):
             )
         self._version_checked = True
 
+    async def stored_version(self) -> str | None:
+        return await self._run(self._stored_version)
+
+    def _stored_version(self, conn: sqlite3.Connection) -> str | None:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_meta'"
+        ).fetchone()
+        if not exists:
+            return None
+        row = conn.execute(
+            "SELECT value FROM index_meta WHERE key = 'fingerprint_version'"
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     async def ready(self) -> bool:
         if await self._run(self._pending):
             return False
