@@ -34,6 +34,7 @@ def default_database_url(data_dir: str | None = None) -> str:
     folder = os.path.abspath(data_dir or default_data_dir())
     return f"sqlite:///{os.path.join(folder, SQLITE_FILE_NAME)}"
 
+
 #: The parts DB_HOST is composed with; each is meaningless, so refused, without it.
 DB_PARTS = ("db_port", "db_name", "db_user", "db_password", "db_sslmode")
 DB_NAMING = ("database_url", "db_host", *DB_PARTS)

@@ -147,7 +147,7 @@ def test_import_a_manifest_resume_report_export_and_restore(
     manifest = files["one"].parent / "manifest.csv"
     rows = [
         ["path", "title", "artist", "album", "isrc", "external_id", "notes"],
-        ["one.mp3", "First, \"quoted\"", "Band", "LP", "USABC2500001", "cat-1", "ignored"],
+        ["one.mp3", 'First, "quoted"', "Band", "LP", "USABC2500001", "cat-1", "ignored"],
         ["sub/two.ogg", "Second", "Band", "", "", "cat-2", ""],
         ["nowhere.mp3", "Lost", "", "", "", "", ""],
         ["broken.mp3", "Broken", "", "", "", "", ""],
@@ -155,9 +155,7 @@ def test_import_a_manifest_resume_report_export_and_restore(
     with manifest.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     report = tmp_path / "report.json"
-    first = _cli(
-        store_url, "import", str(manifest), "--report", str(report), "--workers", "2"
-    )
+    first = _cli(store_url, "import", str(manifest), "--report", str(report), "--workers", "2")
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
     assert "indexed 2 new song(s), 0 already known, 2 failed" in first.stdout

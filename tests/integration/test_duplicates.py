@@ -93,9 +93,7 @@ async def test_the_same_recording_is_one_song_and_edits_are_not(store_url, varia
             assert found.created, name
             assert found.duplicate is None
         # Asked to keep both, a copy is a song of its own.
-        kept = await index_path(
-            store, pool, variants["flac"], IndexOptions(allow_duplicate=True)
-        )
+        kept = await index_path(store, pool, variants["flac"], IndexOptions(allow_duplicate=True))
         assert kept.created and kept.song.id != original.song.id
 
 
