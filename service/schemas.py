@@ -196,8 +196,8 @@ class DamagedSpanOut(BaseModel):
     """A stretch of the audio that could not be decoded (corrupt packets): silence of its
     length stands in for it, so every time after it is where it was played."""
 
-    start_s: float
-    end_s: float
+    start_s: float = Field(description="Start of the damaged stretch (s from the audio's start).")
+    end_s: float = Field(description="End of the damaged stretch (s).")
 
     @classmethod
     def all_of(cls, spans: list[tuple[float, float]], at_s: float = 0.0) -> list[DamagedSpanOut]:
@@ -503,10 +503,10 @@ class ErrorReport(_ReportBase):
 class PlayReportItemOut(BaseModel):
     key: str = Field(description="The group: song id, ISRC ('' for songs without), stream or day.")
     song_id: int | None = Field(description="By song: the song; by ISRC: its lowest song id.")
-    title: str | None
-    artist: str | None
-    isrc: str | None
-    plays: int
+    title: str | None = Field(description="By song or ISRC: the song's title; else null.")
+    artist: str | None = Field(description="By song or ISRC: the song's artist; else null.")
+    isrc: str | None = Field(description="By song or ISRC: the ISRC; else null.")
+    plays: int = Field(description="Plays in the group that overlap the range.")
     airtime_s: float = Field(description="Seconds on air inside the range, all plays summed.")
     first_aired: datetime = Field(description="Start of the group's first play (UTC).")
     last_aired: datetime = Field(description="End of the group's last play (UTC).")
@@ -515,8 +515,10 @@ class PlayReportItemOut(BaseModel):
 
 
 class PlayReportOut(BaseModel):
-    group_by: str
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None
-    stream: str | None
-    items: list[PlayReportItemOut]
+    group_by: str = Field(description="What the items are grouped by: song, isrc, stream or day.")
+    from_: datetime | None = Field(
+        None, alias="from", description="Start of the range (UTC); null: from the first play."
+    )
+    to: datetime | None = Field(description="End of the range (UTC); null: to the last play.")
+    stream: str | None = Field(description="The one stream reported on; null: every stream.")
+    items: list[PlayReportItemOut] = Field(description="One row per group, in key order.")
