@@ -9,9 +9,9 @@ tests/integration/test_read_replica.py starts them) on this machine; a PostgresS
    `lookup` through the replica that finds it (polled every millisecond), and the standby's
    replay of the commit's WAL position (`pg_last_wal_replay_lsn()`);
 2. after a compaction: `--compact-rows` delta rows (about 1.5 h of audio per million, the
-   default background trigger) compacted on the primary, a song added the moment the
-   compaction commits: the replica must replay the compaction's WAL before it. Repeated
-   `--compactions` times.
+   default background trigger) compacted on the primary, a song added the moment `compact()`
+   returns: the replica replays the compaction's WAL before it. Repeated `--compactions`
+   times.
 
 Both servers run with fsync=off on one host, so this is the lag of WAL shipping and replay
 alone, not of a network or a disk. `--write` replaces the `replica-lag` table of BENCHMARKS.md.
@@ -152,8 +152,8 @@ def report(r: dict, args: argparse.Namespace) -> list[str]:
             r["idle_found"],
         ),
         _row(
-            f"the same, for a song added the moment a compaction of {args.compact_rows:,} "
-            "delta rows committed",
+            f"the same, for a song added the moment `compact()` of {args.compact_rows:,} "
+            "delta rows returned",
             r["after_compaction"],
         ),
         "",

@@ -103,3 +103,20 @@ async def test_songs_added_during_optimize_stay_findable(pg_url: str) -> None:
         for song_id, fp in zip([*ids, *added], songs, strict=True):
             hits = await store.lookup(fp.hashes)
             assert np.count_nonzero(hits.song_ids == song_id) == len(np.unique(fp.hashes))
+
+
+async def test_compactions_keep_the_delta_index_from_growing(pg_url: str) -> None:
+    """A service compacts every COMPACT_DELTA_ROWS fingerprints without a rebuild: each
+    compaction must leave the delta's pages reusable, so that the b-tree stays the size of
+    about two deltas instead of growing by one delta per compaction."""
+    rng = np.random.default_rng(31)
+    sizes = []
+    async with opened(pg_url, VERSION, compact_delta_rows=0) as store:
+        for cycle in range(5):
+            for i in range(5):
+                fp = make_fingerprints(rng, 10_000, 0, (1 << 23) - 1)
+                await store.add_song(make_song(fp, f"cycle-{cycle}-{i}"))
+            sizes.append((await _sizes(pg_url))["fingerprints_hash_idx"])
+            await store.compact()
+    # One delta of 50,000 rows is about 1.5 MB of b-tree; five would be 7.5 MB.
+    assert sizes[-1] <= 1.2 * sizes[1], sizes

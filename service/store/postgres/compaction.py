@@ -82,6 +82,12 @@ class PostgresCompaction(PostgresBase):
                     return CompactionResult(skipped=True)
                 self._delta_rows = 0
                 moved = await conn.fetchrow(_COMPACT_SQL)
+            if moved["fingerprints"]:
+                # Makes the emptied b-tree pages of the delta reusable by the next delta:
+                # without it each delta until autovacuum adds its own pages, and the index
+                # grows by a delta's size per compaction. Outside the transaction (VACUUM
+                # cannot run in one); it waits for no lock that adds or lookups hold.
+                await conn.execute("VACUUM fingerprints")
             purged = await self._purge(conn) if purge else 0
         log.info(
             "compacted %d fingerprints into %d hashes; purged %d deleted songs",
