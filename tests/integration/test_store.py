@@ -558,14 +558,16 @@ async def test_sqlite_catalogue_under_the_old_numbering_is_ready_and_nothing_is_
     old_rows = _recorded_versions(path)
     assert set(old_rows) == set(_OLD_SQLITE_NAMES.values())
 
+    # Migrations numbered after the old numbering's last are all that is pending.
+    later = [m.version for m in list_migrations("sqlite") if m.version > max(_OLD_SQLITE_NAMES)]
     store = SqliteStore(path, VERSION, migrate_on_start=False)
     await store.open()
     try:
-        assert await store.ready()  # nothing pending, before any migrate
+        assert await store.ready() == (not later)  # nothing else pending, before any migrate
         fp = make_fingerprints(np.random.default_rng(41), 300)
         song, _ = await store.add_song(make_song(fp, "e" * 64, n_frames=500))
         await store.set_song_envelope(song.id, np.ones((500, 4), np.int8), 1)
-        assert await store.migrate() == []
+        assert await store.migrate() == later
         assert await store.ready()
         assert set(hit_rows(await store.lookup(fp.hashes))) == stored_rows(song.id, 500, fp)
     finally:
@@ -577,7 +579,8 @@ async def test_sqlite_catalogue_under_the_old_numbering_is_ready_and_nothing_is_
         assert (await store.get_song(song.id)) == song
         assert await store.song_envelopes([EnvelopeRange(song.id, 0, 500)], 1)
 
-    assert _schema(path) == before
+    if not later:
+        assert _schema(path) == before
     recorded = _recorded_versions(path)
     assert set(recorded) == {m.version for m in list_migrations("sqlite")}
     for today, old in _OLD_SQLITE_NAMES.items():  # renamed, still saying when they ran
