@@ -52,6 +52,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -360,8 +361,11 @@ def play_rows(delivery: str, plays: list[Play], song_track: dict[int, str]) -> l
     ]
 
 
-def deliveries(args: argparse.Namespace, folder: Path, truth: list[Piece]) -> list[Delivery]:
-    """The deliveries this run makes (see the module docstring)."""
+def deliveries(
+    args: argparse.Namespace, folder: Path, truth: list[Piece], work: Path
+) -> list[Delivery]:
+    """The deliveries this run makes (see the module docstring); the programs it builds go
+    under `work`."""
     rows = read_csv(folder / f"segments_{args.layout}.csv")
     if args.segments:
         # The program's first N segments; truth ends where they do.
@@ -416,7 +420,6 @@ def deliveries(args: argparse.Namespace, folder: Path, truth: list[Piece]) -> li
     )
     if args.settle_only is not None:
         return out
-    work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     edited, edited_truth, what = radio_edit(folder / "program.m4a", truth, work / "edit")
     first_pts = decode_audio(edited[0].path, 8000).start_pts_s or 0.0
     out.append(
@@ -459,7 +462,8 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
     folder = root / "streams" / args.set
     truth = read_truth(folder / "truth.csv")
     manifest = {r["track_id"]: r for r in read_csv(root / "manifest.csv")}
-    planned = deliveries(args, folder, truth)
+    work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    planned = deliveries(args, folder, truth, work)
     truth = planned[0].truth
     store = await (existing_store(args.store) if args.catalogue else fresh_store(args.store))
     songs_before = (await store.stats()).songs
@@ -556,6 +560,7 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
             *(["", *details] if details else []),
         ]
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         pool.close()
         await store.close()
         if args.catalogue:
