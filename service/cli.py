@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.formats import AUDIO_SUFFIXES
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.identify.identify import identify_file
 from service.core.index import index_analysed
 from service.errors import ServiceError
@@ -90,7 +90,11 @@ async def cmd_migrate(settings: Settings) -> int:
 
 
 async def analyse_in_completion_order(
-    pool: CpuPool, files: Sequence[Path], in_flight: int, max_audio_s: float | None = None
+    pool: CpuPool,
+    files: Sequence[Path],
+    in_flight: int,
+    max_audio_s: float | None = None,
+    params: FingerprintParams = DEFAULT_PARAMS,
 ) -> AsyncIterator[tuple[Path, AnalysedAudio | ServiceError]]:
     """Analyse `files` on the pool, yielding each (with its result or audio error) as it ends.
 
@@ -107,7 +111,7 @@ async def analyse_in_completion_order(
                     partial(
                         analyse_file,
                         str(path),
-                        DEFAULT_PARAMS,
+                        params,
                         DEFAULT_ENVELOPE,
                         max_duration_s=max_audio_s,
                     )
@@ -149,7 +153,7 @@ async def cmd_index(settings: Settings, paths: Sequence[str], workers: int) -> i
         store, pool = resources.store, resources.pool
         assert pool is not None
         async for path, outcome in analyse_in_completion_order(
-            pool, files, 2 * pool.workers, settings.max_index_audio_s
+            pool, files, 2 * pool.workers, settings.max_index_audio_s, resources.fp_params
         ):
             try:
                 if isinstance(outcome, ServiceError):
@@ -190,7 +194,12 @@ async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) 
         for name in files:
             try:
                 result = await identify_file(
-                    store, pool, name, params, max_audio_s=settings.max_identify_audio_s
+                    store,
+                    pool,
+                    name,
+                    params,
+                    resources.fp_params,
+                    max_audio_s=settings.max_identify_audio_s,
                 )
             except ServiceError as exc:
                 print(f"{name}: error {exc.code}: {exc.message}", file=sys.stderr)

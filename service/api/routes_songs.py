@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
-from service.api.deps import PoolDep, SettingsDep, StoreDep
+from service.api.deps import FingerprintParamsDep, PoolDep, SettingsDep, StoreDep
 from service.api.params import Offset, SongId, WholeNumber
 from service.api.uploads import saved_upload
 from service.core.index import index_file
@@ -30,6 +30,7 @@ async def add_song(
     store: StoreDep,
     pool: PoolDep,
     settings: SettingsDep,
+    fp_params: FingerprintParamsDep,
     file: Annotated[UploadFile, File(description="Audio or video file holding the song.")],
     title: OptionalField = None,
     artist: OptionalField = None,
@@ -44,7 +45,13 @@ async def add_song(
     )
     async with saved_upload(file, settings.upload_max_bytes) as path:
         song, created = await index_file(
-            store, pool, path, meta, file.filename, max_audio_s=settings.max_index_audio_s
+            store,
+            pool,
+            path,
+            meta,
+            file.filename,
+            fp_params,
+            max_audio_s=settings.max_index_audio_s,
         )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -5,16 +5,19 @@ Each tier runs only when the one before is not conclusive:
 1. The query's landmarks thinned to the index's density: the pairs a clean copy of the song was
    indexed with, a third of the query's hashes, so a third of the lookup, and at most
    MatchParams.max_hits_first_tier postings of them per 10 s, the rarest hashes first. Nearly
-   every real query ends here.
+   every real query ends here. Under the "fp2" index format the same lookup also fetches the
+   triplets of those peaks (service/audio/triplets.py), which do not change with speed,
+   tempo or pitch: voted under every time scale of MatchParams.triplet_scales() they find a
+   clip played up to +-10 % off its song's speed, and there is no speed grid (tier 3).
 2. The query's denser landmarks, picked for noise (noise hides some of the song's peaks; its
    held notes are among the steadiest of the rest: peaks.find_sustained_peaks); then, if that
    settles nothing either, the same from the query analysed again at its other hop phases
    (FingerprintParams.query_hop_phases; only a short clip, whose samples analyse_query kept):
    under heavy noise each start of the frame grid keeps other peaks of the song. One lookup, a
    variant per phase, each match charged MatchParams.calibration_log10_phase.
-3. The speed grid (speed_search.py): the query's landmarks re-hashed under candidate speeds,
-   coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap; also when the
-   match the first tiers settled on drifts by more than a grid step
+3. Under "fp1" only, the speed grid (speed_search.py): the query's landmarks re-hashed under
+   candidate speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed
+   cap; also when the match the first tiers settled on drifts by more than a grid step
    (match.speed_search_needed), and that match then competes with the grid's.
 
 Each tier looks up only hashes not fetched yet (lookups.HitCache). Then the band envelopes
@@ -40,13 +43,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, sustained_peaks_at_phases, thin_peaks
+from service.audio.triplets import triplet_hashes
 from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.identify.lookups import HitCache, PostingsCaps, first_tier_budget, hits_budget
 from service.core.identify.speed_search import after_speed_search
@@ -58,6 +62,7 @@ from service.match import (
     find_matches,
     inconclusive,
     merge_matches,
+    scale_variants,
     search_matches,
     variant_of,
 )
@@ -106,16 +111,24 @@ class Ladder:
 async def first_tier(
     cache: HitCache, queries: Sequence[TierQuery], seconds: float, ladder: Ladder
 ) -> list[list[Match]]:
-    """Each query's matches from its index-density landmarks, all looked up at once under the
-    first tier's budget for `seconds` of audio."""
+    """Each query's matches from its index-density landmarks (and, under "fp2", triplets),
+    all looked up at once under the first tier's budget for `seconds` of audio."""
     params = ladder.params
 
-    def sparse() -> list[QueryVariant]:
-        return [variant_of(landmark_hashes(thin_peaks(q.peaks, params), params)) for q in queries]
+    def sparse() -> list[tuple[QueryVariant, Fingerprints | None]]:
+        out = []
+        for q in queries:
+            thin = thin_peaks(q.peaks, params)
+            triplets = None
+            if params.triplets is not None:
+                triplets = triplet_hashes(thin, params.triplets, params.min_bin, query=True)
+            out.append((variant_of(landmark_hashes(thin, params)), triplets))
+        return out
 
     variants = await asyncio.to_thread(sparse)
     found: list[list[Match]] = [[] for _ in queries]
-    hashes = [v.hashes for v in variants if len(v.hashes)]
+    hashes = [v.hashes for v, _ in variants if len(v.hashes)]
+    hashes += [t.hashes for _, t in variants if t is not None and len(t.hashes)]
     if not hashes:
         return found
     budget = first_tier_budget(ladder.match_params, seconds)
@@ -123,20 +136,37 @@ async def first_tier(
 
     def run() -> None:
         ordered = ladder.ordered(hits)
-        for i, variant in enumerate(variants):
+        for i, (variant, triplets) in enumerate(variants):
             if len(variant.hashes):
                 found[i] = find_matches([variant], ordered, params, ladder.match_params)
+            if triplets is not None and len(triplets.hashes):
+                found[i] = merge_matches(
+                    found[i],
+                    triplet_matches(triplets, ordered, params, ladder.match_params),
+                    ladder.match_params.max_matches,
+                )
 
     await asyncio.to_thread(run)
     return found
+
+
+def triplet_matches(
+    triplets: Fingerprints, hits: Hits, params: FingerprintParams, match_params: MatchParams
+) -> list[Match]:
+    """Matches of a query's triplet hashes voted under every time scale of
+    MatchParams.triplet_scales(), each refined within a step of the scale grid."""
+    mp = match_params
+    variants = scale_variants(triplets, mp.triplet_scales())
+    return find_matches(variants, hits, params, replace(mp, time_scale_range=mp.triplet_scale_step))
 
 
 async def deeper_tiers(
     store: Store, cache: HitCache, query: TierQuery, matches: list[Match], ladder: Ladder
 ) -> list[Match]:
     """The rest of the ladder for a query whose first tier found `matches`: the second tier
-    and the other hop phases when those are inconclusive, the speed grid when it is needed,
-    then the band envelopes."""
+    and the other hop phases when those are inconclusive, the speed grid when it is needed
+    (an "fp1" index only: an "fp2" index's first tier has searched every speed), then the
+    band envelopes."""
     mp, params = ladder.match_params, ladder.params
     check = mp.envelope_check
     # Candidates are kept for the envelopes to confirm; without envelopes they would confirm
@@ -157,9 +187,10 @@ async def deeper_tiers(
             found = await _search(phase_cache, phases, ladder.caps.deep, kept, ladder)
             matches = merge_matches(matches, found.matches, mp.max_matches)
             phase_candidates = found.candidates
-    matches = await after_speed_search(
-        cache, matches, query.peaks, ladder.caps.speed, params, mp, ladder.order_hits
-    )
+    if params.triplets is None:
+        matches = await after_speed_search(
+            cache, matches, query.peaks, ladder.caps.speed, params, mp, ladder.order_hits
+        )
     matches = await drop_contradicted(
         store, query.envelope, query.envelope_format, matches, params, mp
     )
