@@ -196,7 +196,8 @@ class Settings(BaseSettings):
         description="Search stream windows that match nothing at their own speed under the "
         "speed grid (songs played 2-6 % fast or slow). At 100,000 songs it costs seconds per "
         "window of unknown audio (talk, ads, music not in the catalogue): turn it off when the "
-        "stations play songs at their own speed (BENCHMARKS.md, Live streams).",
+        "stations play songs at their own speed (BENCHMARKS.md, Live streams). An fp2 "
+        "catalogue has no grid (its triplets search every speed in one lookup) and ignores it.",
     )
     stream_sweep_interval_s: float = Field(
         10.0,

@@ -19,8 +19,8 @@ from service.audio.triplets import (
     triplet_hashes,
     unpack_triplet_hashes,
 )
-from service.core.identify.tiers import triplet_matches
-from service.match import MatchParams
+from service.core.identify.tiers import prefer_scaled, triplet_matches, triplets_needed
+from service.match import Match, MatchParams
 from service.store import Hits
 
 FP2 = params_for_format("fp2")
@@ -165,3 +165,27 @@ def test_the_vote_recovers_a_clips_time_scale_and_offset(time_scale: float) -> N
     assert matches[0].speed == pytest.approx(time_scale, abs=0.006)
     assert matches[0].song_offset_s == pytest.approx(start * FP2.frame_s, abs=2 * FP2.frame_s)
     assert all(m.song_id != 2 for m in matches)
+
+
+def _match(song_id: int, speed: float, chance_log10: float, score: int = 50) -> Match:
+    """A landmark match (found at the clip's own speed, drifting to `speed`)."""
+    return Match(song_id, score, 1.0, 12.0, 0.0, 10.0, speed, chance_log10, grid_speed=1.0)
+
+
+def test_the_triplets_are_asked_only_when_the_landmarks_leave_a_doubt() -> None:
+    mp = MatchParams()
+    assert triplets_needed([], mp)
+    assert not triplets_needed([_match(1, 1.0, -40.0)], mp)
+    assert not triplets_needed([_match(1, 1.03, -40.0)], mp)  # drifting, but beyond doubt
+    assert triplets_needed([_match(1, 1.0, -5.0)], mp)  # inconclusive
+    assert triplets_needed([_match(1, 1.02, -15.0)], mp)  # drifting, not improbable enough
+    # At the edge of the landmarks' residual time scales the true scale may lie beyond.
+    assert triplets_needed([_match(1, 1.0 + mp.time_scale_range, -40.0)], mp)
+
+
+def test_a_song_the_triplets_found_takes_their_match() -> None:
+    mp = MatchParams()
+    landmarks = [_match(1, 1.07, -30.0, score=45), _match(2, 1.0, -12.0, score=20)]
+    scaled = [_match(1, 1.1, -25.0, score=40)]
+    merged = prefer_scaled(landmarks, scaled, mp)
+    assert [(m.song_id, m.speed) for m in merged] == [(1, 1.1), (2, 1.0)]
