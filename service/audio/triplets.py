@@ -121,8 +121,9 @@ def form_triplets(
 
 
 def _cells(value: np.ndarray, edge: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Cell of each value (cells are [k, k + 1)), and the neighbouring cell to probe too
-    (-1 sentinel-free: equal to the cell itself when none) when within `edge` of a border."""
+    """Cell of each value (cells are [k, k + 1)), and the neighbouring cell to probe too when
+    the value lies within `edge` of its cell's border (the cell itself when not, or when
+    `edge` is None: the index side, which probes nothing)."""
     cell = np.floor(value).astype(np.int64)
     if edge is None:
         return cell, cell
