@@ -5,7 +5,7 @@ condition x clip length: correct, wrong song, no answer, false positives on unin
 median offset error and query time; plus fingerprints per second and index size.
 
     CORPUS_DIR=/path/to/corpus python -m benchmarks.accuracy [--quick] [--store URL] [--write]
-        [--answers FILE]
+        [--answers FILE] [--format fp1|fp2] [--render DIR]
 
 Build the corpus first with the scripts in ../shared/corpus (see its README). `--quick` runs
 one clip per track for a subset of conditions; `--store URL` indexes and queries through a
@@ -17,6 +17,9 @@ its song's corpus track id or none, offset, confidence, score, speed and evidenc
 other match found, for `benchmarks/compare_answers.py`. The in-memory index reads the tracks'
 fingerprints from `$CORPUS_DIR/.fpcache` once computed; to compare two versions of the code,
 give `--no-fp-cache` so that each run fingerprints the tracks with its own code.
+`--format` measures an index format (FINGERPRINT_FORMAT; its table is written to a block of
+its own); `--render DIR` adds speed, tempo and pitch changes of +-8 and +-10 % that sox renders
+from the tracks at the clean clips' starts (benchmarks/formats.py).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.memindex import MemoryCatalogue, MemoryIndex
 from service.audio.analysis import analyse_file, analyse_query
 from service.audio.envelopes import DEFAULT_ENVELOPE
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.core.identify.identify import identify_analysed
 from service.core.index import index_file
 from service.executor import CpuPool
@@ -95,7 +98,7 @@ def _fingerprint_track(
         data = np.load(cache_file)
         envelope = (DEFAULT_ENVELOPE.format, data["envelope"])
         return track_id, data["hashes"], data["offsets"], int(data["n_frames"]), envelope
-    audio = analyse_file(path)
+    audio = analyse_file(path, _PARAMS)
     fp = audio.fingerprints
     assert audio.envelope is not None
     if cache:
@@ -112,6 +115,8 @@ def _fingerprint_track(
 _INDEX: MemoryIndex | None = None
 _TRACK_IDS: list[str] = []
 _MATCH = MatchParams()
+#: The index format measured (--format).
+_PARAMS = DEFAULT_PARAMS
 _STORE_URL: str | None = None
 _WORKER_STATE: dict[str, object] = {}
 
@@ -123,7 +128,7 @@ def _catalogue() -> object:
         return MemoryCatalogue(_INDEX, _TRACK_IDS)
     if "store" not in _WORKER_STATE:
         loop = asyncio.new_event_loop()
-        store = create_store(Settings(database_url=_STORE_URL), DEFAULT_PARAMS.version)
+        store = create_store(Settings(database_url=_STORE_URL), _PARAMS.version)
         loop.run_until_complete(store.open())
         _WORKER_STATE.update(loop=loop, store=store)
     return _WORKER_STATE["store"]
@@ -131,9 +136,9 @@ def _catalogue() -> object:
 
 def _run_query(q: Query) -> Outcome:
     started = time.perf_counter()
-    audio = analyse_query(corpus_dir() / "queries" / "dev" / q.file)
+    audio = analyse_query(corpus_dir() / "queries" / "dev" / q.file, _PARAMS)
     catalogue = _catalogue()
-    run = identify_analysed(catalogue, audio, _MATCH)  # type: ignore[arg-type]
+    run = identify_analysed(catalogue, audio, _MATCH, _PARAMS)  # type: ignore[arg-type]
     loop = _WORKER_STATE.get("loop")
     found = loop.run_until_complete(run) if loop else asyncio.run(run)  # type: ignore[attr-defined]
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -218,7 +223,7 @@ def build_index(
     `$CORPUS_DIR/.fpcache/<parameters version>/` when `use_cache` and computed before."""
     with open(root / "queries" / "dev" / "index_tracks.csv") as f:
         tracks = [(r["track_id"], str(root / r["path"])) for r in csv.DictReader(f)]
-    cache = root / ".fpcache" / DEFAULT_PARAMS.version
+    cache = root / ".fpcache" / _PARAMS.version
     if use_cache:
         cache.mkdir(parents=True, exist_ok=True)
     index = MemoryIndex()
@@ -244,7 +249,7 @@ async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, f
     """Index every indexed track through the service's path; (hours, fp per s, bytes)."""
     with open(root / "queries" / "dev" / "index_tracks.csv") as f:
         tracks = [(r["track_id"], root / r["path"]) for r in csv.DictReader(f)]
-    store = create_store(Settings(database_url=url), DEFAULT_PARAMS.version)
+    store = create_store(Settings(database_url=url), _PARAMS.version)
     await store.open()
     pool = CpuPool(workers)
     started = time.perf_counter()
@@ -253,7 +258,8 @@ async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, f
             raise SystemExit(f"{url} already holds songs; give an empty catalogue")
 
         async def one(track_id: str, path: Path) -> Song:
-            song, _ = await index_file(store, pool, path, SongMeta(track_id, external_id=track_id))
+            meta = SongMeta(track_id, external_id=track_id)
+            song, _ = await index_file(store, pool, path, meta, params=_PARAMS)
             return song
 
         songs = await asyncio.gather(*(one(t, p) for t, p in tracks))
@@ -365,7 +371,7 @@ def summarise(outcomes: list[Outcome]) -> list[str]:
 
 
 def main() -> int:
-    global _INDEX, _TRACK_IDS, _STORE_URL, _MATCH
+    global _INDEX, _TRACK_IDS, _STORE_URL, _MATCH, _PARAMS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one clip per track, fewer cases")
     parser.add_argument("--conditions", help="comma-separated condition names")
@@ -380,6 +386,15 @@ def main() -> int:
         action="store_true",
         help="landmarks alone (MatchParams.envelope_check=None), for side-by-side runs",
     )
+    parser.add_argument(
+        "--format", default="fp1", choices=["fp1", "fp2"], help="the index format measured"
+    )
+    parser.add_argument(
+        "--render",
+        metavar="DIR",
+        help="also render speed, tempo and pitch changes of +-8/+-10 %% from the tracks at the "
+        "clean clips' starts into DIR (benchmarks/formats.py, RENDERED)",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--answers", help="write every clip's answer to this JSON-lines file")
     parser.add_argument(
@@ -390,6 +405,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     at_commit = commit()
+    _PARAMS = params_for_format(args.format)
     if args.no_envelope_check:
         _MATCH = MatchParams(envelope_check=None)
     root = corpus_dir()
@@ -401,6 +417,10 @@ def main() -> int:
         args.quick,
         args.unindexed_only,
     )
+    if args.render:
+        from benchmarks.formats import render_conditions  # formats.py imports this module
+
+        queries += render_conditions(root, queries, Path(args.render))
     db_bytes = 0
     if args.store:
         _STORE_URL = args.store
@@ -416,7 +436,7 @@ def main() -> int:
     lines.append(
         f"Index ({where}): {hours:.2f} h of audio, {fps:.0f} fingerprints per second of audio"
         + (f", {db_bytes / hours / 1e6:.1f} MB of database per hour" if db_bytes else "")
-        + f"; fingerprint parameters {DEFAULT_PARAMS.version}; median query ms include decode."
+        + f"; fingerprint parameters {_PARAMS.version}; median query ms include decode."
     )
     print("\n".join(lines))
     if args.answers:
@@ -427,6 +447,8 @@ def main() -> int:
             section += "-unindexed"
         if args.no_envelope_check:
             section += "-landmarks-only"
+        if args.format != "fp1":
+            section += f"-{args.format}"
         write_section(section, ACCURACY_HEADING, this_command("benchmarks.accuracy", root), lines)
     return 0
 

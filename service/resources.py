@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams, params_for_format
 from service.aws.clients import AwsClients
 from service.aws.events import parse_message
 from service.aws.objects import S3ObjectSource
@@ -35,6 +35,8 @@ class Resources:
     match_params: MatchParams
     #: S3, SQS and SNS clients; None unless the process runs the worker.
     aws: AwsClients | None = None
+    #: The fingerprint parameters of the catalogue's index format (FINGERPRINT_FORMAT).
+    fp_params: FingerprintParams = DEFAULT_PARAMS
 
     def object_source(self) -> S3ObjectSource:
         """S3 objects (download, list a prefix) through the opened AWS clients."""
@@ -103,7 +105,8 @@ async def enter_resources(
 ) -> Resources:
     """Open the store (with `open_store`), the CPU pool `pool` asks for and, with `aws`, the
     AWS clients, each registered on `stack` to be closed in reverse order."""
-    store = create_store(settings, DEFAULT_PARAMS.version)
+    fp_params = params_for_format(settings.fingerprint_format)
+    store = create_store(settings, fp_params.version)
     stack.push_async_callback(store.close)
     await open_store(store)
     cpu: CpuPool | None = None
@@ -116,7 +119,7 @@ async def enter_resources(
     if aws:
         clients = await AwsClients.open(settings)
         stack.push_async_callback(clients.close)
-    return Resources(store, cpu, match_params_of(settings), clients)
+    return Resources(store, cpu, match_params_of(settings), clients, fp_params)
 
 
 @asynccontextmanager

@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         "probability below 1 - min_confidence across the whole catalogue.",
     )
     max_matches: int = Field(5, ge=1, le=100, description="Most matches returned per query.")
+    fingerprint_format: Literal["fp1", "fp2"] = Field(
+        "fp1",
+        description="Index format of a NEW catalogue: `fp1` stores landmark pairs and finds "
+        "songs played 2-6 % fast or slow with a grid of speeds; `fp2` also stores "
+        "speed-invariant triplets and finds speed, tempo and pitch changes up to +-10 % with "
+        "one lookup (docs/how-it-works.md). A catalogue keeps the format it was built with: "
+        "the service refuses to open one of the other format (re-index to change it).",
+    )
     envelope_check: bool = Field(
         True,
         description="Confirm the landmark candidates of a clip no landmark tier could decide "
@@ -255,7 +263,8 @@ class Settings(BaseSettings):
         description="Search stream windows that match nothing at their own speed under the "
         "speed grid (songs played 2-6 % fast or slow). At 100,000 songs it costs seconds per "
         "window of unknown audio (talk, ads, music not in the catalogue): turn it off when the "
-        "stations play songs at their own speed (BENCHMARKS.md, Live streams).",
+        "stations play songs at their own speed (BENCHMARKS.md, Live streams). An fp2 "
+        "catalogue has no grid (its triplets search every speed in one lookup) and ignores it.",
     )
     stream_sweep_interval_s: float = Field(
         10.0,

@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams, params_for_format
 from service.errors import StoreUnavailable
 from service.match import MatchParams
 from service.resources import PoolSpec, Resources, enter_resources, match_params_of
@@ -42,6 +43,9 @@ class Startup:
         self.settings = settings
         self.match_params: MatchParams | None = (
             None if settings is None else match_params_of(settings)
+        )
+        self.fp_params: FingerprintParams = (
+            DEFAULT_PARAMS if settings is None else params_for_format(settings.fingerprint_format)
         )
         self.phase: Phase = "starting"
         self.detail = "opening the database and applying pending migrations"

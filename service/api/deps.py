@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.uploads import send_json_error
+from service.audio.params import FingerprintParams
 from service.errors import NotReady, Unauthorized
 from service.executor import CpuPool
 from service.match import MatchParams
@@ -55,11 +56,16 @@ def _match_params(request: Request) -> MatchParams:
     return match_params
 
 
+def _fp_params(request: Request) -> FingerprintParams:
+    return _startup(request).fp_params
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StartupDep = Annotated[Startup, Depends(_startup)]
 StoreDep = Annotated[Store, Depends(_store)]
 PoolDep = Annotated[CpuPool, Depends(_pool)]
 MatchParamsDep = Annotated[MatchParams, Depends(_match_params)]
+FingerprintParamsDep = Annotated[FingerprintParams, Depends(_fp_params)]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 

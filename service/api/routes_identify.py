@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from service.api.deps import MatchParamsDep, PoolDep, SettingsDep, StoreDep
+from service.api.deps import FingerprintParamsDep, MatchParamsDep, PoolDep, SettingsDep, StoreDep
 from service.api.openapi import GUARDED, UPLOAD, error_responses
 from service.api.uploads import saved_upload
 from service.core.identify.identify import identify_file
@@ -21,6 +21,7 @@ async def identify(
     pool: PoolDep,
     settings: SettingsDep,
     match_params: MatchParamsDep,
+    fp_params: FingerprintParamsDep,
     file: Annotated[UploadFile, File(description="Audio or video clip to identify.")],
     timeline: Annotated[
         bool, Query(description="Also list every song found with its start and end.")
@@ -33,6 +34,7 @@ async def identify(
             pool,
             path,
             match_params,
+            fp_params,
             timeline=timeline,
             max_audio_s=settings.max_identify_audio_s,
         )

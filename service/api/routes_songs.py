@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
-from service.api.deps import PoolDep, SettingsDep, StoreDep
+from service.api.deps import FingerprintParamsDep, PoolDep, SettingsDep, StoreDep
 from service.api.openapi import GUARDED, UPLOAD, error_responses
 from service.api.params import Offset, SongId, WholeNumber
 from service.api.uploads import saved_upload
@@ -38,6 +38,7 @@ async def add_song(
     store: StoreDep,
     pool: PoolDep,
     settings: SettingsDep,
+    fp_params: FingerprintParamsDep,
     file: Annotated[UploadFile, File(description="Audio or video file holding the song.")],
     title: OptionalField = None,
     artist: OptionalField = None,
@@ -63,7 +64,7 @@ async def add_song(
     async with saved_upload(file, settings.upload_max_bytes) as path:
         options = IndexOptions(meta, file.filename, allow_duplicate=allow_duplicate)
         indexed = await index_path(
-            store, pool, path, options, max_audio_s=settings.max_index_audio_s
+            store, pool, path, options, params=fp_params, max_audio_s=settings.max_index_audio_s
         )
     if not indexed.created:
         response.status_code = status.HTTP_200_OK

@@ -17,6 +17,7 @@ from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.audio.peaks import Peaks, find_peaks, find_peaks_and_sustained
 from service.audio.spectrogram import frame_count
+from service.audio.triplets import index_fingerprints
 from service.errors import AudioTooShort
 
 #: Shortest audio worth fingerprinting: below one STFT window plus a target zone, no landmark
@@ -62,10 +63,13 @@ def analyse_file(
     sustained: bool = False,
     keep_samples_max_s: float = 0.0,
     max_duration_s: float | None = None,
+    query: bool = False,
 ) -> AnalysedAudio:
     """Decode and fingerprint a file, with its band envelopes unless `envelope` is None, with
     the peaks a clip's second tier looks up (`sustained`, for a clip to identify under
     `params.for_queries()`), and with its samples if it lasts at most `keep_samples_max_s`.
+    Its fingerprints are what the index stores (index_fingerprints), or for a `query` its
+    landmarks alone (the tiers hash its triplets themselves, from thinned peaks).
     Raises the audio ServiceErrors on bad input, AudioTooLong past `max_duration_s`."""
     audio = decode_audio(path, params.sample_rate_hz, max_duration_s)
     if audio.duration_s < MIN_DURATION_S:
@@ -84,7 +88,7 @@ def analyse_file(
         duration_s=audio.duration_s,
         n_frames=n_frames,
         content_sha256=audio.content_sha256,
-        fingerprints=landmark_hashes(peaks, params),
+        fingerprints=landmark_hashes(peaks, params) if query else index_fingerprints(peaks, params),
         peaks=peaks,
         envelope=None if collector is None else collector.envelopes(),
         envelope_format=0 if envelope is None else envelope.format,
@@ -114,4 +118,5 @@ def analyse_query(
         sustained=True,
         keep_samples_max_s=keep,
         max_duration_s=max_duration_s,
+        query=True,
     )

@@ -10,6 +10,58 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+#: The index formats: "fp1" stores landmark pairs; "fp2" stores them and speed-invariant
+#: triplets (service/audio/triplets.py), which find a clip played up to +-10 % faster, slower
+#: or shifted in pitch with one lookup instead of a grid of speeds.
+FingerprintFormat = Literal["fp1", "fp2"]
+
+
+@dataclass(frozen=True)
+class TripletParams:
+    """The tunables of the speed-invariant triplet hashes (service/audio/triplets.py), with
+    units. Every field not starting with `query_` is part of the index format."""
+
+    #: Target zone of b: frames after the anchor (inclusive).
+    min_gap_frames: int = 2
+    max_first_gap_frames: int = 40
+    #: Target zone of c: frames after the anchor (inclusive); c also lies at least
+    #: min_gap_frames after b. Longer spans quantise the gap ratio more finely: a frame of
+    #: rounding moves the ratio by about 1 / span.
+    min_span_frames: int = 10
+    max_span_frames: int = 72
+    #: b candidates per anchor and c candidates per (anchor, b), nearest in time first:
+    #: first_fan_out x second_fan_out triplets per anchor at most (3 x 2: some 50 a second
+    #: of audio, beside the landmarks' 125).
+    first_fan_out: int = 3
+    second_fan_out: int = 2
+    #: Largest interval |p_b - p_a|, |p_c - p_a| kept (semitones).
+    max_interval_semitones: float = 31.5
+    #: Quantisation step of the intervals (semitones).
+    interval_step_semitones: float = 0.5
+    #: Cells of the gap ratio over (0, 1).
+    ratio_cells: int = 32
+    #: Width of the anchor's pitch band (semitones).
+    band_semitones: float = 6.0
+    #: Bumped by hand when the meaning of the hash layout changes without a field changing.
+    layout_revision: int = 1
+
+    #: The triplets stored beside the landmarks (index format "fp2"); None: landmarks only
+    #: ("fp1").
+    triplets: TripletParams | None = None
+
+    # --- query side only (not part of the index format) --------------------------------------
+    #: Targets per anchor and per (anchor, b) of a query: its extra peaks (noise, denser
+    #: picking) push the index's targets further down the list.
+    query_first_fan_out: int = 6
+    query_second_fan_out: int = 6
+    #: Largest change of time scale and of pitch (as a ratio - 1) a query is hashed for: its
+    #: target zone is widened by this much, and the bands near the anchor's are probed.
+    query_scale_tolerance: float = 0.11
+    #: A quantised interval or gap ratio within this fraction of a cell of its cell's edge is
+    #: also hashed with the neighbouring cell.
+    query_edge_fraction: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -67,6 +119,10 @@ class FingerprintParams:
     #: Bumped by hand when the meaning of the hash layout changes without a field changing.
     layout_revision: int = 1
 
+    #: The triplets stored beside the landmarks (index format "fp2"); None: landmarks only
+    #: ("fp1").
+    triplets: TripletParams | None = None
+
     # --- query side only (not part of the index format) --------------------------------------
     #: Queries keep more peaks than the index: under noise (babble above all) the loudest
     #: peaks of a clip are often not the song's, and the song's own peaks rank lower.
@@ -111,19 +167,36 @@ class FingerprintParams:
         return replace(self, density_peaks=self.query_density_peaks, fan_out=self.query_fan_out)
 
     @property
+    def format(self) -> FingerprintFormat:
+        return "fp1" if self.triplets is None else "fp2"
+
+    @property
     def version(self) -> str:
-        """Short stable digest of the index-format fields; stored with the index."""
+        """The index format and a short stable digest of its fields ("fp1-..." or
+        "fp2-..."); stored with the index."""
         fields = {k: v for k, v in asdict(self).items() if not k.startswith("query_")}
+        triplets = fields.pop("triplets")
+        if triplets is not None:
+            fields["triplets"] = {k: v for k, v in triplets.items() if not k.startswith("query_")}
         # Fields added after the first index was built enter the digest only when they differ
         # from the value that reproduces the earlier behaviour, so existing indexes stay valid.
         for name, neutral in _ADDED_LATER.items():
             if fields[name] == neutral:
                 del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
-        return "fp1-" + hashlib.sha256(blob).hexdigest()[:12]
+        return f"{self.format}-" + hashlib.sha256(blob).hexdigest()[:12]
 
 
 #: Index-format fields added later, with the value that means "as before the field existed".
 _ADDED_LATER = {"density_bands": 1}
 
 DEFAULT_PARAMS = FingerprintParams()
+
+
+def params_for_format(fingerprint_format: FingerprintFormat) -> FingerprintParams:
+    """The fingerprint parameters of an index format (the FINGERPRINT_FORMAT setting)."""
+    if fingerprint_format == "fp1":
+        return DEFAULT_PARAMS
+    if fingerprint_format == "fp2":
+        return replace(DEFAULT_PARAMS, triplets=TripletParams())
+    raise ValueError(f"unknown fingerprint format {fingerprint_format!r}")

@@ -17,7 +17,7 @@ from service.match.search import (
     search_matches,
     speed_search_needed,
 )
-from service.match.variants import QueryVariant, speed_variants, variant_of
+from service.match.variants import QueryVariant, scale_variants, speed_variants, variant_of
 from service.match.votes import best_offsets
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "inconclusive",
     "merge_matches",
     "refine_time_scale",
+    "scale_variants",
     "search_matches",
     "speed_search_needed",
     "speed_variants",

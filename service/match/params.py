@@ -124,6 +124,13 @@ class MatchParams:
     #: 1.3 %; clips stretched 5 % without a pitch change (the drift is their song's) reached
     #: 10^-20 in 98 % of 10-s, 85 % of 5-s and 46 % of 3-s cases, and skip the grid.
     accept_drifting_without_speed_search_log10: float = -20.0
+    #: Time scales a query's triplets (index format "fp2") are voted under: from
+    #: 1 - triplet_scale_range to 1 + triplet_scale_range in steps of triplet_scale_step.
+    #: One lookup serves every scale (the hashes do not change with speed); a step moves the
+    #: last anchor of a 10-s clip by about one and a half frames, which the +-1 frame window
+    #: of the offset vote absorbs, and what is left is refined within +-triplet_scale_step.
+    triplet_scale_range: float = 0.11
+    triplet_scale_step: float = 0.005
     #: How a clip no tier could decide is confirmed from band envelopes (None: it is not).
     envelope_check: EnvelopeCheckParams | None = field(default_factory=EnvelopeCheckParams)
 
@@ -137,6 +144,12 @@ class MatchParams:
             return None
         mean = total_fingerprints / HASH_SPACE
         return max(self.frequent_hash_min, math.ceil(factor * mean))
+
+    def triplet_scales(self) -> list[float]:
+        """Every time scale a query's triplets are voted under, 1.0 first."""
+        steps = round(self.triplet_scale_range / self.triplet_scale_step)
+        others = [1.0 + k * self.triplet_scale_step for k in range(-steps, steps + 1) if k != 0]
+        return [1.0, *sorted(others, key=lambda f: abs(f - 1.0))]
 
     def speed_grid(self) -> list[float]:
         """Every candidate speed, 1.0 first."""

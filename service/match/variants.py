@@ -96,3 +96,25 @@ def variant_of(fingerprints: Fingerprints, start_s: float = 0.0) -> QueryVariant
     return QueryVariant(
         1.0, fingerprints.hashes, fingerprints.offsets, fingerprints.offsets, start_s=start_s
     )
+
+
+def scale_variants(
+    fingerprints: Fingerprints, scales: Sequence[float], start_s: float = 0.0
+) -> list[QueryVariant]:
+    """A query's triplet hashes (service/audio/triplets.py) as one variant per time scale.
+
+    Triplet hashes do not change with speed, so every variant has the same hashes and one
+    lookup serves them all; what differs is where each puts the query's anchors on the song's
+    time axis (query frame x scale), so that a clip played at that scale piles its votes into
+    one offset bin of its variant."""
+    frames = fingerprints.offsets.astype(np.float64)
+    return [
+        QueryVariant(
+            factor=float(scale),
+            hashes=fingerprints.hashes,
+            offsets=np.round(frames * scale).astype(np.int32),
+            query_frames=fingerprints.offsets,
+            start_s=start_s,
+        )
+        for scale in scales
+    ]

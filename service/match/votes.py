@@ -107,11 +107,18 @@ class _Pairing:
         sorted_hashes = hits.hashes[self.order]
         self.lo: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
+        # Variants that share one hash array (a query's triplets under every time scale:
+        # variants.scale_variants) share its search too.
+        searched: dict[tuple[int, int | None], tuple[np.ndarray, np.ndarray]] = {}
         for v in variants:
-            lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
-            counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
-            if v.max_postings is not None:
-                counts[counts > v.max_postings] = 0
+            key = (id(v.hashes), v.max_postings)
+            if key not in searched:
+                lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
+                counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
+                if v.max_postings is not None:
+                    counts[counts > v.max_postings] = 0
+                searched[key] = (lo, counts)
+            lo, counts = searched[key]
             self.lo.append(lo)
             self.counts.append(counts)
 

@@ -26,6 +26,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from service.audio.formats import AUDIO_SUFFIXES
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.identify.identify import identify_file
 from service.core.index import index_file
 from service.core.reports import (
@@ -137,6 +138,7 @@ class ObjectHandler:
         events: EventPublisher | None,
         match_params: MatchParams,
         bucket: str | None,
+        fp_params: FingerprintParams = DEFAULT_PARAMS,
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
         stream_params: StreamParams | None = None,
@@ -150,6 +152,7 @@ class ObjectHandler:
         self._reports = reports
         self._events = events
         self._match_params = match_params
+        self._fp_params = fp_params
         self._bucket = bucket
         self._publish_lease_s = publish_lease_s
         self._tmp_dir = tmp_dir
@@ -247,6 +250,7 @@ class ObjectHandler:
                         downloaded.path,
                         meta_from_object(downloaded.metadata),
                         filename=PurePosixPath(obj.key).name,
+                        params=self._fp_params,
                         max_audio_s=self._max_index_audio_s,
                     )
                     return index_report(song, created, source, elapsed_ms())
@@ -257,6 +261,7 @@ class ObjectHandler:
                         self._pool,
                         downloaded.path,
                         self._match_params,
+                        self._fp_params,
                         timeline=None,
                         max_audio_s=self._max_identify_audio_s,
                     )
@@ -271,6 +276,7 @@ class ObjectHandler:
                         self._match_params,
                         uploaded_at=downloaded.last_modified,
                         params=self._stream_params,
+                        fp_params=self._fp_params,
                     )
                     return stream_segment_report(segment, source, elapsed_ms())
         except ServiceError as exc:

@@ -54,6 +54,7 @@ async def running_worker(
         reports=io.reports,
         events=io.events,
         match_params=resources.match_params,
+        fp_params=resources.fp_params,
         bucket=settings.s3_bucket,
         stream_params=stream_params,
         max_index_audio_s=settings.max_index_audio_s,

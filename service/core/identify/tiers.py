@@ -6,15 +6,19 @@ Each tier runs only when the one before is not conclusive:
    indexed with, a third of the query's hashes, so a third of the lookup, and at most
    MatchParams.max_hits_first_tier postings of them per 10 s, the rarest hashes first. Nearly
    every real query ends here.
-2. The query's denser landmarks, picked for noise (noise hides some of the song's peaks; its
+2. Under the "fp2" index format, the triplets of those peaks (service/audio/triplets.py),
+   which do not change with speed, tempo or pitch: one lookup, voted under every time scale
+   of MatchParams.triplet_scales(), finds a clip played up to +-10 % off its song's speed,
+   and there is no speed grid (tier 4).
+3. The query's denser landmarks, picked for noise (noise hides some of the song's peaks; its
    held notes are among the steadiest of the rest: peaks.find_sustained_peaks); then, if that
    settles nothing either, the same from the query analysed again at its other hop phases
    (FingerprintParams.query_hop_phases; only a short clip, whose samples analyse_query kept):
    under heavy noise each start of the frame grid keeps other peaks of the song. One lookup, a
    variant per phase, each match charged MatchParams.calibration_log10_phase.
-3. The speed grid (speed_search.py): the query's landmarks re-hashed under candidate speeds,
-   coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed cap; also when the
-   match the first tiers settled on drifts by more than a grid step
+4. Under "fp1" only, the speed grid (speed_search.py): the query's landmarks re-hashed under
+   candidate speeds, coarse to fine, under the tighter MatchParams.frequent_hash_factor_speed
+   cap; also when the match the first tiers settled on drifts by more than a grid step
    (match.speed_search_needed), and that match then competes with the grid's.
 
 Each tier looks up only hashes not fetched yet (lookups.HitCache). Then the band envelopes
@@ -40,13 +44,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, sustained_peaks_at_phases, thin_peaks
+from service.audio.triplets import triplet_hashes
 from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.identify.lookups import HitCache, PostingsCaps, first_tier_budget, hits_budget
 from service.core.identify.speed_search import after_speed_search
@@ -58,7 +63,9 @@ from service.match import (
     find_matches,
     inconclusive,
     merge_matches,
+    scale_variants,
     search_matches,
+    speed_search_needed,
     variant_of,
 )
 from service.store import Hits, Store
@@ -131,12 +138,67 @@ async def first_tier(
     return found
 
 
+async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> list[Match]:
+    """A query's matches from the triplets of its index-density peaks (an "fp2" index), voted
+    under every time scale of MatchParams.triplet_scales(): one lookup for every speed."""
+    params = ladder.params
+    assert params.triplets is not None
+    triplets = params.triplets
+
+    def hashes() -> Fingerprints:
+        return triplet_hashes(thin_peaks(query.peaks, params), triplets, params.min_bin, query=True)
+
+    fingerprints = await asyncio.to_thread(hashes)
+    if not len(fingerprints):
+        return []
+    hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
+
+    def run() -> list[Match]:
+        return triplet_matches(fingerprints, ladder.ordered(hits), params, ladder.match_params)
+
+    return await asyncio.to_thread(run)
+
+
+def triplets_needed(matches: list[Match], match_params: MatchParams) -> bool:
+    """Whether an "fp2" query's landmark matches need its triplets: when they settle nothing,
+    when the best drifts by more than a step of the speed grid without being improbable
+    enough for a drifting match (match.speed_search_needed), or when its drift reaches the
+    edge of the residual time scales the landmarks' vote searches (MatchParams.
+    time_scale_range): the clip may then play at a scale beyond it."""
+    if speed_search_needed(matches, match_params):
+        return True
+    edge = match_params.time_scale_range - match_params.triplet_scale_step
+    return abs(matches[0].speed - 1.0) >= edge
+
+
+def prefer_scaled(
+    matches: list[Match], scaled: list[Match], match_params: MatchParams
+) -> list[Match]:
+    """The landmark `matches` with every song the triplets found replaced by the triplets'
+    match (which searched its time scale over the whole range, where the landmarks' residual
+    scale stops at time_scale_range), ordered as merge_matches orders."""
+    found = {m.song_id for m in scaled}
+    kept = [m for m in matches if m.song_id not in found]
+    return merge_matches(kept, scaled, match_params.max_matches)
+
+
+def triplet_matches(
+    triplets: Fingerprints, hits: Hits, params: FingerprintParams, match_params: MatchParams
+) -> list[Match]:
+    """Matches of a query's triplet hashes voted under every time scale of
+    MatchParams.triplet_scales(), each refined within a step of the scale grid."""
+    mp = match_params
+    variants = scale_variants(triplets, mp.triplet_scales())
+    return find_matches(variants, hits, params, replace(mp, time_scale_range=mp.triplet_scale_step))
+
+
 async def deeper_tiers(
     store: Store, cache: HitCache, query: TierQuery, matches: list[Match], ladder: Ladder
 ) -> list[Match]:
-    """The rest of the ladder for a query whose first tier found `matches`: the second tier
-    and the other hop phases when those are inconclusive, the speed grid when it is needed,
-    then the band envelopes."""
+    """The rest of the ladder for a query whose first tier found `matches`: under "fp2" the
+    triplets when those are inconclusive, the second tier and the other hop phases when
+    still inconclusive, the speed grid when it is needed ("fp1" only: the triplets have
+    searched every speed), then the band envelopes."""
     mp, params = ladder.match_params, ladder.params
     check = mp.envelope_check
     # Candidates are kept for the envelopes to confirm; without envelopes they would confirm
@@ -144,6 +206,8 @@ async def deeper_tiers(
     kept = check.candidates if check is not None and query.envelope is not None else 0
     candidates: list[Match] = []
     phase_candidates: list[Match] = []
+    if params.triplets is not None and triplets_needed(matches, mp):
+        matches = prefer_scaled(matches, await triplet_tier(cache, query, ladder), mp)
     if inconclusive(matches, mp):
         dense = [variant_of(await asyncio.to_thread(query.second_tier))]
         found = await _search(cache, dense, ladder.caps.deep, kept, ladder)
@@ -157,9 +221,10 @@ async def deeper_tiers(
             found = await _search(phase_cache, phases, ladder.caps.deep, kept, ladder)
             matches = merge_matches(matches, found.matches, mp.max_matches)
             phase_candidates = found.candidates
-    matches = await after_speed_search(
-        cache, matches, query.peaks, ladder.caps.speed, params, mp, ladder.order_hits
-    )
+    if params.triplets is None:
+        matches = await after_speed_search(
+            cache, matches, query.peaks, ladder.caps.speed, params, mp, ladder.order_hits
+        )
     matches = await drop_contradicted(
         store, query.envelope, query.envelope_format, matches, params, mp
     )

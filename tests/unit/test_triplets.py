@@ -1,0 +1,191 @@
+"""The "fp2" triplet hashes: invariance to time scale and pitch shift, the hash layout, the
+index format's version, and the vote that recovers a clip's time scale and offset."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from service.audio.hashes import HASH_SPACE
+from service.audio.params import DEFAULT_PARAMS, TripletParams, params_for_format
+from service.audio.peaks import Peaks
+from service.audio.triplets import (
+    TRIPLET_HASH_SPACE,
+    TRIPLET_TAG,
+    form_triplets,
+    index_fingerprints,
+    triplet_hashes,
+    unpack_triplet_hashes,
+)
+from service.core.identify.tiers import prefer_scaled, triplet_matches, triplets_needed
+from service.match import Match, MatchParams
+from service.store import Hits
+
+FP2 = params_for_format("fp2")
+TP = TripletParams()
+
+
+def _peaks(frames: list[int], bins: list[int]) -> Peaks:
+    f = np.array(frames, dtype=np.int32)
+    b = np.array(bins, dtype=np.int32)
+    order = np.lexsort((b, f))
+    return Peaks(f[order], b[order], np.ones(len(f), dtype=np.float32))
+
+
+def _random_song(seed: int, seconds: float = 40.0, per_s: float = 12.0) -> Peaks:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * per_s)
+    frames = rng.integers(0, int(seconds / FP2.frame_s), n)
+    bins = rng.integers(FP2.min_bin + 10, 300, n)
+    return _peaks(frames.tolist(), bins.tolist())
+
+
+@pytest.mark.parametrize(
+    ("time_scale", "pitch_ratio"),
+    [(1.1, 1.0), (1.0, 1.1), (1.1, 1.1), (0.9, 1.0), (1.0, 0.9), (0.9, 0.9), (1.0, 1.0)],
+)
+def test_a_triplets_hash_survives_time_scaling_and_pitch_shifting(
+    time_scale: float, pitch_ratio: float
+) -> None:
+    # Coordinates chosen so the changed triplet lands on whole frames and bins: the hash of
+    # the original must be among the query's hashes of the changed one.
+    frames, bins = [0, 10, 30], [100, 150, 200]
+    original = _peaks(frames, bins)
+    changed = _peaks(
+        [round(f * time_scale) for f in frames], [round(b * pitch_ratio) for b in bins]
+    )
+    stored = triplet_hashes(original, TP, FP2.min_bin)
+    assert len(stored) == 1
+    query = triplet_hashes(changed, TP, FP2.min_bin, query=True)
+    assert stored.hashes[0] in set(query.hashes.tolist())
+    assert set(query.offsets.tolist()) == {0}
+
+
+def test_the_hash_sees_the_shape_of_a_triplet() -> None:
+    base = triplet_hashes(_peaks([0, 10, 30], [100, 150, 200]), TP, FP2.min_bin).hashes
+    other_ratio = triplet_hashes(_peaks([0, 20, 30], [100, 150, 200]), TP, FP2.min_bin).hashes
+    other_interval = triplet_hashes(_peaks([0, 10, 30], [100, 120, 200]), TP, FP2.min_bin).hashes
+    other_band = triplet_hashes(_peaks([0, 10, 30], [50, 75, 100]), TP, FP2.min_bin).hashes
+    assert len({base[0], other_ratio[0], other_interval[0], other_band[0]}) == 4
+
+
+def test_pack_and_unpack_round_trip() -> None:
+    peaks = _random_song(1)
+    fp = triplet_hashes(peaks, TP, FP2.min_bin)
+    assert len(fp) > 1000
+    assert fp.hashes.dtype == np.int32 and fp.offsets.dtype == np.int32
+    ratio, d_b, d_c, band = unpack_triplet_hashes(fp.hashes)
+    a, b, c = form_triplets(peaks, TP)
+    pitch = 12.0 * np.log2(peaks.bins.astype(np.float64))
+    half = round(TP.max_interval_semitones / TP.interval_step_semitones)
+    inside = (np.abs(pitch[b] - pitch[a]) <= TP.max_interval_semitones) & (
+        np.abs(pitch[c] - pitch[a]) <= TP.max_interval_semitones
+    )
+    a, b, c = a[inside], b[inside], c[inside]
+    f = peaks.frames.astype(np.float64)
+    np.testing.assert_array_equal(
+        ratio, np.floor((f[b] - f[a]) / (f[c] - f[a]) * TP.ratio_cells).astype(np.int64)
+    )
+    np.testing.assert_array_equal(
+        d_b, np.floor((pitch[b] - pitch[a]) / TP.interval_step_semitones + half + 0.5)
+    )
+    np.testing.assert_array_equal(
+        d_c, np.floor((pitch[c] - pitch[a]) / TP.interval_step_semitones + half + 0.5)
+    )
+    assert band.min() >= 0 and band.max() < 16
+    np.testing.assert_array_equal(fp.offsets, peaks.frames[a])
+
+
+def test_triplets_and_landmarks_never_share_a_hash_value() -> None:
+    fp = index_fingerprints(_random_song(2), FP2)
+    triplet = (fp.hashes & TRIPLET_TAG) != 0
+    assert triplet.any() and (~triplet).any()
+    assert (fp.hashes[~triplet] < HASH_SPACE).all() and (fp.hashes[~triplet] >= 0).all()
+    assert ((fp.hashes[triplet] & (TRIPLET_TAG - 1)) < TRIPLET_HASH_SPACE).all()
+    assert (np.diff(fp.offsets) >= 0).all()
+
+
+def test_triplet_zone_and_fan_out_bound_the_triplets() -> None:
+    peaks = _random_song(3)
+    a, b, c = form_triplets(peaks, TP)
+    f = peaks.frames
+    assert ((f[b] - f[a]) >= TP.min_gap_frames).all()
+    assert ((f[b] - f[a]) <= TP.max_first_gap_frames).all()
+    assert ((f[c] - f[a]) >= TP.min_span_frames).all()
+    assert ((f[c] - f[a]) <= TP.max_span_frames).all()
+    assert ((f[c] - f[b]) >= TP.min_gap_frames).all()
+    assert np.bincount(a).max() <= TP.first_fan_out * TP.second_fan_out
+    qa, _, _ = form_triplets(peaks, TP, query=True)
+    assert len(qa) > len(a)
+
+
+def test_the_index_format_is_in_the_version() -> None:
+    assert DEFAULT_PARAMS.version.startswith("fp1-")
+    assert FP2.version.startswith("fp2-")
+    assert FP2.format == "fp2" and DEFAULT_PARAMS.format == "fp1"
+    # Query-side tunables are not part of the format; index-side ones are.
+    wider = replace(FP2, triplets=replace(TP, query_first_fan_out=9))
+    assert wider.version == FP2.version
+    denser = replace(FP2, triplets=replace(TP, first_fan_out=4))
+    assert denser.version != FP2.version
+    with pytest.raises(ValueError):
+        params_for_format("fp9")  # type: ignore[arg-type]
+
+
+def _stored_hits(song_id: int, peaks: Peaks) -> Hits:
+    fp = triplet_hashes(peaks, TP, FP2.min_bin)
+    n = len(fp)
+    return Hits(fp.hashes, np.full(n, song_id), fp.offsets, np.full(n, peaks.frames.max() + 1))
+
+
+@pytest.mark.parametrize("time_scale", [0.9, 0.95, 1.0, 1.04, 1.1])
+def test_the_vote_recovers_a_clips_time_scale_and_offset(time_scale: float) -> None:
+    song = _random_song(4, seconds=60.0)
+    other = _random_song(5, seconds=60.0)
+    start = 500  # frames into the song
+    # The clip: 10 s of song from `start`, played time_scale times fast (times shrink,
+    # frequencies rise with a speed change).
+    inside = (song.frames >= start) & (song.frames < start + round(312 * time_scale))
+    clip = _peaks(
+        np.round((song.frames[inside] - start) / time_scale).astype(int).tolist(),
+        np.round(song.bins[inside] * time_scale).astype(int).tolist(),
+    )
+    mine, others = _stored_hits(1, song), _stored_hits(2, other)
+    hits = Hits(
+        np.concatenate([mine.hashes, others.hashes]),
+        np.concatenate([mine.song_ids, others.song_ids]),
+        np.concatenate([mine.offsets, others.offsets]),
+        np.concatenate([mine.song_frames, others.song_frames]),
+    )
+    query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
+    matches = triplet_matches(query, hits, FP2, MatchParams())
+    assert matches and matches[0].song_id == 1
+    assert matches[0].speed == pytest.approx(time_scale, abs=0.006)
+    assert matches[0].song_offset_s == pytest.approx(start * FP2.frame_s, abs=2 * FP2.frame_s)
+    assert all(m.song_id != 2 for m in matches)
+
+
+def _match(song_id: int, speed: float, chance_log10: float, score: int = 50) -> Match:
+    """A landmark match (found at the clip's own speed, drifting to `speed`)."""
+    return Match(song_id, score, 1.0, 12.0, 0.0, 10.0, speed, chance_log10, grid_speed=1.0)
+
+
+def test_the_triplets_are_asked_only_when_the_landmarks_leave_a_doubt() -> None:
+    mp = MatchParams()
+    assert triplets_needed([], mp)
+    assert not triplets_needed([_match(1, 1.0, -40.0)], mp)
+    assert not triplets_needed([_match(1, 1.03, -40.0)], mp)  # drifting, but beyond doubt
+    assert triplets_needed([_match(1, 1.0, -5.0)], mp)  # inconclusive
+    assert triplets_needed([_match(1, 1.02, -15.0)], mp)  # drifting, not improbable enough
+    # At the edge of the landmarks' residual time scales the true scale may lie beyond.
+    assert triplets_needed([_match(1, 1.0 + mp.time_scale_range, -40.0)], mp)
+
+
+def test_a_song_the_triplets_found_takes_their_match() -> None:
+    mp = MatchParams()
+    landmarks = [_match(1, 1.07, -30.0, score=45), _match(2, 1.0, -12.0, score=20)]
+    scaled = [_match(1, 1.1, -25.0, score=40)]
+    merged = prefer_scaled(landmarks, scaled, mp)
+    assert [(m.song_id, m.speed) for m in merged] == [(1, 1.1), (2, 1.0)]
