@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.cli import bulk, catalogue
 from service.cli.common import CliFailure, say_error
 from service.core.bulk import catalogue_items, is_s3_uri
@@ -373,7 +373,7 @@ async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
             new, items, workers=workers, allow_duplicate=True, resources=resources
         )
         await resources.store.sync_song_ids(max((i.song_id or 0 for i in items), default=0))
-    print(f"rebuilt {stored} -> {DEFAULT_PARAMS.version}")
+    print(f"rebuilt {stored} -> {params_for_format(new.fingerprint_format).version}")
     return bulk.finish(summary, time.monotonic() - started, args.report, not args.no_table)
 
 

@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -197,7 +197,11 @@ async def run_items(
             assert opened.pool is not None
             objects = opened.object_source() if opened.aws is not None else None
             indexer = BulkIndexer(
-                opened.store, opened.pool, options, objects=objects, on_result=step
+                opened.store,
+                opened.pool,
+                replace(options, params=opened.fp_params),
+                objects=objects,
+                on_result=step,
             )
             summary = await indexer.run(items)
             if summary.count("created"):

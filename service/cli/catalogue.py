@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.cli.common import (
     SONG_CSV_COLUMNS,
     CliFailure,
@@ -72,6 +72,7 @@ async def cmd_info(settings: Settings, as_json: bool) -> int:
         stats = StoreStats(0, 0) if pending and stored is None else await store.stats()
     finally:
         await store.close()
+    code_version = params_for_format(settings.fingerprint_format).version
     info: dict[str, Any] = {
         "store": "sqlite" if settings.is_sqlite else "postgresql",
         "location": store_location(settings),
@@ -79,7 +80,7 @@ async def cmd_info(settings: Settings, as_json: bool) -> int:
         "fingerprints": stats.fingerprints,
         "database_bytes": stats.extra.get("database_bytes"),
         "fingerprint_version": stored,
-        "code_fingerprint_version": DEFAULT_PARAMS.version,
+        "code_fingerprint_version": code_version,
         "migrations_pending": pending,
     }
     if as_json:
@@ -91,9 +92,10 @@ async def cmd_info(settings: Settings, as_json: bool) -> int:
     if info["database_bytes"] is not None:
         print(f"database size:       {info['database_bytes'] / 1e6:.1f} MB")
     print(f"fingerprint version: {stored or '(none yet: an empty catalogue)'}")
-    if stored and stored != DEFAULT_PARAMS.version:
+    if stored and stored != code_version:
         print(
-            f"  this release fingerprints with {DEFAULT_PARAMS.version}: rebuild the catalogue "
+            f"  this release fingerprints with {code_version} (FINGERPRINT_FORMAT="
+            f"{settings.fingerprint_format}): rebuild the catalogue "
             "with `song-detection reindex` (see docs/catalogue.md)"
         )
     if pending:
@@ -173,7 +175,12 @@ async def cmd_identify(settings: Settings, files: Sequence[str], as_json: bool) 
                 if not Path(name).is_file():
                     raise NotFound(f"no such file: {name}")
                 result = await identify_file(
-                    store, pool, name, params, max_audio_s=settings.max_identify_audio_s
+                    store,
+                    pool,
+                    name,
+                    params,
+                    resources.fp_params,
+                    max_audio_s=settings.max_identify_audio_s,
                 )
             except ServiceError as exc:
                 if not exc.permanent:

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.index import IndexOptions, analyse_source, find_duplicate, index_song
 from service.errors import NotFound, ServiceError
 from service.executor import CpuPool
@@ -94,6 +95,8 @@ class BulkOptions:
     resume: bool = True
     max_audio_s: float | None = None
     tmp_dir: str | None = None
+    #: The catalogue's fingerprint parameters (its index format).
+    params: FingerprintParams = DEFAULT_PARAMS
 
 
 def is_s3_uri(source: str) -> bool:
@@ -236,7 +239,7 @@ class BulkIndexer:
             )
             async with fetch as (path, metadata):
                 audio, digest = await self._pool.run(
-                    partial(analyse_source, path, self._options.max_audio_s)
+                    partial(analyse_source, path, self._options.max_audio_s, self._options.params)
                 )
             options = IndexOptions(
                 meta=meta_from_object(metadata, item.meta),

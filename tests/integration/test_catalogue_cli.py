@@ -286,3 +286,37 @@ def test_backfill_an_s3_prefix_with_metadata(sqlite_url: str, files, aws) -> Non
     assert imported.returncode == 0, imported.stderr
     titles = {s["title"] for s in json.loads(_cli(sqlite_url, "songs", "--json").stdout)["items"]}
     assert titles == {"Úno", "two", "Tres"}
+
+
+def test_reindex_moves_a_catalogue_to_the_speed_invariant_format(sqlite_url: str, tmp_path) -> None:
+    """The documented upgrade path: an fp1 catalogue rebuilt as fp2 keeps its ids and finds
+    a clip of real music played 8 % fast, which fp2 searches without the speed grid."""
+    music = ROOT / "tests" / "data" / "music"
+    old_url = f"sqlite:///{tmp_path / 'fp1.sqlite3'}"
+    songs = [music / "armygeddon.ogg", music / "coherence.ogg"]
+    assert _cli(old_url, "index", *map(str, songs)).returncode == 0
+    listed = json.loads(_cli(old_url, "songs", "--json").stdout)["items"]
+    old_ids = {s["title"]: s["id"] for s in listed}
+
+    fp2 = {"FINGERPRINT_FORMAT": "fp2"}
+    rebuilt = _cli(None, "reindex", "--from", old_url, "--to", sqlite_url, **fp2)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    info = json.loads(_cli(sqlite_url, "info", "--json", **fp2).stdout)
+    assert info["fingerprint_version"].startswith("fp2-")
+    assert info["fingerprint_version"] == info["code_fingerprint_version"]
+    # Under the default format the catalogue is refused rather than misread.
+    refused = _cli(sqlite_url, "songs")
+    assert refused.returncode == 1 and "index_mismatch" in refused.stderr
+    listed = json.loads(_cli(sqlite_url, "songs", "--json", **fp2).stdout)["items"]
+    assert {s["title"]: s["id"] for s in listed} == old_ids
+
+    fast = tmp_path / "fast.wav"
+    subprocess.run(
+        ["sox", "-q", str(songs[0]), "-c", "1", str(fast), "trim", "12", "10.8", "speed", "1.08"],
+        check=True,
+    )
+    found = _cli(sqlite_url, "identify", "--json", str(fast), **fp2)
+    assert found.returncode == 0, found.stderr
+    best = json.loads(found.stdout)["matches"][0]
+    assert best["song"]["id"] == old_ids[next(t for t in old_ids if "rmygeddon" in t)]
+    assert abs(best["speed"] - 1.08) < 0.01
