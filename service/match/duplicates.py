@@ -44,7 +44,7 @@ class DuplicateParams:
     #: covered at the one offset for the two to be the same recording.
     min_coverage: float = 0.85
     #: Share of the new song's (sampled) landmarks that must match at that offset. On the
-    #: development corpus a copy keeps half or more of them, down to 30 % when trimming
+    #: development corpus a copy keeps half or more of them, down to about 26 % when trimming
     #: shifted it by a fraction of a frame (its spectrogram then samples other instants, as a
     #: clip's does); the same piece rendered again keeps 22 % (the one such pair in the
     #: corpus) although it lines up from end to end.
