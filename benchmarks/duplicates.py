@@ -39,7 +39,6 @@ from service.core.index import (
     find_duplicate,
     index_path,
 )
-from service.match import MatchParams
 from service.match.duplicates import DuplicateParams, Overlap, overlaps, sampled
 from service.resources import PoolSpec, open_resources
 from service.settings import Settings
@@ -104,10 +103,7 @@ async def best_overlap(store: Store, audio: AnalysedAudio) -> Overlap | None:
     """The stored song lining up best with `audio`, duplicate or not (the margins)."""
     params = DuplicateParams()
     fp = sampled(audio.fingerprints, params)
-    total = await store.fingerprint_total()
-    hits = await store.lookup(
-        np.unique(fp.hashes), MatchParams().max_postings(total), DUPLICATE_LOOKUP_MAX_HITS
-    )
+    hits = await store.lookup(np.unique(fp.hashes), None, DUPLICATE_LOOKUP_MAX_HITS)
     found = overlaps(fp, audio.n_frames, hits, DEFAULT_PARAMS.frame_s, params)
     return found[0] if found else None
 

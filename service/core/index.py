@@ -22,7 +22,6 @@ from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.errors import NoFingerprints
 from service.executor import CpuPool
-from service.match import MatchParams
 from service.match.duplicates import DuplicateParams, Overlap, overlaps, sampled
 from service.store import NewSong, Song, SongMeta, Store
 from service.telemetry import metrics
@@ -94,10 +93,9 @@ async def find_duplicate(
     fp = sampled(audio.fingerprints, params)
     if len(fp) == 0:
         return None
-    total = await store.fingerprint_total()
-    hits = await store.lookup(
-        np.unique(fp.hashes), MatchParams().max_postings(total), DUPLICATE_LOOKUP_MAX_HITS
-    )
+    # No cap on frequent hashes, only a budget: a copy's frequent landmarks line up like its
+    # rare ones, and the share of landmarks that line up is part of the verdict.
+    hits = await store.lookup(np.unique(fp.hashes), None, DUPLICATE_LOOKUP_MAX_HITS)
     if exclude is not None and len(hits):
         keep = hits.song_ids != exclude
         hits = type(hits)(
