@@ -51,6 +51,8 @@ def sns_message(report: dict[str, Any], report_location: str | None) -> dict[str
             "artist": song["artist"],
             "created": song["created"],
         }
+        if song.get("duplicate_of") is not None:
+            message["song"]["duplicate_of"] = song["duplicate_of"]
     if "error" in report:
         message["error"] = report["error"]
     return message

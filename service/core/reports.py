@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from service.core.identify.identify import IdentifyResult
+from service.core.index import Indexed
 from service.core.streams.segment import SegmentResult
 from service.core.streams.windows import window_start_s
 from service.errors import ServiceError
@@ -29,7 +30,6 @@ from service.schemas import (
     StreamWindowOut,
     WindowHitOut,
 )
-from service.store import Song
 
 #: Any report the worker writes.
 Report = IdentifyReport | IndexReport | StreamSegmentReport | ErrorReport
@@ -88,12 +88,18 @@ def stream_segment_report(
     )
 
 
-def index_report(
-    song: Song, created: bool, source: SourceObject, processing_ms: float
-) -> IndexReport:
+def index_report(indexed: Indexed, source: SourceObject, processing_ms: float) -> IndexReport:
+    overlap = indexed.duplicate
     return IndexReport(
         source=source,
-        song=SongIndexedOut(**SongOut.of(song).model_dump(), created=created),
+        song=SongIndexedOut(
+            **SongOut.of(indexed.song).model_dump(),
+            created=indexed.created,
+            duplicate_of=None if overlap is None else overlap.song_id,
+            duplicate_coverage=None
+            if overlap is None
+            else round(min(overlap.new_coverage, overlap.stored_coverage), 3),
+        ),
         processing_ms=round(processing_ms, 1),
         processed_at=_now(),
     )

@@ -16,6 +16,7 @@ written and announced through the ports of service/worker/ports.py, never S3 or 
 
 from __future__ import annotations
 
+import asyncio
 import email.header
 import json
 import logging
@@ -28,7 +29,7 @@ from typing import Literal
 from service.audio.formats import AUDIO_SUFFIXES
 from service.audio.params import DEFAULT_PARAMS, FingerprintParams
 from service.core.identify.identify import identify_file
-from service.core.index import index_file
+from service.core.index import IndexOptions, file_sha256, index_path
 from service.core.reports import (
     Report,
     error_report,
@@ -244,16 +245,24 @@ class ObjectHandler:
         try:
             match action:
                 case Action.INDEX:
-                    song, created = await index_file(
+                    # The object's URI and digest are kept with the song, so that `reindex`
+                    # can rebuild it from S3 under another index format.
+                    digest = await asyncio.to_thread(file_sha256, downloaded.path)
+                    options = IndexOptions(
+                        meta_from_object(downloaded.metadata),
+                        filename=PurePosixPath(obj.key).name,
+                        source=f"s3://{obj.bucket}/{obj.key}",
+                        file_sha256=digest,
+                    )
+                    indexed = await index_path(
                         self._store,
                         self._pool,
                         downloaded.path,
-                        meta_from_object(downloaded.metadata),
-                        filename=PurePosixPath(obj.key).name,
+                        options,
                         params=self._fp_params,
                         max_audio_s=self._max_index_audio_s,
                     )
-                    return index_report(song, created, source, elapsed_ms())
+                    return index_report(indexed, source, elapsed_ms())
                 case Action.IDENTIFY:
                     # Long files (a recorded radio hour) get a timeline in their report.
                     result = await identify_file(

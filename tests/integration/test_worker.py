@@ -279,6 +279,29 @@ async def test_uploads_are_indexed_checked_reported_and_published(aws, store_url
     assert aws.queue_depth(aws.dlq_url) == 0
 
 
+async def test_an_indexed_upload_keeps_its_s3_source_and_a_copy_is_reported_as_a_duplicate(
+    aws, store_url, media, tmp_path
+):
+    """reindex rebuilds worker-indexed songs from their S3 objects; a re-encoded copy of a
+    stored song is not added again, and its message names the song it copies."""
+    copy = tmp_path / "copy.ogg"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(media.song_a), "-c:a", "libvorbis", str(copy)],
+        check=True,
+    )
+    aws.notify_queue_on_upload()
+    async with worker(aws.settings(store_url)) as running:
+        aws.upload("songs_to_index/label/a.mp3", media.song_a)
+        (first,) = await aws.sns_messages(1)
+        aws.upload("songs_to_index/label/a-copy.ogg", copy)
+        (second,) = await aws.sns_messages(1)
+        songs = (await running.store.list_songs(10, 0)).items
+    assert [s.source for s in songs] == [f"s3://{aws.bucket}/songs_to_index/label/a.mp3"]
+    assert first.message["song"]["created"] is True
+    assert second.message["song"]["created"] is False
+    assert second.message["song"]["duplicate_of"] == songs[0].id
+
+
 # --- idempotency ----------------------------------------------------------------------------
 
 
