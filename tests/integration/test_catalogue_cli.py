@@ -8,36 +8,17 @@ import argparse
 import csv
 import io
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from service.cli import build_parser
 from tests.audio_fixtures import encode, synth_song
+from tests.cli_helpers import run_cli as _cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cli(
-    database_url: str | None, *args: str, cwd: Path = ROOT, **env_extra: str
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_", "DB_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    env.update(env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.audio_fixtures import encode, excerpt, synth_song
+from tests.cli_helpers import run_cli as _cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_"))}
-    env["DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

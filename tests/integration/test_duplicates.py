@@ -5,9 +5,7 @@ encoded files, in both stores; and the API's answer."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from service.core.index import IndexOptions, index_path
 from service.resources import PoolSpec, open_resources
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
+from tests.cli_helpers import run_cli as _cli
 from tests.conftest import LiveServer
 
 RATE = SYNTH_RATE_HZ
@@ -119,19 +118,6 @@ def _api_answers_duplicate_of(client, variants):
             "/songs?allow_duplicate=true", files={"file": ("copy.flac", f, "audio/flac")}
         )
     assert kept.status_code == 201 and kept.json()["duplicate_of"] is None
-
-
-def _cli(database_url: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "API_"))}
-    env.update(DATABASE_URL=database_url, **env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_dedup_lists_copies_kept_on_purpose(store_url, variants):

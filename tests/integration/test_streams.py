@@ -147,6 +147,33 @@ def event_sequence(messages: list[SnsMessage]) -> list[tuple[str, int]]:
 # --- in order, then read over HTTP --------------------------------------------------------------
 
 
+async def deliver_in_order(
+    aws: AwsWorld, settings: Settings, stream_media: StreamMedia, segments: list[Path], t0: float
+) -> tuple[list, list, dict]:
+    """Index the songs, upload `segments` one by one as a channel would, wait until every play
+    has ended; check the log against the program: (plays, the 4 SNS messages, song ids)."""
+    async with stream_worker(settings) as store:
+        ids = await index_songs(store, stream_media)
+        for segment in segments:
+            aws.upload(key_of(segment), segment)
+            await settled(aws)
+        plays = await all_ended(aws, store)
+        messages = await aws.sns_messages(4)
+    assert_log(plays, ids, t0)
+    return plays, messages, ids
+
+
+def two_plays_announced_once(messages: list, ids: dict) -> bool:
+    """Song A started and ended, then song B: each event once, in that order."""
+    a, b = ids[SONG_A], ids[SONG_B]
+    return event_sequence(messages) == [
+        ("play.started", a),
+        ("play.ended", a),
+        ("play.started", b),
+        ("play.ended", b),
+    ]
+
+
 @pytest.mark.parametrize(
     ("store_url", "rate"),
     [("postgres", 44100), ("sqlite", 48000)],
@@ -160,22 +187,12 @@ async def test_in_order_segments_make_the_log_and_its_events(
     settings = aws.settings(url, **STREAM_SETTINGS)
     aws.notify_queue_on_upload()
     t0 = stream_media.t0[rate]
-    async with stream_worker(settings) as store:
-        ids = await index_songs(store, stream_media)
-        for segment in stream_media.segments[rate]:
-            aws.upload(key_of(segment), segment)
-            await settled(aws)
-        plays = await all_ended(aws, store)
-        messages = await aws.sns_messages(4)
-    assert_log(plays, ids, t0)
+    plays, messages, ids = await deliver_in_order(
+        aws, settings, stream_media, stream_media.segments[rate], t0
+    )
     a, b = ids[SONG_A], ids[SONG_B]
     # A ends as soon as B is established past it; B ends when the stream goes quiet.
-    assert event_sequence(messages) == [
-        ("play.started", a),
-        ("play.ended", a),
-        ("play.started", b),
-        ("play.ended", b),
-    ]
+    assert two_plays_announced_once(messages, ids)
     started = next(m.message for m in messages if m.message["event_type"] == "play.started")
     assert started["stream"] == "radio1"
     assert started["play"]["song"] == {
@@ -281,21 +298,10 @@ async def test_a_missing_segment_does_not_split_a_play(
     aws.notify_queue_on_upload()
     segments = list(stream_media.segments[rate])
     del segments[1]  # 12 s in the middle of song A never arrive
-    async with stream_worker(settings) as store:
-        ids = await index_songs(store, stream_media)
-        for segment in segments:
-            aws.upload(key_of(segment), segment)
-            await settled(aws)
-        plays = await all_ended(aws, store)
-        messages = await aws.sns_messages(4)
-    assert_log(plays, ids, stream_media.t0[rate])
-    a, b = ids[SONG_A], ids[SONG_B]
-    assert event_sequence(messages) == [
-        ("play.started", a),
-        ("play.ended", a),
-        ("play.started", b),
-        ("play.ended", b),
-    ]
+    _, messages, ids = await deliver_in_order(
+        aws, settings, stream_media, segments, stream_media.t0[rate]
+    )
+    assert two_plays_announced_once(messages, ids)
 
 
 async def test_a_damaged_segment_keeps_its_clock_and_the_report_says_where(
@@ -312,21 +318,10 @@ async def test_a_damaged_segment_keeps_its_clock_and_the_report_says_where(
     hurt = tmp_path / segments[1].name  # 12-24 s: inside song A
     hurt.write_bytes(damage(segments[1].read_bytes(), "ts_video", 0.4, 0.6))
     segments[1] = hurt
-    async with stream_worker(settings) as store:
-        ids = await index_songs(store, stream_media)
-        for segment in segments:
-            aws.upload(key_of(segment), segment)
-            await settled(aws)
-        plays = await all_ended(aws, store)
-        messages = await aws.sns_messages(4)
-    assert_log(plays, ids, stream_media.t0[rate])
-    a, b = ids[SONG_A], ids[SONG_B]
-    assert event_sequence(messages) == [
-        ("play.started", a),
-        ("play.ended", a),
-        ("play.started", b),
-        ("play.ended", b),
-    ]
+    _, messages, ids = await deliver_in_order(
+        aws, settings, stream_media, segments, stream_media.t0[rate]
+    )
+    assert two_plays_announced_once(messages, ids)
     conn = await asyncpg.connect(pg_url)
     try:
         report = json.loads(
