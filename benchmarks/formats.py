@@ -42,7 +42,6 @@ import asyncpg
 import numpy as np
 
 from benchmarks.accuracy import OFFSET_TOLERANCE_S, Query, corpus_dir, load_queries
-from benchmarks.answers import commit
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.indexing import recreate_database
 from service.audio.decode import decode_audio
@@ -342,7 +341,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     cpu = await asyncio.to_thread(fingerprint_cpu_ms_per_s, cpu_tracks, formats)
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, "
-        f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d}; commit {commit()}. "
+        f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d}. "
         f"Catalogue: {len(tracks)} tracks of the development corpus; clips: "
         f"{len({a.query.file for a in next(iter(runs.values()))})} "
         f"(every condition of the same tracks and starts), identified one at a time through "

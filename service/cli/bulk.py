@@ -271,6 +271,7 @@ async def dedup(settings: Settings, workers: int, fmt: str) -> int:
                 in_flight=2 * workers,
                 objects=objects,
                 on_song=lambda _: bar.update(1),
+                params=r.fp_params,
             )
         songs = await r.store.get_songs([i for p in pairs for i in (p.song_id, p.duplicate_of)])
     if fmt == "json":

@@ -304,6 +304,7 @@ async def suspected_duplicates(
     in_flight: int = 4,
     objects: ObjectDownloader | None = None,
     on_song: Callable[[BulkResult], None] | None = None,
+    params: FingerprintParams = DEFAULT_PARAMS,
 ) -> tuple[list[SuspectedDuplicate], list[BulkResult]]:
     """Every pair of stored songs that are the same recording, found by analysing each song's
     source again and checking it against the rest of the catalogue (service/match/
@@ -319,7 +320,7 @@ async def suspected_duplicates(
                     raise NotFound("the song has no stored source")
                 fetch = _s3(source, objects, None) if is_s3_uri(source) else _local(source)
                 async with fetch as (path, _):
-                    audio, _digest = await pool.run(partial(analyse_source, path, None))
+                    audio, _digest = await pool.run(partial(analyse_source, path, None, params))
                 overlap = await find_duplicate(store, audio, exclude=song_id)
             finally:
                 slots.release()

@@ -1,6 +1,6 @@
 """From an SQS message to the use case its object's key asks for.
 
-    songs_to_index/...             -> index_file              -> SNS index.result
+    songs_to_index/...             -> index_path              -> SNS index.result
     songs_to_check/streams/...     -> process_stream_segment  -> the stream's log + play.* on SNS
     songs_to_check/...             -> identify_file           -> <key>.json in S3 + SNS
     anything else, *.json reports,
