@@ -364,6 +364,8 @@ async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await source.open()
         items = [item async for item in catalogue_items(source)]
+        # Deleted songs' ids count too: no id the old catalogue handed out is given again.
+        highest_id = await source.highest_song_id()
     finally:
         await source.close()
     workers = args.workers or settings.effective_cpu_workers
@@ -372,7 +374,7 @@ async def _reindex(settings: Settings, args: argparse.Namespace) -> int:
         summary = await bulk.run_items(
             new, items, workers=workers, allow_duplicate=True, resources=resources
         )
-        await resources.store.sync_song_ids(max((i.song_id or 0 for i in items), default=0))
+        await resources.store.sync_song_ids(highest_id)
     print(f"rebuilt {stored} -> {params_for_format(new.fingerprint_format).version}")
     return bulk.finish(summary, time.monotonic() - started, args.report, not args.no_table)
 

@@ -53,6 +53,9 @@ class CatalogueStore(Protocol):
         """Up to `limit` songs with ids above `after_id`, by id: the whole catalogue page by
         page, whatever is added or deleted meanwhile."""
 
+    async def highest_song_id(self) -> int:
+        """The highest song id ever handed out, deleted songs' included (0: none yet)."""
+
     async def sync_song_ids(self, at_least: int = 0) -> None:
         """After songs were added under explicit ids (NewSong.song_id), make the next new
         song's id follow the highest one, and `at_least` (ids a rebuilt catalogue had)."""

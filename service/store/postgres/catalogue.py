@@ -146,6 +146,15 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
             )
         return [_song(r) for r in rows]
 
+    async def highest_song_id(self) -> int:
+        async with self._connection() as conn:
+            return int(
+                await conn.fetchval(
+                    "SELECT greatest(coalesce(max(id), 0), coalesce(pg_sequence_last_value("
+                    "pg_get_serial_sequence('songs', 'id')::regclass), 0)) FROM songs"
+                )
+            )
+
     async def sync_song_ids(self, at_least: int = 0) -> None:
         async with self._connection() as conn:
             # Never lower: an id handed out once (a song since deleted) stays unused.

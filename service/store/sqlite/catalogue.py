@@ -139,6 +139,16 @@ class SqliteCatalogue(SqliteBase):
         ).fetchall()
         return [_song(r) for r in rows]
 
+    async def highest_song_id(self) -> int:
+        return await self._run(self._highest_song_id)
+
+    def _highest_song_id(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'songs'), 0),"
+            " coalesce((SELECT max(id) FROM songs), 0))"
+        ).fetchone()
+        return int(row[0])
+
     async def sync_song_ids(self, at_least: int = 0) -> None:
         # AUTOINCREMENT records the highest id ever inserted, explicit ones included.
         await self._run(self._sync_song_ids, int(at_least))
