@@ -45,7 +45,7 @@ from service.audio.analysis import analyse_file, analyse_query
 from service.audio.envelopes import DEFAULT_ENVELOPE
 from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.core.identify.identify import identify_analysed
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.executor import CpuPool
 from service.match import MatchParams
 from service.settings import Settings
@@ -259,8 +259,8 @@ async def index_into_store(root: Path, url: str, workers: int) -> tuple[float, f
 
         async def one(track_id: str, path: Path) -> Song:
             meta = SongMeta(track_id, external_id=track_id)
-            song, _ = await index_file(store, pool, path, meta, params=_PARAMS)
-            return song
+            indexed = await index_path(store, pool, path, IndexOptions(meta), params=_PARAMS)
+            return indexed.song
 
         songs = await asyncio.gather(*(one(t, p) for t, p in tracks))
         await store.optimize()

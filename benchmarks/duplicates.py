@@ -122,13 +122,17 @@ async def run(args: argparse.Namespace) -> list[str]:
     merged: list[tuple[str, int]] = []
     ids: dict[str, int] = {}
     async with open_resources(settings, pool=PoolSpec(args.workers)) as resources:
-        store, pool = resources.store, resources.pool
+        store, pool, params = resources.store, resources.pool, resources.fp_params
         assert pool is not None
         for t in tracks:
             known = await store.find_by_source(str(corpus / t["path"]))
             if known is None:
                 indexed = await index_path(
-                    store, pool, corpus / t["path"], IndexOptions(source=str(corpus / t["path"]))
+                    store,
+                    pool,
+                    corpus / t["path"],
+                    IndexOptions(source=str(corpus / t["path"])),
+                    params=params,
                 )
                 if indexed.duplicate is not None:
                     merged.append((t["track_id"], indexed.song.id))
@@ -146,9 +150,7 @@ async def run(args: argparse.Namespace) -> list[str]:
                 out = scratch / f"{t['track_id']}-{list(VARIANTS).index(name)}{suffix}"
                 if not out.exists():
                     _ffmpeg(source, out, audio_filter, codec, dur)
-                audio = await pool.run(
-                    partial(analyse_file, str(out), DEFAULT_PARAMS, DEFAULT_ENVELOPE)
-                )
+                audio = await pool.run(partial(analyse_file, str(out), params, DEFAULT_ENVELOPE))
                 found = await find_duplicate(store, audio)
                 best = await best_overlap(store, audio)
                 o = outcomes[name]

@@ -4,7 +4,7 @@
 For each format, on the same machine, the same tracks and the same clips:
 
 1. the corpus's indexed tracks (`queries/dev/index_tracks.csv`) indexed through the service's
-   own path (`index_file`: decode, fingerprint, store) into a fresh SQLite catalogue and, with
+   own path (`index_path`: decode, fingerprint, store) into a fresh SQLite catalogue and, with
    `--pg DSN`, a fresh PostgreSQL one (compacted and vacuumed): bytes per hour of audio;
 2. the fingerprinting CPU of `--cpu-tracks` of those tracks in this process (decode excluded,
    the formats interleaved track by track), in ms per second of audio;
@@ -49,7 +49,7 @@ from service.audio.params import FingerprintFormat, FingerprintParams, params_fo
 from service.audio.peaks import find_peaks
 from service.audio.triplets import index_fingerprints
 from service.core.identify.identify import identify_file
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.executor import CpuPool
 from service.match import MatchParams
 from service.settings import Settings
@@ -124,9 +124,9 @@ async def index_catalogue(
     pool = CpuPool(workers)
     started = time.perf_counter()
     try:
-        songs = await asyncio.gather(
+        indexed = await asyncio.gather(
             *(
-                index_file(store, pool, p, SongMeta(t, external_id=t), params=params)
+                index_path(store, pool, p, IndexOptions(SongMeta(t, external_id=t)), params=params)
                 for t, p in tracks
             )
         )
@@ -135,7 +135,7 @@ async def index_catalogue(
         pool.close()
     wall = time.perf_counter() - started
     stats = await store.stats()
-    hours = sum(s.duration_s for s, _ in songs) / 3600
+    hours = sum(i.song.duration_s for i in indexed) / 3600
     return store, hours, stats.fingerprints, int(stats.extra.get("database_bytes", 0)), wall
 
 

@@ -310,7 +310,7 @@ def child_index(path: str, url: str) -> None:
 
     async def run() -> dict[str, float]:
         started = time.perf_counter()
-        audio = analyse_file(path)
+        audio = analyse_file(path, DEFAULT_PARAMS)
         analysed = time.perf_counter()
         store = _store(url)
         await store.open()

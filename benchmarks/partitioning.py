@@ -54,7 +54,7 @@ PROBE_HASHES = 5000
 
 
 def _track_hashes(path: str) -> tuple[np.ndarray, float]:
-    audio = analyse_file(path, envelope=None)
+    audio = analyse_file(path, DEFAULT_PARAMS, envelope=None)
     return audio.fingerprints.hashes, audio.duration_s
 
 

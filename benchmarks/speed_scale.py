@@ -56,7 +56,7 @@ async def dense_grid(store: PostgresStore, audio: AnalysedAudio, mp: MatchParams
     """Identification with a single dense lookup of the grid: tiers 1 and 2 as they are (a
     grid of the clip's own speed alone adds no lookup), then every speed's query-density
     landmarks in one lookup under the shared budget."""
-    own = await identify_analysed(store, audio, replace(mp, speed_range=0.0))
+    own = await identify_analysed(store, audio, replace(mp, speed_range=0.0), DEFAULT_PARAMS)
     matches = [m.match for m in own]
     if not inconclusive(matches, mp):
         return matches
@@ -86,14 +86,14 @@ async def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str], Tally], i
         for condition in args.conditions:
             chosen = [r for r in rows if r["condition"] == condition]
             for i, r in enumerate(rng.sample(chosen, min(args.clips, len(chosen)))):
-                audio = analyse_query(root / r["query_file"])
+                audio = analyse_query(root / r["query_file"], DEFAULT_PARAMS)
                 title = _title(paths[r["track_id"]])
                 for way in WAYS if i % 2 == 0 else WAYS[::-1]:
                     started = time.perf_counter()
                     if way == WAYS[0]:
                         found = [
                             (m.song.title, m.match)
-                            for m in await identify_analysed(store, audio, mp)
+                            for m in await identify_analysed(store, audio, mp, DEFAULT_PARAMS)
                         ]
                     else:
                         matches = await dense_grid(store, audio, mp)

@@ -111,7 +111,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     try:
         with ProcessPoolExecutor(args.workers) as pool:
-            futures = [loop.run_in_executor(pool, analyse_file, str(p)) for p in files]
+            futures = [
+                loop.run_in_executor(pool, analyse_file, str(p), DEFAULT_PARAMS) for p in files
+            ]
             for path, future in zip(files, futures, strict=True):
                 audio: AnalysedAudio = await future
                 song, created = await index_analysed(store, audio, None, path.name)

@@ -77,7 +77,7 @@ from benchmarks.stream_variants import (
 )
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.core.streams.segment import StreamParams, end_idle_plays, process_stream_segment
 from service.executor import CpuPool
 from service.resources import match_params_of
@@ -210,6 +210,7 @@ async def deliver(
                 # Uploaded as each segment ends, as MediaLive does.
                 uploaded_at=base + timedelta(seconds=SEGMENT_S * (i + 1)),
                 params=params,
+                fp_params=DEFAULT_PARAMS,
                 now=now,
             )
             latest[0] = max(latest[0], (now - base).total_seconds())
@@ -480,10 +481,14 @@ async def run(args: argparse.Namespace, answers: list[dict] | None = None) -> li
         started = time.perf_counter()
         song_track: dict[int, str] = {}
         for track in tracks:
-            song, _ = await index_file(
-                store, pool, root / manifest[track]["path"], SongMeta(track, external_id=track)
+            indexed = await index_path(
+                store,
+                pool,
+                root / manifest[track]["path"],
+                IndexOptions(SongMeta(track, external_id=track)),
+                params=DEFAULT_PARAMS,
             )
-            song_track[song.id] = track
+            song_track[indexed.song.id] = track
         await store.optimize()
         print(
             f"indexed {len(tracks)} tracks in {time.perf_counter() - started:.0f} s",

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams, params_for_format
+from service.audio.params import FingerprintParams, params_for_format
 from service.aws.clients import AwsClients
 from service.aws.events import parse_message
 from service.aws.objects import S3ObjectSource
@@ -33,10 +33,10 @@ class Resources:
     #: The CPU pool (service/executor.py); None for a command that analyses no audio.
     pool: CpuPool | None
     match_params: MatchParams
+    #: The fingerprint parameters of the catalogue's index format (FINGERPRINT_FORMAT).
+    fp_params: FingerprintParams
     #: S3, SQS and SNS clients; None unless the process runs the worker.
     aws: AwsClients | None = None
-    #: The fingerprint parameters of the catalogue's index format (FINGERPRINT_FORMAT).
-    fp_params: FingerprintParams = DEFAULT_PARAMS
 
     def object_source(self) -> S3ObjectSource:
         """S3 objects (download, list a prefix) through the opened AWS clients."""
@@ -119,7 +119,7 @@ async def enter_resources(
     if aws:
         clients = await AwsClients.open(settings)
         stack.push_async_callback(clients.close)
-    return Resources(store, cpu, match_params_of(settings), clients, fp_params)
+    return Resources(store, cpu, match_params_of(settings), fp_params, clients)
 
 
 @asynccontextmanager

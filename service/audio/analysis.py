@@ -14,7 +14,7 @@ import numpy as np
 from service.audio.decode import decode_audio
 from service.audio.envelopes import DEFAULT_ENVELOPE, EnvelopeCollector, EnvelopeParams
 from service.audio.hashes import Fingerprints, landmark_hashes
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, find_peaks, find_peaks_and_sustained
 from service.audio.spectrogram import frame_count
 from service.audio.triplets import index_fingerprints
@@ -57,7 +57,7 @@ class AnalysedAudio:
 
 def analyse_file(
     path: str | os.PathLike[str],
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
     envelope: EnvelopeParams | None = DEFAULT_ENVELOPE,
     *,
     sustained: bool = False,
@@ -102,7 +102,7 @@ def analyse_file(
 
 def analyse_query(
     path: str | os.PathLike[str],
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
     *,
     keep_samples: bool = True,
     max_duration_s: float | None = None,

@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -173,12 +173,6 @@ async def run_items(
 ) -> BulkSummary:
     """Index `items` with a progress bar (rate and ETA) on stderr."""
     needs_s3 = any(is_s3_uri(i.source) for i in items)
-    options = BulkOptions(
-        in_flight=2 * workers,
-        allow_duplicate=allow_duplicate,
-        resume=resume,
-        max_audio_s=settings.max_index_audio_s,
-    )
     tty = sys.stderr.isatty()
     with tqdm(
         total=len(items),
@@ -196,10 +190,17 @@ async def run_items(
         async def run(opened: Resources) -> BulkSummary:
             assert opened.pool is not None
             objects = opened.object_source() if opened.aws is not None else None
+            options = BulkOptions(
+                params=opened.fp_params,
+                in_flight=2 * workers,
+                allow_duplicate=allow_duplicate,
+                resume=resume,
+                max_audio_s=settings.max_index_audio_s,
+            )
             indexer = BulkIndexer(
                 opened.store,
                 opened.pool,
-                replace(options, params=opened.fp_params),
+                options,
                 objects=objects,
                 on_result=step,
             )

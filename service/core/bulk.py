@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.core.index import IndexOptions, analyse_source, find_duplicate, index_song
 from service.errors import NotFound, ServiceError
 from service.executor import CpuPool
@@ -86,8 +86,10 @@ class BulkSummary:
         return self.count("failed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BulkOptions:
+    #: The catalogue's fingerprint parameters (its index format).
+    params: FingerprintParams
     #: Sources analysed at once (downloads and the pool's queue): about twice the cores.
     in_flight: int = 4
     allow_duplicate: bool = False
@@ -95,8 +97,6 @@ class BulkOptions:
     resume: bool = True
     max_audio_s: float | None = None
     tmp_dir: str | None = None
-    #: The catalogue's fingerprint parameters (its index format).
-    params: FingerprintParams = DEFAULT_PARAMS
 
 
 def is_s3_uri(source: str) -> bool:
@@ -239,7 +239,7 @@ class BulkIndexer:
             )
             async with fetch as (path, metadata):
                 audio, digest = await self._pool.run(
-                    partial(analyse_source, path, self._options.max_audio_s, self._options.params)
+                    partial(analyse_source, path, self._options.params, self._options.max_audio_s)
                 )
             options = IndexOptions(
                 meta=meta_from_object(metadata, item.meta),
@@ -304,7 +304,7 @@ async def suspected_duplicates(
     in_flight: int = 4,
     objects: ObjectDownloader | None = None,
     on_song: Callable[[BulkResult], None] | None = None,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
 ) -> tuple[list[SuspectedDuplicate], list[BulkResult]]:
     """Every pair of stored songs that are the same recording, found by analysing each song's
     source again and checking it against the rest of the catalogue (service/match/
@@ -320,7 +320,7 @@ async def suspected_duplicates(
                     raise NotFound("the song has no stored source")
                 fetch = _s3(source, objects, None) if is_s3_uri(source) else _local(source)
                 async with fetch as (path, _):
-                    audio, _digest = await pool.run(partial(analyse_source, path, None, params))
+                    audio, _digest = await pool.run(partial(analyse_source, path, params))
                 overlap = await find_duplicate(store, audio, exclude=song_id)
             finally:
                 slots.release()

@@ -72,7 +72,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def analyse_source(
-    path: str, max_audio_s: float | None = None, params: FingerprintParams = DEFAULT_PARAMS
+    path: str, params: FingerprintParams, max_audio_s: float | None = None
 ) -> tuple[AnalysedAudio, str]:
     """A file's analysis and the SHA-256 of its bytes (run in a pool process)."""
     digest = file_sha256(path)
@@ -178,34 +178,13 @@ async def index_analysed(
     return indexed.song, indexed.created
 
 
-async def index_file(
-    store: Store,
-    pool: CpuPool,
-    path: str | os.PathLike[str],
-    meta: SongMeta | None = None,
-    filename: str | None = None,
-    params: FingerprintParams = DEFAULT_PARAMS,
-    max_audio_s: float | None = None,
-) -> tuple[Song, bool]:
-    """Index a file; AudioTooLong when it decodes to more than `max_audio_s`."""
-    indexed = await index_path(
-        store,
-        pool,
-        path,
-        IndexOptions(meta=meta, filename=filename or os.fspath(path)),
-        params=params,
-        max_audio_s=max_audio_s,
-    )
-    return indexed.song, indexed.created
-
-
 async def index_path(
     store: Store,
     pool: CpuPool,
     path: str | os.PathLike[str],
     options: IndexOptions,
     *,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
     max_audio_s: float | None = None,
 ) -> Indexed:
     """Analyse a file on the pool and index it (index_song); logged and counted."""

@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from service.audio.formats import AUDIO_SUFFIXES
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.core.identify.identify import identify_file
 from service.core.index import IndexOptions, file_sha256, index_path
 from service.core.reports import (
@@ -139,7 +139,7 @@ class ObjectHandler:
         events: EventPublisher | None,
         match_params: MatchParams,
         bucket: str | None,
-        fp_params: FingerprintParams = DEFAULT_PARAMS,
+        fp_params: FingerprintParams,
         publish_lease_s: float = 60.0,
         tmp_dir: str | None = None,
         stream_params: StreamParams | None = None,

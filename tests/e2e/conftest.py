@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from service.audio.params import DEFAULT_PARAMS
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.core.streams.segment import process_stream_segment
 from service.executor import CpuPool
 from service.resources import match_params_of
@@ -87,6 +87,7 @@ async def feed_segments(settings: Settings, name: str, segments: list[Path]) -> 
                 segment,
                 params,
                 uploaded_at=datetime.now(UTC) - timedelta(seconds=before_s),
+                fp_params=DEFAULT_PARAMS,
             )
     finally:
         pool.close()
@@ -101,8 +102,12 @@ async def _prepare(settings: Settings, folder: Path) -> Path:
     await store.open()
     pool = CpuPool(1)
     try:
-        await index_file(
-            store, pool, MUSIC / "coherence.ogg", SongMeta("Coherence", "Max McCracken")
+        await index_path(
+            store,
+            pool,
+            MUSIC / "coherence.ogg",
+            IndexOptions(SongMeta("Coherence", "Max McCracken")),
+            params=DEFAULT_PARAMS,
         )
     finally:
         pool.close()

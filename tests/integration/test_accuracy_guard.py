@@ -25,8 +25,8 @@ from service.audio.analysis import analyse_file, analyse_query
 from service.audio.decode import decode_audio
 from service.audio.hashes import Fingerprints
 from service.audio.params import DEFAULT_PARAMS
-from service.core.identify.identify import identify_file, second_tier_hashes
-from service.core.index import index_file
+from service.core.identify.identify import SongMatch, identify_file, second_tier_hashes
+from service.core.index import IndexOptions, index_path
 from service.executor import CpuPool
 from service.match import MatchParams
 from service.settings import Settings
@@ -113,21 +113,34 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store,
     loop.run_until_complete(store.open())
     ids = {}
     for name in INDEXED:
-        song, created = loop.run_until_complete(
-            index_file(store, pool, MUSIC / f"{name}.ogg", SongMeta(title=name))
+        indexed = loop.run_until_complete(
+            index_path(
+                store,
+                pool,
+                MUSIC / f"{name}.ogg",
+                IndexOptions(SongMeta(title=name)),
+                params=DEFAULT_PARAMS,
+            )
         )
-        assert created
-        ids[song.id] = name
+        assert indexed.created
+        ids[indexed.song.id] = name
     yield store, pool, ids, loop  # type: ignore[misc]
     loop.run_until_complete(store.close())
     pool.close()
     loop.close()
 
 
+def _matches(catalogue, path: Path, match_params: MatchParams) -> list[SongMatch]:
+    """A clip's matches in the catalogue (indexed in the default format)."""
+    store, pool, _, loop = catalogue
+    return loop.run_until_complete(
+        identify_file(store, pool, path, match_params, DEFAULT_PARAMS)
+    ).matches
+
+
 def _identify(catalogue, path: Path):
-    store, pool, ids, loop = catalogue
-    result = loop.run_until_complete(identify_file(store, pool, path, MatchParams()))
-    return [(ids[m.song.id], m.match) for m in result.matches]
+    _, _, ids, _ = catalogue
+    return [(ids[m.song.id], m.match) for m in _matches(catalogue, path, MatchParams())]
 
 
 #: Songs (of 4) that must be found per condition; the benchmark's targets are rates too
@@ -207,13 +220,13 @@ def test_a_first_tier_budget_that_leaves_out_every_hash_costs_no_answer(
     """The first tier's budget (rarest hashes first) only decides how soon a clip is settled:
     the hashes it leaves out are asked again by the second tier, which then gives the answer
     (its denser landmarks score a little differently)."""
-    store, pool, ids, loop = catalogue
+    ids = catalogue[2]
     starved = MatchParams(max_hits_first_tier=1)
     answered = 0
     for name in INDEXED:
         path = clips[(name, condition)]
-        usual = loop.run_until_complete(identify_file(store, pool, path, MatchParams())).matches
-        late = loop.run_until_complete(identify_file(store, pool, path, starved)).matches
+        usual = _matches(catalogue, path, MatchParams())
+        late = _matches(catalogue, path, starved)
         assert [ids[m.song.id] for m in late[:1]] == [ids[m.song.id] for m in usual[:1]]
         if usual:
             answered += 1
@@ -233,12 +246,12 @@ def test_a_starved_speed_grid_still_finds_every_song_at_its_speed(catalogue, cli
     """The grid is searched coarse to fine (service/core/identify/speed_search.py): a budget that
     starves the query-density landmarks at every speed leaves the index-density ones and the
     speeds of the best candidates enough."""
-    store, pool, ids, loop = catalogue
+    ids = catalogue[2]
     starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
     for condition in SPEED_SEARCHED:
         for name in INDEXED:
             path = clips[(name, condition)]
-            matches = loop.run_until_complete(identify_file(store, pool, path, starved)).matches
+            matches = _matches(catalogue, path, starved)
             assert matches and ids[matches[0].song.id] == name, f"{name}/{condition}"
             best = matches[0].match
             assert best.speed == pytest.approx(CONDITIONS[condition][2], abs=0.01)
@@ -251,15 +264,15 @@ def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_spe
 ):
     """The focus step: the query-density landmarks at and beside the speeds of the coarse
     step's best candidates, looked up with the whole budget, make weak matches strong."""
-    store, pool, ids, loop = catalogue
+    ids = catalogue[2]
     unfocused = MatchParams(max_hits_per_lookup=STARVED_GRID, speed_focus=0)
     focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
     stronger = 0
     for condition in SPEED_SEARCHED:
         for name in INDEXED:
             path = clips[(name, condition)]
-            before = loop.run_until_complete(identify_file(store, pool, path, unfocused)).matches
-            after = loop.run_until_complete(identify_file(store, pool, path, focused)).matches
+            before = _matches(catalogue, path, unfocused)
+            after = _matches(catalogue, path, focused)
             assert after and ids[after[0].song.id] == name, f"{name}/{condition}"
             if before:
                 assert ids[before[0].song.id] == name
@@ -271,11 +284,10 @@ def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_spe
 
 @pytest.mark.parametrize("name", UNINDEXED)
 def test_a_starved_speed_grid_answers_no_unindexed_music(catalogue, clips, name):
-    store, pool, _, loop = catalogue
     starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
     for condition in ("speed_p5", "mp3_64k", "white_snrm5", "pitch_p1st"):
         path = clips[(name, condition)]
-        assert loop.run_until_complete(identify_file(store, pool, path, starved)).matches == []
+        assert _matches(catalogue, path, starved) == []
 
 
 #: Six talkers (voice, words per minute, pitch 0-99) reading different texts at once: the
@@ -351,8 +363,8 @@ def test_sustained_peaks_keep_more_of_the_song_under_babble(under_babble):
     offset = round(CLIP_START_S / DEFAULT_PARAMS.frame_s)
     sustained = dense = 0
     for name in INDEXED:
-        song = analyse_file(MUSIC / f"{name}.ogg").fingerprints
-        clip = analyse_query(under_babble[name])
+        song = analyse_file(MUSIC / f"{name}.ogg", DEFAULT_PARAMS).fingerprints
+        clip = analyse_query(under_babble[name], DEFAULT_PARAMS)
         assert clip.sustained_peaks is not None
         dense += _aligned_hashes(clip.fingerprints, song, offset)
         sustained += _aligned_hashes(second_tier_hashes(clip, DEFAULT_PARAMS), song, offset)

@@ -77,22 +77,26 @@ DIFFERENT = ["radio_edit", "extended_mix", "other_song"]
 async def test_the_same_recording_is_one_song_and_edits_are_not(store_url, variants):
     settings = Settings(database_url=store_url, environment="test", cpu_workers=1)
     async with open_resources(settings, pool=PoolSpec(2, use_processes=False)) as resources:
-        store, pool = resources.store, resources.pool
+        store, pool, params = resources.store, resources.pool, resources.fp_params
         assert pool is not None
-        original = await index_path(store, pool, variants["original"], IndexOptions())
+        original = await index_path(
+            store, pool, variants["original"], IndexOptions(), params=params
+        )
         assert original.created
         for name in SAME:
-            found = await index_path(store, pool, variants[name], IndexOptions())
+            found = await index_path(store, pool, variants[name], IndexOptions(), params=params)
             assert not found.created, name
             assert found.song.id == original.song.id, name
             assert found.duplicate is not None and found.duplicate.song_id == original.song.id
             assert min(found.duplicate.new_coverage, found.duplicate.stored_coverage) >= 0.85
         for name in DIFFERENT:
-            found = await index_path(store, pool, variants[name], IndexOptions())
+            found = await index_path(store, pool, variants[name], IndexOptions(), params=params)
             assert found.created, name
             assert found.duplicate is None
         # Asked to keep both, a copy is a song of its own.
-        kept = await index_path(store, pool, variants["flac"], IndexOptions(allow_duplicate=True))
+        kept = await index_path(
+            store, pool, variants["flac"], IndexOptions(allow_duplicate=True), params=params
+        )
         assert kept.created and kept.song.id != original.song.id
 
 

@@ -16,7 +16,7 @@ from service.audio.analysis import AnalysedAudio, analyse_file, analyse_query
 from service.audio.params import DEFAULT_PARAMS
 from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.identify.identify import identify_file
-from service.core.index import index_analysed, index_file
+from service.core.index import IndexOptions, index_analysed, index_path
 from service.core.streams.segment import SegmentArrival, StreamParams, add_segment
 from service.core.streams.windows import hits_from_json, pack_peaks
 from service.executor import CpuPool
@@ -68,10 +68,10 @@ async def _song_other_and_clip(
     await store.open()
     try:
         song, _ = await index_analysed(
-            store, analyse_file(files["song"]), SongMeta("Song"), "song.mp3"
+            store, analyse_file(files["song"], DEFAULT_PARAMS), SongMeta("Song"), "song.mp3"
         )
         other, _ = await index_analysed(
-            store, analyse_file(files["other"]), SongMeta("Other"), "other.ogg"
+            store, analyse_file(files["other"], DEFAULT_PARAMS), SongMeta("Other"), "other.ogg"
         )
         yield store, song, other, analyse_file(files["clip"], DEFAULT_PARAMS.for_queries())
     finally:
@@ -280,10 +280,10 @@ async def _catalogue(
     try:
         ids = []
         for i, samples in enumerate(songs):
-            song, _ = await index_file(
-                store, pool, encode(samples, tmp_path / f"song{i}", "mp3"), SongMeta(f"S{i}")
-            )
-            ids.append(song.id)
+            path = encode(samples, tmp_path / f"song{i}", "mp3")
+            options = IndexOptions(SongMeta(f"S{i}"))
+            indexed = await index_path(store, pool, path, options, params=DEFAULT_PARAMS)
+            ids.append(indexed.song.id)
         yield store, pool, songs, ids
     finally:
         pool.close()
@@ -301,14 +301,16 @@ async def test_identify_answers_a_clip_only_the_envelopes_decide(
         mixed = _drowned(songs[0][30 * SYNTH_RATE_HZ :][: 10 * SYNTH_RATE_HZ], 47, 16.0)
         clip = (mixed / np.abs(mixed).max() * 0.8).astype(np.float32)
         clip_file = encode(clip, tmp_path / "clip", "mp3_64k")
-        result = await identify_file(store, pool, clip_file, MatchParams())
+        result = await identify_file(store, pool, clip_file, MatchParams(), DEFAULT_PARAMS)
         assert [m.song.id for m in result.matches] == [ids[0]]
         best = result.matches[0].match
         assert best.evidence == "envelope"
         assert best.song_offset_s == pytest.approx(30.0, abs=0.1)
         assert best.confidence >= 0.99
 
-        off = await identify_file(store, pool, clip_file, MatchParams(envelope_check=None))
+        off = await identify_file(
+            store, pool, clip_file, MatchParams(envelope_check=None), DEFAULT_PARAMS
+        )
         assert off.matches == []
 
 
@@ -326,7 +328,9 @@ async def test_a_long_files_windows_are_confirmed_too(store_url: str, tmp_path: 
         long_file = encode(whole, tmp_path / "long", "mp3")
 
         async def entries(params: MatchParams) -> list[tuple[int, float, float]]:
-            result = await identify_file(store, pool, long_file, params, timeline=True)
+            result = await identify_file(
+                store, pool, long_file, params, DEFAULT_PARAMS, timeline=True
+            )
             assert result.timeline is not None
             return [(e.song.id, e.entry.start_s, e.entry.end_s) for e in result.timeline]
 
@@ -349,7 +353,7 @@ async def test_indexing_known_audio_again_adds_its_missing_envelopes(
     store = create_store(Settings(database_url=store_url), DEFAULT_PARAMS.version)
     await store.open()
     try:
-        audio = analyse_file(files["song"])
+        audio = analyse_file(files["song"], DEFAULT_PARAMS)
         old, _ = await store.add_song(
             NewSong(
                 meta=SongMeta("Old"),
@@ -382,7 +386,10 @@ async def test_a_streams_windows_are_confirmed_from_its_segments_envelopes(
         noisy = (noisy / np.abs(noisy).max() * 0.8).astype(np.float32)
         length = 12 * SYNTH_RATE_HZ
         pieces = [
-            analyse_query(encode(noisy[i * length : (i + 1) * length], tmp_path / f"seg{i}", "mp3"))
+            analyse_query(
+                encode(noisy[i * length : (i + 1) * length], tmp_path / f"seg{i}", "mp3"),
+                DEFAULT_PARAMS,
+            )
             for i in range(4)
         ]  # fmt: skip
 
@@ -398,7 +405,7 @@ async def test_a_streams_windows_are_confirmed_from_its_segments_envelopes(
                 )
                 await add_segment(
                     store, SegmentArrival(stream, i, key, datetime.now(UTC)), segment,
-                    MatchParams(), params=StreamParams(),
+                    MatchParams(), params=StreamParams(), fp_params=DEFAULT_PARAMS,
                 )  # fmt: skip
             state = await store.get_stream(stream)
             assert state is not None

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.audio.params import DEFAULT_PARAMS
 from service.errors import StoreUnavailable
 from service.executor import CpuPool
 from service.resources import Resources
@@ -129,7 +130,9 @@ class _Poller:
 async def test_the_worker_health_check_fails_while_its_pool_is_broken():
     pool = CpuPool(1, use_processes=False)
     startup = Startup()
-    startup._ready(Resources(store=None, pool=pool, match_params=None))  # type: ignore[arg-type]
+    startup._ready(
+        Resources(store=None, pool=pool, match_params=None, fp_params=DEFAULT_PARAMS)  # type: ignore[arg-type]
+    )
     probe = worker_probe(startup, lambda: _Poller())  # type: ignore[arg-type,return-value]
     server = await start_health_server(probe, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

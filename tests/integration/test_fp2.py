@@ -14,7 +14,7 @@ import pytest
 
 from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.core.identify.identify import identify_file
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.core.streams.segment import process_stream_segment
 from service.errors import IndexMismatch
 from service.executor import CpuPool
@@ -85,11 +85,12 @@ def catalogue(
     loop.run_until_complete(store.open())
     ids = {}
     for name in INDEXED:
-        song, created = loop.run_until_complete(
-            index_file(store, pool, MUSIC / f"{name}.ogg", SongMeta(title=name), params=FP2)
+        options = IndexOptions(SongMeta(title=name))
+        indexed = loop.run_until_complete(
+            index_path(store, pool, MUSIC / f"{name}.ogg", options, params=FP2)
         )
-        assert created
-        ids[song.id] = name
+        assert indexed.created
+        ids[indexed.song.id] = name
     yield store, pool, ids, loop
     loop.run_until_complete(store.close())
     pool.close()
@@ -179,8 +180,9 @@ def test_a_streams_segments_make_its_log_on_an_fp2_catalogue(
         try:
             ids = {}
             for seed, path in stream_media.songs.items():
-                song, _ = await index_file(store, pool, path, SongMeta(f"Song {seed}"), params=FP2)
-                ids[song.id] = seed
+                options = IndexOptions(SongMeta(f"Song {seed}"))
+                indexed = await index_path(store, pool, path, options, params=FP2)
+                ids[indexed.song.id] = seed
             for segment in stream_media.segments[48000]:
                 await process_stream_segment(
                     store, pool, "bucket", key_of(segment), segment, MatchParams(), fp_params=FP2

@@ -24,7 +24,7 @@ import pytest
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
 from service.aws.clients import AwsClients
-from service.core.index import index_file
+from service.core.index import IndexOptions, index_path
 from service.executor import CpuPool
 from service.resources import Resources, match_params_of
 from service.settings import Settings
@@ -76,7 +76,7 @@ async def stream_worker(settings: Settings) -> AsyncIterator[Store]:
     await store.open()
     pool = CpuPool(1, use_processes=False)
     clients = await AwsClients.open(settings)
-    resources = Resources(store, pool, match_params_of(settings), clients)
+    resources = Resources(store, pool, match_params_of(settings), DEFAULT_PARAMS, clients)
     try:
         async with running_worker(settings, resources, retry_backoff_s=0.5):
             yield store
@@ -91,8 +91,9 @@ async def index_songs(store: Store, media: StreamMedia) -> dict[int, int]:
     try:
         ids = {}
         for seed, path in media.songs.items():
-            song, _ = await index_file(store, pool, path, SongMeta(f"Song {seed}", "Band"))
-            ids[seed] = song.id
+            options = IndexOptions(SongMeta(f"Song {seed}", "Band"))
+            indexed = await index_path(store, pool, path, options, params=DEFAULT_PARAMS)
+            ids[seed] = indexed.song.id
         return ids
     finally:
         pool.close()

@@ -102,7 +102,7 @@ async def worker(
         await store.open()
     pool = CpuPool(1, use_processes=False)
     clients = await AwsClients.open(settings)
-    resources = Resources(store, pool, match_params_of(settings), clients)
+    resources = Resources(store, pool, match_params_of(settings), DEFAULT_PARAMS, clients)
     try:
         async with running_worker(
             settings, resources, **{**FAST_RETRY, **poller_options}

@@ -92,7 +92,7 @@ def test_decode_errors(tmp_path, song):
 def test_too_short_audio_is_refused(tmp_path):
     short = encode(synth_song(3, 0.5), tmp_path / "short", "wav")
     with pytest.raises(AudioTooShort):
-        analyse_file(short)
+        analyse_file(short, DEFAULT_PARAMS)
 
 
 def test_spectrogram_puts_a_full_scale_sine_at_0_db():
@@ -107,7 +107,7 @@ def test_spectrogram_puts_a_full_scale_sine_at_0_db():
 def test_silence_yields_no_peaks_and_no_hashes():
     silence = np.zeros(RATE * 5, dtype=np.float32)
     assert len(find_peaks(silence, DEFAULT_PARAMS)) == 0
-    assert len(fingerprint(silence)) == 0
+    assert len(fingerprint(silence, DEFAULT_PARAMS)) == 0
 
 
 def test_peak_density_is_bounded(song):
@@ -171,8 +171,8 @@ def test_hashes_shift_with_the_signal(song):
     samples = decode_audio_samples(song)
     shift_frames = 40
     pad = np.zeros(shift_frames * DEFAULT_PARAMS.hop, dtype=np.float32)
-    a = fingerprint(samples)
-    b = fingerprint(np.concatenate([pad, samples]))
+    a = fingerprint(samples, DEFAULT_PARAMS)
+    b = fingerprint(np.concatenate([pad, samples]), DEFAULT_PARAMS)
     pairs_a = set(zip(a.hashes.tolist(), (a.offsets + shift_frames).tolist(), strict=True))
     pairs_b = set(zip(b.hashes.tolist(), b.offsets.tolist(), strict=True))
     assert len(pairs_a & pairs_b) / len(pairs_a) > 0.9
@@ -186,7 +186,8 @@ def test_other_parameters_give_another_index_version():
 _DIGEST_SCRIPT = """
 import hashlib, sys
 from service.audio.analysis import analyse_file
-fp = analyse_file(sys.argv[1]).fingerprints
+from service.audio.params import DEFAULT_PARAMS
+fp = analyse_file(sys.argv[1], DEFAULT_PARAMS).fingerprints
 print(hashlib.sha256(fp.hashes.tobytes() + fp.offsets.tobytes()).hexdigest())
 """
 
@@ -194,7 +195,7 @@ print(hashlib.sha256(fp.hashes.tobytes() + fp.offsets.tobytes()).hexdigest())
 def test_fingerprints_are_identical_across_processes(song, tmp_path):
     """No salted hash(), no run-dependent state: another interpreter gives the same bytes."""
     path = encode(song, tmp_path / "song", "mp3")
-    fp = analyse_file(path).fingerprints
+    fp = analyse_file(path, DEFAULT_PARAMS).fingerprints
     here = hashlib.sha256(fp.hashes.tobytes() + fp.offsets.tobytes()).hexdigest()
     digests = {
         subprocess.run(

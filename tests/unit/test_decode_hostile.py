@@ -13,6 +13,7 @@ import pytest
 from service.audio.analysis import analyse_file
 from service.audio.decode import DecodedAudio, decode_audio
 from service.audio.downmix import MonoBatch
+from service.audio.params import DEFAULT_PARAMS
 from service.errors import AudioTooLong, ServiceError, UndecodableAudio
 from tests.audio_fixtures import encode, synth_song
 from tests.fuzz_media import MediaCase, base_files, malformed_media
@@ -44,7 +45,7 @@ def test_every_malformed_file_decodes_or_fails_with_a_clean_client_error(cases, 
         path.write_bytes(case.data)
         started = time.perf_counter()
         try:
-            audio = analyse_file(path, max_duration_s=60.0)
+            audio = analyse_file(path, DEFAULT_PARAMS, max_duration_s=60.0)
         except ServiceError as exc:
             assert 400 <= exc.status < 500, (case.name, exc.code, exc.message)
             assert str(tmp_path) not in exc.message and "Errno" not in exc.message, case.name
@@ -105,9 +106,10 @@ def test_the_duration_limit_is_enforced_while_decoding(tmp_path):
 def test_analysis_passes_the_limit_to_the_decoder(tmp_path):
     path = encode(synth_song(4, 5.0), tmp_path / "clip", "mp3")
     with pytest.raises(AudioTooLong) as raised:
-        analyse_file(path, max_duration_s=2.0)
+        analyse_file(path, DEFAULT_PARAMS, max_duration_s=2.0)
     assert raised.value.status == 422 and raised.value.permanent
-    assert analyse_file(path, max_duration_s=6.0).duration_s == pytest.approx(5.0, abs=0.1)
+    audio = analyse_file(path, DEFAULT_PARAMS, max_duration_s=6.0)
+    assert audio.duration_s == pytest.approx(5.0, abs=0.1)
 
 
 def _frame(samples: np.ndarray, rate_hz: int, layout: str) -> av.AudioFrame:

@@ -146,9 +146,9 @@ def test_a_short_clip_keeps_its_samples_for_other_hop_phases(tmp_path):
     """analyse_query keeps a clip's samples (identify analyses it again at other hop phases
     only if its own leave it undecided), not a long file's nor a stream segment's."""
     short = encode(synth_song(10, 8.0), tmp_path / "short", "mp3")
-    clip = analyse_query(short)
+    clip = analyse_query(short, DEFAULT_PARAMS)
     assert clip.samples is not None
     assert len(clip.samples) == pytest.approx(8.0 * RATE, abs=0.05 * RATE)
-    assert analyse_query(short, keep_samples=False).samples is None
+    assert analyse_query(short, DEFAULT_PARAMS, keep_samples=False).samples is None
     long = encode(synth_song(11, KEEP_SAMPLES_MAX_S + 2.0), tmp_path / "long", "ogg")
-    assert analyse_query(long).samples is None
+    assert analyse_query(long, DEFAULT_PARAMS).samples is None

@@ -11,7 +11,7 @@ from functools import partial
 
 from service.audio.analysis import KEEP_SAMPLES_MAX_S, AnalysedAudio, analyse_query
 from service.audio.hashes import Fingerprints, landmark_hashes
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.core.identify.lookups import HitCache, postings_caps
 from service.core.identify.tiers import Ladder, TierQuery, deeper_tiers, first_tier
 from service.core.identify.timeline import SongTimelineEntry, file_matches
@@ -62,7 +62,7 @@ async def identify_analysed(
     store: Store,
     audio: AnalysedAudio,
     match_params: MatchParams,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
 ) -> list[SongMatch]:
     """The clip's matches from the tier ladder (tiers.py), its tiers fetching through one
     HitCache, and their songs."""
@@ -88,7 +88,7 @@ async def identify_file(
     pool: CpuPool,
     path: str | os.PathLike[str],
     match_params: MatchParams,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
     timeline: bool | None = False,
     max_audio_s: float | None = None,
 ) -> IdentifyResult:

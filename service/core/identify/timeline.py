@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from service.audio.analysis import AnalysedAudio
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.identify.lookups import postings_caps
 from service.core.identify.tiers import Window, match_window_tiers
@@ -141,7 +141,7 @@ async def timeline(
     store: Store,
     audio: AnalysedAudio,
     match_params: MatchParams,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
 ) -> list[SongTimelineEntry]:
     """Every catalogue song found in a long file, with where it starts and ends.
 

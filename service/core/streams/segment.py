@@ -21,7 +21,7 @@ from functools import partial
 from typing import Literal
 
 from service.audio.analysis import AnalysedAudio, analyse_query
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.core.streams.announce import Clock, Coverage
 from service.core.streams.clock import place_segment, pts_epoch
 from service.core.streams.health import note_segment
@@ -116,7 +116,7 @@ async def process_stream_segment(
     *,
     uploaded_at: datetime | None = None,
     params: StreamParams | None = None,
-    fp_params: FingerprintParams = DEFAULT_PARAMS,
+    fp_params: FingerprintParams,
     now: datetime | None = None,
 ) -> SegmentResult:
     """Add the segment at `s3://bucket/key`, downloaded to `local_path`, to its stream's log.
@@ -163,7 +163,7 @@ async def add_segment(
     match_params: MatchParams,
     *,
     params: StreamParams | None = None,
-    fp_params: FingerprintParams = DEFAULT_PARAMS,
+    fp_params: FingerprintParams,
     now: datetime | None = None,
 ) -> SegmentResult:
     """Place an analysed segment, match the windows it touches, update the log. With its band

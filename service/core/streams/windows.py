@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from service.arrays import pack_columns
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks
 from service.core.identify.lookups import postings_caps
 from service.core.identify.tiers import Window, match_window_tiers
@@ -196,7 +196,7 @@ async def match_windows(
     indices: list[int],
     segments: list[StreamSegment],
     match_params: MatchParams,
-    params: FingerprintParams = DEFAULT_PARAMS,
+    params: FingerprintParams,
 ) -> list[StreamWindow]:
     """Match the windows `indices` from the segments' peaks, in identify's tiers
     (core/identify/tiers.py).
