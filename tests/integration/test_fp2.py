@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.audio.params import DEFAULT_PARAMS, params_for_format
+from service.audio.analysis import analyse_file
+from service.audio.params import DEFAULT_PARAMS, FingerprintParams, params_for_format
 from service.core.identify.identify import identify_file
 from service.core.index import IndexOptions, index_path
 from service.core.streams.segment import process_stream_segment
@@ -22,6 +23,9 @@ from service.match import MatchParams
 from service.resources import open_resources
 from service.settings import Settings
 from service.store import SongMeta, create_store
+from service.store.rules import unique_fingerprints
+from tests.cli_helpers import run_cli
+from tests.conftest import LiveServer
 from tests.integration.test_streams import PROGRAM, SONG_A, SONG_B, StreamMedia, key_of
 from tests.integration.test_streams import stream_media as stream_media
 
@@ -206,3 +210,32 @@ def test_a_streams_segments_make_its_log_on_an_fp2_catalogue(
             await store.close()
 
     asyncio.run(run())
+
+
+def _stored_count(path: Path, params: FingerprintParams) -> int:
+    """The fingerprints a store keeps of `path` indexed with `params` (each pair once)."""
+    return len(unique_fingerprints(analyse_file(path, params).fingerprints)[0])
+
+
+def test_the_command_line_and_the_api_index_in_the_catalogues_format(tmp_path: Path) -> None:
+    """An fp2 catalogue gets fp2 fingerprints whichever adapter indexes: the bulk command's
+    and the upload's songs hold as many as the file has under fp2 (landmarks and triplets),
+    not the fp1 landmarks alone."""
+    url = f"sqlite:///{tmp_path}/adapters.sqlite3"
+    by_cli, by_api = MUSIC / "armygeddon.ogg", MUSIC / "coherence.ogg"
+    indexed = run_cli(url, "index", str(by_cli), FINGERPRINT_FORMAT="fp2")
+    assert indexed.returncode == 0, indexed.stderr
+    settings = Settings(
+        database_url=url, environment="test", cpu_workers=1, fingerprint_format="fp2"
+    )
+    with LiveServer(settings) as server, server.client() as client:
+        with by_api.open("rb") as f:
+            uploaded = client.post("/songs", files={"file": (by_api.name, f, "audio/ogg")})
+        assert uploaded.status_code == 201, uploaded.text
+        listed = client.get("/songs").json()["items"]
+    # Titled from their tags: "Armygeddon", "Coherence".
+    counts = {s["title"].lower(): s["fingerprint_count"] for s in listed}
+    for path in (by_cli, by_api):
+        fp2, fp1 = _stored_count(path, FP2), _stored_count(path, DEFAULT_PARAMS)
+        assert fp2 > fp1
+        assert counts[path.stem] == fp2, path.name
