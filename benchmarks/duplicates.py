@@ -32,7 +32,6 @@ import numpy as np
 from benchmarks.benchmarks_md import this_command, write_section
 from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
-from service.audio.params import DEFAULT_PARAMS
 from service.core.index import (
     DUPLICATE_LOOKUP_MAX_HITS,
     IndexOptions,
@@ -104,7 +103,7 @@ async def best_overlap(store: Store, audio: AnalysedAudio) -> Overlap | None:
     params = DuplicateParams()
     fp = sampled(audio.fingerprints, params)
     hits = await store.lookup(np.unique(fp.hashes), None, DUPLICATE_LOOKUP_MAX_HITS)
-    found = overlaps(fp, audio.n_frames, hits, DEFAULT_PARAMS.frame_s, params)
+    found = overlaps(fp, audio.n_frames, hits, audio.frame_s, params)
     return found[0] if found else None
 
 

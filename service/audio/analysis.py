@@ -34,6 +34,8 @@ KEEP_SAMPLES_MAX_S = 60.0
 class AnalysedAudio:
     duration_s: float
     n_frames: int
+    #: Seconds per frame under the parameters it was analysed with.
+    frame_s: float
     content_sha256: str
     fingerprints: Fingerprints
     #: The landmark peaks the fingerprints were built from; queries re-hash them under
@@ -87,6 +89,7 @@ def analyse_file(
     return AnalysedAudio(
         duration_s=audio.duration_s,
         n_frames=n_frames,
+        frame_s=params.frame_s,
         content_sha256=audio.content_sha256,
         fingerprints=landmark_hashes(peaks, params) if query else index_fingerprints(peaks, params),
         peaks=peaks,

@@ -19,7 +19,7 @@ import numpy as np
 
 from service.audio.analysis import AnalysedAudio, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
-from service.audio.params import DEFAULT_PARAMS, FingerprintParams
+from service.audio.params import FingerprintParams
 from service.errors import NoFingerprints
 from service.executor import CpuPool
 from service.match.duplicates import DuplicateParams, Overlap, overlaps, sampled
@@ -101,9 +101,7 @@ async def find_duplicate(
         hits = type(hits)(
             hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep]
         )
-    found = await asyncio.to_thread(
-        overlaps, fp, audio.n_frames, hits, DEFAULT_PARAMS.frame_s, params
-    )
+    found = await asyncio.to_thread(overlaps, fp, audio.n_frames, hits, audio.frame_s, params)
     return next((o for o in found if o.is_duplicate(params)), None)
 
 

@@ -242,3 +242,15 @@ def test_service_processes_keep_freed_memory_on_glibc():
 
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is on_glibc
+
+
+def test_an_analysis_records_the_frame_length_of_its_parameters(song, tmp_path):
+    """Offsets are frames of the parameters the audio was analysed with; what turns them into
+    seconds (a duplicate's overlap) reads the frame length from the analysis itself."""
+    path = encode(song, tmp_path / "song", "mp3")
+    usual = analyse_file(path, DEFAULT_PARAMS)
+    coarse = analyse_file(path, replace(DEFAULT_PARAMS, hop=2 * DEFAULT_PARAMS.hop))
+    assert usual.frame_s == DEFAULT_PARAMS.frame_s
+    assert coarse.frame_s == pytest.approx(2 * usual.frame_s)
+    assert usual.n_frames * usual.frame_s == pytest.approx(usual.duration_s, abs=0.1)
+    assert coarse.n_frames * coarse.frame_s == pytest.approx(coarse.duration_s, abs=0.1)
