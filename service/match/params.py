@@ -131,6 +131,13 @@ class MatchParams:
     #: of the offset vote absorbs, and what is left is refined within +-triplet_scale_step.
     triplet_scale_range: float = 0.11
     triplet_scale_step: float = 0.005
+    #: Step of the coarse grid of time scales a query's triplets are voted under first, with
+    #: a band of offsets wide enough to hold any alignment the fine grid (triplet_scale_step,
+    #: refined within a step) could find within half a coarse step: only the songs that could
+    #: reach min_score there are voted under every scale of the fine grid, which changes no
+    #: match and, for a clip of music the catalogue lacks, leaves few songs or none. 0: no
+    #: coarse pass.
+    triplet_coarse_scale_step: float = 0.02
     #: How a clip no tier could decide is confirmed from band envelopes (None: it is not).
     envelope_check: EnvelopeCheckParams | None = field(default_factory=EnvelopeCheckParams)
 
@@ -150,6 +157,13 @@ class MatchParams:
         steps = round(self.triplet_scale_range / self.triplet_scale_step)
         others = [1.0 + k * self.triplet_scale_step for k in range(-steps, steps + 1) if k != 0]
         return [1.0, *sorted(others, key=lambda f: abs(f - 1.0))]
+
+    def triplet_coarse_scales(self) -> list[float]:
+        """The coarse grid: every scale of triplet_scales() lies within half a coarse step of
+        one of these."""
+        step = self.triplet_coarse_scale_step
+        steps = math.ceil((self.triplet_scale_range - step / 2) / step - 1e-9)
+        return [1.0 + k * step for k in range(-steps, steps + 1)]
 
     def speed_grid(self) -> list[float]:
         """Every candidate speed, 1.0 first."""

@@ -118,6 +118,7 @@ def search_matches(
     speeds_tried: int = 1,
     candidates: int = 0,
     weak_candidates: bool = False,
+    songs_voted: int = 0,
 ) -> Search:
     """find_matches, plus the `candidates` most improbable songs whatever their confidence,
     from the same votes: those of at least min_score votes first, then, with
@@ -125,7 +126,9 @@ def search_matches(
     (weak candidates, for the band envelopes to confirm: the searches whose candidates only
     choose where to search next do without them, and without their cost). The weak ones
     change no match: only the songs promising a match are refined for a time scale
-    (refine_top), as if the weak ones had not been kept."""
+    (refine_top), as if the weak ones had not been kept. `songs_voted`: the distinct songs
+    the query's hashes met when `hits` holds only some of them (votes.aligning_songs chose
+    which), so that the chance model counts every candidate song all the same."""
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
     query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
@@ -139,7 +142,7 @@ def search_matches(
     best = _best_per_song(votes, len(variants))
     scales = _time_scales(params, query_frames)
     _refine(votes, best, scales, params.refine_top)
-    hypotheses = max(votes.n_songs, 1) * max(len(variants), speeds_tried) * len(scales)
+    hypotheses = max(votes.n_songs, songs_voted, 1) * max(len(variants), speeds_tried) * len(scales)
     log_p = _chance_log10(votes, best, variants, params, query_frames, hypotheses)
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
 

@@ -224,6 +224,37 @@ def _promising(
     return keep, n_songs
 
 
+def aligning_songs(
+    variants: Sequence[QueryVariant], hits: Hits, drift_frames: int, min_votes: int
+) -> tuple[np.ndarray, int]:
+    """The songs (sorted ids) whose pairs under some variant could line up `min_votes` of
+    them within a band of offsets `drift_frames` (plus the +-1 bin window) wide, and the
+    number of distinct songs among all the pairs.
+
+    The same bound as _collect_votes's first step (_promising), on its own: a cheap pass over
+    a coarse grid of hypotheses whose band is wide enough to hold every alignment a finer
+    grid could find tells which songs the finer grid needs to be run on at all."""
+    empty = np.empty(0, dtype=np.int64)
+    if len(hits) == 0 or not any(len(v.hashes) for v in variants):
+        return empty, 0
+    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
+    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
+    pairing = _Pairing(variants, hits)
+    seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
+    found: list[np.ndarray] = []
+    for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
+        v_idx, q_idx, hit_idx = pairing.pairs(chunk)
+        if len(hit_idx) == 0:
+            continue
+        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[base[v_idx] + q_idx]
+        song = hits.song_ids[hit_idx].astype(np.int64)
+        seen[song] = True
+        keep, _ = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, len(variants))
+        found.append(unique_values(song[keep]))
+    songs = unique_values(np.concatenate(found)) if found else empty
+    return songs, int(np.count_nonzero(seen))
+
+
 def _collect_votes(
     variants: Sequence[QueryVariant],
     hits: Hits,

@@ -101,6 +101,12 @@ class Hits:
     def __len__(self) -> int:
         return len(self.hashes)
 
+    def select(self, mask: np.ndarray) -> Hits:
+        """The hits where `mask` (bool, shape (n,)) is set, in their order."""
+        return Hits(
+            self.hashes[mask], self.song_ids[mask], self.offsets[mask], self.song_frames[mask]
+        )
+
 
 @dataclass(frozen=True)
 class SongPage:

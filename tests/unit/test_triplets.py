@@ -20,7 +20,8 @@ from service.audio.triplets import (
     unpack_triplet_hashes,
 )
 from service.core.identify.tiers import prefer_scaled, triplet_matches, triplets_needed
-from service.match import Match, MatchParams
+from service.match import Match, MatchParams, scale_variants
+from service.match.votes import aligning_songs
 from service.store import Hits
 
 FP2 = params_for_format("fp2")
@@ -189,3 +190,51 @@ def test_a_song_the_triplets_found_takes_their_match() -> None:
     scaled = [_match(1, 1.1, -25.0, score=40)]
     merged = prefer_scaled(landmarks, scaled, mp)
     assert [(m.song_id, m.speed) for m in merged] == [(1, 1.1), (2, 1.0)]
+
+
+def test_every_fine_time_scale_lies_within_half_a_coarse_step_of_the_coarse_grid() -> None:
+    for mp in (MatchParams(), MatchParams(triplet_coarse_scale_step=0.03)):
+        coarse = np.array(mp.triplet_coarse_scales())
+        for scale in mp.triplet_scales():
+            assert np.abs(coarse - scale).min() <= mp.triplet_coarse_scale_step / 2 + 1e-9
+
+
+def _catalogue_hits(songs: list[Peaks]) -> Hits:
+    parts = [_stored_hits(i + 1, song) for i, song in enumerate(songs)]
+    return Hits(*(np.concatenate([getattr(p, f) for p in parts]) for f in Hits.__annotations__))
+
+
+@pytest.mark.parametrize("time_scale", [0.89, 0.93, 0.99, 1.0, 1.015, 1.07, 1.11])
+def test_the_coarse_pass_changes_no_match(time_scale: float) -> None:
+    """Voted first under the coarse grid, the fine grid runs on the songs that could align
+    only: the matches, their confidences included, are those of the fine grid alone."""
+    songs = [_random_song(seed, seconds=60.0) for seed in range(10, 22)]
+    song = songs[3]
+    start = 400
+    inside = (song.frames >= start) & (song.frames < start + round(312 * time_scale))
+    clip = _peaks(
+        np.round((song.frames[inside] - start) / time_scale).astype(int).tolist(),
+        np.round(song.bins[inside] * time_scale).astype(int).tolist(),
+    )
+    hits = _catalogue_hits(songs)
+    query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
+    with_pass = triplet_matches(query, hits, FP2, MatchParams())
+    without = triplet_matches(query, hits, FP2, MatchParams(triplet_coarse_scale_step=0.0))
+    assert with_pass and with_pass[0].song_id == 4
+    assert with_pass == without
+
+
+def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
+    """A clip of none of the songs: the coarse pass keeps none of the songs its hashes met,
+    yet counts all of them (the chance model's candidates)."""
+    songs = [_random_song(seed, seconds=60.0) for seed in range(30, 36)]
+    hits = _catalogue_hits(songs)
+    clip = _random_song(99, seconds=10.0, per_s=14.0)
+    query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
+    mp = MatchParams()
+    coarse = scale_variants(query, mp.triplet_coarse_scales())
+    kept, met = aligning_songs(coarse, hits, drift_frames=6, min_votes=mp.min_score)
+    assert met == len(np.unique(hits.song_ids[np.isin(hits.hashes, query.hashes)]))
+    assert met > 0
+    assert len(kept) < met
+    assert triplet_matches(query, hits, FP2, mp) == []

@@ -43,6 +43,7 @@ A clip and a window climb the same ladder; what differs is said by the caller:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -68,6 +69,7 @@ from service.match import (
     speed_search_needed,
     variant_of,
 )
+from service.match.votes import aligning_songs
 from service.store import Hits, Store
 
 #: Puts a lookup's hits in an order that does not depend on how the lookups went.
@@ -186,10 +188,25 @@ def triplet_matches(
     triplets: Fingerprints, hits: Hits, params: FingerprintParams, match_params: MatchParams
 ) -> list[Match]:
     """Matches of a query's triplet hashes voted under every time scale of
-    MatchParams.triplet_scales(), each refined within a step of the scale grid."""
+    MatchParams.triplet_scales(), each refined within a step of the scale grid; first, when
+    MatchParams.triplet_coarse_scale_step is set, under the coarse grid, to leave out the
+    songs no scale could align (votes.aligning_songs: the same matches at a fraction of the
+    voting)."""
     mp = match_params
+    fine = replace(mp, time_scale_range=mp.triplet_scale_step)
+    songs_voted = 0
+    if mp.triplet_coarse_scale_step > 0 and len(hits):
+        query_frames = int(triplets.offsets.max()) + 1 if len(triplets.offsets) else 1
+        # An alignment the fine grid finds drifts by up to its refinement's range, plus half
+        # a coarse step under the nearest coarse scale, over the query's length.
+        drift = math.ceil((mp.triplet_scale_step + mp.triplet_coarse_scale_step / 2) * query_frames)
+        coarse = scale_variants(triplets, mp.triplet_coarse_scales())
+        songs, songs_voted = aligning_songs(coarse, hits, drift, mp.min_score)
+        if len(songs) == 0:
+            return []
+        hits = hits.select(np.isin(hits.song_ids, songs))
     variants = scale_variants(triplets, mp.triplet_scales())
-    return find_matches(variants, hits, params, replace(mp, time_scale_range=mp.triplet_scale_step))
+    return search_matches(variants, hits, params, fine, songs_voted=songs_voted).matches
 
 
 async def deeper_tiers(
