@@ -3,6 +3,7 @@ index format's version, and the vote that recovers a clip's time scale and offse
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +20,15 @@ from service.audio.triplets import (
     triplet_hashes,
     unpack_triplet_hashes,
 )
-from service.core.identify.tiers import prefer_scaled, triplet_matches, triplets_needed
+from service.core.identify.lookups import HitCache, PostingsCaps
+from service.core.identify.tiers import (
+    Ladder,
+    TierQuery,
+    prefer_scaled,
+    triplet_matches,
+    triplet_tier,
+    triplets_needed,
+)
 from service.match import Match, MatchParams, scale_variants
 from service.match.votes import aligning_songs
 from service.store import Hits
@@ -238,3 +247,33 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
     assert met > 0
     assert len(kept) < met
     assert triplet_matches(query, hits, FP2, mp) == []
+
+
+class _RecordingStore:
+    """The one Store method the triplet tier calls, over fixed hits; records each lookup's
+    budget."""
+
+    def __init__(self, hits: Hits) -> None:
+        self.hits = hits
+        self.budgets: list[int | None] = []
+
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
+        self.budgets.append(max_hits)
+        return self.hits.select(np.isin(self.hits.hashes, hashes))
+
+
+@pytest.mark.parametrize("budget", [2_000, 150_000])
+def test_the_triplets_lookup_keeps_to_its_budget(budget: int) -> None:
+    song = _random_song(4, seconds=60.0)
+    clip = _peaks(
+        (song.frames[song.frames < 312]).tolist(), (song.bins[song.frames < 312]).tolist()
+    )
+    store = _RecordingStore(_catalogue_hits([song]))
+    mp = MatchParams(max_hits_triplets=budget)
+    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
+    query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
+    matches = asyncio.run(triplet_tier(HitCache(store), query, ladder))
+    assert store.budgets == [budget]
+    assert matches and matches[0].song_id == 1

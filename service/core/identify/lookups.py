@@ -154,6 +154,11 @@ def first_tier_budget(match_params: MatchParams, seconds: float) -> int:
     return _per_clip(match_params.max_hits_first_tier, seconds)
 
 
+def triplet_budget(match_params: MatchParams, seconds: float) -> int:
+    """MatchParams.max_hits_triplets for a clip of `seconds`, per 10 s as hits_budget."""
+    return _per_clip(match_params.max_hits_triplets, seconds)
+
+
 def _per_clip(budget_per_clip: int, seconds: float) -> int:
     """A budget meant for a BUDGET_CLIP_S clip, scaled to `seconds` (never below it)."""
     return int(budget_per_clip * max(1.0, seconds / BUDGET_CLIP_S))

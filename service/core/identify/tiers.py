@@ -54,7 +54,13 @@ from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, sustained_peaks_at_phases, thin_peaks
 from service.audio.triplets import triplet_hashes
 from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
-from service.core.identify.lookups import HitCache, PostingsCaps, first_tier_budget, hits_budget
+from service.core.identify.lookups import (
+    HitCache,
+    PostingsCaps,
+    first_tier_budget,
+    hits_budget,
+    triplet_budget,
+)
 from service.core.identify.speed_search import after_speed_search
 from service.match import (
     Match,
@@ -142,7 +148,8 @@ async def first_tier(
 
 async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> list[Match]:
     """A query's matches from the triplets of its index-density peaks (an "fp2" index), voted
-    under every time scale of MatchParams.triplet_scales(): one lookup for every speed."""
+    under every time scale of MatchParams.triplet_scales(): one lookup for every speed, under
+    the budget of MatchParams.max_hits_triplets."""
     params = ladder.params
     assert params.triplets is not None
     triplets = params.triplets
@@ -153,7 +160,9 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     fingerprints = await asyncio.to_thread(hashes)
     if not len(fingerprints):
         return []
-    hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
+    seconds = (int(query.peaks.frames.max()) + 1) * params.frame_s
+    budget = triplet_budget(ladder.match_params, seconds)
+    hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
 
     def run() -> list[Match]:
         return triplet_matches(fingerprints, ladder.ordered(hits), params, ladder.match_params)
