@@ -57,6 +57,10 @@ class DuplicateParams:
     #: Candidates examined (most aligned landmarks first), and offsets tried per candidate.
     max_candidates: int = 5
     offsets_per_song: int = 3
+    #: Frame grids a covered candidate is measured on before its share is judged: the new
+    #: song's own and the ones starting 1/n, 2/n, ... (n - 1)/n of a hop later (n = 4: the
+    #: best lies within 1/8 of a frame of the stored song's grid).
+    hop_phases: int = 4
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,12 @@ class Overlap:
     #: Share of the new song's (sampled) landmarks that match at the offset.
     aligned_share: float = 0.0
 
+    def is_covered(self, params: DuplicateParams) -> bool:
+        """Whether the two line up over most of both at the offset (the share aside)."""
+        return min(self.new_coverage, self.stored_coverage) >= params.min_coverage
+
     def is_duplicate(self, params: DuplicateParams) -> bool:
-        covered = min(self.new_coverage, self.stored_coverage) >= params.min_coverage
-        return covered and self.aligned_share >= params.min_aligned_share
+        return self.is_covered(params) and self.aligned_share >= params.min_aligned_share
 
 
 def sampled(fingerprints: Fingerprints, params: DuplicateParams) -> Fingerprints:
