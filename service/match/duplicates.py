@@ -5,13 +5,18 @@ claim: the new song and a stored one are the same recording end to end. Both son
 into chunks of `chunk_s`; a chunk is covered when enough of its landmarks match the other
 song at one common time offset (a re-encoding, a resampled or quieter copy keeps every
 landmark where it was). The song is a duplicate when, at that one offset, most of the audible
-chunks of the new song and most of the stored song are covered:
+chunks of the new song and most of the stored song are covered, and enough of its landmarks
+match there (`min_aligned_share`):
 
 - the same recording re-encoded, in another container or sample rate, a few dB quieter, or
   with its leading and trailing silence trimmed covers nearly all of both, and keeps most of
-  its landmarks where they were;
+  its landmarks where they were. When its start moved by a fraction of a 32-ms frame
+  (trimmed silence, an encoder's delay), its spectrogram samples other instants and keeps
+  far fewer on its own frame grid; analysed again on grids starting a fraction of a hop later
+  (`hop_phases`; service/core/index.py does it for a candidate that covers both but keeps
+  too few), one of them lies within an eighth of a frame of the stored song's and keeps most;
 - the same piece rendered or mixed again may line up from end to end, but keeps only a
-  fraction of its landmarks (`min_aligned_share`);
+  fraction of its landmarks on every grid;
 - a radio edit (a part cut out) or an extended mix (parts added or repeated) shares material
   at several offsets, each covering only the stretch between two edits;
 - a live version or a remix shares no landmarks at a steady offset at all.
