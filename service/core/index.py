@@ -82,8 +82,9 @@ def analyse_source(
     return audio, digest
 
 
-#: The new song's audio analysed again on the grids of `hop_phases` hop phases but its own
-#: (analyse_at_phases), for a candidate it lines up with but keeps too few landmarks of.
+#: Given `hop_phases`, the new song's audio analysed again on the frame grids of its other
+#: hop phases (analyse_at_phases): for a candidate it lines up with but keeps too few
+#: landmarks of.
 PhaseAnalyser = Callable[[int], Awaitable[list[PhaseAnalysis]]]
 
 
@@ -135,7 +136,8 @@ async def compare_recordings(
     `min_aligned_share` of the landmarks is measured again on the new song's other hop
     phases (`phases`, when given) and kept at its best: a copy whose start moved by a
     fraction of a frame keeps few landmarks on its own grid only because the spectrogram
-    samples other instants there."""
+    samples other instants there. (An overlap measured on a shifted grid counts its offset
+    in that grid's frames, less than a frame from the own grid's.)"""
     params = params or DuplicateParams()
     fp = sampled(audio.fingerprints, params)
     if len(fp) == 0:
