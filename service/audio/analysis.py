@@ -123,3 +123,33 @@ def analyse_query(
         max_duration_s=max_duration_s,
         query=True,
     )
+
+
+@dataclass(frozen=True)
+class PhaseAnalysis:
+    """A file's index fingerprints on a frame grid that starts `shift_samples` later (at
+    `params.sample_rate_hz`): its frame f covers samples shift_samples + f * hop onwards."""
+
+    shift_samples: int
+    n_frames: int
+    fingerprints: Fingerprints
+
+
+def analyse_at_phases(
+    path: str | os.PathLike[str],
+    params: FingerprintParams,
+    shifts_samples: list[int],
+    max_duration_s: float | None = None,
+) -> list[PhaseAnalysis]:
+    """The index fingerprints of a file (as analyse_file makes them) once per start shift, each
+    a fraction of a hop: the same audio sampled by the STFT at other instants. A copy of a song
+    whose start moved by a fraction of a frame (silence trimmed, another encoder's delay) has
+    other peaks and landmarks on its own grid; on the grid shifted back by that fraction it
+    has the song's own (service/match/duplicates.py)."""
+    samples = decode_audio(path, params.sample_rate_hz, max_duration_s).samples
+    analyses = []
+    for shift in shifts_samples:
+        shifted = samples[shift:]
+        fingerprints = index_fingerprints(find_peaks(shifted, params), params)
+        analyses.append(PhaseAnalysis(shift, frame_count(len(shifted), params), fingerprints))
+    return analyses

@@ -157,9 +157,10 @@ class FingerprintParams:
         """Seconds per STFT frame: the unit of every stored offset."""
         return self.hop / self.sample_rate_hz
 
-    def hop_phase_shifts(self) -> list[int]:
-        """Samples by which a clip's extra analyses start later (query_hop_phases)."""
-        phases = max(1, self.query_hop_phases)
+    def hop_phase_shifts(self, phases: int | None = None) -> list[int]:
+        """Samples by which the extra analyses of `phases` hop phases (a clip's:
+        query_hop_phases) start later: k * hop / phases for k = 1 .. phases - 1."""
+        phases = max(1, self.query_hop_phases if phases is None else phases)
         return [k * self.hop // phases for k in range(1, phases)]
 
     def for_queries(self) -> FingerprintParams:

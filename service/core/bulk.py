@@ -23,7 +23,13 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from service.audio.params import FingerprintParams
-from service.core.index import IndexOptions, analyse_source, find_duplicate, index_song
+from service.core.index import (
+    IndexOptions,
+    analyse_source,
+    find_duplicate,
+    index_song,
+    phase_analyser,
+)
 from service.errors import NotFound, ServiceError
 from service.executor import CpuPool
 from service.objects import Downloaded, ObjectCreated
@@ -237,21 +243,24 @@ class BulkIndexer:
                 if is_s3_uri(item.source)
                 else _local(item.source)
             )
+            params, max_audio_s = self._options.params, self._options.max_audio_s
             async with fetch as (path, metadata):
                 audio, digest = await self._pool.run(
-                    partial(analyse_source, path, self._options.params, self._options.max_audio_s)
+                    partial(analyse_source, path, params, max_audio_s)
                 )
-            options = IndexOptions(
-                meta=meta_from_object(metadata, item.meta),
-                filename=PurePosixPath(item.source).name,
-                source=item.source,
-                file_sha256=digest,
-                allow_duplicate=self._options.allow_duplicate,
-                song_id=item.song_id,
-                exact_meta=item.song_id is not None,
-            )
-            async with self._store_lock:
-                indexed = await index_song(self._store, audio, options)
+                options = IndexOptions(
+                    meta=meta_from_object(metadata, item.meta),
+                    filename=PurePosixPath(item.source).name,
+                    source=item.source,
+                    file_sha256=digest,
+                    allow_duplicate=self._options.allow_duplicate,
+                    song_id=item.song_id,
+                    exact_meta=item.song_id is not None,
+                )
+                # Indexed while the file is at hand: the duplicate check may analyse it again.
+                phases = phase_analyser(self._pool, path, params, max_audio_s)
+                async with self._store_lock:
+                    indexed = await index_song(self._store, audio, options, phases=phases)
         except ServiceError as exc:
             if not exc.permanent and not isinstance(exc, NotFound):
                 raise
@@ -321,7 +330,8 @@ async def suspected_duplicates(
                 fetch = _s3(source, objects, None) if is_s3_uri(source) else _local(source)
                 async with fetch as (path, _):
                     audio, _digest = await pool.run(partial(analyse_source, path, params))
-                overlap = await find_duplicate(store, audio, exclude=song_id)
+                    phases = phase_analyser(pool, path, params)
+                    overlap = await find_duplicate(store, audio, exclude=song_id, phases=phases)
             finally:
                 slots.release()
         except ServiceError as exc:

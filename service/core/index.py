@@ -11,19 +11,21 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
 
 import numpy as np
 
-from service.audio.analysis import AnalysedAudio, analyse_file
+from service.audio.analysis import AnalysedAudio, PhaseAnalysis, analyse_at_phases, analyse_file
 from service.audio.envelopes import DEFAULT_ENVELOPE
+from service.audio.hashes import Fingerprints
 from service.audio.params import FingerprintParams
 from service.errors import NoFingerprints
 from service.executor import CpuPool
 from service.match.duplicates import DuplicateParams, Overlap, overlaps, sampled
-from service.store import NewSong, Song, SongMeta, Store
+from service.store import Hits, NewSong, Song, SongMeta, Store
 from service.telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -80,28 +82,101 @@ def analyse_source(
     return audio, digest
 
 
+#: Given `hop_phases`, the new song's audio analysed again on the frame grids of its other
+#: hop phases (analyse_at_phases): for a candidate it lines up with but keeps too few
+#: landmarks of.
+PhaseAnalyser = Callable[[int], Awaitable[list[PhaseAnalysis]]]
+
+
+def phase_analyser(
+    pool: CpuPool,
+    path: str | os.PathLike[str],
+    params: FingerprintParams,
+    max_audio_s: float | None = None,
+) -> PhaseAnalyser:
+    """A PhaseAnalyser that decodes `path` again on the pool (it must still exist when called)."""
+
+    async def analyse(hop_phases: int) -> list[PhaseAnalysis]:
+        shifts = params.hop_phase_shifts(hop_phases)
+        return await pool.run(
+            partial(analyse_at_phases, os.fspath(path), params, shifts, max_audio_s)
+        )
+
+    return analyse
+
+
+async def _hits(
+    store: Store, fp: Fingerprints, exclude: int | None, only: set[int] | None = None
+) -> Hits:
+    """The stored postings of `fp`'s hashes, without song `exclude`, of songs `only`."""
+    # No cap on frequent hashes, only a budget: a copy's frequent landmarks line up like its
+    # rare ones, and the share of landmarks that line up is part of the verdict.
+    hits = await store.lookup(np.unique(fp.hashes), None, DUPLICATE_LOOKUP_MAX_HITS)
+    if len(hits) == 0 or (exclude is None and only is None):
+        return hits
+    keep = hits.song_ids != exclude
+    if only is not None:
+        keep &= np.isin(hits.song_ids, np.fromiter(only, dtype=np.int64))
+    return Hits(hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep])
+
+
+async def compare_recordings(
+    store: Store,
+    audio: AnalysedAudio,
+    params: DuplicateParams | None = None,
+    *,
+    exclude: int | None = None,
+    phases: PhaseAnalyser | None = None,
+) -> list[Overlap]:
+    """The stored songs lining up best with `audio`, duplicates or not, each at its best
+    offset, the most covered first (service/match/duplicates.py); `exclude` leaves one song
+    out (the song itself, when a catalogue is checked).
+
+    A candidate that lines up over most of both songs but keeps fewer than
+    `min_aligned_share` of the landmarks is measured again on the new song's other hop
+    phases (`phases`, when given) and kept at its best: a copy whose start moved by a
+    fraction of a frame keeps few landmarks on its own grid only because the spectrogram
+    samples other instants there. (An overlap measured on a shifted grid counts its offset
+    in that grid's frames, less than a frame from the own grid's.)"""
+    params = params or DuplicateParams()
+    fp = sampled(audio.fingerprints, params)
+    if len(fp) == 0:
+        return []
+    frame_s = audio.frame_s
+    hits = await _hits(store, fp, exclude)
+    found = await asyncio.to_thread(overlaps, fp, audio.n_frames, hits, frame_s, params)
+    short = {o.song_id for o in found if o.is_covered(params) and not o.is_duplicate(params)}
+    if not short or phases is None or params.hop_phases <= 1:
+        return found
+    best = {o.song_id: o for o in found}
+    for analysis in await phases(params.hop_phases):
+        phase_fp = sampled(analysis.fingerprints, params)
+        hits = await _hits(store, phase_fp, exclude, short)
+        again = await asyncio.to_thread(
+            overlaps, phase_fp, analysis.n_frames, hits, frame_s, params
+        )
+        for o in again:
+            if (o.is_covered(params), o.aligned_share) > (
+                best[o.song_id].is_covered(params),
+                best[o.song_id].aligned_share,
+            ):
+                best[o.song_id] = o
+    return sorted(
+        best.values(), key=lambda o: (-min(o.new_coverage, o.stored_coverage), -o.aligned_share)
+    )
+
+
 async def find_duplicate(
     store: Store,
     audio: AnalysedAudio,
     params: DuplicateParams | None = None,
     *,
     exclude: int | None = None,
+    phases: PhaseAnalyser | None = None,
 ) -> Overlap | None:
-    """The stored song that is the same recording as `audio` (service/match/duplicates.py),
-    if any; `exclude` leaves one song out (the song itself, when a catalogue is checked)."""
+    """The stored song that is the same recording as `audio`, if any (compare_recordings)."""
     params = params or DuplicateParams()
-    fp = sampled(audio.fingerprints, params)
-    if len(fp) == 0:
-        return None
-    # No cap on frequent hashes, only a budget: a copy's frequent landmarks line up like its
-    # rare ones, and the share of landmarks that line up is part of the verdict.
-    hits = await store.lookup(np.unique(fp.hashes), None, DUPLICATE_LOOKUP_MAX_HITS)
-    if exclude is not None and len(hits):
-        keep = hits.song_ids != exclude
-        hits = type(hits)(
-            hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep]
-        )
-    found = await asyncio.to_thread(overlaps, fp, audio.n_frames, hits, audio.frame_s, params)
+    found = await compare_recordings(store, audio, params, exclude=exclude, phases=phases)
     return next((o for o in found if o.is_duplicate(params)), None)
 
 
@@ -130,10 +205,18 @@ def resolve_meta(given: SongMeta | None, tags: dict[str, str], filename: str | N
     )
 
 
-async def index_song(store: Store, audio: AnalysedAudio, options: IndexOptions) -> Indexed:
+async def index_song(
+    store: Store,
+    audio: AnalysedAudio,
+    options: IndexOptions,
+    *,
+    phases: PhaseAnalyser | None = None,
+) -> Indexed:
     """Store analysed audio as a song. The same decoded audio is the same song; so is the
     same recording in other bytes (re-encoded, resampled, quieter, silence trimmed) unless
-    `options.allow_duplicate`: then the stored song comes back, with the overlap."""
+    `options.allow_duplicate`: then the stored song comes back, with the overlap. `phases`
+    analyses the audio again at other hop phases when the duplicate check needs it
+    (compare_recordings); without it a copy shifted by a fraction of a frame can be missed."""
     existing = await store.find_by_content(audio.content_sha256)
     if existing is not None:
         if audio.envelope is not None:
@@ -143,7 +226,7 @@ async def index_song(store: Store, audio: AnalysedAudio, options: IndexOptions) 
     if len(audio.fingerprints) == 0:
         raise NoFingerprints("the audio yields no fingerprints (silence or a steady tone?)")
     if not options.allow_duplicate:
-        overlap = await find_duplicate(store, audio)
+        overlap = await find_duplicate(store, audio, phases=phases)
         if overlap is not None:
             original = await store.get_song(overlap.song_id)
             if original is not None:
@@ -190,7 +273,8 @@ async def index_path(
     audio = await pool.run(
         partial(analyse_file, os.fspath(path), params, DEFAULT_ENVELOPE, max_duration_s=max_audio_s)
     )
-    indexed = await index_song(store, audio, options)
+    phases = phase_analyser(pool, path, params, max_audio_s)
+    indexed = await index_song(store, audio, options, phases=phases)
     song, created = indexed.song, indexed.created
     metrics.record_index(created)
     log.info(

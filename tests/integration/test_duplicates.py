@@ -1,18 +1,23 @@
-"""Near-duplicates: the same recording in other bytes is the song already stored; a radio edit,
-an extended mix or another song is a song of its own. Decided by the fingerprints, on real
-encoded files, in both stores; and the API's answer."""
+"""Near-duplicates: the same recording in other bytes is the song already stored (a copy
+shifted by a fraction of a frame included); a radio edit, an extended mix or another song is a
+song of its own. Decided by the fingerprints, on real encoded files, in both stores; and the
+API's answer."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soxr
 
-from service.core.index import IndexOptions, index_path
+from service.audio.analysis import analyse_file
+from service.core.bulk import BulkIndexer, BulkItem, BulkOptions
+from service.core.index import IndexOptions, compare_recordings, index_path, phase_analyser
+from service.match.duplicates import DuplicateParams
 from service.resources import PoolSpec, open_resources
 from service.settings import Settings
 from tests.audio_fixtures import SYNTH_RATE_HZ, encode, synth_song
@@ -21,6 +26,7 @@ from tests.conftest import LiveServer
 
 RATE = SYNTH_RATE_HZ
 ROOT = Path(__file__).resolve().parents[2]
+MUSIC = ROOT / "tests" / "data" / "music"
 
 
 def _silence(seconds: float) -> np.ndarray:
@@ -98,6 +104,53 @@ async def test_the_same_recording_is_one_song_and_edits_are_not(store_url, varia
             store, pool, variants["flac"], IndexOptions(allow_duplicate=True), params=params
         )
         assert kept.created and kept.song.id != original.song.id
+
+
+@pytest.fixture(scope="module")
+def shifted_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real-music excerpt and its copy with half a 32-ms frame (16 ms) trimmed off the
+    start, 4 dB quieter, re-encoded to MP3 at 128 kbit/s."""
+    original = MUSIC / "chaos_god.ogg"
+    copy = tmp_path_factory.mktemp("shifted") / "chaos_god_shifted.mp3"
+    trim = "atrim=start=0.016,asetpts=N/SR/TB,volume=-4dB"
+    codec = ["-c:a", "libmp3lame", "-b:a", "128k"]
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(original)]
+    subprocess.run([*cmd, "-af", trim, *codec, str(copy)], check=True)
+    return original, copy
+
+
+async def test_a_copy_shifted_by_a_fraction_of_a_frame_is_the_same_recording(
+    store_url, shifted_copy
+):
+    original_path, copy_path = shifted_copy
+    params = DuplicateParams()
+    settings = Settings(database_url=store_url, environment="test", cpu_workers=1)
+    async with open_resources(settings, pool=PoolSpec(2, use_processes=False)) as resources:
+        store, pool, fp_params = resources.store, resources.pool, resources.fp_params
+        assert pool is not None
+        original = await index_path(store, pool, original_path, IndexOptions(), params=fp_params)
+        assert original.created
+        # On its own frame grid the copy lines up end to end but keeps too few landmarks:
+        # the case its other hop phases decide.
+        audio = await pool.run(partial(analyse_file, str(copy_path), fp_params))
+        own_grid = (await compare_recordings(store, audio, params))[0]
+        assert own_grid.song_id == original.song.id and own_grid.is_covered(params)
+        assert own_grid.aligned_share < params.min_aligned_share
+        phases = phase_analyser(pool, copy_path, fp_params)
+        rephased = (await compare_recordings(store, audio, params, phases=phases))[0]
+        assert rephased.song_id == original.song.id
+        assert rephased.aligned_share >= 2 * params.min_aligned_share
+
+        found = await index_path(store, pool, copy_path, IndexOptions(), params=fp_params)
+        assert not found.created and found.song.id == original.song.id
+        assert found.duplicate is not None and found.duplicate.aligned_share >= 0.5
+        # The bulk import (command line, reindex) decides the same while the file is at hand.
+        summary = await BulkIndexer(
+            store, pool, BulkOptions(params=fp_params, in_flight=1, resume=False)
+        ).run([BulkItem(str(copy_path))])
+        assert [(r.status, r.duplicate_of) for r in summary.results] == [
+            ("duplicate", original.song.id)
+        ]
 
 
 def test_api_answers_duplicate_of(store_url, variants):

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from service.store import (
     StreamUpdate,
     create_store,
 )
+from service.store.sqlite.reports import REPORT_PAGE_GROUPS
 from tests.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +169,31 @@ async def test_the_api_and_the_command_line_report(filled) -> None:
     assert cli.returncode == 0, cli.stderr
     streams = {i["key"]: i["plays"] for i in json.loads(cli.stdout)["items"]}
     assert streams == {"one": 3, "two": 2}
+
+
+async def test_a_report_of_more_groups_than_a_page_comes_whole_and_in_order(store_url) -> None:
+    """1,100 days of plays: more groups than a SQLite round trip reads (REPORT_PAGE_GROUPS),
+    each exactly once, in key order, as PostgreSQL's cursor gives them."""
+    days = REPORT_PAGE_GROUPS + 100
+    store = create_store(
+        Settings(database_url=store_url, environment="test"), DEFAULT_PARAMS.version
+    )
+    await store.open()
+    try:
+        song, _ = await store.add_song(_song("A", "ISRC-X", 1))
+        stream = await store.ensure_stream(NewStream("daily", 0.0, DAY1, 0.0, 0, "daily/0"))
+        plays = [_play(song.id, 86400.0 * k, 86400.0 * k + 60.0 + k % 7) for k in range(days)]
+        await store.apply_stream_update(StreamUpdate(stream.id, new_plays=plays))
+        rows = [r async for r in store.play_report(PlayReportQuery("day"))]
+        expected = [(DAY1 + timedelta(days=k)).strftime("%Y-%m-%d") for k in range(days)]
+        assert [r.key for r in rows] == expected
+        assert [(r.plays, r.airtime_s) for r in rows] == [(1, 60.0 + k % 7) for k in range(days)]
+        assert rows[-1].last_aired == DAY1 + timedelta(days=days - 1, seconds=60 + (days - 1) % 7)
+        # A report left unfinished ends cleanly, and the next one is whole again.
+        partial = store.play_report(PlayReportQuery("day"))
+        assert (await anext(partial)).key == expected[0]
+        await partial.aclose()
+        by_song = [r async for r in store.play_report(PlayReportQuery("song"))]
+        assert [(r.key, r.plays) for r in by_song] == [(str(song.id), days)]
+    finally:
+        await store.close()

@@ -232,6 +232,7 @@ def test_hop_phase_shifts_split_a_hop_evenly() -> None:
     assert P.hop_phase_shifts() == [P.hop * k // P.query_hop_phases for k in (1, 2, 3)]
     assert replace(P, query_hop_phases=1).hop_phase_shifts() == []
     assert replace(P, query_hop_phases=2).hop_phase_shifts() == [P.hop // 2]
+    assert P.hop_phase_shifts(8) == [P.hop * k // 8 for k in range(1, 8)]
     # Query-side only: the index format does not change with it.
     assert replace(P, query_hop_phases=1).version == P.version
 

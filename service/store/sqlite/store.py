@@ -1,8 +1,9 @@
 """SqliteStore: the zero-setup catalogue, one SQLite file through the standard library.
 
 Its parts, one module each: schema (migrations, index version), catalogue (songs, lookups,
-envelopes), ledger (the worker's processed objects) and streams (segments, windows, plays,
-events), all on the one connection and thread of connection.py.
+envelopes), ledger (the worker's processed objects), streams (segments, windows, plays,
+events) and reports (the airplay report), all on the one connection and thread of
+connection.py.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import logging
 from service.store.sqlite.catalogue import SqliteCatalogue
 from service.store.sqlite.gaps import SqliteGaps
 from service.store.sqlite.ledger import SqliteLedger
+from service.store.sqlite.reports import SqliteReports
 from service.store.sqlite.schema import SqliteSchema
 from service.store.sqlite.streams import SqliteStreams
 
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(SqliteSchema, SqliteCatalogue, SqliteLedger, SqliteStreams, SqliteGaps):
+class SqliteStore(
+    SqliteSchema, SqliteCatalogue, SqliteLedger, SqliteStreams, SqliteReports, SqliteGaps
+):
     """Catalogue in one SQLite file. Usable before `open()` (the `migrate` command and probes
     call it unopened); `close()` ends the connection and its thread."""
 

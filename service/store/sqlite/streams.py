@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.store.columns import PLAY_COLUMNS, SEGMENT_COLUMNS, STREAM_COLUMNS
-from service.store.play_report import PlayReportQuery, PlayReportRow, report_row, report_sql
 from service.store.records import (
     PLAY_FIELDS,
     NewStream,
@@ -32,8 +31,6 @@ from service.store.records import (
 from service.store.rules import reject_nul
 from service.store.sqlite.connection import NOW, SqliteBase
 
-#: Groups of the airplay report read per round trip.
-_REPORT_PAGE = 1000
 _REALS = (
     "start_s",
     "end_s",
@@ -241,42 +238,6 @@ class SqliteStreams(SqliteBase):
             return PlayPage([_play(r) for r in rows], total, limit, offset)
 
         return await self._run(run)
-
-    async def play_report(self, query: PlayReportQuery) -> AsyncIterator[PlayReportRow]:
-        start, end = query.range_epoch_s()
-        sql = report_sql(
-            query.group_by,
-            "((julianday(s.wall_origin) - 2440587.5) * 86400.0)",
-            "strftime('%Y-%m-%d', {x}, 'unixepoch')",
-            [":start", ":end", ":stream", ":stream"],
-        )
-        args = {"start": start, "end": end, "stream": query.stream}
-        # The database aggregates; what comes back is one row per group, read a page at a
-        # time (by song id for songs, else by key: the statement's own order).
-        column = "song_id" if query.group_by == "song" else "key"
-        after: object = None
-        while True:
-            page = await self._run(self._report_page, sql, args, column, after)
-            for values in page:
-                yield report_row(values, query.group_by)
-            if len(page) < _REPORT_PAGE:
-                return
-            after = page[-1][column]
-
-    def _report_page(
-        self,
-        conn: sqlite3.Connection,
-        sql: str,
-        args: dict[str, Any],
-        column: str,
-        after: object,
-    ) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            f"SELECT * FROM ({sql}) WHERE :after IS NULL OR {column} > :after"
-            f" ORDER BY {column} LIMIT {_REPORT_PAGE}",
-            {**args, "after": after},
-        ).fetchall()
-        return [_values(r) for r in rows]
 
     async def get_play(self, stream_id: int, play_id: int) -> Play | None:
         def run(conn: sqlite3.Connection) -> Play | None:
