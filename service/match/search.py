@@ -22,7 +22,7 @@ from service.audio.params import FingerprintParams
 from service.match.params import MatchParams
 from service.match.scoring import _covered_span, chance_log10_p, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
-from service.match.votes import _collect_votes, _Votes, best_offsets
+from service.match.votes import AllowedGroups, _collect_votes, _Votes, best_offsets
 from service.store import Hits
 
 
@@ -119,6 +119,7 @@ def search_matches(
     candidates: int = 0,
     weak_candidates: bool = False,
     songs_voted: int = 0,
+    groups: AllowedGroups | None = None,
 ) -> Search:
     """find_matches, plus the `candidates` most improbable songs whatever their confidence,
     from the same votes: those of at least min_score votes first, then, with
@@ -127,8 +128,9 @@ def search_matches(
     choose where to search next do without them, and without their cost). The weak ones
     change no match: only the songs promising a match are refined for a time scale
     (refine_top), as if the weak ones had not been kept. `songs_voted`: the distinct songs
-    the query's hashes met when `hits` holds only some of them (votes.aligning_songs chose
-    which), so that the chance model counts every candidate song all the same."""
+    the query's hashes met when `hits` holds only some of them, or `groups` lets only some
+    (song, variant) groups vote (votes.aligning_groups chose which), so that the chance
+    model counts every candidate song all the same."""
     if isinstance(variants, Fingerprints):
         variants = [variant_of(variants)]
     query_frames = int(max((v.offsets.max() for v in variants if len(v.offsets)), default=0)) + 1
@@ -136,7 +138,7 @@ def search_matches(
     floor = params.min_score
     if candidates and weak_candidates:
         floor = min(floor, params.candidate_min_score)
-    votes = _collect_votes(variants, hits, floor, drift, params.min_score)
+    votes = _collect_votes(variants, hits, floor, drift, params.min_score, groups)
     if len(votes.songs) == 0:
         return Search([], [])
     best = _best_per_song(votes, len(variants))

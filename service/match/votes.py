@@ -3,7 +3,7 @@ evidence, and each group's best offset bin. This is the matcher's hot loop."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,19 +224,32 @@ def _promising(
     return keep, n_songs
 
 
-def aligning_songs(
+@dataclass(frozen=True)
+class AllowedGroups:
+    """The (song, variant) groups a search may vote in; the rest are left out as if their
+    songs' hashes had not been met under those variants."""
+
+    #: Sorted song ids.
+    songs: np.ndarray
+    #: bool, shape (len(songs), variants): may song i vote under variant j.
+    allowed: np.ndarray
+
+
+def aligning_groups(
     variants: Sequence[QueryVariant], hits: Hits, drift_frames: int, min_votes: int
-) -> tuple[np.ndarray, int]:
-    """The songs (sorted ids) whose pairs under some variant could line up `min_votes` of
-    them within a band of offsets `drift_frames` (plus the +-1 bin window) wide, and the
-    number of distinct songs among all the pairs.
+) -> tuple[AllowedGroups, int]:
+    """The (song, variant) groups whose pairs could line up `min_votes` of them within a band
+    of offsets `drift_frames` (plus the +-1 bin window) wide, and the number of distinct songs
+    among all the pairs.
 
     The same bound as _collect_votes's first step (_promising), on its own: a cheap pass over
     a coarse grid of hypotheses whose band is wide enough to hold every alignment a finer
-    grid could find tells which songs the finer grid needs to be run on at all."""
-    empty = np.empty(0, dtype=np.int64)
+    grid could find near one of them tells which songs, under which hypotheses, the finer
+    grid needs to vote on at all."""
+    n_var = len(variants)
+    none = AllowedGroups(np.empty(0, dtype=np.int64), np.zeros((0, n_var), dtype=bool))
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
-        return empty, 0
+        return none, 0
     offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
     base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
     pairing = _Pairing(variants, hits)
@@ -249,10 +262,53 @@ def aligning_songs(
         delta = hits.offsets[hit_idx].astype(np.int64) - offsets[base[v_idx] + q_idx]
         song = hits.song_ids[hit_idx].astype(np.int64)
         seen[song] = True
-        keep, _ = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, len(variants))
-        found.append(unique_values(song[keep]))
-    songs = unique_values(np.concatenate(found)) if found else empty
-    return songs, int(np.count_nonzero(seen))
+        keep, _ = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
+        found.append(unique_values(song[keep] * n_var + v_idx[keep]))
+    if not found:
+        return none, int(np.count_nonzero(seen))
+    groups = unique_values(np.concatenate(found))
+    songs = unique_values(groups // n_var)
+    allowed = np.zeros((len(songs), n_var), dtype=bool)
+    allowed[np.searchsorted(songs, groups // n_var), groups % n_var] = True
+    return AllowedGroups(songs, allowed), int(np.count_nonzero(seen))
+
+
+def _pair_chunks(
+    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays
+    into `variants`, each variant's hashes and `hits`, a few million pairs at a time.
+
+    With `groups` (variants of one hash array, as variants.scale_variants makes them: the
+    same pairs, each under its own time scale), only the pairs of the (song, variant) groups
+    it allows, built from the pairs of the hash array once: no other pair is ever built."""
+    pairing = _Pairing(variants, hits)
+    if groups is None:
+        for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
+            v_idx, q_idx, hit_idx = pairing.pairs(chunk)
+            if len(hit_idx):
+                yield v_idx, q_idx, hit_idx
+        return
+    if len(groups.songs) == 0 or not len(variants):
+        return
+    _, q_all, hit_all = pairing.pairs([0])
+    song = hits.song_ids[hit_all]
+    row = np.minimum(np.searchsorted(groups.songs, song), len(groups.songs) - 1)
+    inside = groups.songs[row] == song
+    q_all, hit_all, row = q_all[inside], hit_all[inside], row[inside]
+    # The variants that allow the same songs share one selection of the pairs.
+    columns, part_of = np.unique(groups.allowed.T, axis=0, return_inverse=True)
+    for k, column in enumerate(columns):
+        chosen = np.flatnonzero(part_of.ravel() == k)
+        selected = column[row]
+        q_idx, hit_idx = q_all[selected], hit_all[selected]
+        if not len(hit_idx):
+            continue
+        per_chunk = max(1, _PAIRS_PER_CHUNK // len(hit_idx))
+        for first in range(0, len(chosen), per_chunk):
+            part = chosen[first : first + per_chunk]
+            n = len(part)
+            yield np.repeat(part, len(hit_idx)), np.tile(q_idx, n), np.tile(hit_idx, n)
 
 
 def _collect_votes(
@@ -261,6 +317,7 @@ def _collect_votes(
     min_votes: int = 1,
     drift_frames: int = 0,
     match_votes: int | None = None,
+    groups: AllowedGroups | None = None,
 ) -> _Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
@@ -279,7 +336,8 @@ def _collect_votes(
     that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
     vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
-    same pairs as if `match_votes` had been the floor: the matches do not change.
+    same pairs as if `match_votes` had been the floor: the matches do not change. With
+    `groups`, only the pairs of the groups it allows vote at all.
 
     The matcher's hot loop, kept in one piece: its arrays (several million rows at a large
     catalogue) are narrowed step by step, and pieces would have to hand them all on.
@@ -292,31 +350,23 @@ def _collect_votes(
     n_var = len(variants)
     offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
     base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
-    pairing = _Pairing(variants, hits)
-    chunks = pairing.chunks(_PAIRS_PER_CHUNK)
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
-    seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool) if len(chunks) > 1 else None
+    seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     kept: list[tuple[np.ndarray, ...]] = []
-    n_songs = 0
-    for chunk in chunks:
-        v_idx, q_idx, hit_idx = pairing.pairs(chunk)
-        if len(hit_idx) == 0:
-            continue
+    for v_idx, q_idx, hit_idx in _pair_chunks(variants, hits, groups):
         q_flat = base[v_idx] + q_idx
         delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
         song = hits.song_ids[hit_idx].astype(np.int64)
         width = max(drift_frames, 1) + 3
-        keep, n_songs = _promising(song, v_idx, delta, width, min_votes, n_var)
+        keep, _ = _promising(song, v_idx, delta, width, min_votes, n_var)
         columns = (v_idx, hit_idx, q_flat, delta, song)
         if split is not None:
             strong, _ = _promising(song, v_idx, delta, width, split, n_var)
             keep = keep | strong
             columns += (strong,)
-        if seen is not None:
-            seen[song] = True
+        seen[song] = True
         kept.append(tuple(a[keep] for a in columns))
-    if seen is not None:
-        n_songs = int(np.count_nonzero(seen))
+    n_songs = int(np.count_nonzero(seen))
     if not kept:
         return _Votes(empty, empty, empty, empty, empty, empty)
     v_idx, hit_idx, q_flat, delta, song, *strong = (

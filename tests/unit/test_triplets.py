@@ -30,7 +30,7 @@ from service.core.identify.tiers import (
     triplets_needed,
 )
 from service.match import Match, MatchParams, scale_variants
-from service.match.votes import aligning_songs
+from service.match.votes import aligning_groups
 from service.store import Hits
 
 FP2 = params_for_format("fp2")
@@ -242,10 +242,11 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
     query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
     mp = MatchParams()
     coarse = scale_variants(query, mp.triplet_coarse_scales())
-    kept, met = aligning_songs(coarse, hits, drift_frames=6, min_votes=mp.min_score)
+    aligning, met = aligning_groups(coarse, hits, drift_frames=6, min_votes=mp.min_score)
     assert met == len(np.unique(hits.song_ids[np.isin(hits.hashes, query.hashes)]))
     assert met > 0
-    assert len(kept) < met
+    assert len(aligning.songs) < met
+    assert aligning.allowed.shape == (len(aligning.songs), len(coarse))
     assert triplet_matches(query, hits, FP2, mp) == []
 
 

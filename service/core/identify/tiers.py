@@ -75,7 +75,7 @@ from service.match import (
     speed_search_needed,
     variant_of,
 )
-from service.match.votes import aligning_songs
+from service.match.votes import AllowedGroups, aligning_groups
 from service.store import Hits, Store
 
 #: Puts a lookup's hits in an order that does not depend on how the lookups went.
@@ -198,24 +198,39 @@ def triplet_matches(
 ) -> list[Match]:
     """Matches of a query's triplet hashes voted under every time scale of
     MatchParams.triplet_scales(), each refined within a step of the scale grid; first, when
-    MatchParams.triplet_coarse_scale_step is set, under the coarse grid, to leave out the
-    songs no scale could align (votes.aligning_songs: the same matches at a fraction of the
-    voting)."""
+    MatchParams.triplet_coarse_scale_step is set, under the coarse grid, so that each song
+    is voted only under the fine scales near a coarse one that could align it
+    (votes.aligning_groups): the same matches at a fraction of the voting."""
     mp = match_params
     fine = replace(mp, time_scale_range=mp.triplet_scale_step)
-    songs_voted = 0
-    if mp.triplet_coarse_scale_step > 0 and len(hits):
-        query_frames = int(triplets.offsets.max()) + 1 if len(triplets.offsets) else 1
-        # An alignment the fine grid finds drifts by up to its refinement's range, plus half
-        # a coarse step under the nearest coarse scale, over the query's length.
-        drift = math.ceil((mp.triplet_scale_step + mp.triplet_coarse_scale_step / 2) * query_frames)
-        coarse = scale_variants(triplets, mp.triplet_coarse_scales())
-        songs, songs_voted = aligning_songs(coarse, hits, drift, mp.min_score)
-        if len(songs) == 0:
-            return []
-        hits = hits.select(np.isin(hits.song_ids, songs))
-    variants = scale_variants(triplets, mp.triplet_scales())
-    return search_matches(variants, hits, params, fine, songs_voted=songs_voted).matches
+    scales = mp.triplet_scales()
+    variants = scale_variants(triplets, scales)
+    if mp.triplet_coarse_scale_step <= 0 or not len(hits) or not len(triplets):
+        return find_matches(variants, hits, params, fine)
+    coarse_scales = mp.triplet_coarse_scales()
+    # An alignment the fine grid finds drifts by up to its refinement's range, plus half a
+    # coarse step under the nearest coarse scale, over the query's length.
+    reach = mp.triplet_scale_step + mp.triplet_coarse_scale_step / 2
+    drift = math.ceil(reach * (int(triplets.offsets.max()) + 1))
+    coarse = scale_variants(triplets, coarse_scales)
+    aligning, songs_met = aligning_groups(coarse, hits, drift, mp.min_score)
+    if len(aligning.songs) == 0:
+        return []
+    # Fine scale j may vote for a song when a coarse scale within half a coarse step of it
+    # could align that song.
+    near = np.abs(np.subtract.outer(coarse_scales, scales)) <= (
+        mp.triplet_coarse_scale_step / 2 + 1e-9
+    )
+    allowed = (aligning.allowed.astype(np.int32) @ near.astype(np.int32)) > 0
+    kept = hits.select(np.isin(hits.song_ids, aligning.songs))
+    return search_matches(
+        variants,
+        kept,
+        params,
+        fine,
+        songs_voted=songs_met,
+        groups=AllowedGroups(aligning.songs, allowed),
+    ).matches
 
 
 async def deeper_tiers(
