@@ -117,7 +117,7 @@ async def _hits(
     keep = hits.song_ids != exclude
     if only is not None:
         keep &= np.isin(hits.song_ids, np.fromiter(only, dtype=np.int64))
-    return Hits(hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep])
+    return hits.select(keep)
 
 
 async def compare_recordings(
