@@ -74,7 +74,7 @@ def drop_frequent(hits: Hits, max_postings: int | None, max_hits: int | None = N
     keep = kept_hashes(values, counts, max_postings, max_hits)[inverse]
     if keep.all():
         return hits
-    return Hits(hits.hashes[keep], hits.song_ids[keep], hits.offsets[keep], hits.song_frames[keep])
+    return hits.select(keep)
 
 
 def kept_hashes(
