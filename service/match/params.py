@@ -98,8 +98,10 @@ class MatchParams:
     #: The budget of the triplets' lookup (index format "fp2"), per 10 s of clip, the rarest
     #: hashes first, as max_hits_first_tier: a clip's triplets meet postings in proportion
     #: to the catalogue (some 20,000 at 123 songs, two million at 10,000), and every hit is
-    #: voted under every coarse time scale. Triplets are more specific than landmarks (three
-    #: peaks, not two), so the rarest of them still decide a clip played at another speed.
+    #: voted under every coarse time scale. The rarest of them decide most clips played at
+    #: another speed; a clip they leave inconclusive (music the catalogue lacks among them)
+    #: asks the hashes left out again under max_hits_per_lookup, so the budget trades only
+    #: latency, never answers.
     max_hits_triplets: int = 150_000
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual

@@ -252,7 +252,8 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
 
 class _RecordingStore:
     """The one Store method the triplet tier calls, over fixed hits; records each lookup's
-    budget."""
+    budget and, like the stores, leaves the hashes out when they would exceed it (all of
+    them here: the test's hashes are all equally rare)."""
 
     def __init__(self, hits: Hits) -> None:
         self.hits = hits
@@ -262,19 +263,35 @@ class _RecordingStore:
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
     ) -> Hits:
         self.budgets.append(max_hits)
-        return self.hits.select(np.isin(self.hits.hashes, hashes))
+        found = self.hits.select(np.isin(self.hits.hashes, hashes))
+        if max_hits is not None and len(found) > max_hits:
+            return Hits.empty()
+        return found
 
 
-@pytest.mark.parametrize("budget", [2_000, 150_000])
-def test_the_triplets_lookup_keeps_to_its_budget(budget: int) -> None:
+def _tier_clip() -> tuple[Peaks, Peaks]:
     song = _random_song(4, seconds=60.0)
-    clip = _peaks(
-        (song.frames[song.frames < 312]).tolist(), (song.bins[song.frames < 312]).tolist()
-    )
+    inside = song.frames < 312
+    return song, _peaks(song.frames[inside].tolist(), song.bins[inside].tolist())
+
+
+def test_the_triplets_lookup_keeps_to_its_budget() -> None:
+    song, clip = _tier_clip()
     store = _RecordingStore(_catalogue_hits([song]))
-    mp = MatchParams(max_hits_triplets=budget)
+    mp = MatchParams(max_hits_triplets=150_000)
     ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
     query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
     matches = asyncio.run(triplet_tier(HitCache(store), query, ladder))
-    assert store.budgets == [budget]
+    assert store.budgets == [150_000]
+    assert matches and matches[0].song_id == 1
+
+
+def test_what_the_triplets_budget_left_out_is_asked_when_the_rest_decides_nothing() -> None:
+    song, clip = _tier_clip()
+    store = _RecordingStore(_catalogue_hits([song]))
+    mp = MatchParams(max_hits_triplets=10)
+    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
+    query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
+    matches = asyncio.run(triplet_tier(HitCache(store, max_hits=1_000_000), query, ladder))
+    assert store.budgets == [10, 1_000_000]
     assert matches and matches[0].song_id == 1

@@ -149,8 +149,10 @@ async def first_tier(
 async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> list[Match]:
     """A query's matches from the triplets of its index-density peaks (an "fp2" index), voted
     under every time scale of MatchParams.triplet_scales(): one lookup for every speed, under
-    the budget of MatchParams.max_hits_triplets."""
-    params = ladder.params
+    the budget of MatchParams.max_hits_triplets; when what that finds is inconclusive, the
+    hashes the budget left out are asked too, under the cache's own budget, and voted with
+    the rest (the budget trades latency, never answers)."""
+    params, mp = ladder.params, ladder.match_params
     assert params.triplets is not None
     triplets = params.triplets
 
@@ -161,13 +163,18 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     if not len(fingerprints):
         return []
     seconds = (int(query.peaks.frames.max()) + 1) * params.frame_s
-    budget = triplet_budget(ladder.match_params, seconds)
+    budget = triplet_budget(mp, seconds)
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
 
-    def run() -> list[Match]:
-        return triplet_matches(fingerprints, ladder.ordered(hits), params, ladder.match_params)
+    def vote(hits: Hits) -> list[Match]:
+        return triplet_matches(fingerprints, ladder.ordered(hits), params, mp)
 
-    return await asyncio.to_thread(run)
+    matches = await asyncio.to_thread(vote, hits)
+    if inconclusive(matches, mp):
+        more = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
+        if len(more) > len(hits):
+            matches = await asyncio.to_thread(vote, more)
+    return matches
 
 
 def triplets_needed(matches: list[Match], match_params: MatchParams) -> bool:
