@@ -227,6 +227,7 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
         size["cap"] = float(MatchParams().max_postings(int(size["fingerprints"])) or 0)
         formats[fmt] = {"size": size}
     samples = []
+    load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         services = []
         for fmt, url in urls.items():
@@ -258,6 +259,8 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
         "formats": formats,
         "samples": samples,
         "measured": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+        # The machine is shared: the 1-minute load average before and after the requests.
+        "load_average": [load_before, os.getloadavg()[0]],
         "commit": commit(),
     }
 

@@ -279,6 +279,9 @@ def report(results: dict[str, dict]) -> list[str]:
     sizes = sorted(results.values(), key=_songs)
     formats = formats_of(results)
     dates = sorted({r.get("measured", "")[:10] for r in sizes} - {""})
+    loads = ", ".join(
+        f"{_songs(r):,} songs {max(r['load_average']):.1f}" for r in sizes if "load_average" in r
+    )
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, "
         f"PostgreSQL on the same host; Python {platform.python_version()}. One service per "
@@ -286,7 +289,9 @@ def report(results: dict[str, dict]) -> list[str]:
         "`CPU_WORKERS=1`), both running at each size; requests one at a time, alternating "
         "between the formats clip by clip. PostgreSQL shared_buffers "
         f"{_buffers_gb(sizes)}; before each size both postings tables and their indexes are "
-        "loaded into it with `pg_prewarm`. Measured " + ", ".join(dates) + ".",
+        "loaded into it with `pg_prewarm`. Measured "
+        + ", ".join(dates)
+        + (f"; 1-minute load average during the requests (highest): {loads}." if loads else "."),
         "",
         "**`POST /identify` server-side latency against catalogue size, index formats side by "
         "side** (`elapsed_ms`: decode to answer; 10-s clips of the indexed corpus tracks, and "
