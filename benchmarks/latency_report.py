@@ -289,7 +289,8 @@ def report(results: dict[str, dict]) -> list[str]:
         "`CPU_WORKERS=1`), both running at each size; requests one at a time, alternating "
         "between the formats clip by clip. PostgreSQL shared_buffers "
         f"{_buffers_gb(sizes)}; before each size both postings tables and their indexes are "
-        "loaded into it with `pg_prewarm`. Measured "
+        "read with `pg_prewarm` (into shared_buffers as far as they fit, the rest stays in the "
+        "OS page cache). Measured "
         + ", ".join(dates)
         + (f"; 1-minute load average during the requests (highest): {loads}." if loads else "."),
         "",
