@@ -6,7 +6,9 @@ the service come first; synthetic songs are appended with their own id range and
 postings are merged into the existing rows exactly as compaction merges (`postings ||
 excluded.postings`), so the table ends up as the service itself would leave it. A synthetic
 song carries as many fingerprints per second as the real songs store on average
-(`real_fingerprints_per_s`), so N songs hold the postings N real songs would.
+(`real_fingerprints_per_s`), so N songs hold the postings N real songs would. Under the "fp2"
+index format those are landmarks and triplets in the real songs' proportions
+(benchmarks/hash_space.py).
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ import time
 import asyncpg
 import numpy as np
 
+from benchmarks.hash_space import (
+    LANDMARK_SPACE,
+    hash_position,
+    position_hash,
+    stored_distribution,
+)
 from benchmarks.indexing import (
     SYNTHETIC_SONG_S,
-    hash_distribution,
     postings_copy,
     rows_copy,
     vacuum,
 )
 from service.audio.params import DEFAULT_PARAMS
+from service.audio.triplets import TRIPLET_HASH_SPACE, TRIPLET_TAG
 from service.store.postings import decode_lookup, encode_postings
 
 #: Postings per COPY + merge transaction: bounds client memory (~30 bytes per posting while
@@ -38,7 +46,8 @@ REAL_SCAN_HASHES = 250_000
 
 
 async def catalogue_hash_distribution(url: str) -> np.ndarray:
-    """p(hash) from the fingerprints the catalogue's real (non-synthetic) songs stored."""
+    """p over hash positions (benchmarks/hash_space.py) from the fingerprints the
+    catalogue's real (non-synthetic) songs stored, landmarks and triplets alike."""
     conn = await asyncpg.connect(url)
     try:
         synthetic = await conn.fetchval(
@@ -54,7 +63,7 @@ async def catalogue_hash_distribution(url: str) -> np.ndarray:
         await conn.close()
     hashes = np.array([r["hash"] for r in rows], dtype=np.int64)
     counts = np.array([r["n"] for r in rows], dtype=np.int64)
-    return hash_distribution(np.repeat(hashes, counts))
+    return stored_distribution(np.repeat(hashes, counts))
 
 
 async def grow(
@@ -99,7 +108,9 @@ async def grow(
         for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
             if hi <= lo:
                 continue
-            payload = postings_copy(np.arange(lo, hi), counts[lo:hi], add, rng, first_id)
+            payload = postings_copy(
+                position_hash(np.arange(lo, hi)), counts[lo:hi], add, rng, first_id
+            )
             async with conn.transaction():
                 await conn.execute("TRUNCATE sd_growth_stage")
                 await conn.copy_to_table(
@@ -143,11 +154,16 @@ async def _real_postings(conn: asyncpg.Connection) -> tuple[np.ndarray, np.ndarr
     """
     real = await conn.fetch("SELECT id FROM songs WHERE content_sha256 NOT LIKE 'synthetic-%'")
     real_ids = np.array([r["id"] for r in real], dtype=np.int64)
-    top = int(await conn.fetchval("SELECT coalesce(max(hash), -1) FROM fp_postings")) + 1
     songs = int(await conn.fetchval("SELECT count(*) FROM songs"))
     step = max(1024, REAL_SCAN_HASHES * 10_000 // max(songs, 10_000))
+    # Landmarks' values, then triplets' (index format "fp2"), skipping the empty values
+    # between them.
+    spans = (
+        range(0, LANDMARK_SPACE, step),
+        range(TRIPLET_TAG, TRIPLET_TAG + TRIPLET_HASH_SPACE, step),
+    )
     parts = []
-    for lo in range(0, top, step):
+    for lo in (lo for span in spans for lo in span):
         row = await conn.fetchrow(
             "SELECT coalesce(string_agg(int4send(hash) || int4send(length(postings)), ''::bytea"
             " ORDER BY hash), ''::bytea) AS heads,"
@@ -184,6 +200,8 @@ async def rebuild(
         # transaction, so a step that fails leaves the catalogue as it was.
         real_h, real_s, real_f = await _real_postings(conn)
         print(f"   {len(real_h):,} real postings kept", file=sys.stderr, flush=True)
+        # Positions in p (sorted as the hashes are).
+        real_h = hash_position(real_h)
         async with conn.transaction():
             if target_songs < have:
                 # Shrink: drop the newest synthetic songs (to re-measure a smaller size).
@@ -231,7 +249,7 @@ async def rebuild(
                 frames = np.concatenate([rng.integers(0, n_frames, n), real_f[r_lo:r_hi]])
                 order = np.argsort(hashes, kind="stable")
                 payload = rows_copy(
-                    np.arange(lo, hi),
+                    position_hash(np.arange(lo, hi)),
                     np.bincount(hashes - lo, minlength=hi - lo),
                     encode_postings(song_ids[order], frames[order]),
                 )

@@ -8,8 +8,9 @@ seconds; requests still in flight when it ends are awaited and counted. Meanwhil
 its own process calls `GET /healthz` every 200 ms: its latency is the service's event-loop
 responsiveness while identifies run (target < 50 ms).
 
-The catalogue must exist (benchmarks/latency.py builds it: `--database sd_latency_cat` after
-its 10k step). `--write` replaces the `load` block of BENCHMARKS.md.
+The catalogue must exist (benchmarks/latency.py builds one per format and size:
+`--database sd_curve_fp1_10000` after its 10k step). `--write` replaces the `load` block of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import catalogue_size
 from benchmarks.indexing import _url
-from benchmarks.latency import Clip, dev_clips
+from benchmarks.latency_clips import Clip, dev_clips
 from benchmarks.service_process import running_service
 
 SECTION = "## Identify under load (`benchmarks/load.py`)"

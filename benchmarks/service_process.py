@@ -42,6 +42,24 @@ def running_service(
     `module` is the entry point run with `serve` (another one wraps service.cli's); `log_path`
     receives the service's log lines.
     """
+    with running_service_process(
+        database_url, cpu_workers, cpus, extra_env, ready_timeout_s, module, log_path
+    ) as (base, _pid):
+        yield base
+
+
+@contextmanager
+def running_service_process(
+    database_url: str,
+    cpu_workers: int = 0,
+    cpus: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    ready_timeout_s: float = 120.0,
+    module: str = "service.cli",
+    log_path: Path | None = None,
+) -> Iterator[tuple[str, int]]:
+    """As running_service, yielding the base URL and the service's process id (taskset
+    execs the service in its own process)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_"))}
     env.update(
@@ -70,7 +88,7 @@ def running_service(
             if time.monotonic() > deadline:
                 raise TimeoutError("service did not become ready")
             time.sleep(0.3)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:

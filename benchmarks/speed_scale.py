@@ -1,9 +1,9 @@
 """The speed search at catalogue scale, side by side with a single dense lookup of the whole grid.
 
-Against the catalogue latency.py grew (`--database`, 100,000 songs after `latency.py --sizes
-100000`), 10-s clips of the indexed corpus tracks that need the speed grid (played 5 % slow or
-fast, 2 % slow, pitch-shifted by a semitone) are identified in this process two ways, in
-alternating order:
+Against a catalogue latency.py grew (`--database`, e.g. `sd_curve_fp1_100000` after
+`latency.py --formats fp1 --sizes 100000`), 10-s clips of the indexed corpus tracks that need
+the speed grid (played 5 % slow or fast, 2 % slow, pitch-shifted by a semitone) are identified
+in this process two ways, in alternating order:
 
 - `coarse to fine`: the service as it is (service/core/identify/speed_search.py);
 - `dense grid`: a single dense lookup of the grid, built here from the service's own
@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
-from benchmarks.latency import _title
+from benchmarks.latency_clips import _title
 from service.audio.analysis import AnalysedAudio, analyse_query
 from service.audio.params import DEFAULT_PARAMS
 from service.core.identify.identify import identify_analysed
