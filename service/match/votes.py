@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -176,9 +177,9 @@ def _promising(
     width: int,
     min_votes: int,
     n_var: int,
-) -> tuple[np.ndarray, int]:
+) -> np.ndarray:
     """Mask of the pairs whose (song, variant) group could still reach `min_votes` aligned
-    votes, and the number of distinct songs among all the pairs.
+    votes.
 
     Votes only ever drop out later (duplicates) or line up within a band of offsets `width`
     wide (a residual time scale drifts them by at most that much along the query), and any
@@ -190,14 +191,12 @@ def _promising(
     """
     per_song = np.bincount(song) if int(song.max()) < 16 * len(song) + 4096 else None
     if per_song is None:
-        n_songs = len(unique_values(song))
         candidates = np.arange(len(song))
     else:
-        n_songs = int(np.count_nonzero(per_song))
         candidates = np.flatnonzero(per_song[song] >= min_votes)
     keep = np.zeros(len(song), dtype=bool)
     if len(candidates) == 0:
-        return keep, n_songs
+        return keep
     d = delta[candidates]
     bucket = (d - d.min()) // width
     bucket_bits = bits(int(bucket.max()) + 1)
@@ -219,9 +218,9 @@ def _promising(
         table = np.zeros(len(per_song) * n_var, dtype=bool)
         table[good_groups] = True
         keep[candidates] = table[group]
-        return keep, n_songs
+        return keep
     keep[candidates] = np.isin(group, good_groups)
-    return keep, n_songs
+    return keep
 
 
 @dataclass(frozen=True)
@@ -250,20 +249,12 @@ def aligning_groups(
     none = AllowedGroups(np.empty(0, dtype=np.int64), np.zeros((0, n_var), dtype=bool))
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return none, 0
-    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
-    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
-    pairing = _Pairing(variants, hits)
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     found: list[np.ndarray] = []
-    for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
-        v_idx, q_idx, hit_idx = pairing.pairs(chunk)
-        if len(hit_idx) == 0:
-            continue
-        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[base[v_idx] + q_idx]
-        song = hits.song_ids[hit_idx].astype(np.int64)
-        seen[song] = True
-        keep, _ = _promising(song, v_idx, delta, max(drift_frames, 1) + 3, min_votes, n_var)
-        found.append(unique_values(song[keep] * n_var + v_idx[keep]))
+    for p in _pairs(variants, hits):
+        seen[p.song] = True
+        keep = _promising(p.song, p.variant, p.delta, max(drift_frames, 1) + 3, min_votes, n_var)
+        found.append(unique_values(p.song[keep] * n_var + p.variant[keep]))
     if not found:
         return none, int(np.count_nonzero(seen))
     groups = unique_values(np.concatenate(found))
@@ -273,15 +264,39 @@ def aligning_groups(
     return AllowedGroups(songs, allowed), int(np.count_nonzero(seen))
 
 
-def _pair_chunks(
-    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every (variant, query landmark, stored fingerprint) sharing a hash, as index arrays
-    into `variants`, each variant's hashes and `hits`, a few million pairs at a time.
+class _Pairs(NamedTuple):
+    """A chunk of query/stored pairs sharing a hash: index arrays and what the votes need."""
+
+    variant: np.ndarray
+    #: Index of the query landmark among all the variants' (concatenated) hashes.
+    q_flat: np.ndarray
+    hit: np.ndarray
+    #: Stored frame minus the landmark's frame under its variant (the offset voted for).
+    delta: np.ndarray
+    song: np.ndarray
+
+
+def _pairs(
+    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None = None
+) -> Iterator[_Pairs]:
+    """Every (variant, query landmark, stored fingerprint) sharing a hash, a few million pairs
+    at a time, with the offset each votes for and its song.
 
     With `groups` (variants of one hash array, as variants.scale_variants makes them: the
     same pairs, each under its own time scale), only the pairs of the (song, variant) groups
     it allows, built from the pairs of the hash array once: no other pair is ever built."""
+    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
+    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
+    for v_idx, q_idx, hit_idx in _pair_indices(variants, hits, groups):
+        q_flat = base[v_idx] + q_idx
+        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
+        yield _Pairs(v_idx, q_flat, hit_idx, delta, hits.song_ids[hit_idx].astype(np.int64))
+
+
+def _pair_indices(
+    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """_pairs's (variant, query landmark within its variant, hit) index arrays."""
     pairing = _Pairing(variants, hits)
     if groups is None:
         for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
@@ -348,23 +363,18 @@ def _collect_votes(
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return _Votes(empty, empty, empty, empty, empty, empty)
     n_var = len(variants)
-    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
-    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     kept: list[tuple[np.ndarray, ...]] = []
-    for v_idx, q_idx, hit_idx in _pair_chunks(variants, hits, groups):
-        q_flat = base[v_idx] + q_idx
-        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
-        song = hits.song_ids[hit_idx].astype(np.int64)
-        width = max(drift_frames, 1) + 3
-        keep, _ = _promising(song, v_idx, delta, width, min_votes, n_var)
-        columns = (v_idx, hit_idx, q_flat, delta, song)
+    width = max(drift_frames, 1) + 3
+    for p in _pairs(variants, hits, groups):
+        keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
+        columns = (p.variant, p.hit, p.q_flat, p.delta, p.song)
         if split is not None:
-            strong, _ = _promising(song, v_idx, delta, width, split, n_var)
+            strong = _promising(p.song, p.variant, p.delta, width, split, n_var)
             keep = keep | strong
             columns += (strong,)
-        seen[song] = True
+        seen[p.song] = True
         kept.append(tuple(a[keep] for a in columns))
     n_songs = int(np.count_nonzero(seen))
     if not kept:
@@ -377,6 +387,7 @@ def _collect_votes(
     # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
     song_list = unique_values(song)
     group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
+    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
     recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
     hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
     q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]

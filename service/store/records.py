@@ -101,10 +101,10 @@ class Hits:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def select(self, mask: np.ndarray) -> Hits:
-        """The hits where `mask` (bool, shape (n,)) is set, in their order."""
+    def select(self, which: np.ndarray) -> Hits:
+        """The hits `which` picks: a bool mask of shape (n,), or indices in the order wanted."""
         return Hits(
-            self.hashes[mask], self.song_ids[mask], self.offsets[mask], self.song_frames[mask]
+            self.hashes[which], self.song_ids[which], self.offsets[which], self.song_frames[which]
         )
 
 

@@ -111,9 +111,7 @@ def _ordered(hits: Hits) -> Hits:
     columns = (hits.hashes - hits.hashes.min(), hits.song_ids, hits.offsets)
     key = pack_columns(*columns) if min(int(c.min()) for c in columns) >= 0 else None
     order = np.lexsort(columns[::-1]) if key is None else np.argsort(key)
-    return Hits(
-        hits.hashes[order], hits.song_ids[order], hits.offsets[order], hits.song_frames[order]
-    )
+    return hits.select(order)
 
 
 def window_start_s(index: int) -> float:
