@@ -149,3 +149,28 @@ def test_asking_again_refetches_what_a_shared_budget_left_out(store_url: str) ->
             assert len(focused) == 20
 
     asyncio.run(run())
+
+
+def test_a_budget_that_left_nothing_out_is_not_asked_again(store_url: str) -> None:
+    """A hash that came back empty under a budget with room to spare (room for a whole hash
+    at the cap) is not stored, or is over the cap: a larger budget, or asking again, would
+    return nothing new, so neither asks the store."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "g" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
+            roomy = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=40)
+            assert sorted(set(roomy.hashes.tolist())) == [2, 3]  # 1 over the cap, 4 absent
+            full = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), 8)
+            focused = await cache.hits_for(np.array([1, 4], np.int32), 8, again=True)
+            assert len(counting.asked) == 1
+            assert _rows(full) == _rows(focused) == _rows(roomy)
+            # A tight budget (8 postings fit, 8 more would not) may have left hashes out.
+            tight = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
+            await tight.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=14)
+            await tight.hits_for(np.array([1, 2, 3, 4], np.int32), 8)
+            assert [a.tolist() for a in counting.asked[1:]] == [[1, 2, 3, 4], [1, 4]]
+
+    asyncio.run(run())

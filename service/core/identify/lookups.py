@@ -40,18 +40,22 @@ class HitCache:
         matcher only pairs the hashes of the variants it is given), each hash with at most
         `max_postings` postings, the lookup returning at most `max_hits` postings (default:
         the cache's budget) of the new hashes. A hash that came back empty (left out as too
-        frequent or over the budget, or simply not stored) is asked again under a higher cap
-        or a larger budget; one that came back with postings has them all, whatever cap it
-        was asked under. (Caps and budgets are compared separately, against the highest of
-        each a hash was asked under: the tiers only ever raise both.) `again` asks every
-        empty hash again whatever it was asked under: fewer hashes share the same budget."""
+        frequent or over the budget, or simply not stored) is asked again under a higher cap,
+        or under a larger budget unless the one it was asked under left nothing out
+        (`_binding`); one that came back with postings has them all, whatever cap it was
+        asked under. (Caps and budgets are compared separately, against the highest of each
+        a hash was asked under: the tiers only ever raise both.) `again` asks again every
+        empty hash a budget may have left out: fewer hashes share the same budget."""
         cap = _cap(max_postings)
         budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         known, pos = _positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
+        asked_budget = self._asked_budget[pos[known]]
         lower[known] = (
-            again | (self._asked_cap[pos[known]] < cap) | (self._asked_budget[pos[known]] < budget)
+            (again & (asked_budget < _UNCAPPED))
+            | (self._asked_cap[pos[known]] < cap)
+            | (asked_budget < budget)
         )
         if lower.any():
             # Only when a looser cap or budget asks again (a later tier): which hashes came
@@ -65,7 +69,7 @@ class HitCache:
                 None if cap == _UNCAPPED else cap,
                 None if budget == _UNCAPPED else budget,
             )
-            self._remember(new, cap, budget, found)
+            self._remember(new, cap, _binding(budget, cap, len(found)), found)
         return _concat(self._parts)
 
     def _remember(self, asked: np.ndarray, cap: int, budget: int, hits: Hits) -> None:
@@ -79,6 +83,19 @@ class HitCache:
         self._asked_cap = np.maximum.reduceat(caps, first)
         self._asked_budget = np.maximum.reduceat(budgets, first)
         self._parts.append(hits)
+
+
+def _binding(budget: int, cap: int, returned: int) -> int:
+    """The budget a lookup's hashes count as asked under: `budget`, unless it cannot have
+    left out any of them. The store keeps the rarest hashes first while their postings fit
+    the budget, and no hash under the cap has more than `cap` postings: when the `returned`
+    postings leave room for `cap` more, every hash under the cap was returned or has none,
+    and asking them again under a larger budget would return nothing new. (Postings of songs
+    deleted but not yet purged count against the budget without being returned, so until
+    the purge such a lookup may be taken for one that left nothing out.)"""
+    if budget == _UNCAPPED or cap == _UNCAPPED or returned + cap > budget:
+        return budget
+    return _UNCAPPED
 
 
 def _cap(limit: int | None) -> int:
