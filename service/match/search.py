@@ -19,10 +19,11 @@ import numpy as np
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.audio.params import FingerprintParams
+from service.match.pairs import AllowedGroups
 from service.match.params import MatchParams
 from service.match.scoring import _covered_span, chance_log10_p, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
-from service.match.votes import AllowedGroups, _collect_votes, _Votes, best_offsets
+from service.match.votes import _collect_votes, _Votes, best_offsets
 from service.store import Hits
 
 
