@@ -51,7 +51,7 @@ def best_offsets(
 
 
 @dataclass(frozen=True)
-class _Votes:
+class Votes:
     """Query/stored hash pairs, one row per distinct (song, variant, offset, query frame)."""
 
     songs: np.ndarray
@@ -63,11 +63,11 @@ class _Votes:
     #: Distinct songs among all the pairs, before unpromising ones were dropped.
     n_songs: int = 0
     #: Whether each vote's (song, variant) group was promising for a match, not only for a
-    #: candidate (_collect_votes's `match_votes`); None: all were.
+    #: candidate (collect_votes's `match_votes`); None: all were.
     strong: np.ndarray | None = None
 
-    def select(self, mask: np.ndarray) -> _Votes:
-        return _Votes(
+    def select(self, mask: np.ndarray) -> Votes:
+        return Votes(
             self.songs[mask],
             self.variant[mask],
             self.db_frame[mask],
@@ -156,7 +156,7 @@ def aligning_groups(
     of offsets `drift_frames` (plus the +-1 bin window) wide, and the number of distinct songs
     among all the pairs.
 
-    The same bound as _collect_votes's first step (_promising), on its own: a cheap pass over
+    The same bound as collect_votes's first step (_promising), on its own: a cheap pass over
     a coarse grid of hypotheses whose band is wide enough to hold every alignment a finer
     grid could find near one of them tells which songs, under which hypotheses, the finer
     grid needs to vote on at all."""
@@ -179,14 +179,14 @@ def aligning_groups(
     return AllowedGroups(songs, allowed), int(np.count_nonzero(seen))
 
 
-def _collect_votes(
+def collect_votes(
     variants: Sequence[QueryVariant],
     hits: Hits,
     min_votes: int = 1,
     drift_frames: int = 0,
     match_votes: int | None = None,
     groups: AllowedGroups | None = None,
-) -> _Votes:
+) -> Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
     Votes that are not independent evidence count once per (song, variant, offset):
@@ -203,7 +203,7 @@ def _collect_votes(
     with axis=0) costs an order of magnitude more, and this is the matcher's hot loop. Groups
     that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
-    vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
+    vote also says whether its group could reach `match_votes` (Votes.strong), judged on the
     same pairs as if `match_votes` had been the floor: the matches do not change. With
     `groups`, only the pairs of the groups it allows vote at all.
 
@@ -214,7 +214,7 @@ def _collect_votes(
     # The floor a match's group must pass, when it is above the candidates' (else None).
     split = match_votes if match_votes is not None and match_votes > min_votes else None
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
-        return _Votes(empty, empty, empty, empty, empty, empty)
+        return Votes(empty, empty, empty, empty, empty, empty)
     n_var = len(variants)
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
@@ -231,12 +231,12 @@ def _collect_votes(
         kept.append(tuple(a[keep] for a in columns))
     n_songs = int(np.count_nonzero(seen))
     if not kept:
-        return _Votes(empty, empty, empty, empty, empty, empty)
+        return Votes(empty, empty, empty, empty, empty, empty)
     v_idx, hit_idx, q_flat, delta, song, *strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
-        return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
+        return Votes(empty, empty, empty, empty, empty, empty, n_songs)
     # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
     song_list = unique_values(song)
     group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
@@ -250,7 +250,7 @@ def _collect_votes(
     keep = _first_of_runs(group, shifted, q_rel)
     keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
     kept_hits = hit_idx[keep]
-    return _Votes(
+    return Votes(
         song[keep],
         v_idx[keep],
         hits.offsets[kept_hits].astype(np.int64),
