@@ -68,7 +68,7 @@ from benchmarks.latency_clips import (
 from benchmarks.latency_profile import stage_profile
 from benchmarks.latency_report import report
 from benchmarks.process_memory import PROC, pool_children, status_kib
-from benchmarks.service_process import ROOT, running_service_process
+from benchmarks.service_process import ROOT, ServiceSpec, running_service_process
 from service.match import MatchParams
 
 SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
@@ -233,7 +233,9 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
         for fmt, url in urls.items():
             base, pid = stack.enter_context(
                 running_service_process(
-                    url, cpu_workers=args.cpu_workers, extra_env={"FINGERPRINT_FORMAT": fmt}
+                    ServiceSpec(
+                        url, cpu_workers=args.cpu_workers, extra_env={"FINGERPRINT_FORMAT": fmt}
+                    )
                 )
             )
             services.append(Service(fmt, base, pid))

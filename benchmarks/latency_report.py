@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 
 import numpy as np
 
 from benchmarks.latency_clips import KINDS, kind_of
 from benchmarks.latency_profile import REFERENCE, STAGES
 
-#: The issue's targets: server-side p50 ms at this many songs, the ratio of an unknown or
+#: The targets: server-side p50 ms at this many songs, the ratio of an unknown or
 #: speed-changed clip's p50 to a known clip's at every size, and MB per request.
 TARGET_SONGS = 10_000
 TARGET_KNOWN_MS, TARGET_UNKNOWN_MS = 30.0, 60.0
@@ -78,48 +79,53 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def latency_table(sizes: list[dict], formats: list[str]) -> list[str]:
-    head = " | ".join(f"{f} p50 ms | {f} p95 ms | {f} p50 / known" for f in formats)
-    right = " | ".join(f"{f} right" for f in formats)
+def kind_table(
+    sizes: list[dict],
+    formats: list[str],
+    head: list[str],
+    cells: Callable[[dict, str, dict[str, list[dict]]], list[str]],
+) -> list[str]:
+    """A table of one row per catalogue size and kind of clip measured at it: `songs`, `clips`,
+    then the `head` columns, filled by `cells(measured, kind, samples of the kind per format)`."""
     lines = [
-        f"| songs | clips | n | {head} | {right} |",
-        "|---|---|---|" + "---|" * (4 * len(formats)),
+        "| songs | clips | " + " | ".join(head) + " |",
+        "|---|---|" + "---|" * len(head),
     ]
     for r in sizes:
-        songs = _songs(r)
         for kind, label in KINDS:
             per = {f: by_kind(r["samples"], f, kind) for f in formats}
             if not any(per.values()):
                 continue
-            cells = []
-            for f in formats:
-                ms = [s["server_ms"] for s in per[f]]
-                ratio = "1.0x" if kind == "known" else _x(p50_ratio(r["samples"], f, kind))
-                cells.append(f"{_ms(pct(ms, 50))} | {_ms(pct(ms, 95))} | {ratio}")
-            n = max(len(v) for v in per.values())
-            lines.append(
-                f"| {songs:,} | {label} | {n} | "
-                + " | ".join(cells)
-                + " | "
-                + " | ".join(_share(per[f], "right_top") for f in formats)
-                + " |"
-            )
+            lines.append(f"| {_songs(r):,} | {label} | " + " | ".join(cells(r, kind, per)) + " |")
     return lines
 
 
+def latency_table(sizes: list[dict], formats: list[str]) -> list[str]:
+    def cells(r: dict, kind: str, per: dict[str, list[dict]]) -> list[str]:
+        row = [str(max(len(v) for v in per.values()))]
+        for f in formats:
+            ms = [s["server_ms"] for s in per[f]]
+            ratio = "1.0x" if kind == "known" else _x(p50_ratio(r["samples"], f, kind))
+            row += [_ms(pct(ms, 50)), _ms(pct(ms, 95)), ratio]
+        return row + [_share(per[f], "right_top") for f in formats]
+
+    head = ["n"]
+    for f in formats:
+        head += [f"{f} p50 ms", f"{f} p95 ms", f"{f} p50 / known"]
+    return kind_table(sizes, formats, head + [f"{f} right" for f in formats], cells)
+
+
 def memory_table(sizes: list[dict], formats: list[str]) -> list[str]:
-    head = " | ".join(f"{f} pool worker MB | {f} service MB" for f in formats)
-    lines = [f"| songs | clips | {head} |", "|---|---|" + "---|" * (2 * len(formats))]
-    for r in sizes:
-        for kind, label in KINDS:
-            per = {f: by_kind(r["samples"], f, kind) for f in formats}
-            if not any(per.values()):
-                continue
-            cells = [
-                f"{_mb(per[f], 'pool_added_mb')} | {_mb(per[f], 'service_added_mb')}"
-                for f in formats
-            ]
-            lines.append(f"| {_songs(r):,} | {label} | " + " | ".join(cells) + " |")
+    def cells(_r: dict, _kind: str, per: dict[str, list[dict]]) -> list[str]:
+        row: list[str] = []
+        for f in formats:
+            row += [_mb(per[f], "pool_added_mb"), _mb(per[f], "service_added_mb")]
+        return row
+
+    head: list[str] = []
+    for f in formats:
+        head += [f"{f} pool worker MB", f"{f} service MB"]
+    lines = kind_table(sizes, formats, head, cells)
     lines += [
         "",
         "| songs | format | postings MB | pool worker RSS MB before / peak | service RSS MB "

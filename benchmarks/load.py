@@ -33,7 +33,7 @@ from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.catalogue_growth import catalogue_size
 from benchmarks.indexing import _url
 from benchmarks.latency_clips import Clip, dev_clips
-from benchmarks.service_process import running_service
+from benchmarks.service_process import ServiceSpec, running_service
 
 SECTION = "## Identify under load (`benchmarks/load.py`)"
 
@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     size = await catalogue_size(url)
     clips = dev_clips(("mp3_64k",), args.clips, seed=3)
     levels = []
-    with running_service(url, cpu_workers=1, cpus=args.service_cpu) as base:
+    with running_service(ServiceSpec(url, cpu_workers=1, cpus=args.service_cpu)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=900) as client:
             for clip in clips[:3]:  # warm: pool workers, prepared statements, song cache
                 await client.post(

@@ -1,6 +1,6 @@
 """A plain reference matcher for benchmarks/latency.py.
 
-Votes count once per query frame (instant), as in the service's matcher (`_collect_votes`),
+Votes count once per query frame (instant), as in the service's matcher (`collect_votes`),
 but with plain stable argsorts where the service uses one fast sort over packed indices and a
 count over song ids before any sort; both must give the same matches. latency.py times both on
 the same hits, side by side, and counts any clip where they differ.

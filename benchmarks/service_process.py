@@ -11,8 +11,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -26,57 +27,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def running_service(
-    database_url: str,
-    cpu_workers: int = 0,
-    cpus: str | None = None,
-    extra_env: dict[str, str] | None = None,
-    ready_timeout_s: float = 120.0,
-    module: str = "service.cli",
-    log_path: Path | None = None,
-) -> Iterator[str]:
-    """Yield the base URL of a service on `database_url`, ready (`/readyz` 200) and warm.
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start one service process for a benchmark.
 
     `cpus` pins the server and its process pool (children inherit the affinity) with taskset.
     `module` is the entry point run with `serve` (another one wraps service.cli's); `log_path`
-    receives the service's log lines.
+    receives the service's log lines (None leaves them on this process's stdout and stderr).
     """
-    with running_service_process(
-        database_url, cpu_workers, cpus, extra_env, ready_timeout_s, module, log_path
-    ) as (base, _pid):
+
+    database_url: str
+    cpu_workers: int = 0
+    cpus: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 120.0
+    module: str = "service.cli"
+    log_path: Path | None = None
+
+
+@contextmanager
+def running_service(spec: ServiceSpec) -> Iterator[str]:
+    """Yield the base URL of a service started as `spec` says, ready (`/readyz` 200) and warm."""
+    with running_service_process(spec) as (base, _pid):
         yield base
 
 
 @contextmanager
-def running_service_process(
-    database_url: str,
-    cpu_workers: int = 0,
-    cpus: str | None = None,
-    extra_env: dict[str, str] | None = None,
-    ready_timeout_s: float = 120.0,
-    module: str = "service.cli",
-    log_path: Path | None = None,
-) -> Iterator[tuple[str, int]]:
+def running_service_process(spec: ServiceSpec) -> Iterator[tuple[str, int]]:
     """As running_service, yielding the base URL and the service's process id (taskset
     execs the service in its own process)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DB_"))}
     env.update(
-        DATABASE_URL=database_url,
-        CPU_WORKERS=str(cpu_workers),
+        DATABASE_URL=spec.database_url,
+        CPU_WORKERS=str(spec.cpu_workers),
         LOG_LEVEL="WARNING",
         COMPACT_DELTA_ROWS="0",
     )
-    env.update(extra_env or {})
-    command = [sys.executable, "-m", module, "serve", "--port", str(port)]
-    if cpus is not None:
-        command = ["taskset", "-c", cpus, *command]
-    log = None if log_path is None else log_path.open("wb")
+    env.update(spec.extra_env)
+    command = [sys.executable, "-m", spec.module, "serve", "--port", str(port)]
+    if spec.cpus is not None:
+        command = ["taskset", "-c", spec.cpus, *command]
+    log = None if spec.log_path is None else spec.log_path.open("wb")
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout_s
+        deadline = time.monotonic() + spec.ready_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"service exited with {proc.returncode}")

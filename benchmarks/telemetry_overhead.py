@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from benchmarks.benchmarks_md import this_command, write_section
-from benchmarks.service_process import ROOT, running_service
+from benchmarks.service_process import ROOT, ServiceSpec, running_service
 
 RATE_HZ = 22050
 
@@ -138,15 +138,19 @@ def main() -> int:
         log_path = folder / "on.log"
         with (
             running_service(
-                database_url, 1, args.cpus, extra_env=on_env, log_path=log_path
+                ServiceSpec(
+                    database_url, cpu_workers=1, cpus=args.cpus, extra_env=on_env, log_path=log_path
+                )
             ) as on_url,
             running_service(
-                database_url,
-                1,
-                args.cpus,
-                extra_env=off_env,
-                module="benchmarks.telemetry_off",
-                log_path=folder / "off.log",
+                ServiceSpec(
+                    database_url,
+                    cpu_workers=1,
+                    cpus=args.cpus,
+                    extra_env=off_env,
+                    module="benchmarks.telemetry_off",
+                    log_path=folder / "off.log",
+                )
             ) as off_url,
             httpx.Client(timeout=120) as client,
         ):

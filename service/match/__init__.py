@@ -1,8 +1,9 @@
 """Hits -> scored, aligned matches, tolerant of speed and pitch changes.
 
-params (MatchParams), variants (a query's landmarks under assumed speeds), votes (pairs reduced
-to independent evidence), scoring (the chance model, time-scale refinement), search (matches and
-candidates from the votes), envelopes (band envelopes judging a match or candidate).
+params (MatchParams), variants (a query's landmarks under assumed speeds), pairs (query/stored
+pairs sharing a hash), votes (pairs reduced to independent evidence), scoring (the chance model,
+time-scale refinement), search (matches and candidates from the votes), envelopes (band
+envelopes judging a match or candidate).
 """
 
 from service.match.envelopes import EnvelopeCheckParams

@@ -19,10 +19,11 @@ import numpy as np
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.audio.params import FingerprintParams
+from service.match.pairs import AllowedGroups
 from service.match.params import MatchParams
 from service.match.scoring import _covered_span, chance_log10_p, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
-from service.match.votes import AllowedGroups, _collect_votes, _Votes, best_offsets
+from service.match.votes import Votes, best_offsets, collect_votes
 from service.store import Hits
 
 
@@ -138,7 +139,7 @@ def search_matches(
     floor = params.min_score
     if candidates and weak_candidates:
         floor = min(floor, params.candidate_min_score)
-    votes = _collect_votes(variants, hits, floor, drift, params.min_score, groups)
+    votes = collect_votes(variants, hits, floor, drift, params.min_score, groups)
     if len(votes.songs) == 0:
         return Search([], [])
     best = _best_per_song(votes, len(variants))
@@ -180,7 +181,7 @@ class _Best:
     promising: np.ndarray
 
 
-def _best_per_song(votes: _Votes, n_var: int) -> _Best:
+def _best_per_song(votes: Votes, n_var: int) -> _Best:
     """Each song's best variant (of those promising a match, when it has one) at its best
     offset bin."""
     vote_groups = votes.songs * n_var + votes.variant
@@ -213,7 +214,7 @@ def _time_scales(params: MatchParams, query_frames: int) -> np.ndarray:
     return 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
 
 
-def _refine(votes: _Votes, best: _Best, scales: np.ndarray, refine_top: int) -> None:
+def _refine(votes: Votes, best: _Best, scales: np.ndarray, refine_top: int) -> None:
     """The `refine_top` highest-scoring promising songs re-voted under each time scale; a
     scale that aligns more frames replaces the plain alignment."""
     promising = best.promising
@@ -225,7 +226,7 @@ def _refine(votes: _Votes, best: _Best, scales: np.ndarray, refine_top: int) -> 
 
 
 def _chance_log10(
-    votes: _Votes,
+    votes: Votes,
     best: _Best,
     variants: Sequence[QueryVariant],
     params: MatchParams,
@@ -246,7 +247,7 @@ def _chance_log10(
 
 def _match_of(
     c: int,
-    votes: _Votes,
+    votes: Votes,
     best: _Best,
     variants: Sequence[QueryVariant],
     fp_params: FingerprintParams,

@@ -1,11 +1,10 @@
-"""Query/stored hash pairs -> votes per (song, variant, offset), reduced to independent
-evidence, and each group's best offset bin. This is the matcher's hot loop."""
+"""Query/stored hash pairs (pairs.py) -> votes per (song, variant, offset), reduced to
+independent evidence, and each group's best offset bin. This is the matcher's hot loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +16,7 @@ from service.arrays import (
     stable_order,
     unique_values,
 )
+from service.match.pairs import AllowedGroups, pair_chunks
 from service.match.variants import QueryVariant
 from service.store import Hits
 
@@ -51,7 +51,7 @@ def best_offsets(
 
 
 @dataclass(frozen=True)
-class _Votes:
+class Votes:
     """Query/stored hash pairs, one row per distinct (song, variant, offset, query frame)."""
 
     songs: np.ndarray
@@ -63,11 +63,11 @@ class _Votes:
     #: Distinct songs among all the pairs, before unpromising ones were dropped.
     n_songs: int = 0
     #: Whether each vote's (song, variant) group was promising for a match, not only for a
-    #: candidate (_collect_votes's `match_votes`); None: all were.
+    #: candidate (collect_votes's `match_votes`); None: all were.
     strong: np.ndarray | None = None
 
-    def select(self, mask: np.ndarray) -> _Votes:
-        return _Votes(
+    def select(self, mask: np.ndarray) -> Votes:
+        return Votes(
             self.songs[mask],
             self.variant[mask],
             self.db_frame[mask],
@@ -77,80 +77,6 @@ class _Votes:
             self.n_songs,
             None if self.strong is None else self.strong[mask],
         )
-
-
-def _hash_order(hashes: np.ndarray) -> np.ndarray:
-    """Stable sort order of the hits by hash.
-
-    Lookups return their hits sorted by hash, so the hits of a query are one sorted run per
-    lookup tier (plus any uncompacted rows): timsort, numpy's stable sort, merges such runs in
-    linear time, where packing keys for the fast unstable sort would sort from scratch."""
-    if len(hashes) < 2 or bool((hashes[1:] >= hashes[:-1]).all()):
-        return np.arange(len(hashes))
-    return np.argsort(hashes, kind="stable")
-
-
-#: Query/stored pairs built at once: a speed search's dense step at 100,000 songs pairs tens of
-#: millions, and the int64 index arrays of all of them held several GB at once. Variants are
-#: independent hypotheses (every group the matcher reduces is one song under one variant), so
-#: they are paired a few at a time and only the pairs that could still make a match are kept.
-_PAIRS_PER_CHUNK = 4_000_000
-
-
-class _Pairing:
-    """Where each variant's hashes sit among the hits, sorted by hash once.
-
-    The hits are sorted once and each variant's few thousand hashes are searched in them,
-    rather than every hit being searched in every variant."""
-
-    def __init__(self, variants: Sequence[QueryVariant], hits: Hits) -> None:
-        self.order = _hash_order(hits.hashes)
-        sorted_hashes = hits.hashes[self.order]
-        self.lo: list[np.ndarray] = []
-        self.counts: list[np.ndarray] = []
-        # Variants that share one hash array (a query's triplets under every time scale:
-        # variants.scale_variants) share its search too.
-        searched: dict[tuple[int, int | None], tuple[np.ndarray, np.ndarray]] = {}
-        for v in variants:
-            key = (id(v.hashes), v.max_postings)
-            if key not in searched:
-                lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
-                counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
-                if v.max_postings is not None:
-                    counts[counts > v.max_postings] = 0
-                searched[key] = (lo, counts)
-            lo, counts = searched[key]
-            self.lo.append(lo)
-            self.counts.append(counts)
-
-    def chunks(self, limit: int) -> list[list[int]]:
-        """Runs of consecutive variants with at most `limit` pairs each (one variant may
-        exceed it alone)."""
-        chunks: list[list[int]] = [[]]
-        size = 0
-        for i, counts in enumerate(self.counts):
-            n = int(counts.sum())
-            if chunks[-1] and size + n > limit:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(i)
-            size += n
-        return chunks
-
-    def pairs(self, chosen: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (variant, query landmark, stored fingerprint) sharing a hash, as index
-        arrays, for the variants `chosen`."""
-        v_parts, q_parts, h_parts = [], [], []
-        for v_idx in chosen:
-            lo, counts = self.lo[v_idx], self.counts[v_idx]
-            total = int(counts.sum())
-            q_parts.append(np.repeat(np.arange(len(counts)), counts))
-            starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-            h_parts.append(self.order[starts + np.arange(total)])
-            v_parts.append(np.full(total, v_idx, dtype=np.int64))
-        if len(chosen) == 1:
-            return v_parts[0], q_parts[0], h_parts[0]
-        return np.concatenate(v_parts), np.concatenate(q_parts), np.concatenate(h_parts)
 
 
 def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
@@ -223,17 +149,6 @@ def _promising(
     return keep
 
 
-@dataclass(frozen=True)
-class AllowedGroups:
-    """The (song, variant) groups a search may vote in; the rest are left out as if their
-    songs' hashes had not been met under those variants."""
-
-    #: Sorted song ids.
-    songs: np.ndarray
-    #: bool, shape (len(songs), variants): may song i vote under variant j.
-    allowed: np.ndarray
-
-
 def aligning_groups(
     variants: Sequence[QueryVariant], hits: Hits, drift_frames: int, min_votes: int
 ) -> tuple[AllowedGroups, int]:
@@ -241,7 +156,7 @@ def aligning_groups(
     of offsets `drift_frames` (plus the +-1 bin window) wide, and the number of distinct songs
     among all the pairs.
 
-    The same bound as _collect_votes's first step (_promising), on its own: a cheap pass over
+    The same bound as collect_votes's first step (_promising), on its own: a cheap pass over
     a coarse grid of hypotheses whose band is wide enough to hold every alignment a finer
     grid could find near one of them tells which songs, under which hypotheses, the finer
     grid needs to vote on at all."""
@@ -251,7 +166,7 @@ def aligning_groups(
         return none, 0
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     found: list[np.ndarray] = []
-    for p in _pairs(variants, hits):
+    for p in pair_chunks(variants, hits):
         seen[p.song] = True
         keep = _promising(p.song, p.variant, p.delta, max(drift_frames, 1) + 3, min_votes, n_var)
         found.append(unique_values(p.song[keep] * n_var + p.variant[keep]))
@@ -264,76 +179,14 @@ def aligning_groups(
     return AllowedGroups(songs, allowed), int(np.count_nonzero(seen))
 
 
-class _Pairs(NamedTuple):
-    """A chunk of query/stored pairs sharing a hash: index arrays and what the votes need."""
-
-    variant: np.ndarray
-    #: Index of the query landmark among all the variants' (concatenated) hashes.
-    q_flat: np.ndarray
-    hit: np.ndarray
-    #: Stored frame minus the landmark's frame under its variant (the offset voted for).
-    delta: np.ndarray
-    song: np.ndarray
-
-
-def _pairs(
-    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None = None
-) -> Iterator[_Pairs]:
-    """Every (variant, query landmark, stored fingerprint) sharing a hash, a few million pairs
-    at a time, with the offset each votes for and its song.
-
-    With `groups` (variants of one hash array, as variants.scale_variants makes them: the
-    same pairs, each under its own time scale), only the pairs of the (song, variant) groups
-    it allows, built from the pairs of the hash array once: no other pair is ever built."""
-    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
-    base = np.cumsum([0] + [len(v.hashes) for v in variants])[:-1]
-    for v_idx, q_idx, hit_idx in _pair_indices(variants, hits, groups):
-        q_flat = base[v_idx] + q_idx
-        delta = hits.offsets[hit_idx].astype(np.int64) - offsets[q_flat]
-        yield _Pairs(v_idx, q_flat, hit_idx, delta, hits.song_ids[hit_idx].astype(np.int64))
-
-
-def _pair_indices(
-    variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """_pairs's (variant, query landmark within its variant, hit) index arrays."""
-    pairing = _Pairing(variants, hits)
-    if groups is None:
-        for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
-            v_idx, q_idx, hit_idx = pairing.pairs(chunk)
-            if len(hit_idx):
-                yield v_idx, q_idx, hit_idx
-        return
-    if len(groups.songs) == 0 or not len(variants):
-        return
-    _, q_all, hit_all = pairing.pairs([0])
-    song = hits.song_ids[hit_all]
-    row = np.minimum(np.searchsorted(groups.songs, song), len(groups.songs) - 1)
-    inside = groups.songs[row] == song
-    q_all, hit_all, row = q_all[inside], hit_all[inside], row[inside]
-    # The variants that allow the same songs share one selection of the pairs.
-    columns, part_of = np.unique(groups.allowed.T, axis=0, return_inverse=True)
-    for k, column in enumerate(columns):
-        chosen = np.flatnonzero(part_of.ravel() == k)
-        selected = column[row]
-        q_idx, hit_idx = q_all[selected], hit_all[selected]
-        if not len(hit_idx):
-            continue
-        per_chunk = max(1, _PAIRS_PER_CHUNK // len(hit_idx))
-        for first in range(0, len(chosen), per_chunk):
-            part = chosen[first : first + per_chunk]
-            n = len(part)
-            yield np.repeat(part, len(hit_idx)), np.tile(q_idx, n), np.tile(hit_idx, n)
-
-
-def _collect_votes(
+def collect_votes(
     variants: Sequence[QueryVariant],
     hits: Hits,
     min_votes: int = 1,
     drift_frames: int = 0,
     match_votes: int | None = None,
     groups: AllowedGroups | None = None,
-) -> _Votes:
+) -> Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
     Votes that are not independent evidence count once per (song, variant, offset):
@@ -350,7 +203,7 @@ def _collect_votes(
     with axis=0) costs an order of magnitude more, and this is the matcher's hot loop. Groups
     that cannot reach `min_votes` votes within `drift_frames` of offset are dropped first.
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
-    vote also says whether its group could reach `match_votes` (_Votes.strong), judged on the
+    vote also says whether its group could reach `match_votes` (Votes.strong), judged on the
     same pairs as if `match_votes` had been the floor: the matches do not change. With
     `groups`, only the pairs of the groups it allows vote at all.
 
@@ -361,13 +214,13 @@ def _collect_votes(
     # The floor a match's group must pass, when it is above the candidates' (else None).
     split = match_votes if match_votes is not None and match_votes > min_votes else None
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
-        return _Votes(empty, empty, empty, empty, empty, empty)
+        return Votes(empty, empty, empty, empty, empty, empty)
     n_var = len(variants)
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     kept: list[tuple[np.ndarray, ...]] = []
     width = max(drift_frames, 1) + 3
-    for p in _pairs(variants, hits, groups):
+    for p in pair_chunks(variants, hits, groups):
         keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
         columns = (p.variant, p.hit, p.q_flat, p.delta, p.song)
         if split is not None:
@@ -378,12 +231,12 @@ def _collect_votes(
         kept.append(tuple(a[keep] for a in columns))
     n_songs = int(np.count_nonzero(seen))
     if not kept:
-        return _Votes(empty, empty, empty, empty, empty, empty)
+        return Votes(empty, empty, empty, empty, empty, empty)
     v_idx, hit_idx, q_flat, delta, song, *strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
-        return _Votes(empty, empty, empty, empty, empty, empty, n_songs)
+        return Votes(empty, empty, empty, empty, empty, empty, n_songs)
     # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
     song_list = unique_values(song)
     group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
@@ -397,7 +250,7 @@ def _collect_votes(
     keep = _first_of_runs(group, shifted, q_rel)
     keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
     kept_hits = hit_idx[keep]
-    return _Votes(
+    return Votes(
         song[keep],
         v_idx[keep],
         hits.offsets[kept_hits].astype(np.int64),

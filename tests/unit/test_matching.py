@@ -393,7 +393,7 @@ def test_pairing_variants_a_few_at_a_time_changes_no_answer(monkeypatch):
     """A speed search's pairs are built a chunk of variants at a time to bound memory; since
     every group the matcher reduces is one song under one variant, the chunks must give the
     very matches and chance figures (the count of candidate songs included) of one pass."""
-    import service.match.votes as matching
+    import service.match.pairs as matching
 
     songs = [_random_peaks(s, 40) for s in (3, 4, 5, 6)]
     hits = [_hits_of(i + 1, p) for i, p in enumerate(songs)]

@@ -75,7 +75,8 @@ from service.match import (
     speed_search_needed,
     variant_of,
 )
-from service.match.votes import AllowedGroups, aligning_groups
+from service.match.pairs import AllowedGroups
+from service.match.votes import aligning_groups
 from service.store import Hits, Store
 
 #: Puts a lookup's hits in an order that does not depend on how the lookups went.
