@@ -41,10 +41,12 @@ def _hash_order(hashes: np.ndarray) -> np.ndarray:
 
 
 #: Query/stored pairs built at once: a speed search's dense step at 100,000 songs pairs tens of
-#: millions, and the int64 index arrays of all of them held several GB at once. Variants are
-#: independent hypotheses (every group the matcher reduces is one song under one variant), so
-#: they are paired a few at a time and only the pairs that could still make a match are kept.
-_PAIRS_PER_CHUNK = 4_000_000
+#: millions, and the int64 index arrays of all of them held several GB at once; voted in
+#: chunks of this many, a clip's pairs and the arrays the votes derive from them stay near
+#: 100 MB, whatever the catalogue. Every group the matcher reduces is one song under one
+#: variant, so pairs are split between chunks by variant and, where one variant has more
+#: than a chunk holds, by song; only the pairs that could still make a match are kept.
+_PAIRS_PER_CHUNK = 1_000_000
 
 
 class _Pairing:
@@ -138,10 +140,7 @@ def _pair_indices(
     """pair_chunks's (variant, query landmark within its variant, hit) index arrays."""
     pairing = _Pairing(variants, hits)
     if groups is None:
-        for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
-            v_idx, q_idx, hit_idx = pairing.pairs(chunk)
-            if len(hit_idx):
-                yield v_idx, q_idx, hit_idx
+        yield from _by_variant(pairing, variants, hits)
         return
     if len(groups.songs) == 0 or not len(variants):
         return
@@ -163,3 +162,27 @@ def _pair_indices(
             part = chosen[first : first + per_chunk]
             n = len(part)
             yield np.repeat(part, len(hit_idx)), np.tile(q_idx, n), np.tile(hit_idx, n)
+
+
+def _by_variant(
+    pairing: _Pairing, variants: Sequence[QueryVariant], hits: Hits
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """_pair_indices without groups: runs of whole variants, and the hits split between as
+    many shares of the songs as the widest variant's pairs fill chunks (a song's pairs all
+    in one share, so that each (song, variant) group is voted on whole)."""
+    widest = max((int(c.sum()) for c in pairing.counts), default=0)
+    shares = -(-widest // _PAIRS_PER_CHUNK)
+    if shares <= 1:
+        for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
+            v_idx, q_idx, hit_idx = pairing.pairs(chunk)
+            if len(hit_idx):
+                yield v_idx, q_idx, hit_idx
+        return
+    share = hits.song_ids % shares
+    for k in range(shares):
+        chosen = np.flatnonzero(share == k)
+        part = _Pairing(variants, hits.select(chosen))
+        for chunk in part.chunks(_PAIRS_PER_CHUNK):
+            v_idx, q_idx, hit_idx = part.pairs(chunk)
+            if len(hit_idx):
+                yield v_idx, q_idx, chosen[hit_idx]

@@ -139,10 +139,14 @@ def search_matches(
     floor = params.min_score
     if candidates and weak_candidates:
         floor = min(floor, params.candidate_min_score)
-    votes = collect_votes(variants, hits, floor, drift, params.min_score, groups)
-    if len(votes.songs) == 0:
+    narrow = floor < params.min_score
+    votes = collect_votes(variants, hits, floor, drift, params.min_score, groups, narrow)
+    best = _best_per_song(votes, len(variants)) if len(votes.songs) else None
+    if narrow and not _narrowed_alike(votes, best, floor, params.refine_top):
+        votes = collect_votes(variants, hits, floor, drift, params.min_score, groups)
+        best = _best_per_song(votes, len(variants)) if len(votes.songs) else None
+    if best is None:
         return Search([], [])
-    best = _best_per_song(votes, len(variants))
     scales = _time_scales(params, query_frames)
     _refine(votes, best, scales, params.refine_top)
     hypotheses = max(votes.n_songs, songs_voted, 1) * max(len(variants), speeds_tried) * len(scales)
@@ -207,6 +211,40 @@ def _best_per_song(votes: Votes, n_var: int) -> _Best:
     )
 
 
+def _narrowed_alike(votes: Votes, best: _Best | None, floor: int, refine_top: int) -> bool:
+    """Whether votes collected with `narrow` (collect_votes) give the matches and candidates
+    of votes collected without it; `best` (their rows) loses the rows that would have been
+    different.
+
+    Every group left out scores under `floor` on its own offsets, so it can be neither a
+    match nor a candidate, and only a time scale could raise it: it would be re-voted for one
+    only among the `refine_top` best promising rows (_refine). When the rows kept fill those
+    places with scores of at least `floor`, it would not have been. A song whose promising
+    groups were all left out (Votes.shadowed) would have been represented by one of them
+    (_best_per_song prefers promising groups), so a row of it that is not promising is
+    dropped: it would have been no candidate."""
+    shadowed = votes.shadowed
+    if shadowed is None or not len(shadowed):
+        return True
+    if best is None:
+        return False
+    stand_in = np.isin(best.songs, shadowed)
+    stand_in[best.promising] = False
+    if stand_in.any():
+        _drop_rows(best, ~stand_in)
+    scores = np.sort(best.score[best.promising])[::-1]
+    return len(scores) >= refine_top and scores[refine_top - 1] >= floor
+
+
+def _drop_rows(best: _Best, keep: np.ndarray) -> None:
+    """Keep only the rows of `best` that `keep` (a mask) says."""
+    promising = np.zeros(len(best.songs), dtype=bool)
+    promising[best.promising] = True
+    for name in ("songs", "variant", "delta", "score", "total", "scale"):
+        setattr(best, name, getattr(best, name)[keep])
+    best.promising = np.flatnonzero(promising[keep])
+
+
 def _time_scales(params: MatchParams, query_frames: int) -> np.ndarray:
     """The residual time scales searched: a step moves the query's last frame by about one."""
     step = min(0.005, 1.0 / max(query_frames, 1))
@@ -218,7 +256,8 @@ def _refine(votes: Votes, best: _Best, scales: np.ndarray, refine_top: int) -> N
     """The `refine_top` highest-scoring promising songs re-voted under each time scale; a
     scale that aligns more frames replaces the plain alignment."""
     promising = best.promising
-    for i in promising[np.argsort(-best.score[promising])][:refine_top]:
+    # Ties go to the lower song id (the rows' order), whichever rows were left out.
+    for i in promising[np.argsort(-best.score[promising], kind="stable")][:refine_top]:
         mine = votes.select((votes.songs == best.songs[i]) & (votes.variant == best.variant[i]))
         s_idx, s_delta, s_score = refine_time_scale(mine.db_frame, mine.q_frame, scales)
         if s_score > best.score[i]:

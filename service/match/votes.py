@@ -20,6 +20,9 @@ from service.match.pairs import AllowedGroups, pair_chunks
 from service.match.variants import QueryVariant
 from service.store import Hits
 
+#: Offset bins a score counts: a bin and its two neighbours (best_offsets).
+_WINDOW_BINS = 3
+
 
 def best_offsets(
     groups: np.ndarray, delta: np.ndarray
@@ -65,6 +68,10 @@ class Votes:
     #: Whether each vote's (song, variant) group was promising for a match, not only for a
     #: candidate (collect_votes's `match_votes`); None: all were.
     strong: np.ndarray | None = None
+    #: Songs some of whose groups were promising for a match yet were left out, because
+    #: they could not be a candidate on their own offsets (collect_votes's `narrow`); None:
+    #: none were left out that way.
+    shadowed: np.ndarray | None = None
 
     def select(self, mask: np.ndarray) -> Votes:
         return Votes(
@@ -76,6 +83,7 @@ class Votes:
             self.song_frames[mask],
             self.n_songs,
             None if self.strong is None else self.strong[mask],
+            self.shadowed,
         )
 
 
@@ -105,15 +113,16 @@ def _promising(
     n_var: int,
 ) -> np.ndarray:
     """Mask of the pairs whose (song, variant) group could still reach `min_votes` aligned
-    votes.
+    votes within a band of offsets `width` wide.
 
-    Votes only ever drop out later (duplicates) or line up within a band of offsets `width`
-    wide (a residual time scale drifts them by at most that much along the query), and any
-    such band lies within two adjacent buckets of that width. A group none of whose bucket
-    pairs holds `min_votes` pairs can therefore never be reported, and at a large catalogue
-    that is nearly every song a query touches: dropping them before the exact reductions
-    leaves a small fraction of the pairs to sort. A song with fewer than `min_votes` pairs in
-    all is dropped first by a count over song ids, which costs no sort at all.
+    Votes only ever drop out later (duplicates) or line up within such a band (the +-1 bin
+    window of best_offsets, widened by as far as a residual time scale drifts them along the
+    query), and any such band lies within two adjacent buckets of that width. A group none
+    of whose bucket pairs holds `min_votes` pairs can therefore never be reported, and at a
+    large catalogue that is nearly every song a query touches: dropping them before the
+    exact reductions leaves a small fraction of the pairs to sort. A song with fewer than
+    `min_votes` pairs in all is dropped first by a count over song ids, which costs no sort
+    at all.
     """
     per_song = np.bincount(song) if int(song.max()) < 16 * len(song) + 4096 else None
     if per_song is None:
@@ -127,9 +136,11 @@ def _promising(
     bucket = (d - d.min()) // width
     bucket_bits = bits(int(bucket.max()) + 1)
     group = song[candidates] * n_var + variant[candidates]
-    ordered = np.sort(group << bucket_bits | bucket)
+    key = group << bucket_bits | bucket
+    # Sorting int32 keys takes half the time of int64 ones, and they nearly always fit.
+    ordered = np.sort(key.astype(np.int32) if int(key.max()) < (1 << 31) else key)
     starts = run_starts(ordered)
-    uniq = ordered[starts]
+    uniq = ordered[starts].astype(np.int64)
     counts = np.diff(np.append(starts, len(ordered)))
     # uniq is sorted, so the next bucket of the same group, if present, is the next entry.
     pair = counts.copy()
@@ -168,7 +179,9 @@ def aligning_groups(
     found: list[np.ndarray] = []
     for p in pair_chunks(variants, hits):
         seen[p.song] = True
-        keep = _promising(p.song, p.variant, p.delta, max(drift_frames, 1) + 3, min_votes, n_var)
+        keep = _promising(
+            p.song, p.variant, p.delta, max(drift_frames, 1) + _WINDOW_BINS, min_votes, n_var
+        )
         found.append(unique_values(p.song[keep] * n_var + p.variant[keep]))
     if not found:
         return none, int(np.count_nonzero(seen))
@@ -186,6 +199,7 @@ def collect_votes(
     drift_frames: int = 0,
     match_votes: int | None = None,
     groups: AllowedGroups | None = None,
+    narrow: bool = False,
 ) -> Votes:
     """Query/stored hash pairs, reduced to independent evidence.
 
@@ -205,6 +219,11 @@ def collect_votes(
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
     vote also says whether its group could reach `match_votes` (Votes.strong), judged on the
     same pairs as if `match_votes` had been the floor: the matches do not change. With
+    `narrow` too, only the groups that could reach `min_votes` within one bin and its
+    neighbours are kept, and the songs of the promising groups left out are listed
+    (Votes.shadowed): at a large catalogue nearly every song a clip's dense hashes meet
+    could drift into `match_votes`, but only the few that search._refine re-votes for a
+    time scale ever do (search_matches says when that leaves the answer as it was). With
     `groups`, only the pairs of the groups it allows vote at all.
 
     The matcher's hot loop, kept in one piece: its arrays (several million rows at a large
@@ -219,24 +238,35 @@ def collect_votes(
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     kept: list[tuple[np.ndarray, ...]] = []
-    width = max(drift_frames, 1) + 3
+    shadowed: list[np.ndarray] = []
+    width = max(drift_frames, 1) + _WINDOW_BINS
     for p in pair_chunks(variants, hits, groups):
-        keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
         columns = (p.variant, p.hit, p.q_flat, p.delta, p.song)
-        if split is not None:
+        if split is None:
+            keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
+        else:
             strong = _promising(p.song, p.variant, p.delta, width, split, n_var)
-            keep = keep | strong
+            # A group that cannot make a match is never refined for a time scale
+            # (search._refine): as a weak candidate it scores what one bin and its two
+            # neighbours hold, so only that narrow band bounds it, not the drift's.
+            weak = _promising(p.song, p.variant, p.delta, _WINDOW_BINS, min_votes, n_var)
+            if narrow:
+                keep = weak
+                shadowed.append(unique_values(p.song[strong & ~weak]))
+            else:
+                keep = strong | weak
             columns += (strong,)
         seen[p.song] = True
         kept.append(tuple(a[keep] for a in columns))
     n_songs = int(np.count_nonzero(seen))
+    left_out = unique_values(np.concatenate(shadowed)) if shadowed else None
     if not kept:
         return Votes(empty, empty, empty, empty, empty, empty)
     v_idx, hit_idx, q_flat, delta, song, *strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
-        return Votes(empty, empty, empty, empty, empty, empty, n_songs)
+        return Votes(empty, empty, empty, empty, empty, empty, n_songs, None, left_out)
     # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
     song_list = unique_values(song)
     group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
@@ -259,4 +289,5 @@ def collect_votes(
         hits.song_frames[kept_hits].astype(np.int64),
         n_songs,
         strong[0][keep] if split is not None else None,
+        left_out,
     )

@@ -406,3 +406,85 @@ def test_pairing_variants_a_few_at_a_time_changes_no_answer(monkeypatch):
     chunked = find_matches(variants, all_hits, P, MatchParams(max_matches=4))
     assert one_pass and one_pass[0].song_id == 3
     assert chunked == one_pass
+    # One variant with more pairs than a chunk holds (a second tier's dense landmarks) is
+    # paired a share of the songs at a time, and its matches do not change either.
+    own = speed_variants(_played_at(songs[2], 1.0, frames=300), [1.0], P)
+    widest = int(matching._Pairing(own, all_hits).counts[0].sum())
+    assert widest > 3 * 8
+    monkeypatch.setattr(matching, "_PAIRS_PER_CHUNK", 1 << 40)
+    whole = find_matches(own, all_hits, P, MatchParams(max_matches=4))
+    monkeypatch.setattr(matching, "_PAIRS_PER_CHUNK", 8)
+    assert whole and whole[0].song_id == 3
+    assert find_matches(own, all_hits, P, MatchParams(max_matches=4)) == whole
+
+
+def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -> None:
+    """Before the exact reductions, groups that cannot reach a match's floor within the
+    drift band, nor a weak candidate's within one bin and its neighbours, are dropped: the
+    matches and candidates must be those of voting on every pair."""
+    import service.match.search as search
+    import service.match.votes as votes
+
+    # A song played 3 % faster without a pitch change: many votes, drifting along the clip
+    # (by 9 frames over 10 s), found by refinement for a residual time scale.
+    song = _random_peaks(12, seconds=40.0, per_s=30.0)
+    frames = np.round(song.frames / 1.03).astype(np.int32)
+    early = frames < int(10.0 / P.frame_s)
+    fast = Peaks(frames[early], song.bins[early], song.prominence_db[early])
+    variant = variant_of(landmark_hashes(fast, P))
+    rng = np.random.default_rng(5)
+    parts = []
+    # Chance: 300 short songs holding the clip's hashes at random offsets, dense enough that
+    # nearly all of them could drift into a match's floor, and dozens reach a candidate's.
+    n = 45_000
+    parts.append(
+        Hits(
+            rng.choice(variant.hashes, n).astype(np.int64),
+            rng.integers(100, 400, n),
+            rng.integers(0, 2_000, n),
+            np.full(n, 2_000),
+        )
+    )
+    # Weak songs: four of the clip's hashes aligned at one offset (7, 8), over one bin and its
+    # neighbours (9), or drifting further (10, 11).
+    spreads = {
+        7: [0, 0, 0, 0],
+        8: [0, 0, 0, 0],
+        9: [0, 0, 1, 2],
+        10: [0, 4, 8, 12],
+        11: [0, 1, 2, 3],
+    }
+    for song_id, drift in spreads.items():
+        picked = rng.choice(len(variant.hashes), 4, replace=False)
+        frames = variant.offsets[picked].astype(np.int64)
+        parts.append(
+            Hits(
+                variant.hashes[picked].astype(np.int64),
+                np.full(4, song_id),
+                frames + 1_000 * song_id + np.array(drift),
+                np.full(4, 20_000),
+            )
+        )
+    parts.append(_hits_of(20, song))
+    hits = _concat(*parts)
+    query = [variant]
+    mp = MatchParams()
+    narrowed = []
+    alike = search._narrowed_alike
+
+    def spy(*args):
+        narrowed.append(alike(*args))
+        return narrowed[-1]
+
+    monkeypatch.setattr(search, "_narrowed_alike", spy)
+    pruned = search_matches(query, hits, P, mp, candidates=12, weak_candidates=True)
+    assert narrowed == [True]  # the narrow votes served
+    # When the rows kept cannot fill the refinement's places, the votes are collected again.
+    few = replace(mp, refine_top=500)
+    assert search_matches(query, hits, P, few, candidates=12, weak_candidates=True)
+    assert narrowed == [True, False]
+    monkeypatch.setattr(votes, "_promising", lambda song, *a: np.ones(len(song), dtype=bool))
+    whole = search_matches(query, hits, P, mp, candidates=12, weak_candidates=True)
+    assert pruned == whole
+    assert whole.matches and whole.matches[0].song_id == 20
+    assert {7, 8, 9} <= {c.song_id for c in whole.candidates}
