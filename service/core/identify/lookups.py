@@ -28,6 +28,12 @@ class HitCache:
         self._asked_budget = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
 
+    def sibling(self) -> HitCache:
+        """An empty cache on the same store under the same budget, for lookups that share no
+        hash with this one's (another kind of hash, or hashes whose budget must not count as
+        spent here): what it holds is dropped with it."""
+        return HitCache(self._store, self._max_hits)
+
     async def hits_for(
         self,
         hashes: np.ndarray,

@@ -21,7 +21,8 @@ Each tier runs only when the one before is not conclusive:
    cap; also when the match the first tiers settled on drifts by more than a grid step
    (match.speed_search_needed), and that match then competes with the grid's.
 
-Each tier looks up only hashes not fetched yet (lookups.HitCache). Then the band envelopes
+Each tier looks up only hashes not fetched yet (lookups.HitCache); the triplets and the other
+hop phases fetch through caches of their own, dropped when they are done. Then the band envelopes
 (envelope_confirm.py): matches that beat chance too narrowly to be final are dropped if their
 songs' envelopes do not follow the query; when no match is left, the second tier's most
 improbable candidates, of the query's own analysis and of its other phases (four aligned frames
@@ -165,6 +166,9 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
         return []
     seconds = (int(query.peaks.frames.max()) + 1) * params.frame_s
     budget = triplet_budget(mp, seconds)
+    # Triplet hashes (TRIPLET_TAG) are never a landmark's: a cache of their own, so that the
+    # landmark tiers after this one neither pair against the triplets' hits nor keep them.
+    cache = cache.sibling()
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
 
     def vote(hits: Hits) -> list[Match]:
@@ -266,7 +270,7 @@ async def deeper_tiers(
         if phases:
             # A cache of its own: the phases' hashes share one budget, and those it leaves
             # out must not count as asked when the speed grid's variants ask them again.
-            phase_cache = HitCache(store, max_hits=mp.max_hits_per_lookup)
+            phase_cache = cache.sibling()
             found = await _search(phase_cache, phases, ladder.caps.deep, kept, ladder)
             matches = merge_matches(matches, found.matches, mp.max_matches)
             phase_candidates = found.candidates
