@@ -91,6 +91,7 @@ def match_params_of(settings: Settings) -> MatchParams:
     return MatchParams(
         min_confidence=settings.min_confidence,
         max_matches=settings.max_matches,
+        max_hits_per_lookup=settings.max_hits_per_lookup,
         envelope_check=EnvelopeCheckParams() if settings.envelope_check else None,
     )
 

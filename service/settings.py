@@ -175,6 +175,15 @@ class Settings(BaseSettings):
         "one lookup (docs/how-it-works.md). A catalogue keeps the format it was built with: "
         "the service refuses to open one of the other format (re-index to change it).",
     )
+    max_hits_per_lookup: int = Field(
+        1_000_000,
+        ge=100_000,
+        description="Most stored fingerprints one identification fetches and votes on in "
+        "each tier past the first, the rarest hashes first: what bounds a request's memory "
+        "and a clip of unknown music's time however large the catalogue grows, at the cost "
+        "of some noisy clips' recall in a catalogue of many thousands of songs "
+        "(BENCHMARKS.md, docs/scaling.md).",
+    )
     envelope_check: bool = Field(
         True,
         description="Confirm the landmark candidates of a clip no landmark tier could decide "
