@@ -488,3 +488,32 @@ def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -
     assert pruned == whole
     assert whole.matches and whole.matches[0].song_id == 20
     assert {7, 8, 9} <= {c.song_id for c in whole.candidates}
+
+
+def test_a_song_whose_promising_groups_were_left_out_is_no_candidate() -> None:
+    """Voting on every promising group, a song is represented by its promising group (even
+    one scoring under the candidates' floor) rather than by a weak one: when the narrow votes
+    left its promising groups out, the weak row that stands in for it is dropped."""
+    import service.match.search as search
+    from service.match.votes import Votes
+
+    e = np.empty(0, dtype=np.int64)
+    songs = np.arange(1, 11)
+    # Songs 1-8 promising with 6 votes, 9 weak with 4, 10 weak with 4 but shadowed.
+    best = search._Best(
+        songs=songs,
+        variant=np.zeros(10, dtype=np.int64),
+        delta=np.zeros(10, dtype=np.int64),
+        score=np.array([6] * 8 + [4, 4]),
+        total=np.full(10, 20),
+        scale=np.ones(10),
+        promising=np.arange(8),
+    )
+    votes = Votes(e, e, e, e, e, e, 10, None, np.array([10]))
+    assert search._narrowed_alike(votes, best, floor=4, refine_top=8)
+    assert best.songs.tolist() == list(range(1, 10))
+    assert best.promising.tolist() == list(range(8))
+    # Fewer rows than the refinement's places: what was left out might have been re-voted.
+    assert not search._narrowed_alike(votes, best, floor=4, refine_top=9)
+    # Nothing left out: the narrow votes serve as they are.
+    assert search._narrowed_alike(replace(votes, shadowed=None), best, floor=4, refine_top=50)
