@@ -192,6 +192,48 @@ def aligning_groups(
     return AllowedGroups(songs, allowed), int(np.count_nonzero(seen))
 
 
+#: Pairs of promising groups a search keeping weak candidates sets aside before it narrows
+#: (collect_votes's `narrow`): below this the votes are exactly those of every group, at no
+#: cost of narrowing.
+_NARROW_FROM_PAIRS = 1_000_000
+
+
+class _Narrowing:
+    """collect_votes's `narrow`: the pairs of groups that are promising for a match but could
+    not be a candidate on their own offsets are kept, chunk by chunk, until more than
+    _NARROW_FROM_PAIRS of them have been; from then on they are left out, those kept so far
+    dropped too, and their songs listed. Each kept chunk carries, last, whether each pair's
+    group could be a candidate on its own offsets."""
+
+    def __init__(self) -> None:
+        self.set_aside = 0
+        self.narrowed = False
+        self.shadowed: list[np.ndarray] = []
+
+    def keep(
+        self,
+        kept: list[tuple[np.ndarray, ...]],
+        song: np.ndarray,
+        strong: np.ndarray,
+        weak: np.ndarray,
+    ) -> np.ndarray:
+        only_strong = strong & ~weak
+        self.shadowed.append(unique_values(song[only_strong]))
+        if not self.narrowed:
+            self.set_aside += int(np.count_nonzero(only_strong))
+            if self.set_aside <= _NARROW_FROM_PAIRS:
+                return strong | weak
+            self.narrowed = True
+            kept[:] = [tuple(a[chunk[-1]] for a in chunk) for chunk in kept]
+        return weak
+
+    def left_out(self) -> np.ndarray | None:
+        """The songs whose promising groups were left out; None when none were."""
+        if not self.narrowed or not self.shadowed:
+            return None
+        return unique_values(np.concatenate(self.shadowed))
+
+
 def collect_votes(
     variants: Sequence[QueryVariant],
     hits: Hits,
@@ -219,9 +261,10 @@ def collect_votes(
     With `match_votes` above `min_votes` (weaker candidates kept beside the matches), each
     vote also says whether its group could reach `match_votes` (Votes.strong), judged on the
     same pairs as if `match_votes` had been the floor: the matches do not change. With
-    `narrow` too, only the groups that could reach `min_votes` within one bin and its
-    neighbours are kept, and the songs of the promising groups left out are listed
-    (Votes.shadowed): at a large catalogue nearly every song a clip's dense hashes meet
+    `narrow` too, once the pairs of groups that could not reach `min_votes` within one bin
+    and its neighbours outnumber _NARROW_FROM_PAIRS, only the groups that could are kept,
+    and the songs of the promising groups left out are listed (Votes.shadowed, _Narrowing):
+    at a large catalogue nearly every song a clip's dense hashes meet
     could drift into `match_votes`, but only the few that search._refine re-votes for a
     time scale ever do (search_matches says when that leaves the answer as it was). With
     `groups`, only the pairs of the groups it allows vote at all.
@@ -238,8 +281,8 @@ def collect_votes(
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
     kept: list[tuple[np.ndarray, ...]] = []
-    shadowed: list[np.ndarray] = []
     width = max(drift_frames, 1) + _WINDOW_BINS
+    narrowing = _Narrowing() if narrow and split is not None else None
     for p in pair_chunks(variants, hits, groups):
         columns = (p.variant, p.hit, p.q_flat, p.delta, p.song)
         if split is None:
@@ -250,16 +293,19 @@ def collect_votes(
             # (search._refine): as a weak candidate it scores what one bin and its two
             # neighbours hold, so only that narrow band bounds it, not the drift's.
             weak = _promising(p.song, p.variant, p.delta, _WINDOW_BINS, min_votes, n_var)
-            if narrow:
-                keep = weak
-                shadowed.append(unique_values(p.song[strong & ~weak]))
+            columns += (strong,)
+            if narrowing is not None:
+                keep = narrowing.keep(kept, p.song, strong, weak)
+                columns += (weak,)
             else:
                 keep = strong | weak
-            columns += (strong,)
         seen[p.song] = True
         kept.append(tuple(a[keep] for a in columns))
     n_songs = int(np.count_nonzero(seen))
-    left_out = unique_values(np.concatenate(shadowed)) if shadowed else None
+    left_out = None
+    if narrowing is not None:
+        left_out = narrowing.left_out()
+        kept = [chunk[:-1] for chunk in kept]
     if not kept:
         return Votes(empty, empty, empty, empty, empty, empty)
     v_idx, hit_idx, q_flat, delta, song, *strong = (

@@ -469,6 +469,9 @@ def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -
     hits = _concat(*parts)
     query = [variant]
     mp = MatchParams()
+    promising = votes._promising
+    # Narrowed as soon as one promising group is left out (a catalogue's worth of them).
+    monkeypatch.setattr(votes, "_NARROW_FROM_PAIRS", 0)
     narrowed = []
     alike = search._narrowed_alike
 
@@ -487,6 +490,13 @@ def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -
     whole = search_matches(query, hits, P, mp, candidates=12, weak_candidates=True)
     assert pruned == whole
     assert whole.matches and whole.matches[0].song_id == 20
+    # Below the threshold nothing is left out: the votes are those of every group.
+    monkeypatch.setattr(votes, "_promising", promising)
+    monkeypatch.setattr(votes, "_NARROW_FROM_PAIRS", 1 << 40)
+    monkeypatch.setattr(search, "_narrowed_alike", spy)
+    narrowed.clear()
+    assert search_matches(query, hits, P, mp, candidates=12, weak_candidates=True) == whole
+    assert narrowed == [True]
     assert {7, 8, 9} <= {c.song_id for c in whole.candidates}
 
 
