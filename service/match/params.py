@@ -152,6 +152,12 @@ class MatchParams:
     #: match and, for a clip of music the catalogue lacks, leaves few songs or none. 0: no
     #: coarse pass.
     triplet_coarse_scale_step: float = 0.02
+    #: Step of a still coarser grid voted before that one, on the same principle, its band
+    #: of offsets as wide as any alignment of the fine grid within half of this step: at a
+    #: large catalogue a clip's triplets meet a million postings of thousands of songs, and
+    #: a third of the scales rule out nearly all of them, so the coarse grid votes only on
+    #: the few left. 0: no such pass.
+    triplet_coarser_scale_step: float = 0.06
     #: How a clip no tier could decide is confirmed from band envelopes (None: it is not).
     envelope_check: EnvelopeCheckParams | None = field(default_factory=EnvelopeCheckParams)
 
@@ -172,10 +178,10 @@ class MatchParams:
         others = [1.0 + k * self.triplet_scale_step for k in range(-steps, steps + 1) if k != 0]
         return [1.0, *sorted(others, key=lambda f: abs(f - 1.0))]
 
-    def triplet_coarse_scales(self) -> list[float]:
-        """The coarse grid: every scale of triplet_scales() lies within half a coarse step of
-        one of these."""
-        step = self.triplet_coarse_scale_step
+    def triplet_coarse_scales(self, step: float | None = None) -> list[float]:
+        """The coarse grid (of `step`, default triplet_coarse_scale_step): every scale of
+        triplet_scales() lies within half a step of one of these."""
+        step = self.triplet_coarse_scale_step if step is None else step
         steps = math.ceil((self.triplet_scale_range - step / 2) / step - 1e-9)
         return [1.0 + k * step for k in range(-steps, steps + 1)]
 

@@ -203,9 +203,10 @@ def test_a_song_the_triplets_found_takes_their_match() -> None:
 
 def test_every_fine_time_scale_lies_within_half_a_coarse_step_of_the_coarse_grid() -> None:
     for mp in (MatchParams(), MatchParams(triplet_coarse_scale_step=0.03)):
-        coarse = np.array(mp.triplet_coarse_scales())
-        for scale in mp.triplet_scales():
-            assert np.abs(coarse - scale).min() <= mp.triplet_coarse_scale_step / 2 + 1e-9
+        for step in (mp.triplet_coarse_scale_step, mp.triplet_coarser_scale_step):
+            coarse = np.array(mp.triplet_coarse_scales(step))
+            for scale in mp.triplet_scales():
+                assert np.abs(coarse - scale).min() <= step / 2 + 1e-9
 
 
 def _catalogue_hits(songs: list[Peaks]) -> Hits:
@@ -228,9 +229,10 @@ def test_the_coarse_pass_changes_no_match(time_scale: float) -> None:
     hits = _catalogue_hits(songs)
     query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
     with_pass = triplet_matches(query, hits, FP2, MatchParams())
+    one_pass = triplet_matches(query, hits, FP2, MatchParams(triplet_coarser_scale_step=0.0))
     without = triplet_matches(query, hits, FP2, MatchParams(triplet_coarse_scale_step=0.0))
     assert with_pass and with_pass[0].song_id == 4
-    assert with_pass == without
+    assert with_pass == one_pass == without
 
 
 def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:

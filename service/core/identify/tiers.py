@@ -210,7 +210,8 @@ def triplet_matches(
 ) -> list[Match]:
     """Matches of a query's triplet hashes voted under every time scale of
     MatchParams.triplet_scales(), each refined within a step of the scale grid; first, when
-    MatchParams.triplet_coarse_scale_step is set, under the coarse grid, so that each song
+    MatchParams.triplet_coarse_scale_step is set, under the coarse grid (itself voted only
+    on the songs a still coarser one could align: triplet_coarser_scale_step), so that each song
     is voted only under the fine scales near a coarse one that could align it
     (votes.aligning_groups): the same matches at a fraction of the voting."""
     mp = match_params
@@ -219,13 +220,28 @@ def triplet_matches(
     variants = scale_variants(triplets, scales)
     if mp.triplet_coarse_scale_step <= 0 or not len(hits) or not len(triplets):
         return find_matches(variants, hits, params, fine)
+    frames = int(triplets.offsets.max()) + 1
+
+    def drift(step: float) -> int:
+        # An alignment the fine grid finds drifts by up to its refinement's range, plus half
+        # a step of a coarser grid under its nearest scale, over the query's length.
+        return math.ceil((mp.triplet_scale_step + step / 2) * frames)
+
+    candidates, songs_met = hits, 0
+    if mp.triplet_coarser_scale_step > 0:
+        coarser = scale_variants(triplets, mp.triplet_coarse_scales(mp.triplet_coarser_scale_step))
+        first, songs_met = aligning_groups(
+            coarser, hits, drift(mp.triplet_coarser_scale_step), mp.min_score
+        )
+        if len(first.songs) == 0:
+            return []
+        candidates = hits.select(np.isin(hits.song_ids, first.songs))
     coarse_scales = mp.triplet_coarse_scales()
-    # An alignment the fine grid finds drifts by up to its refinement's range, plus half a
-    # coarse step under the nearest coarse scale, over the query's length.
-    reach = mp.triplet_scale_step + mp.triplet_coarse_scale_step / 2
-    drift = math.ceil(reach * (int(triplets.offsets.max()) + 1))
     coarse = scale_variants(triplets, coarse_scales)
-    aligning, songs_met = aligning_groups(coarse, hits, drift, mp.min_score)
+    aligning, met = aligning_groups(
+        coarse, candidates, drift(mp.triplet_coarse_scale_step), mp.min_score
+    )
+    songs_met = songs_met or met
     if len(aligning.songs) == 0:
         return []
     # Fine scale j may vote for a song when a coarse scale within half a coarse step of it
