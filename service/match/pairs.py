@@ -43,10 +43,10 @@ def _hash_order(hashes: np.ndarray) -> np.ndarray:
 #: Query/stored pairs built at once: a speed search's dense step at 100,000 songs pairs tens of
 #: millions, and the int64 index arrays of all of them held several GB at once; voted in
 #: chunks of this many, a clip's pairs and the arrays the votes derive from them stay near
-#: 100 MB, whatever the catalogue. Every group the matcher reduces is one song under one
+#: 50 MB, whatever the catalogue. Every group the matcher reduces is one song under one
 #: variant, so pairs are split between chunks by variant and, where one variant has more
 #: than a chunk holds, by song; only the pairs that could still make a match are kept.
-_PAIRS_PER_CHUNK = 1_000_000
+_PAIRS_PER_CHUNK = 500_000
 
 
 class _Pairing:

@@ -195,7 +195,7 @@ def aligning_groups(
 #: Pairs of promising groups a search keeping weak candidates sets aside before it narrows
 #: (collect_votes's `narrow`): below this the votes are exactly those of every group, at no
 #: cost of narrowing.
-_NARROW_FROM_PAIRS = 1_000_000
+_NARROW_FROM_PAIRS = 250_000
 
 
 class _Narrowing:
