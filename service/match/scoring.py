@@ -36,7 +36,7 @@ def chance_log10_p(
     return np.minimum(0.0, log_sf + np.log10(bins))
 
 
-def _covered_span(frames: np.ndarray, max_gap: float) -> tuple[int, int]:
+def covered_span(frames: np.ndarray, max_gap: float) -> tuple[int, int]:
     """(first, last) frame of the largest run of `frames` with no gap over `max_gap`."""
     ordered = np.sort(frames)
     breaks = np.nonzero(np.diff(ordered) > max_gap)[0]

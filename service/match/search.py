@@ -21,7 +21,7 @@ from service.audio.hashes import Fingerprints
 from service.audio.params import FingerprintParams
 from service.match.pairs import AllowedGroups
 from service.match.params import MatchParams
-from service.match.scoring import _covered_span, chance_log10_p, refine_time_scale
+from service.match.scoring import chance_log10_p, covered_span, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
 from service.match.votes import Votes, best_offsets, collect_votes
 from service.store import Hits
@@ -297,7 +297,7 @@ def _match_of(
     """Row `c` as a Match, its span that of the frames aligned at its offset and scale."""
     mine = votes.select((votes.songs == best.songs[c]) & (votes.variant == best.variant[c]))
     aligned = np.abs(mine.db_frame - best.scale[c] * mine.q_frame - best.delta[c]) <= 1.5
-    span = _covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
+    span = covered_span(mine.q_recorded[aligned], params.span_gap_s / fp_params.frame_s)
     chosen = variants[int(best.variant[c])]
     return Match(
         song_id=int(best.songs[c]),

@@ -326,13 +326,13 @@ def test_timeline_merges_consistent_windows_and_splits_on_change():
 
 
 def test_a_stray_aligned_hash_does_not_stretch_the_reported_span() -> None:
-    from service.match.scoring import _covered_span
+    from service.match.scoring import covered_span
 
     frames = np.array([40, 300, 310, 318, 330, 345, 352, 360, 371, 380])
     # 260 frames (8.3 s) between the stray hash at 40 and the rest: left out at a 94-frame gap.
-    assert _covered_span(frames, 94.0) == (300, 380)
-    assert _covered_span(frames, 300.0) == (40, 380)
-    assert _covered_span(np.array([7]), 94.0) == (7, 7)
+    assert covered_span(frames, 94.0) == (300, 380)
+    assert covered_span(frames, 300.0) == (40, 380)
+    assert covered_span(np.array([7]), 94.0) == (7, 7)
 
 
 def test_the_frequent_hash_cap_scales_with_the_catalogue() -> None:
