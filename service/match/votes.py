@@ -283,24 +283,29 @@ def collect_votes(
     kept: list[tuple[np.ndarray, ...]] = []
     width = max(drift_frames, 1) + _WINDOW_BINS
     narrowing = _Narrowing() if narrow and split is not None else None
+    query = _QueryColumns(variants)
     for p in pair_chunks(variants, hits, groups):
-        columns = (p.variant, p.hit, p.q_flat, p.delta, p.song)
         if split is None:
             keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
+            flags: tuple[np.ndarray, ...] = ()
         else:
             strong = _promising(p.song, p.variant, p.delta, width, split, n_var)
             # A group that cannot make a match is never refined for a time scale
             # (search._refine): as a weak candidate it scores what one bin and its two
             # neighbours hold, so only that narrow band bounds it, not the drift's.
             weak = _promising(p.song, p.variant, p.delta, _WINDOW_BINS, min_votes, n_var)
-            columns += (strong,)
+            flags = (strong,)
             if narrowing is not None:
                 keep = narrowing.keep(kept, p.song, strong, weak)
-                columns += (weak,)
+                flags += (weak,)
             else:
                 keep = strong | weak
         seen[p.song] = True
-        kept.append(tuple(a[keep] for a in columns))
+        # Every group's pairs are in one chunk (pairs.py), so each chunk's votes are reduced
+        # on their own: the reductions' arrays are a chunk's, never the whole query's.
+        keep = np.flatnonzero(keep)
+        keep = keep[query.independent(p.variant[keep], p.q_flat[keep], p.delta[keep], p.song[keep])]
+        kept.append(tuple(a[keep] for a in (p.variant, p.hit, p.q_flat, p.song, *flags)))
     n_songs = int(np.count_nonzero(seen))
     left_out = None
     if narrowing is not None:
@@ -308,32 +313,46 @@ def collect_votes(
         kept = [chunk[:-1] for chunk in kept]
     if not kept:
         return Votes(empty, empty, empty, empty, empty, empty)
-    v_idx, hit_idx, q_flat, delta, song, *strong = (
+    v_idx, hit_idx, q_flat, song, *strong = (
         kept[0] if len(kept) == 1 else tuple(np.concatenate(c) for c in zip(*kept, strict=True))
     )
     if len(hit_idx) == 0:
         return Votes(empty, empty, empty, empty, empty, empty, n_songs, None, left_out)
-    # Songs numbered 0..n-1 among the survivors, so that the keys below pack into 63 bits.
-    song_list = unique_values(song)
-    group = np.searchsorted(song_list, song).astype(np.int64) * n_var + v_idx
-    offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
-    recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
-    hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
-    q_frame, q_recorded, q_hash = offsets[q_flat], recorded[q_flat], hashes[q_flat]
-    shifted = delta - delta.min()
-    # Every column non-negative and as narrow as this query allows, so the keys pack.
-    q_rel = q_frame - q_frame.min()
-    keep = _first_of_runs(group, shifted, q_rel)
-    keep = keep[_first_of_runs(group[keep], shifted[keep], q_hash[keep])]
-    kept_hits = hit_idx[keep]
     return Votes(
-        song[keep],
-        v_idx[keep],
-        hits.offsets[kept_hits].astype(np.int64),
-        q_frame[keep],
-        q_recorded[keep],
-        hits.song_frames[kept_hits].astype(np.int64),
+        song,
+        v_idx,
+        hits.offsets[hit_idx].astype(np.int64),
+        query.offsets[q_flat],
+        query.recorded[q_flat],
+        hits.song_frames[hit_idx].astype(np.int64),
         n_songs,
-        strong[0][keep] if split is not None else None,
+        strong[0] if split is not None else None,
         left_out,
     )
+
+
+class _QueryColumns:
+    """The variants' landmarks, concatenated as the pairs' `q_flat` indexes them."""
+
+    def __init__(self, variants: Sequence[QueryVariant]) -> None:
+        self.offsets = np.concatenate([v.offsets for v in variants]).astype(np.int64)
+        self.recorded = np.concatenate([v.query_frames for v in variants]).astype(np.int64)
+        self.hashes = np.concatenate([v.hashes for v in variants]).astype(np.int64)
+        self.n_var = len(variants)
+
+    def independent(
+        self, variant: np.ndarray, q_flat: np.ndarray, delta: np.ndarray, song: np.ndarray
+    ) -> np.ndarray:
+        """Indices of the pairs that are independent evidence (collect_votes): the first of
+        each (song, variant, offset, query frame), then of each (song, variant, offset,
+        hash), in the pairs' order."""
+        if not len(song):
+            return np.empty(0, dtype=np.int64)
+        # Songs numbered 0..n-1 among these pairs, so that the keys below pack into 63 bits.
+        group = np.searchsorted(unique_values(song), song).astype(np.int64) * self.n_var
+        group += variant
+        q_frame = self.offsets[q_flat]
+        # Every column non-negative and as narrow as these pairs allow, so the keys pack.
+        shifted = delta - delta.min()
+        keep = _first_of_runs(group, shifted, q_frame - q_frame.min())
+        return keep[_first_of_runs(group[keep], shifted[keep], self.hashes[q_flat[keep]])]

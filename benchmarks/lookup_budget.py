@@ -1,0 +1,167 @@
+"""What the lookup budget (`MAX_HITS_PER_LOOKUP`, MatchParams.max_hits_per_lookup) trades at a
+large catalogue: recall under heavy noise against time and memory per request.
+
+Every tier past the first fetches under the budget, so at a catalogue of thousands of songs it
+decides what a clip the first tier leaves undecided costs: clips under heavy noise, which the
+deeper tiers rescue, and clips of music the catalogue lacks, which climb every tier. This asks
+both kinds of the development query set against a catalogue `benchmarks/latency.py` built
+(the corpus's indexed tracks plus synthetic songs, `--database`), in this process, under each
+budget in turn for every clip (side by side, clip by clip), and reports right / no answer /
+wrong, the median time and the largest traced memory (tracemalloc: numpy's arrays included)
+per budget and condition.
+
+    CORPUS_DIR=... python -m benchmarks.lookup_budget --database postgresql://…/sd_curve_fp2_10000
+        --format fp2 [--budgets 1000000,4000000] [--clips 30] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from benchmarks.benchmarks_md import this_command, write_section
+from benchmarks.latency_clips import indexed_name, queries_dir
+from service.audio.analysis import analyse_query
+from service.audio.params import params_for_format
+from service.core.identify.identify import identify_analysed
+from service.match import MatchParams
+from service.settings import Settings
+from service.store.factory import create_store
+
+SECTION = "## Lookup budget at a large catalogue (`benchmarks/lookup_budget.py`)"
+#: (condition, clip length s, indexed): heavy noise the deeper tiers rescue, and music the
+#: catalogue lacks.
+CASES = (
+    ("babble_snr0", "10", "1"),
+    ("babble_snr0", "5", "1"),
+    ("white_snrm5", "5", "1"),
+    ("mp3_64k", "10", "0"),
+)
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    case: tuple[str, str, str]
+    #: The file name its track is indexed under (its song's source), "" for unindexed tracks.
+    expected: str
+
+
+def clips(per_case: int, seed: int = 7) -> list[Clip]:
+    """`per_case` clips of each case, drawn at random (seeded) from the query set."""
+    root = queries_dir()
+    with (root / "index_tracks.csv").open() as f:
+        paths = {r["track_id"]: r["path"] for r in csv.DictReader(f)}
+    with (root / "queries.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    chosen = []
+    for case in CASES:
+        condition, length, indexed = case
+        matching = [
+            r
+            for r in rows
+            if (r["condition"], r["clip_len_s"], r["indexed"]) == (condition, length, indexed)
+        ]
+        picked = random.Random(seed).sample(matching, min(per_case, len(matching)))
+        for r in picked:
+            expected = str(indexed_name(paths[r["track_id"]])) if indexed == "1" else ""
+            chosen.append(Clip(root / r["query_file"], case, expected))
+    return chosen
+
+
+def _verdict(clip: Clip, source: str | None) -> str:
+    """right / none / wrong for the top match's song source (None: no match); a clip of an
+    unindexed track is right with no match, wrong with any."""
+    if not clip.expected:
+        return "right" if source is None else "wrong"
+    if source is None:
+        return "none"
+    return "right" if Path(source).name == clip.expected else "wrong"
+
+
+async def measure(args: argparse.Namespace) -> dict[tuple[int, tuple[str, str, str]], dict]:
+    params = params_for_format(args.format)
+    store = create_store(
+        Settings(database_url=args.database, fingerprint_format=args.format), params.version
+    )
+    await store.open()
+    results: dict[tuple[int, tuple[str, str, str]], dict] = {}
+    tracemalloc.start()
+    try:
+        for clip in clips(args.clips):
+            audio = analyse_query(clip.path, params)
+            for budget in args.budgets:
+                mp = replace(MatchParams(), max_hits_per_lookup=budget)
+                tracemalloc.reset_peak()
+                before = tracemalloc.get_traced_memory()[0]
+                started = time.perf_counter()
+                matches = await identify_analysed(store, audio, mp, params)
+                ms = (time.perf_counter() - started) * 1000.0
+                mb = (tracemalloc.get_traced_memory()[1] - before) / 1e6
+                verdict = _verdict(clip, matches[0].song.source or "" if matches else None)
+                row = results.setdefault(
+                    (budget, clip.case), {"right": 0, "none": 0, "wrong": 0, "ms": [], "mb": []}
+                )
+                row[verdict] += 1
+                row["ms"].append(ms)
+                row["mb"].append(mb)
+    finally:
+        await store.close()
+    return results
+
+
+def report(results: dict, args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"Machine: {os.uname().machine}, {os.cpu_count()} cores shared with other work, "
+        "PostgreSQL on the same host. Catalogue: "
+        f"`{args.database.rsplit('/', 1)[-1]}` (index format {args.format}). "
+        f"Measured {time.strftime('%Y-%m-%d')}.",
+        "",
+        "**Lookup budget against recall, time and memory** (identify in this process, decode "
+        "excluded; each clip under every budget in turn; 'right' is the right song on top, "
+        "for clips of unindexed tracks no match; traced MB: tracemalloc's peak during the "
+        "identification):",
+        "",
+        "| budget (postings) | clips | n | right | no answer | wrong | p50 ms | max traced MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (budget, (condition, length, indexed)), row in sorted(results.items()):
+        n = row["right"] + row["none"] + row["wrong"]
+        what = f"`{condition}` {length} s" + (" of unindexed tracks" if indexed == "0" else "")
+        lines.append(
+            f"| {budget:,} | {what} | {n} | {row['right']} | {row['none']} | {row['wrong']} "
+            f"| {statistics.median(row['ms']):,.0f} | {max(row['mb']):,.0f} |"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database", required=True, help="a catalogue latency.py built")
+    parser.add_argument("--format", default="fp2", choices=["fp1", "fp2"])
+    parser.add_argument(
+        "--budgets",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1_000_000, 4_000_000],
+    )
+    parser.add_argument("--clips", type=int, default=30, help="per condition and length")
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = parser.parse_args()
+    lines = report(asyncio.run(measure(args)), args)
+    print("\n".join(lines))
+    if args.write:
+        write_section("lookup_budget", SECTION, this_command("benchmarks.lookup_budget"), lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
