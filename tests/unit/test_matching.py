@@ -527,3 +527,22 @@ def test_a_song_whose_promising_groups_were_left_out_is_no_candidate() -> None:
     assert not search._narrowed_alike(votes, best, floor=4, refine_top=9)
     # Nothing left out: the narrow votes serve as they are.
     assert search._narrowed_alike(replace(votes, shadowed=None), best, floor=4, refine_top=50)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_offsets_agree_with_counting_each_bin(seed: int) -> None:
+    """Whatever the spread of groups and offsets (the key is packed as narrow as they allow),
+    each group's best bin is the one whose window (it and its neighbours) holds most votes,
+    ties to the bin with most votes of its own, then to the earliest."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    groups = rng.integers(0, 40, n) * int(rng.choice([1, 9, 1_000_003]))
+    delta = rng.integers(-12, 13, n) + int(rng.integers(-(10**6), 10**6))
+    ids, best_delta, score, total = best_offsets(groups, delta)
+    for g, d, s, t in zip(ids, best_delta, score, total, strict=True):
+        mine = delta[groups == g]
+        bins = {b: int((mine == b).sum()) for b in np.unique(mine)}
+        windows = {b: sum(bins.get(b + k, 0) for k in (-1, 0, 1)) for b in bins}
+        want = min(bins, key=lambda b: (-windows[b], -bins[b], b))
+        assert (d, s, t) == (want, windows[want], len(mine))
+    assert sorted(ids.tolist()) == sorted(set(groups.tolist()))
