@@ -72,6 +72,9 @@ from benchmarks.service_process import ROOT, ServiceSpec, running_service_proces
 from service.match import MatchParams
 
 SECTION = "## Identify latency against catalogue size (`benchmarks/latency.py`)"
+#: Known clips each service answers before the measured requests (the processes' size at
+#: rest is read after them).
+WARM_UP_CLIPS = 3
 
 
 # --- the catalogues ---------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def idle_memory(pid: int) -> dict[str, float]:
-    """Resident MB of the service's process and its pool worker before any request."""
+    """Resident MB of the service's process and its pool worker at rest."""
     workers = pool_children(pid)
     return {
         "service_rss_mb": _rss_mb(pid),
@@ -239,10 +242,15 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
                 )
             )
             services.append(Service(fmt, base, pid))
-            formats[fmt]["idle"] = idle_memory(pid)
         try:
+            # What a serving process holds whatever it is asked (imports, pools, caches the
+            # first requests fill) is no request's: the processes' size at rest is read after
+            # the warm-up requests, known clips that need only the first tier.
+            await interleaved(services, fast[:WARM_UP_CLIPS], warm=0)
+            for service in services:
+                formats[service.format]["idle"] = idle_memory(service.pid)
             for repeat in range(args.repeats):
-                samples += await interleaved(services, fast, repeat=repeat)
+                samples += await interleaved(services, fast, repeat=repeat, warm=0)
             # The speed search reads ~20x the hits of an own-speed lookup: a few clips, once.
             samples += await interleaved(services, slow, warm=0)
             # Unknown music goes through every tier: a few clips, once.

@@ -2,7 +2,7 @@
 
 `results` maps a catalogue size (songs, as a string) to one measurement of it: `formats`, per
 index format, the catalogue (`size`), how it was grown (`load`), the processes' resident size
-before the first request (`idle`) and the stage profile (`profile`, "fp1" only); and
+at rest, after the warm-up requests (`idle`), and the stage profile (`profile`, "fp1" only); and
 `samples`, one per request, each naming its format.
 """
 
@@ -46,7 +46,7 @@ def p50_ratio(samples: list[dict], fmt: str, kind: str) -> float:
 
 def request_mb_bound(measured: dict, fmt: str) -> float:
     """The most resident memory any one request of `fmt` can have needed: the pool worker's
-    and the service process's peaks over the run, above their size before the first request
+    and the service process's peaks over the run, above their size at rest after the warm-up
     (requests go one at a time, and both processes keep freed memory for reuse, so a peak
     stays the working set of the request that reached it)."""
     idle = measured["formats"][fmt].get("idle", {})
@@ -316,7 +316,9 @@ def report(results: dict[str, dict]) -> list[str]:
         "before; the same for the service's own process, which looks up and votes. Both keep "
         "freed memory for reuse (service/memory.py), so a request adds only what earlier ones "
         "did not already leave mapped; the second table bounds what any one request needed by "
-        "each process's peak over the run above its size before the first request):",
+        "each process's peak over the run above its size at rest, read after three warm-up "
+        "requests of known clips, which leave what any serving process holds: imports, pools, "
+        "caches):",
         "",
         *memory_table(sizes, formats),
         "",

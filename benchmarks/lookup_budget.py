@@ -3,7 +3,8 @@ large catalogue: recall under heavy noise against time and memory per request.
 
 Every tier past the first fetches under the budget, so at a catalogue of thousands of songs it
 decides what a clip the first tier leaves undecided costs: clips under heavy noise, which the
-deeper tiers rescue, and clips of music the catalogue lacks, which climb every tier. This asks
+deeper tiers rescue, clips played 5 % slow, and clips of music the catalogue lacks, which
+climb every tier. This asks
 both kinds of the development query set against a catalogue `benchmarks/latency.py` built
 (the corpus's indexed tracks plus synthetic songs, `--database`), in this process, under each
 budget in turn for every clip (side by side, clip by clip), and reports right / no answer /
@@ -38,12 +39,13 @@ from service.settings import Settings
 from service.store.factory import create_store
 
 SECTION = "## Lookup budget at a large catalogue (`benchmarks/lookup_budget.py`)"
-#: (condition, clip length s, indexed): heavy noise the deeper tiers rescue, and music the
-#: catalogue lacks.
+#: (condition, clip length s, indexed): heavy noise the deeper tiers rescue, a speed change
+#: ("fp1" finds it with the speed grid, past the first tier), and music the catalogue lacks.
 CASES = (
     ("babble_snr0", "10", "1"),
     ("babble_snr0", "5", "1"),
     ("white_snrm5", "5", "1"),
+    ("speed_m5", "10", "1"),
     ("mp3_64k", "10", "0"),
 )
 

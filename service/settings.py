@@ -176,13 +176,14 @@ class Settings(BaseSettings):
         "the service refuses to open one of the other format (re-index to change it).",
     )
     max_hits_per_lookup: int = Field(
-        1_000_000,
+        4_000_000,
         ge=100_000,
         description="Most stored fingerprints one identification fetches and votes on in "
         "each tier past the first, the rarest hashes first: what bounds a request's memory "
-        "and a clip of unknown music's time however large the catalogue grows, at the cost "
-        "of some noisy clips' recall in a catalogue of many thousands of songs "
-        "(BENCHMARKS.md, docs/scaling.md).",
+        "and the time a clip of unknown music takes however large the catalogue grows. Less "
+        "is faster and lighter in a catalogue of many thousands of songs, but misses some "
+        "noisy and speed-changed clips and lets more chance alignments through "
+        "(BENCHMARKS.md, lookup budget).",
     )
     envelope_check: bool = Field(
         True,

@@ -80,19 +80,19 @@ class MatchParams:
     #: The cap never falls below this many postings (a small catalogue's mean is below one).
     frequent_hash_min: int = 20
     #: Most postings one lookup returns (a batch of windows: per 10 s of them, hits_budget):
-    #: past this, the most frequent of the
-    #: hashes under the cap are left out too, the rarest kept first. The caps are multiples
-    #: of the catalogue's mean, so without a budget a clip's hits grow with the catalogue
-    #: without bound (at 100,000 songs one speed-grid identification held 15 GB). Every tier
-    #: past the first fetches under it (the triplets when their own budget leaves them
-    #: undecided, the second tier, the other hop phases, the speed grid), so it bounds what a
-    #: clip of music the catalogue lacks, which climbs them all, costs in memory and time at
-    #: any catalogue size. Measured at 10,000 songs (fp2, BENCHMARKS.md): a million keeps a
-    #: request's traced peak near 200 MB and such a clip at about 2 s, where four million
-    #: took up to 1 GB and 4 s, and answered 71 of 80 clips under babble at 0 dB or white
-    #: noise at -5 dB against 74; at the development corpus's size no tier meets that many.
-    #: The MAX_HITS_PER_LOOKUP setting.
-    max_hits_per_lookup: int = 1_000_000
+    #: past this, the most frequent of the hashes under the cap are left out too, the rarest
+    #: kept first. The caps are multiples of the catalogue's mean, so without a budget a
+    #: clip's hits grow with the catalogue without bound (at 100,000 songs one speed-grid
+    #: identification held 15 GB). Every tier past the first fetches under it (the triplets
+    #: when their own budget leaves them undecided, the second tier, the other hop phases,
+    #: the speed grid), so it bounds what a clip of music the catalogue lacks, which climbs
+    #: them all, costs in memory and time. Less trades answers, not only time: measured at
+    #: 10,000 and 30,000 songs (BENCHMARKS.md, lookup budget), a million halved such a
+    #: clip's time and memory but missed a 5 %-slow clip the "fp1" speed grid found under
+    #: four million, answered fewer clips under the heaviest noise, and let a clip of an
+    #: unindexed track through as a match: the rarest hashes alone make chance alignments
+    #: look more improbable than the model allows for. The MAX_HITS_PER_LOOKUP setting.
+    max_hits_per_lookup: int = 4_000_000
     #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
     #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at
     #: 10,000 songs and ~960,000 at 100,000, where looking them up and voting on them took
