@@ -1,11 +1,11 @@
 """What the lookup budget (`MAX_HITS_PER_LOOKUP`, MatchParams.max_hits_per_lookup) trades at a
-large catalogue: recall under heavy noise against time and memory per request.
+large catalogue: answers against time and memory per request.
 
 Every tier past the first fetches under the budget, so at a catalogue of thousands of songs it
 decides what a clip the first tier leaves undecided costs: clips under heavy noise, which the
 deeper tiers rescue, clips played 5 % slow, and clips of music the catalogue lacks, which
-climb every tier. This asks
-both kinds of the development query set against a catalogue `benchmarks/latency.py` built
+climb every tier. This asks such clips of the development query set against a catalogue
+`benchmarks/latency.py` built
 (the corpus's indexed tracks plus synthetic songs, `--database`), in this process, under each
 budget in turn for every clip (side by side, clip by clip), and reports right / no answer /
 wrong, the median time and the largest traced memory (tracemalloc: numpy's arrays included)
