@@ -45,7 +45,8 @@ def _hash_order(hashes: np.ndarray) -> np.ndarray:
 #: chunks of this many, a clip's pairs and the arrays the votes derive from them stay near
 #: 50 MB, whatever the catalogue. Every group the matcher reduces is one song under one
 #: variant, so pairs are split between chunks by variant and, where one variant has more
-#: than a chunk holds, by song; only the pairs that could still make a match are kept.
+#: than a chunk holds (without AllowedGroups), by song; only the pairs that could still make
+#: a match are kept.
 _PAIRS_PER_CHUNK = 500_000
 
 
@@ -55,25 +56,39 @@ class _Pairing:
     The hits are sorted once and each variant's few thousand hashes are searched in them,
     rather than every hit being searched in every variant."""
 
-    def __init__(self, variants: Sequence[QueryVariant], hits: Hits) -> None:
+    def __init__(
+        self,
+        variants: Sequence[QueryVariant],
+        hits: Hits,
+        over_cap: list[np.ndarray | None] | None = None,
+    ) -> None:
+        """`over_cap`: each variant's hashes left out as over its cap (QueryVariant.
+        max_postings), as judged on other hits (all of a query's, when these are a share of
+        them); default: judged on these."""
         self.order = _hash_order(hits.hashes)
         sorted_hashes = hits.hashes[self.order]
         self.lo: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
+        #: Per variant, its hashes over its cap (None: it has no cap).
+        self.over_cap: list[np.ndarray | None] = []
         # Variants that share one hash array (a query's triplets under every time scale:
         # variants.scale_variants) share its search too.
-        searched: dict[tuple[int, int | None], tuple[np.ndarray, np.ndarray]] = {}
-        for v in variants:
+        searched: dict[tuple[int, int | None], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+        searched = {}
+        for i, v in enumerate(variants):
             key = (id(v.hashes), v.max_postings)
             if key not in searched:
                 lo = np.searchsorted(sorted_hashes, v.hashes, side="left")
                 counts = np.searchsorted(sorted_hashes, v.hashes, side="right") - lo
+                over = None
                 if v.max_postings is not None:
-                    counts[counts > v.max_postings] = 0
-                searched[key] = (lo, counts)
-            lo, counts = searched[key]
+                    over = counts > v.max_postings if over_cap is None else over_cap[i]
+                    counts[over] = 0
+                searched[key] = (lo, counts, over)
+            lo, counts, over = searched[key]
             self.lo.append(lo)
             self.counts.append(counts)
+            self.over_cap.append(over)
 
     def chunks(self, limit: int) -> list[list[int]]:
         """Runs of consecutive variants with at most `limit` pairs each (one variant may
@@ -120,8 +135,8 @@ class PairChunk(NamedTuple):
 def pair_chunks(
     variants: Sequence[QueryVariant], hits: Hits, groups: AllowedGroups | None = None
 ) -> Iterator[PairChunk]:
-    """Every (variant, query landmark, stored fingerprint) sharing a hash, a few million pairs
-    at a time, with the offset each votes for and its song.
+    """Every (variant, query landmark, stored fingerprint) sharing a hash, _PAIRS_PER_CHUNK
+    pairs at a time or so, with the offset each votes for and its song.
 
     With `groups` (variants of one hash array, as variants.scale_variants makes them: the
     same pairs, each under its own time scale), only the pairs of the (song, variant) groups
@@ -181,7 +196,8 @@ def _by_variant(
     share = hits.song_ids % shares
     for k in range(shares):
         chosen = np.flatnonzero(share == k)
-        part = _Pairing(variants, hits.select(chosen))
+        # A hash over a variant's cap is so over all the hits, not over a share's.
+        part = _Pairing(variants, hits.select(chosen), pairing.over_cap)
         for chunk in part.chunks(_PAIRS_PER_CHUNK):
             v_idx, q_idx, hit_idx = part.pairs(chunk)
             if len(hit_idx):

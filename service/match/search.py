@@ -10,6 +10,7 @@ scales) is paid for in the chance model, so the search does not buy false positi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -213,8 +214,8 @@ def _best_per_song(votes: Votes, n_var: int) -> _Best:
 
 def _narrowed_alike(votes: Votes, best: _Best | None, floor: int, refine_top: int) -> bool:
     """Whether votes collected with `narrow` (collect_votes) give the matches and candidates
-    of votes collected without it; `best` (their rows) loses the rows that would have been
-    different.
+    of votes collected without it; `best` (their rows) loses the rows that could be answered
+    differently.
 
     Every group left out scores under `floor` on its own offsets, so it can be neither a
     match nor a candidate, and only a time scale could raise it: it would be re-voted for one
@@ -232,6 +233,8 @@ def _narrowed_alike(votes: Votes, best: _Best | None, floor: int, refine_top: in
     stand_in[best.promising] = False
     if stand_in.any():
         _drop_rows(best, ~stand_in)
+    if refine_top <= 0:
+        return True
     scores = np.sort(best.score[best.promising])[::-1]
     return len(scores) >= refine_top and scores[refine_top - 1] >= floor
 
@@ -247,9 +250,20 @@ def _drop_rows(best: _Best, keep: np.ndarray) -> None:
 
 def _time_scales(params: MatchParams, query_frames: int) -> np.ndarray:
     """The residual time scales searched: a step moves the query's last frame by about one."""
-    step = min(0.005, 1.0 / max(query_frames, 1))
+    step = _time_scale_step(query_frames)
     n_scale_steps = int(np.ceil(params.time_scale_range / step))
     return 1.0 + step * np.arange(-n_scale_steps, n_scale_steps + 1)
+
+
+def _time_scale_step(query_frames: int) -> float:
+    return min(0.005, 1.0 / max(query_frames, 1))
+
+
+def time_scale_reach(params: MatchParams, query_frames: int) -> float:
+    """How far from 1 the residual time scales searched for a query of `query_frames` go:
+    time_scale_range, rounded up to whole steps (_time_scales)."""
+    step = _time_scale_step(query_frames)
+    return math.ceil(params.time_scale_range / step - 1e-9) * step
 
 
 def _refine(votes: Votes, best: _Best, scales: np.ndarray, refine_top: int) -> None:

@@ -16,7 +16,7 @@ from service.arrays import (
     stable_order,
     unique_values,
 )
-from service.match.pairs import AllowedGroups, pair_chunks
+from service.match.pairs import AllowedGroups, PairChunk, pair_chunks
 from service.match.variants import QueryVariant
 from service.store import Hits
 
@@ -38,10 +38,11 @@ def best_offsets(
     # One key per vote, (group, offset) packed as narrow as these votes allow: a group's
     # offsets span less than 2^delta_bits - 1, so the bin after a group's last is never
     # taken for the next group's first. Sorting int32 keys takes half the time.
+    groups = groups.astype(np.int64, copy=False)
     g_min, d_min = int(groups.min()), int(delta.min())
     delta_bits = bits(int(delta.max()) - d_min + 1)
     if bits(int(groups.max()) - g_min) + delta_bits > 62:
-        delta_bits, g_min, d_min = 32, 0, -(1 << 31)
+        raise ValueError("groups and offsets too far apart to pack into one key")
     key = (groups - g_min) << delta_bits | (delta - d_min)
     if int(key.max()) < (1 << 31):
         key = key.astype(np.int32)
@@ -117,14 +118,22 @@ def _first_of_runs(*columns: np.ndarray) -> np.ndarray:
     return order[first]
 
 
-def _promising(
-    song: np.ndarray,
-    variant: np.ndarray,
-    delta: np.ndarray,
-    width: int,
-    min_votes: int,
-    n_var: int,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class _Grid:
+    """What every chunk of one search's pairs shares: its variants, and an offset no pair
+    votes below, from which offset buckets count (the same for every chunk, so that whether
+    a group could reach a floor never depends on which other pairs share its chunk)."""
+
+    n_var: int
+    origin: int
+
+    @classmethod
+    def of(cls, variants: Sequence[QueryVariant], hits: Hits) -> _Grid:
+        top = max((int(v.offsets.max()) for v in variants if len(v.offsets)), default=0)
+        return cls(len(variants), int(hits.offsets.min()) - top)
+
+
+def _promising(p: PairChunk, width: int, min_votes: int, grid: _Grid) -> np.ndarray:
     """Mask of the pairs whose (song, variant) group could still reach `min_votes` aligned
     votes within a band of offsets `width` wide.
 
@@ -137,6 +146,7 @@ def _promising(
     `min_votes` pairs in all is dropped first by a count over song ids, which costs no sort
     at all.
     """
+    song, variant, delta, n_var = p.song, p.variant, p.delta, grid.n_var
     per_song = np.bincount(song) if int(song.max()) < 16 * len(song) + 4096 else None
     if per_song is None:
         candidates = np.arange(len(song))
@@ -146,7 +156,7 @@ def _promising(
     if len(candidates) == 0:
         return keep
     d = delta[candidates]
-    bucket = (d - d.min()) // width
+    bucket = (d - grid.origin) // width
     bucket_bits = bits(int(bucket.max()) + 1)
     group = song[candidates] * n_var + variant[candidates]
     key = group << bucket_bits | bucket
@@ -189,12 +199,11 @@ def aligning_groups(
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return none, 0
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
+    grid = _Grid.of(variants, hits)
     found: list[np.ndarray] = []
     for p in pair_chunks(variants, hits):
         seen[p.song] = True
-        keep = _promising(
-            p.song, p.variant, p.delta, max(drift_frames, 1) + _WINDOW_BINS, min_votes, n_var
-        )
+        keep = _promising(p, max(drift_frames, 1) + _WINDOW_BINS, min_votes, grid)
         found.append(unique_values(p.song[keep] * n_var + p.variant[keep]))
     if not found:
         return none, int(np.count_nonzero(seen))
@@ -279,7 +288,7 @@ def collect_votes(
     and the songs of the promising groups left out are listed (Votes.shadowed, _Narrowing):
     at a large catalogue nearly every song a clip's dense hashes meet
     could drift into `match_votes`, but only the few that search._refine re-votes for a
-    time scale ever do (search_matches says when that leaves the answer as it was). With
+    time scale ever do (search._narrowed_alike says when that leaves the answer as it was). With
     `groups`, only the pairs of the groups it allows vote at all.
 
     The matcher's hot loop, kept in one piece: its arrays (several million rows at a large
@@ -290,23 +299,23 @@ def collect_votes(
     split = match_votes if match_votes is not None and match_votes > min_votes else None
     if len(hits) == 0 or not any(len(v.hashes) for v in variants):
         return Votes(empty, empty, empty, empty, empty, empty)
-    n_var = len(variants)
     # Distinct songs among all pairs (the chance model's count of candidates), over chunks.
     seen = np.zeros(int(hits.song_ids.max()) + 1, dtype=bool)
+    grid = _Grid.of(variants, hits)
     kept: list[tuple[np.ndarray, ...]] = []
     width = max(drift_frames, 1) + _WINDOW_BINS
     narrowing = _Narrowing() if narrow and split is not None else None
     query = _QueryColumns(variants)
     for p in pair_chunks(variants, hits, groups):
         if split is None:
-            keep = _promising(p.song, p.variant, p.delta, width, min_votes, n_var)
+            keep = _promising(p, width, min_votes, grid)
             flags: tuple[np.ndarray, ...] = ()
         else:
-            strong = _promising(p.song, p.variant, p.delta, width, split, n_var)
+            strong = _promising(p, width, split, grid)
             # A group that cannot make a match is never refined for a time scale
             # (search._refine): as a weak candidate it scores what one bin and its two
             # neighbours hold, so only that narrow band bounds it, not the drift's.
-            weak = _promising(p.song, p.variant, p.delta, _WINDOW_BINS, min_votes, n_var)
+            weak = _promising(p, _WINDOW_BINS, min_votes, grid)
             flags = (strong,)
             if narrowing is not None:
                 keep = narrowing.keep(kept, p.song, strong, weak)

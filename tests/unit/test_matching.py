@@ -486,7 +486,7 @@ def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -
     few = replace(mp, refine_top=500)
     assert search_matches(query, hits, P, few, candidates=12, weak_candidates=True)
     assert narrowed == [True, False]
-    monkeypatch.setattr(votes, "_promising", lambda song, *a: np.ones(len(song), dtype=bool))
+    monkeypatch.setattr(votes, "_promising", lambda p, *a: np.ones(len(p.song), dtype=bool))
     whole = search_matches(query, hits, P, mp, candidates=12, weak_candidates=True)
     assert pruned == whole
     assert whole.matches and whole.matches[0].song_id == 20
@@ -497,6 +497,11 @@ def test_pruning_unpromising_groups_changes_no_match_or_candidate(monkeypatch) -
     narrowed.clear()
     assert search_matches(query, hits, P, mp, candidates=12, weak_candidates=True) == whole
     assert narrowed == [True]
+    # Nor do they depend on how many pairs are voted at a time (which pairs share a chunk).
+    import service.match.pairs as pairs
+
+    monkeypatch.setattr(pairs, "_PAIRS_PER_CHUNK", 997)
+    assert search_matches(query, hits, P, mp, candidates=12, weak_candidates=True) == whole
     assert {7, 8, 9} <= {c.song_id for c in whole.candidates}
 
 
@@ -546,3 +551,35 @@ def test_best_offsets_agree_with_counting_each_bin(seed: int) -> None:
         want = min(bins, key=lambda b: (-windows[b], -bins[b], b))
         assert (d, s, t) == (want, windows[want], len(mine))
     assert sorted(ids.tolist()) == sorted(set(groups.tolist()))
+
+
+def test_a_hash_over_a_variants_cap_stays_out_when_the_songs_are_paired_in_shares(
+    monkeypatch,
+) -> None:
+    """A variant's cap (QueryVariant.max_postings) is judged on all the hits: a variant with
+    more pairs than a chunk holds is paired a share of the songs at a time, and a hash over
+    the cap must not slip in because each share holds fewer of its postings."""
+    import service.match.pairs as pairs
+
+    hashes = np.array([7, 8, 9], dtype=np.int32)
+    frames = np.array([0, 10, 20], dtype=np.int32)
+    variant = QueryVariant(1.0, hashes, frames, frames, max_postings=3)
+    # Hash 7 is stored by four songs (over the cap of 3), hashes 8 and 9 once each.
+    hits = Hits(
+        np.array([7, 7, 7, 7, 8, 9], dtype=np.int64),
+        np.array([0, 1, 2, 3, 4, 5], dtype=np.int64),
+        np.array([100, 200, 300, 400, 110, 120], dtype=np.int64),
+        np.full(6, 1_000, dtype=np.int64),
+    )
+
+    def paired() -> list[tuple[int, int]]:
+        return sorted(
+            (int(h), int(q))
+            for v, q, h in pairs._pair_indices([variant], hits, None)
+            for h, q in zip(h, q, strict=True)
+        )
+
+    whole = paired()
+    assert whole == [(4, 1), (5, 2)]
+    monkeypatch.setattr(pairs, "_PAIRS_PER_CHUNK", 1)
+    assert paired() == whole

@@ -21,14 +21,8 @@ from service.audio.triplets import (
     unpack_triplet_hashes,
 )
 from service.core.identify.lookups import HitCache, PostingsCaps
-from service.core.identify.tiers import (
-    Ladder,
-    TierQuery,
-    prefer_scaled,
-    triplet_matches,
-    triplet_tier,
-    triplets_needed,
-)
+from service.core.identify.tiers import Ladder, TierQuery, triplet_tier
+from service.core.identify.triplet_votes import prefer_scaled, triplet_matches, triplets_needed
 from service.match import Match, MatchParams, scale_variants
 from service.match.votes import aligning_groups
 from service.store import Hits
