@@ -97,8 +97,8 @@ def _binding(budget: int, cap: int, returned: int) -> int:
     the budget, and no hash under the cap has more than `cap` postings: when the `returned`
     postings leave room for `cap` more, every hash under the cap was returned or has none,
     and asking them again under a larger budget would return nothing new. (Postings of songs
-    deleted but not yet purged count against the budget without being returned, so until
-    the purge such a lookup may be taken for one that left nothing out.)"""
+    deleted but not yet purged, or deleted while the lookup ran, count against the budget
+    without being returned, so such a lookup may be taken for one that left nothing out.)"""
     if budget == _UNCAPPED or cap == _UNCAPPED or returned + cap > budget:
         return budget
     return _UNCAPPED
