@@ -148,9 +148,9 @@ class MatchParams:
     #: Step of the coarse grid of time scales a query's triplets are voted under first, with
     #: a band of offsets wide enough to hold any alignment the fine grid (triplet_scale_step,
     #: refined within a step) could find within half a coarse step: only the songs that could
-    #: reach min_score there are voted under every scale of the fine grid, which changes no
-    #: match and, for a clip of music the catalogue lacks, leaves few songs or none. 0: no
-    #: coarse pass.
+    #: reach min_score there are voted under every scale of the fine grid, which loses no
+    #: match of the fine grid alone and, for a clip of music the catalogue lacks, leaves few
+    #: songs or none. 0: no coarse pass.
     triplet_coarse_scale_step: float = 0.02
     #: Step of a still coarser grid voted before that one, on the same principle, its band
     #: of offsets as wide as any alignment of the fine grid within half of this step: at a

@@ -57,7 +57,9 @@ def triplet_matches(
     MatchParams.triplet_coarse_scale_step is set, under the coarse grid (itself voted only
     on the songs a still coarser one could align: triplet_coarser_scale_step), so that each song
     is voted only under the fine scales near a coarse one that could align it
-    (votes.aligning_groups): the same matches at a fraction of the voting."""
+    (votes.aligning_groups): every match of the fine grid alone, at a fraction of the voting
+    (a song the passes leave out could at most have taken a place among those refined for a
+    time scale)."""
     mp = match_params
     fine = replace(mp, time_scale_range=mp.triplet_scale_step)
     scales = mp.triplet_scales()
