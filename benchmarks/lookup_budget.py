@@ -161,7 +161,8 @@ def main() -> int:
     lines = report(asyncio.run(measure(args)), args)
     print("\n".join(lines))
     if args.write:
-        write_section("lookup_budget", SECTION, this_command("benchmarks.lookup_budget"), lines)
+        marker = f"lookup_budget_{args.format}"
+        write_section(marker, SECTION, this_command("benchmarks.lookup_budget"), lines)
     return 0
 
 

@@ -181,9 +181,8 @@ class Settings(BaseSettings):
         description="Most stored fingerprints one identification fetches and votes on in "
         "each tier past the first, the rarest hashes first: what bounds a request's memory "
         "and the time a clip of unknown music takes however large the catalogue grows. Less "
-        "is faster and lighter in a catalogue of many thousands of songs, but misses some "
-        "noisy and speed-changed clips and lets more chance alignments through "
-        "(BENCHMARKS.md, lookup budget).",
+        "is faster and lighter in a catalogue of many thousands of songs, but lets more "
+        "chance alignments through as matches (BENCHMARKS.md, lookup budget).",
     )
     envelope_check: bool = Field(
         True,

@@ -86,12 +86,12 @@ class MatchParams:
     #: identification held 15 GB). Every tier past the first fetches under it (the triplets
     #: when their own budget leaves them undecided, the second tier, the other hop phases,
     #: the speed grid), so it bounds what a clip of music the catalogue lacks, which climbs
-    #: them all, costs in memory and time. Less trades answers, not only time: measured at
-    #: 10,000 and 30,000 songs (BENCHMARKS.md, lookup budget), a million halved such a
-    #: clip's time and memory but missed a 5 %-slow clip the "fp1" speed grid found under
-    #: four million, answered fewer clips under the heaviest noise, and let a clip of an
-    #: unindexed track through as a match: the rarest hashes alone make chance alignments
-    #: look more improbable than the model allows for. The MAX_HITS_PER_LOOKUP setting.
+    #: them all, costs in memory and time. Less trades answers, not only time: at 10,000
+    #: songs (BENCHMARKS.md, lookup budget) a million cut such a clip's time by half to two
+    #: thirds and its traced memory to a third or less, and let one of 12 clips of unindexed
+    #: tracks through as a match under "fp1", none under four million: the rarest hashes
+    #: alone make chance alignments look more improbable than the model allows for. The
+    #: MAX_HITS_PER_LOOKUP setting.
     max_hits_per_lookup: int = 4_000_000
     #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
     #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at
