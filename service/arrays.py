@@ -68,6 +68,12 @@ def run_starts(ordered: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def narrowest(key: np.ndarray) -> np.ndarray:
+    """A non-negative int key as int32 when its values fit (sorting int32 takes about half
+    the time of int64), else as it is."""
+    return key.astype(np.int32) if len(key) and int(key.max()) < (1 << 31) else key
+
+
 def pack_columns(*columns: np.ndarray) -> np.ndarray | None:
     """Non-negative int columns packed into one int64 key that sorts like their lexsort
     (first column most significant), or None if they do not fit in 63 bits."""

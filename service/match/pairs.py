@@ -104,6 +104,14 @@ class _Pairing:
             size += n
         return chunks
 
+    def runs(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The pairs of every variant, a run of variants of about _PAIRS_PER_CHUNK pairs at a
+        time (pairs() of each of chunks()), empty runs left out."""
+        for chunk in self.chunks(_PAIRS_PER_CHUNK):
+            v_idx, q_idx, hit_idx = self.pairs(chunk)
+            if len(hit_idx):
+                yield v_idx, q_idx, hit_idx
+
     def pairs(self, chosen: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (variant, query landmark, stored fingerprint) sharing a hash, as index
         arrays, for the variants `chosen`."""
@@ -188,17 +196,12 @@ def _by_variant(
     widest = max((int(c.sum()) for c in pairing.counts), default=0)
     shares = -(-widest // _PAIRS_PER_CHUNK)
     if shares <= 1:
-        for chunk in pairing.chunks(_PAIRS_PER_CHUNK):
-            v_idx, q_idx, hit_idx = pairing.pairs(chunk)
-            if len(hit_idx):
-                yield v_idx, q_idx, hit_idx
+        yield from pairing.runs()
         return
     share = hits.song_ids % shares
     for k in range(shares):
         chosen = np.flatnonzero(share == k)
         # A hash over a variant's cap is so over all the hits, not over a share's.
         part = _Pairing(variants, hits.select(chosen), pairing.over_cap)
-        for chunk in part.chunks(_PAIRS_PER_CHUNK):
-            v_idx, q_idx, hit_idx = part.pairs(chunk)
-            if len(hit_idx):
-                yield v_idx, q_idx, chosen[hit_idx]
+        for v_idx, q_idx, hit_idx in part.runs():
+            yield v_idx, q_idx, chosen[hit_idx]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -140,12 +140,15 @@ def search_matches(
     floor = params.min_score
     if candidates and weak_candidates:
         floor = min(floor, params.candidate_min_score)
+
+    def voted(narrow: bool) -> tuple[Votes, _Best | None]:
+        votes = collect_votes(variants, hits, floor, drift, params.min_score, groups, narrow)
+        return votes, _best_per_song(votes, len(variants)) if len(votes.songs) else None
+
     narrow = floor < params.min_score
-    votes = collect_votes(variants, hits, floor, drift, params.min_score, groups, narrow)
-    best = _best_per_song(votes, len(variants)) if len(votes.songs) else None
+    votes, best = voted(narrow)
     if narrow and not _narrowed_alike(votes, best, floor, params.refine_top):
-        votes = collect_votes(variants, hits, floor, drift, params.min_score, groups)
-        best = _best_per_song(votes, len(variants)) if len(votes.songs) else None
+        votes, best = voted(False)
     if best is None:
         return Search([], [])
     scales = _time_scales(params, query_frames)
@@ -243,8 +246,9 @@ def _drop_rows(best: _Best, keep: np.ndarray) -> None:
     """Keep only the rows of `best` that `keep` (a mask) says."""
     promising = np.zeros(len(best.songs), dtype=bool)
     promising[best.promising] = True
-    for name in ("songs", "variant", "delta", "score", "total", "scale"):
-        setattr(best, name, getattr(best, name)[keep])
+    for f in fields(best):
+        if f.name != "promising":
+            setattr(best, f.name, getattr(best, f.name)[keep])
     best.promising = np.flatnonzero(promising[keep])
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from service.arrays import (
     bits,
+    narrowest,
     pack_columns,
     run_starts,
     sort_with_order,
@@ -37,15 +38,13 @@ def best_offsets(
         return e, e, e, e
     # One key per vote, (group, offset) packed as narrow as these votes allow: a group's
     # offsets span less than 2^delta_bits - 1, so the bin after a group's last is never
-    # taken for the next group's first. Sorting int32 keys takes half the time.
+    # taken for the next group's first.
     groups = groups.astype(np.int64, copy=False)
     g_min, d_min = int(groups.min()), int(delta.min())
     delta_bits = bits(int(delta.max()) - d_min + 1)
     if bits(int(groups.max()) - g_min) + delta_bits > 62:
         raise ValueError("groups and offsets too far apart to pack into one key")
-    key = (groups - g_min) << delta_bits | (delta - d_min)
-    if int(key.max()) < (1 << 31):
-        key = key.astype(np.int32)
+    key = narrowest((groups - g_min) << delta_bits | (delta - d_min))
     uniq, counts = np.unique(key, return_counts=True)
     uniq = uniq.astype(np.int64)
     # uniq is sorted: the bins either side of one, when they exist, are its neighbours.
@@ -159,9 +158,7 @@ def _promising(p: PairChunk, width: int, min_votes: int, grid: _Grid) -> np.ndar
     bucket = (d - grid.origin) // width
     bucket_bits = bits(int(bucket.max()) + 1)
     group = song[candidates] * n_var + variant[candidates]
-    key = group << bucket_bits | bucket
-    # Sorting int32 keys takes half the time of int64 ones, and they nearly always fit.
-    ordered = np.sort(key.astype(np.int32) if int(key.max()) < (1 << 31) else key)
+    ordered = np.sort(narrowest(group << bucket_bits | bucket))
     starts = run_starts(ordered)
     uniq = ordered[starts].astype(np.int64)
     counts = np.diff(np.append(starts, len(ordered)))
@@ -286,9 +283,9 @@ def collect_votes(
     `narrow` too, once the pairs of groups that could not reach `min_votes` within one bin
     and its neighbours outnumber _NARROW_FROM_PAIRS, only the groups that could are kept,
     and the songs of the promising groups left out are listed (Votes.shadowed, _Narrowing):
-    at a large catalogue nearly every song a clip's dense hashes meet
-    could drift into `match_votes`, but only the few that search._refine re-votes for a
-    time scale ever do (search._narrowed_alike says when that leaves the answer as it was). With
+    at a large catalogue nearly every song a clip's dense hashes meet could drift into
+    `match_votes`, but only the few that search._refine re-votes for a time scale ever do
+    (search._narrowed_alike says when that leaves the answer as it was). With
     `groups`, only the pairs of the groups it allows vote at all.
 
     The matcher's hot loop, kept in one piece: its arrays (several million rows at a large

@@ -77,33 +77,27 @@ def triplet_matches(
     def drift(step: float) -> int:
         return math.ceil((refine + step / 2) * longest) + 2
 
+    # The coarser grid first, then the coarse one on the songs it could align: each pass
+    # leaves the next the hits of those songs only.
     candidates, songs_met = hits, 0
-    if mp.triplet_coarser_scale_step > 0:
-        coarser = scale_variants(triplets, mp.triplet_coarse_scales(mp.triplet_coarser_scale_step))
-        first, songs_met = aligning_groups(
-            coarser, hits, drift(mp.triplet_coarser_scale_step), mp.min_score
-        )
-        if len(first.songs) == 0:
+    steps = (mp.triplet_coarser_scale_step, mp.triplet_coarse_scale_step)
+    for step in (s for s in steps if s > 0):
+        coarse = scale_variants(triplets, mp.triplet_coarse_scales(step))
+        aligning, met = aligning_groups(coarse, candidates, drift(step), mp.min_score)
+        songs_met = songs_met or met
+        if len(aligning.songs) == 0:
             return []
-        candidates = hits.select(np.isin(hits.song_ids, first.songs))
+        candidates = candidates.select(np.isin(candidates.song_ids, aligning.songs))
     coarse_scales = mp.triplet_coarse_scales()
-    coarse = scale_variants(triplets, coarse_scales)
-    aligning, met = aligning_groups(
-        coarse, candidates, drift(mp.triplet_coarse_scale_step), mp.min_score
-    )
-    songs_met = songs_met or met
-    if len(aligning.songs) == 0:
-        return []
     # Fine scale j may vote for a song when a coarse scale within half a coarse step of it
     # could align that song.
     near = np.abs(np.subtract.outer(coarse_scales, scales)) <= (
         mp.triplet_coarse_scale_step / 2 + 1e-9
     )
     allowed = (aligning.allowed.astype(np.int32) @ near.astype(np.int32)) > 0
-    kept = hits.select(np.isin(hits.song_ids, aligning.songs))
     return search_matches(
         variants,
-        kept,
+        candidates,
         params,
         fine,
         songs_voted=songs_met,
