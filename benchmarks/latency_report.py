@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -44,18 +44,38 @@ def p50_ratio(samples: list[dict], fmt: str, kind: str) -> float:
     return pct(mine, 50) / pct(known, 50) if known and mine else float("nan")
 
 
+def peaks_mb(measured: dict, fmt: str) -> tuple[float, float] | None:
+    """The pool worker's and the service process's resident peaks over the requests of
+    `fmt`; None when they were not measured."""
+    samples = [s for s in measured["samples"] if s.get("format", "fp1") == fmt]
+    if not samples or "pool_peak_mb" not in samples[0]:
+        return None
+    return (
+        max(s.get("pool_peak_mb", 0.0) for s in samples),
+        max(s.get("service_peak_mb", 0.0) for s in samples),
+    )
+
+
 def request_mb_bound(measured: dict, fmt: str) -> float:
     """The most resident memory any one request of `fmt` can have needed: the pool worker's
     and the service process's peaks over the run, above their size at rest after the warm-up
     (requests go one at a time, and both processes keep freed memory for reuse, so a peak
     stays the working set of the request that reached it)."""
-    idle = measured["formats"][fmt].get("idle", {})
-    samples = [s for s in measured["samples"] if s.get("format", "fp1") == fmt]
-    if not samples or "pool_peak_mb" not in samples[0]:
+    peaks = peaks_mb(measured, fmt)
+    if peaks is None:
         return float("nan")
-    pool = max(s["pool_peak_mb"] for s in samples) - idle.get("pool_rss_mb", 0.0)
-    service = max(s["service_peak_mb"] for s in samples) - idle.get("service_rss_mb", 0.0)
+    idle = measured["formats"][fmt].get("idle", {})
+    pool = peaks[0] - idle.get("pool_rss_mb", 0.0)
+    service = peaks[1] - idle.get("service_rss_mb", 0.0)
     return max(0.0, pool) + max(0.0, service)
+
+
+def measured_formats(sizes: list[dict], formats: list[str]) -> Iterator[tuple[dict, str]]:
+    """(measurement, format) for every size and every format measured at it, in order."""
+    for r in sizes:
+        for f in formats:
+            if f in r["formats"]:
+                yield r, f
 
 
 def _ms(x: float) -> str:
@@ -132,21 +152,16 @@ def memory_table(sizes: list[dict], formats: list[str]) -> list[str]:
         "before / peak | most one request can have needed, MB |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sizes:
-        for f in formats:
-            if f not in r["formats"]:
-                continue
-            idle = r["formats"][f].get("idle", {})
-            samples = [s for s in r["samples"] if s.get("format", "fp1") == f]
-            pool = max((s.get("pool_peak_mb", 0.0) for s in samples), default=0.0)
-            service = max((s.get("service_peak_mb", 0.0) for s in samples), default=0.0)
-            lines.append(
-                f"| {_songs(r):,} | {f} | "
-                f"{r['formats'][f]['size'].get('postings_bytes', 0) / 1e6:,.0f} | "
-                f"{idle.get('pool_rss_mb', 0):,.0f} / {pool:,.0f} | "
-                f"{idle.get('service_rss_mb', 0):,.0f} / {service:,.0f} | "
-                f"{request_mb_bound(r, f):,.0f} |"
-            )
+    for r, f in measured_formats(sizes, formats):
+        idle = r["formats"][f].get("idle", {})
+        pool, service = peaks_mb(r, f) or (0.0, 0.0)
+        lines.append(
+            f"| {_songs(r):,} | {f} | "
+            f"{r['formats'][f]['size'].get('postings_bytes', 0) / 1e6:,.0f} | "
+            f"{idle.get('pool_rss_mb', 0):,.0f} / {pool:,.0f} | "
+            f"{idle.get('service_rss_mb', 0):,.0f} / {service:,.0f} | "
+            f"{request_mb_bound(r, f):,.0f} |"
+        )
     return lines
 
 
@@ -256,17 +271,14 @@ def storage_table(sizes: list[dict], formats: list[str]) -> list[str]:
         "| MB per hour | bytes per fingerprint |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in sizes:
-        for f in formats:
-            if f not in r["formats"]:
-                continue
-            z = r["formats"][f]["size"]
-            lines.append(
-                f"| {z['songs']:,.0f} | {f} | {z['hours']:,.0f} | {z['fingerprints']:,.0f} | "
-                f"{z['fingerprints'] / z['hours'] / 3600:.0f} | {z['index_bytes'] / 1e6:,.0f} | "
-                f"{z['index_bytes'] / 1e6 / z['hours']:.1f} | "
-                f"{z['index_bytes'] / z['fingerprints']:.1f} |"
-            )
+    for r, f in measured_formats(sizes, formats):
+        z = r["formats"][f]["size"]
+        lines.append(
+            f"| {z['songs']:,.0f} | {f} | {z['hours']:,.0f} | {z['fingerprints']:,.0f} | "
+            f"{z['fingerprints'] / z['hours'] / 3600:.0f} | {z['index_bytes'] / 1e6:,.0f} | "
+            f"{z['index_bytes'] / 1e6 / z['hours']:.1f} | "
+            f"{z['index_bytes'] / z['fingerprints']:.1f} |"
+        )
     return lines
 
 

@@ -265,29 +265,29 @@ class _RecordingStore:
         return found
 
 
-def _tier_clip() -> tuple[Peaks, Peaks]:
+def _triplet_tier_of_a_clip(
+    max_hits_triplets: int, cache_budget: int | None
+) -> tuple[_RecordingStore, list[Match]]:
+    """The triplet tier of a 10-s clip of a one-song catalogue, under these budgets: the
+    store (with the budget of each lookup) and the matches."""
     song = _random_song(4, seconds=60.0)
     inside = song.frames < 312
-    return song, _peaks(song.frames[inside].tolist(), song.bins[inside].tolist())
+    clip = _peaks(song.frames[inside].tolist(), song.bins[inside].tolist())
+    store = _RecordingStore(_catalogue_hits([song]))
+    mp = MatchParams(max_hits_triplets=max_hits_triplets)
+    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
+    query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
+    cache = HitCache(store, max_hits=cache_budget)
+    return store, asyncio.run(triplet_tier(cache, query, ladder))
 
 
 def test_the_triplets_lookup_keeps_to_its_budget() -> None:
-    song, clip = _tier_clip()
-    store = _RecordingStore(_catalogue_hits([song]))
-    mp = MatchParams(max_hits_triplets=150_000)
-    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
-    query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
-    matches = asyncio.run(triplet_tier(HitCache(store), query, ladder))
+    store, matches = _triplet_tier_of_a_clip(150_000, None)
     assert store.budgets == [150_000]
     assert matches and matches[0].song_id == 1
 
 
 def test_what_the_triplets_budget_left_out_is_asked_when_the_rest_decides_nothing() -> None:
-    song, clip = _tier_clip()
-    store = _RecordingStore(_catalogue_hits([song]))
-    mp = MatchParams(max_hits_triplets=10)
-    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
-    query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
-    matches = asyncio.run(triplet_tier(HitCache(store, max_hits=1_000_000), query, ladder))
+    store, matches = _triplet_tier_of_a_clip(10, 1_000_000)
     assert store.budgets == [10, 1_000_000]
     assert matches and matches[0].song_id == 1
