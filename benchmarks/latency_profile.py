@@ -147,7 +147,9 @@ async def stage_profile(url: str, clips: list[Clip]) -> list[dict[str, float]]:
                 def previous() -> list:
                     return reference_matching.find_matches(
                         reference_variants,
-                        reference_matching.Hits(**vars(hits)),
+                        reference_matching.Hits(
+                            hits.hashes, hits.song_ids, hits.offsets, hits.song_frames
+                        ),
                         params,
                         reference_matching.MatchParams(
                             **{

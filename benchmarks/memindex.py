@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from service.arrays import unique_values
-from service.store import EnvelopeRange, EnvelopeSlice, Hits, Song, kept_hashes
+from service.store import EnvelopeRange, EnvelopeSlice, Hits, LeftOut, Song, kept_hashes
 
 
 class MemoryIndex:
@@ -41,6 +41,7 @@ class MemoryIndex:
         self.offsets = np.concatenate([p[1] for p in self._parts])[order]
         self.songs = np.concatenate([p[2] for p in self._parts])[order]
         self.frames = np.concatenate([np.full(len(p[0]), p[3]) for p in self._parts])[order]
+        self.catalogue_frames = sum(int(p[3]) for p in self._parts)
         self._built = True
 
     def lookup(
@@ -51,11 +52,22 @@ class MemoryIndex:
         wanted = unique_values(hashes)
         lo = np.searchsorted(self.hashes, wanted, side="left")
         hi = np.searchsorted(self.hashes, wanted, side="right")
-        keep = kept_hashes(wanted, hi - lo, max_postings, max_hits)
+        stored = hi - lo
+        keep = kept_hashes(wanted, stored, max_postings, max_hits)
+        budgeted = ~keep & (stored > 0)
+        if max_postings is not None:
+            budgeted &= stored <= max_postings
         lo, hi = lo[keep], hi[keep]
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-        return Hits(self.hashes[idx], self.songs[idx], self.offsets[idx], self.frames[idx])
+        left_out = LeftOut.nothing()
+        if budgeted.any():
+            left_out = LeftOut(
+                wanted[budgeted].astype(np.int64), stored[budgeted], self.catalogue_frames
+            )
+        return Hits(
+            self.hashes[idx], self.songs[idx], self.offsets[idx], self.frames[idx], left_out
+        )
 
     @property
     def size(self) -> int:

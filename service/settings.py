@@ -180,9 +180,11 @@ class Settings(BaseSettings):
         ge=100_000,
         description="Most stored fingerprints one identification fetches and votes on in "
         "each tier past the first, the rarest hashes first: what bounds a request's memory "
-        "and the time a clip of unknown music takes however large the catalogue grows. Less "
-        "is faster and lighter in a catalogue of many thousands of songs, but lets more "
-        "chance alignments through as matches (BENCHMARKS.md, lookup budget).",
+        "and the time a clip of unknown music takes however large the catalogue grows. What "
+        "it leaves out still counts as chance votes, so a smaller budget lets about no more "
+        "chance alignments through; it is faster and lighter in a catalogue of many thousands of "
+        "songs, but may leave a noisy clip unanswered that a larger one settles "
+        "(BENCHMARKS.md, lookup budget).",
     )
     envelope_check: bool = Field(
         True,

@@ -86,12 +86,17 @@ class MatchParams:
     #: identification held 15 GB). Every tier past the first fetches under it (the triplets
     #: when their own budget leaves them undecided, the second tier, the other hop phases,
     #: the speed grid), so it bounds what a clip of music the catalogue lacks, which climbs
-    #: them all, costs in memory and time. Less trades answers, not only time: at 10,000
-    #: songs (BENCHMARKS.md, lookup budget) a million cut such a clip's time by half to two
-    #: thirds and its traced memory to a third or less, and let one of 12 clips of unindexed
-    #: tracks through as a match under "fp1", none under four million: the rarest hashes
-    #: alone make chance alignments look more improbable than the model allows for. The
-    #: MAX_HITS_PER_LOOKUP setting.
+    #: them all, costs in memory and time. What a budget leaves out still counts in the
+    #: chance model (records.LeftOut), so that the rarest hashes alone do not make chance
+    #: alignments look more improbable than all of them would: a smaller budget trades
+    #: answers the left-out hashes would have settled, about no more chance alignments. At
+    #: 10,000 songs (BENCHMARKS.md, lookup budget) a million took a quarter to three quarters
+    #: of the time of four million for a clip of music the catalogue lacks (half for a 10-s
+    #: clip) and a quarter to a half of its traced memory, with the same answers on every
+    #: clip measured (without counting what it left out, it let one clip of an unindexed
+    #: track through as a match under "fp1"). What a smaller budget may cost is a noisy clip
+    #: that only the hashes it left out would settle, at catalogues where its second tier's
+    #: dense landmarks meet many millions of postings. The MAX_HITS_PER_LOOKUP setting.
     max_hits_per_lookup: int = 4_000_000
     #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
     #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at

@@ -2,9 +2,10 @@
 
 The score is the number of distinct query frames (instants) whose landmarks line up at a song's
 best offset (+-1 frame), and the confidence says how unlikely that count is by chance *for that
-song and that query*: the expected chance count per bin is the song's hits divided by the number
-of offsets it could align at, which grows with the query's length and the song's, so one
-threshold serves 3-s and 60-s queries alike. A residual time scale (tempo changed without pitch,
+song and that query*: the expected chance count per bin is the song's hits (with its share of
+the postings a lookup's budget left out: search._chance_log10) divided by the number of offsets
+it could align at, which grows with the query's length and the song's, so one threshold serves
+3-s and 60-s queries alike. A residual time scale (tempo changed without pitch,
 or pitch without tempo) makes the offsets drift along the query instead of piling into one bin;
 `refine_time_scale` searches that drift for the best candidates.
 """

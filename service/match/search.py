@@ -25,7 +25,7 @@ from service.match.params import MatchParams
 from service.match.scoring import chance_log10_p, covered_span, refine_time_scale
 from service.match.variants import QueryVariant, variant_of
 from service.match.votes import Votes, best_offsets, collect_votes
-from service.store import Hits
+from service.store import Hits, LeftOut
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,9 @@ def search_matches(
     scales = _time_scales(params, query_frames)
     _refine(votes, best, scales, params.refine_top)
     hypotheses = max(votes.n_songs, songs_voted, 1) * max(len(variants), speeds_tried) * len(scales)
-    log_p = _chance_log10(votes, best, variants, params, query_frames, hypotheses)
+    log_p = _chance_log10(
+        votes, best, variants, params, _Chance(query_frames, hypotheses, hits.left_out)
+    )
     confidence = 1.0 - np.clip(10.0**log_p, 0.0, 1.0)
 
     def match(c: int) -> Match:
@@ -282,24 +284,56 @@ def _refine(votes: Votes, best: _Best, scales: np.ndarray, refine_top: int) -> N
             best.score[i], best.delta[i], best.scale[i] = s_score, s_delta, scales[s_idx]
 
 
+@dataclass(frozen=True)
+class _Chance:
+    """What the chance model needs beside the votes."""
+
+    query_frames: int
+    #: Songs x variants (or speeds tried) x residual time scales.
+    hypotheses: int
+    #: What the lookups' budgets left out (records.LeftOut).
+    left_out: LeftOut
+
+
 def _chance_log10(
     votes: Votes,
     best: _Best,
     variants: Sequence[QueryVariant],
     params: MatchParams,
-    query_frames: int,
-    hypotheses: int,
+    chance: _Chance,
 ) -> np.ndarray:
-    """log10 of each song's family-wise chance probability, calibrated (MatchParams)."""
+    """log10 of each song's family-wise chance probability, calibrated (MatchParams).
+
+    A song's chance votes are those it got, plus those the postings a lookup's budget left
+    out would have brought it: each of a variant's hashes pairs with every posting of its
+    hash, and a song holds its share of a hash's postings in proportion to its length.
+    Without them a budget would keep only the rarest hashes and leave the model their few
+    hits, so that chance alignments of similar music (whose rare hashes coincide the most)
+    would look more improbable than with every hash looked up, the case the model is
+    calibrated on."""
     vote_songs, first_vote = np.unique(votes.songs, return_index=True)
     lengths = votes.song_frames[first_vote[np.searchsorted(vote_songs, best.songs)]]
-    log_p = chance_log10_p(best.score, best.total, lengths, query_frames, params.dispersion)
-    log_p += np.log10(hypotheses) + params.calibration_log10
+    total = best.total.astype(np.float64)
+    left_out = chance.left_out
+    if len(left_out):
+        unseen = np.array([_unseen_pairs(left_out, v) for v in variants], dtype=np.float64)
+        total += unseen[best.variant] * lengths / max(left_out.catalogue_frames, 1)
+    log_p = chance_log10_p(best.score, total, lengths, chance.query_frames, params.dispersion)
+    log_p += np.log10(chance.hypotheses) + params.calibration_log10
     factors = np.array([v.factor for v in variants])[best.variant]
     log_p += np.where(factors != 1.0, params.calibration_log10_speed, 0.0)
     starts = np.array([v.start_s for v in variants])[best.variant]
     log_p += np.where(starts != 0.0, params.calibration_log10_phase, 0.0)
     return log_p
+
+
+def _unseen_pairs(left_out: LeftOut, variant: QueryVariant) -> int:
+    """Pairs of the variant's hashes with postings the budget left out (those a variant's own
+    cap would drop anyway not counted)."""
+    postings = left_out.postings_of(variant.hashes)
+    if variant.max_postings is not None:
+        postings = np.where(postings <= variant.max_postings, postings, 0)
+    return int(postings.sum())
 
 
 def _match_of(

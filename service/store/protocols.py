@@ -66,7 +66,8 @@ class CatalogueStore(Protocol):
         """Every stored fingerprint whose hash is in `hashes` (int32 array), in one round trip;
         hashes stored more than `max_postings` times are left out whole (see
         MatchParams.frequent_hash_factor), and so are the most frequent of the rest when they
-        hold more than `max_hits` postings in all (see service.store.rules.kept_hashes)."""
+        hold more than `max_hits` postings in all (see service.store.rules.kept_hashes): those
+        are the hits' `left_out`, with their postings and the catalogue's frames."""
 
     async def fingerprint_total(self) -> int:
         """About how many fingerprints the catalogue holds (at most a minute old), to scale

@@ -84,6 +84,38 @@ class EnvelopeSlice:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """The hashes a lookup's budget (`max_hits`) left out although each was under its cap,
+    with how many postings each holds, and the frames of the catalogue those postings are
+    spread over: the chance votes they would have brought still count in the chance model
+    (service/match/search.py), each song its share by length, so that a budget makes a lookup
+    cheaper without making its chance alignments look much more improbable than with every
+    hash looked up. Hashes over the cap are not here: the model is calibrated with them left
+    out."""
+
+    #: Sorted distinct hashes.
+    hashes: np.ndarray
+    #: Postings of each hash.
+    postings: np.ndarray
+    #: Frames of every song in the catalogue (0 when no lookup behind it left anything out).
+    catalogue_frames: int = 0
+
+    @classmethod
+    def nothing(cls) -> LeftOut:
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def postings_of(self, hashes: np.ndarray) -> np.ndarray:
+        """Postings left out of each of `hashes` (0 for a hash not left out)."""
+        if not len(self.hashes) or not len(hashes):
+            return np.zeros(len(hashes), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == hashes, self.postings[at], 0)
+
+
+@dataclass(frozen=True)
 class Hits:
     """Stored fingerprints that share a hash with the query; int arrays of shape (n,)."""
 
@@ -92,11 +124,27 @@ class Hits:
     offsets: np.ndarray
     #: Length in frames of each hit's song (the chance model needs it per candidate song).
     song_frames: np.ndarray
+    #: What the lookups these hits came from left out under their budget: still true of
+    #: any selection of the hits.
+    left_out: LeftOut = field(default_factory=LeftOut.nothing)
 
     @classmethod
     def empty(cls) -> Hits:
         e = np.empty(0, dtype=np.int64)
         return cls(e, e.copy(), e.copy(), e.copy())
+
+    @classmethod
+    def concat(cls, parts: list[Hits]) -> Hits:
+        """The hits of all `parts` in order (what their lookups left out is the caller's to
+        say)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.hashes for p in parts]),
+            np.concatenate([p.song_ids for p in parts]),
+            np.concatenate([p.offsets for p in parts]),
+            np.concatenate([p.song_frames for p in parts]),
+        )
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -104,7 +152,11 @@ class Hits:
     def select(self, which: np.ndarray) -> Hits:
         """The hits `which` picks: a bool mask of shape (n,), or indices in the order wanted."""
         return Hits(
-            self.hashes[which], self.song_ids[which], self.offsets[which], self.song_frames[which]
+            self.hashes[which],
+            self.song_ids[which],
+            self.offsets[which],
+            self.song_frames[which],
+            self.left_out,
         )
 
 

@@ -4,12 +4,14 @@ which hashes a capped lookup leaves out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from service.arrays import unique_values
 from service.audio.hashes import Fingerprints
 from service.errors import InvalidInput
-from service.store.records import EDITABLE_FIELDS, Hits
+from service.store.records import EDITABLE_FIELDS, Hits, LeftOut
 
 #: Largest frame either store accepts: PostgreSQL postings hold 24 bits (149 hours of audio),
 #: and SQLite refuses the same, so that both backends behave alike.
@@ -67,14 +69,17 @@ def editable_changes(fields: dict[str, str | None]) -> list[str]:
 def drop_frequent(hits: Hits, max_postings: int | None, max_hits: int | None = None) -> Hits:
     """`hits` without the hashes that have more than `max_postings` of them, nor the most
     frequent ones past `max_hits` in all (see `kept_hashes`), for stores that cannot leave
-    them out while reading."""
+    them out while reading; those the budget left out are the result's `left_out` (its
+    catalogue_frames still 0, for the store to fill in)."""
     if len(hits) == 0 or (max_postings is None and max_hits is None):
         return hits
     values, inverse, counts = np.unique(hits.hashes, return_inverse=True, return_counts=True)
-    keep = kept_hashes(values, counts, max_postings, max_hits)[inverse]
-    if keep.all():
+    kept = kept_hashes(values, counts, max_postings, max_hits)
+    if kept.all():
         return hits
-    return hits.select(keep)
+    budgeted = ~kept & (counts <= max_postings if max_postings is not None else True)
+    left_out = LeftOut(values[budgeted].astype(np.int64), counts[budgeted].astype(np.int64))
+    return replace(hits.select(kept[inverse]), left_out=left_out)
 
 
 def kept_hashes(

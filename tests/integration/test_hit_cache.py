@@ -26,6 +26,10 @@ class CountingStore:
         return await self.store.lookup(hashes, max_postings, max_hits)
 
 
+def _left_out(hits: Hits) -> dict[int, int]:
+    return dict(zip(hits.left_out.hashes.tolist(), hits.left_out.postings.tolist(), strict=True))
+
+
 def _rows(hits: Hits) -> set[tuple[int, int, int]]:
     return set(
         zip(hits.hashes.tolist(), hits.song_ids.tolist(), hits.offsets.tolist(), strict=True)
@@ -120,10 +124,35 @@ def test_a_larger_budget_asks_again_for_the_hashes_a_smaller_one_left_out(
             cache = HitCache(counting, max_hits=100)  # type: ignore[arg-type]
             small = await cache.hits_for(np.array([1, 2, 3], np.int32), 20, max_hits=8)
             assert sorted(set(small.hashes.tolist())) == [2, 3]  # 2 + 6 postings fit in 8
+            # What the small budget left out is known, for the chance model to count.
+            assert _left_out(small) == {1: 12} and small.left_out.catalogue_frames == 6000
             full = await cache.hits_for(np.array([1, 2, 3], np.int32), 20)
             assert [a.tolist() for a in counting.asked] == [[1, 2, 3], [1]]
             assert _rows(full) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
             assert len(full) == 20
+            assert _left_out(full) == {}  # fetched since: nothing left out any more
+
+    asyncio.run(run())
+
+
+def test_what_the_budgets_left_out_is_each_hashs_latest_lookup(store_url: str) -> None:
+    """Hashes the budget left out accumulate over a query's lookups, each as its latest lookup
+    found it: fetched since, or over a higher cap's reach, it is no longer left out; a hash
+    the cap left out never is (the chance model is calibrated with the caps)."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "k" * 64))
+            cache = HitCache(store, max_hits=100)
+            capped = await cache.hits_for(np.array([1, 2, 3], np.int32), 5, max_hits=1)
+            assert len(capped) == 0 and _left_out(capped) == {3: 2}  # 1 and 2 over the cap
+            looser = await cache.hits_for(np.array([1, 2, 3], np.int32), 10, max_hits=3)
+            assert sorted(set(looser.hashes.tolist())) == [3]
+            assert _left_out(looser) == {2: 6}
+            other = await cache.hits_for(np.array([1], np.int32), 20, max_hits=3)
+            assert _left_out(other) == {1: 12, 2: 6}
+            full = await cache.hits_for(np.array([1, 2], np.int32), 20)
+            assert len(full) == 20 and _left_out(full) == {}
 
     asyncio.run(run())
 

@@ -16,7 +16,7 @@ import pytest
 from service.audio.hashes import Fingerprints
 from service.errors import IndexMismatch, InvalidInput, StoreUnavailable
 from service.settings import Settings
-from service.store import EnvelopeRange, NewSong, SongMeta, Store, create_store
+from service.store import EnvelopeRange, Hits, NewSong, SongMeta, Store, create_store
 from service.store.migrations import list_migrations
 from service.store.sqlite import SqliteStore
 
@@ -218,6 +218,10 @@ async def test_lookup_returns_exactly_the_stored_rows(store_url: str) -> None:
         assert len(await store.lookup(np.arange(10_000, 10_100, dtype=np.int32))) == 0
 
 
+def _left_out(hits: Hits) -> dict[int, int]:
+    return dict(zip(hits.left_out.hashes.tolist(), hits.left_out.postings.tolist(), strict=True))
+
+
 async def test_lookup_leaves_out_hashes_stored_more_often_than_the_cap(store_url: str) -> None:
     """A frequent hash is left out whole, whether its postings are compacted or still in the
     delta; rarer hashes come back complete; the total the cap scales with follows adds and
@@ -248,13 +252,26 @@ async def test_lookup_leaves_out_hashes_stored_more_often_than_the_cap(store_url
             assert set(hit_rows(capped)) == {r for r in hit_rows(everything) if r[0] != 7}
             assert len(await store.lookup(query, max_postings=0)) == 0
             # A budget of postings keeps the rarest hashes first (ties: the lower hash).
-            for cap, budget, kept in ((6, 7, [9, 11]), (6, 6, [9]), (None, 20, [9, 11, 13])):
+            # What the budget left out, with its postings, beside the catalogue's frames: the
+            # hashes over the cap are not among them (the cap is part of the chance model).
+            cases = (
+                (6, 7, [9, 11], {13: 6}),
+                (6, 6, [9], {11: 6, 13: 6}),
+                (None, 20, [9, 11, 13], {7: 8}),
+                (None, None, [7, 9, 11, 13], {}),
+            )
+            for cap, budget, kept, left_out in cases:
                 limited = await store.lookup(query, max_postings=cap, max_hits=budget)
                 assert sorted(set(limited.hashes.tolist())) == kept
                 assert set(hit_rows(limited)) == {r for r in hit_rows(everything) if r[0] in kept}
+                assert _left_out(limited) == left_out
+                assert limited.left_out.catalogue_frames == (12_000 if left_out else 0)
             assert await store.fingerprint_total() == 21
             assert await store.delete_song(b.id)
             assert await store.fingerprint_total() == 10
+            alone = await store.lookup(query, max_hits=6)
+            assert _left_out(alone) == {7: 5}
+            assert alone.left_out.catalogue_frames == 6000
 
 
 async def test_postgres_lookup_decodes_hits_off_the_event_loop(

@@ -25,7 +25,7 @@ from service.match import (
     speed_variants,
     variant_of,
 )
-from service.store import Hits
+from service.store import Hits, LeftOut
 
 P = DEFAULT_PARAMS
 
@@ -46,7 +46,7 @@ def _hits_of(song_id: int, peaks: Peaks) -> Hits:
 
 
 def _concat(*hits: Hits) -> Hits:
-    return Hits(*(np.concatenate([getattr(h, f) for h in hits]) for f in Hits.__dataclass_fields__))
+    return Hits.concat(list(hits))
 
 
 def _played_at(song: Peaks, speed: float, frames: int = 400) -> Peaks:
@@ -397,7 +397,7 @@ def test_pairing_variants_a_few_at_a_time_changes_no_answer(monkeypatch):
 
     songs = [_random_peaks(s, 40) for s in (3, 4, 5, 6)]
     hits = [_hits_of(i + 1, p) for i, p in enumerate(songs)]
-    all_hits = Hits(*(np.concatenate([getattr(h, f) for h in hits]) for f in vars(hits[0])))
+    all_hits = _concat(*hits)
     clip = _played_at(songs[2], 1.02, frames=300)
     variants = speed_variants(clip, MatchParams().speed_grid(), P)
     one_pass = find_matches(variants, all_hits, P, MatchParams(max_matches=4))
@@ -583,3 +583,49 @@ def test_a_hash_over_a_variants_cap_stays_out_when_the_songs_are_paired_in_share
     assert whole == [(4, 1), (5, 2)]
     monkeypatch.setattr(pairs, "_PAIRS_PER_CHUNK", 1)
     assert paired() == whole
+
+
+def test_postings_a_budget_left_out_count_as_chance_votes() -> None:
+    """A lookup under a budget keeps a query's rarest hashes: their few hits alone make a
+    chance alignment of six of them look far more improbable than it is among every hit the
+    query's hashes bring. Counting the postings the budget left out as the chance votes
+    they would have brought (each song its share, by length) judges it as with every hash
+    looked up, while a true alignment still stands out."""
+    rng = np.random.default_rng(12)
+    query_frames, song_frames, common = 300, 5000, 1000
+    rare = np.arange(2000, 2066, dtype=np.int32)
+    # The query: 66 rare hashes every 4 frames, and a common hash at every frame.
+    q_rare = np.arange(66) * 4
+    variant = QueryVariant(
+        1.0,
+        np.concatenate([rare, np.full(query_frames, common, np.int32)]),
+        np.concatenate([q_rare, np.arange(query_frames)]),
+        np.concatenate([q_rare, np.arange(query_frames)]),
+    )
+
+    def hits_of(song: int, hashes: np.ndarray, frames: np.ndarray) -> Hits:
+        n = len(hashes)
+        return Hits(hashes, np.full(n, song), frames, np.full(n, song_frames))
+
+    # Song 1 shares six rare hashes with the query at one offset (similar music), song 2
+    # holds the clip (all 66 at offset 1,000); each holds the common hash 40 times.
+    chance = hits_of(1, rare[:6], 3000 + q_rare[:6])
+    true = hits_of(2, rare, 1000 + q_rare)
+    commons = [hits_of(s, np.full(40, common), rng.integers(0, song_frames, 40)) for s in (1, 2)]
+    everything = Hits.concat([chance, true, *commons])
+    budgeted = Hits.concat([chance, true])
+    left_out = LeftOut(np.array([common]), np.array([80]), catalogue_frames=2 * song_frames)
+    mp = MatchParams()
+
+    def songs(hits: Hits) -> list[int]:
+        return [m.song_id for m in find_matches([variant], hits, P, mp)]
+
+    assert songs(everything) == [2]
+    assert sorted(songs(budgeted)) == [1, 2]  # the budget alone: fooled
+    assert songs(replace(budgeted, left_out=left_out)) == [2]
+    # Song 1's chance figure is then about the one every hit gives it, not ten orders lower.
+    figures = []
+    for hits in (everything, replace(budgeted, left_out=left_out)):
+        found = search_matches([variant], hits, P, mp, candidates=2).candidates
+        figures.append(next(m.chance_log10 for m in found if m.song_id == 1))
+    assert figures[1] >= figures[0] - 1.0

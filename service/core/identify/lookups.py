@@ -8,13 +8,14 @@ already fetched are never fetched again.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 
 from service.arrays import run_starts, unique_values
 from service.match import MatchParams
-from service.store import Hits, Store
+from service.store import Hits, LeftOut, Store
 
 
 class HitCache:
@@ -27,6 +28,8 @@ class HitCache:
         self._asked_cap = np.empty(0, dtype=np.int64)
         self._asked_budget = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
+        #: What the budgets left out, as the latest lookup of each hash found it.
+        self._left_out = LeftOut.nothing()
 
     def sibling(self) -> HitCache:
         """An empty cache on the same store under the same budget, for lookups that share no
@@ -76,7 +79,10 @@ class HitCache:
                 None if budget == _UNCAPPED else budget,
             )
             self._remember(new, cap, _binding(budget, cap, len(found)), found)
-        return _concat(self._parts)
+            self._left_out = _still_left_out(self._left_out, new, found.left_out)
+        # One part needs no copy (a clip that stops at the first tier).
+        hits = self._parts[0] if len(self._parts) == 1 else Hits.concat(self._parts)
+        return replace(hits, left_out=self._left_out)
 
     def _remember(self, asked: np.ndarray, cap: int, budget: int, hits: Hits) -> None:
         hashes = np.concatenate([self._asked, asked])
@@ -104,6 +110,19 @@ def _binding(budget: int, cap: int, returned: int) -> int:
     return _UNCAPPED
 
 
+def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut:
+    """What the budgets have left out once `asked` (sorted distinct) was asked again and the
+    lookup left `now` out: each hash as its latest lookup found it."""
+    if not len(before):
+        return now
+    stale = _positions(asked, before.hashes.astype(np.int32))[0]
+    hashes = np.concatenate([before.hashes[~stale], now.hashes])
+    postings = np.concatenate([before.postings[~stale], now.postings])
+    order = np.argsort(hashes, kind="stable")
+    frames = now.catalogue_frames or before.catalogue_frames
+    return LeftOut(hashes[order], postings[order], frames)
+
+
 def _cap(limit: int | None) -> int:
     return _UNCAPPED if limit is None else limit
 
@@ -118,19 +137,6 @@ def _positions(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarra
 
 #: No cap or budget, as an int that compares above every real one.
 _UNCAPPED = 1 << 62
-
-
-def _concat(parts: list[Hits]) -> Hits:
-    if not parts:
-        return Hits.empty()
-    if len(parts) == 1:
-        return parts[0]
-    return Hits(
-        np.concatenate([p.hashes for p in parts]),
-        np.concatenate([p.song_ids for p in parts]),
-        np.concatenate([p.offsets for p in parts]),
-        np.concatenate([p.song_frames for p in parts]),
-    )
 
 
 class PostingsCaps(NamedTuple):

@@ -118,6 +118,7 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
                 await _set_envelope(conn, row["id"], song.envelope, song.envelope_format)
         self._song_frames.add(np.array([row["id"]]), np.array([song.n_frames]))
         self._fingerprint_total.adjust(len(hashes))
+        self._catalogue_frames.adjust(int(song.n_frames))
         self._delta_rows += len(hashes)
         self._maybe_compact_in_background()
         return _song(row), True
@@ -254,11 +255,12 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
         if not valid_id(song_id):
             return False
         async with self._connection() as conn, conn.transaction():
-            count = await conn.fetchval(
-                "DELETE FROM songs WHERE id = $1 RETURNING fingerprint_count", song_id
+            deleted = await conn.fetchrow(
+                "DELETE FROM songs WHERE id = $1 RETURNING fingerprint_count, n_frames", song_id
             )
-            if count is None:
+            if deleted is None:
                 return False
+            count = deleted["fingerprint_count"]
             status = await conn.execute("DELETE FROM fingerprints WHERE song_id = $1", song_id)
             if int(status.split()[-1]) < count:
                 # Some of its fingerprints were compacted into postings (maybe by a compaction
@@ -268,6 +270,7 @@ class PostgresCatalogue(PostgresLookup, PostgresCompaction):
                     song_id,
                 )
         self._fingerprint_total.adjust(-int(count))
+        self._catalogue_frames.adjust(-int(deleted["n_frames"]))
         return True
 
     async def stats(self) -> StoreStats:

@@ -49,7 +49,8 @@ def unavailable(exc: BaseException) -> bool:
 class CachedTotal:
     """A catalogue-wide count read from the database at most once per `ttl_s` and adjusted
     in between by this process's own adds and deletes: other processes' changes show within
-    the ttl, which is all its users (the frequent-hash cap) need."""
+    the ttl, which is all its users (the frequent-hash cap, and the chance votes of what a
+    lookup's budget left out) need."""
 
     def __init__(self, ttl_s: float = 60.0) -> None:
         self._ttl_s = ttl_s
@@ -113,6 +114,8 @@ class PostgresBase:
         self._background: asyncio.Task[CompactionResult] | None = None
         self._song_frames = SongFrames()
         self._fingerprint_total = CachedTotal()
+        #: Frames of all songs, for the chance votes of postings a lookup's budget left out.
+        self._catalogue_frames = CachedTotal()
 
     def _connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A pooled connection to the primary, or a one-off one before `open()`; unreachable

@@ -4,19 +4,22 @@ read replica when one is configured (`_read_connection`).
 A lookup reads the compacted postings (`fp_postings`) and the delta (`fingerprints`) of the
 wanted hashes in one snapshot, leaves out whole the hashes over the caller's caps, and returns
 the rows packed into byte strings that numpy decodes (service/store/postings.py) without a
-Python object per row or posting.
+Python object per row or posting, and the hashes its budget left out with their postings
+(records.LeftOut).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import asyncpg
 import numpy as np
 
 from service.arrays import unique_values
 from service.store.postgres.connection import PostgresBase
 from service.store.postings import decode_lookup
-from service.store.records import Hits
+from service.store.records import Hits, LeftOut
 
 #: One statement, one snapshot: the postings rows of the wanted hashes (headers and bodies in
 #: hash order), the delta rows, and the songs deleted since the last purge. The snapshot makes
@@ -32,10 +35,10 @@ WITH p AS MATERIALIZED (
         SELECT hash, length(postings) / 6 AS n FROM p
         UNION ALL SELECT hash, count(*) FROM d GROUP BY hash
     ) c GROUP BY hash
+), ranked AS MATERIALIZED (
+    SELECT hash, n, sum(n) OVER (ORDER BY n, hash) AS running FROM counted
 ), frequent AS MATERIALIZED (
-    SELECT hash FROM (
-        SELECT hash, n, sum(n) OVER (ORDER BY n, hash) AS running FROM counted
-    ) r WHERE n > $2::int8 OR running > $3::int8
+    SELECT hash FROM ranked WHERE n > $2::int8 OR running > $3::int8
 ), kept AS MATERIALIZED (
     SELECT hash, postings FROM p WHERE hash NOT IN (SELECT hash FROM frequent)
 )
@@ -47,8 +50,14 @@ SELECT
                                 ''::bytea), ''::bytea)
        FROM d WHERE hash NOT IN (SELECT hash FROM frequent)) AS delta,
     (SELECT coalesce(string_agg(int4send(song_id), ''::bytea), ''::bytea)
-       FROM fp_tombstones) AS tombstones
+       FROM fp_tombstones) AS tombstones,
+    (SELECT coalesce(string_agg(int4send(hash) || int8send(n::int8), ''::bytea ORDER BY hash),
+                     ''::bytea)
+       FROM ranked WHERE n <= $2::int8 AND running > $3::int8) AS left_out
 """
+
+#: A hash the budget left out, and its postings, in the lookup's `left_out`.
+_LEFT_OUT = np.dtype([("hash", ">i4"), ("postings", ">i8")])
 
 #: max_postings or max_hits when the caller sets none.
 _NO_CAP = 1 << 40
@@ -83,6 +92,7 @@ class PostgresLookup(PostgresBase):
             found, song_ids, frames, missing = await asyncio.to_thread(
                 self._decode_lookup, row["heads"], row["body"], row["delta"], row["tombstones"]
             )
+            left_out = await self._left_out(conn, row["left_out"])
             if len(missing):
                 # Only for songs this process has not met yet (new in another process, or
                 # before its first lookups); a song deleted meanwhile stays unknown, and drops.
@@ -93,7 +103,22 @@ class PostgresLookup(PostgresBase):
                     np.array([r["id"] for r in known], dtype=np.int64),
                     np.array([r["n_frames"] for r in known], dtype=np.int64),
                 )
-        return await asyncio.to_thread(self._song_frames.hits, found, song_ids, frames)
+        hits = await asyncio.to_thread(self._song_frames.hits, found, song_ids, frames)
+        return replace(hits, left_out=left_out) if len(left_out) else hits
+
+    async def _left_out(self, conn: asyncpg.Connection, packed: bytes) -> LeftOut:
+        """The hashes a lookup's budget left out (int4 hash, int8 postings each), and the
+        catalogue's frames: read at most once a minute, adjusted in between by this process's
+        own adds and deletes. (Postings of deleted songs not purged yet count, as they do
+        against the budget.)"""
+        rows = np.frombuffer(packed, dtype=_LEFT_OUT)
+        if not len(rows):
+            return LeftOut.nothing()
+        frames = self._catalogue_frames.fresh()
+        if frames is None:
+            frames = int(await conn.fetchval("SELECT coalesce(sum(n_frames), 0) FROM songs"))
+            self._catalogue_frames.set(frames)
+        return LeftOut(rows["hash"].astype(np.int64), rows["postings"].astype(np.int64), frames)
 
     def _decode_lookup(
         self, heads: bytes, body: bytes, delta: bytes, tombstones: bytes

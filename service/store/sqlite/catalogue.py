@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -171,7 +172,15 @@ class SqliteCatalogue(SqliteBase):
         if len(wanted) == 0:
             return Hits.empty()
         hits = await self._run(self._lookup, json.dumps(wanted.tolist()))
-        return drop_frequent(hits, max_postings, max_hits)
+        hits = drop_frequent(hits, max_postings, max_hits)
+        if not len(hits.left_out):
+            return hits
+        frames = await self._run(
+            lambda conn: int(
+                conn.execute("SELECT coalesce(sum(n_frames), 0) FROM songs").fetchone()[0]
+            )
+        )
+        return replace(hits, left_out=replace(hits.left_out, catalogue_frames=frames))
 
     async def fingerprint_total(self) -> int:
         return await self._run(
