@@ -4,15 +4,18 @@ large catalogue: answers against time and memory per request.
 Every tier past the first fetches under the budget, so at a catalogue of thousands of songs it
 decides what a clip the first tier leaves undecided costs: clips under heavy noise, which the
 deeper tiers rescue, clips played 5 % slow, and clips of music the catalogue lacks, which
-climb every tier. This asks such clips of the development query set against a catalogue
-`benchmarks/latency.py` built
-(the corpus's indexed tracks plus synthetic songs, `--database`), in this process, under each
-budget in turn for every clip (side by side, clip by clip), and reports right / no answer /
-wrong, the median time and the largest traced memory (tracemalloc: numpy's arrays included)
-per budget and condition.
+climb every tier (any match of one is a false positive). This asks such clips of the
+development query set against a catalogue `benchmarks/latency.py` built (the corpus's indexed
+tracks plus synthetic songs, `--database`), in this process, under each budget in turn for
+every clip (side by side, clip by clip), and reports right / no answer / wrong, the median time
+and the largest traced memory (tracemalloc: numpy's arrays included) per budget and condition.
+`--uncounted` also runs the budgets it lists with the chance model blind to what the budget
+left out (records.LeftOut), to show what counting it buys. Each clip is identified once,
+untimed, before the budgets are measured on it, so that none pays for the database's cold cache.
 
     CORPUS_DIR=... python -m benchmarks.lookup_budget --database postgresql://…/sd_curve_fp2_10000
-        --format fp2 [--budgets 1000000,4000000] [--clips 30] [--write]
+        --format fp2 [--budgets 1000000,4000000] [--clips 30] [--unknown-clips 28]
+        [--uncounted 1000000] [--write]
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import time
 import tracemalloc
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from benchmarks.benchmarks_md import this_command, write_section
 from benchmarks.latency_clips import indexed_name, queries_dir
@@ -36,17 +42,21 @@ from service.audio.params import params_for_format
 from service.core.identify.identify import identify_analysed
 from service.match import MatchParams
 from service.settings import Settings
+from service.store import Hits, LeftOut, Store
 from service.store.factory import create_store
 
 SECTION = "## Lookup budget at a large catalogue (`benchmarks/lookup_budget.py`)"
 #: (condition, clip length s, indexed): heavy noise the deeper tiers rescue, a speed change
-#: ("fp1" finds it with the speed grid, past the first tier), and music the catalogue lacks.
+#: ("fp1" finds it with the speed grid, past the first tier), and music the catalogue lacks
+#: (its clips climb every tier, and any match of one is a false positive).
 CASES = (
     ("babble_snr0", "10", "1"),
     ("babble_snr0", "5", "1"),
     ("white_snrm5", "5", "1"),
     ("speed_m5", "10", "1"),
     ("mp3_64k", "10", "0"),
+    ("clean", "5", "0"),
+    ("speed_p5", "10", "0"),
 )
 
 
@@ -58,8 +68,9 @@ class Clip:
     expected: str
 
 
-def clips(per_case: int, seed: int = 7) -> list[Clip]:
-    """`per_case` clips of each case, drawn at random (seeded) from the query set."""
+def clips(per_case: int, unknown_per_case: int, seed: int = 7) -> list[Clip]:
+    """`per_case` clips of each case of indexed tracks and `unknown_per_case` of each case of
+    unindexed ones, drawn at random (seeded) from the query set."""
     root = queries_dir()
     with (root / "index_tracks.csv").open() as f:
         paths = {r["track_id"]: r["path"] for r in csv.DictReader(f)}
@@ -73,7 +84,8 @@ def clips(per_case: int, seed: int = 7) -> list[Clip]:
             for r in rows
             if (r["condition"], r["clip_len_s"], r["indexed"]) == (condition, length, indexed)
         ]
-        picked = random.Random(seed).sample(matching, min(per_case, len(matching)))
+        wanted = per_case if indexed == "1" else unknown_per_case
+        picked = random.Random(seed).sample(matching, min(wanted, len(matching)))
         for r in picked:
             expected = str(indexed_name(paths[r["track_id"]])) if indexed == "1" else ""
             chosen.append(Clip(root / r["query_file"], case, expected))
@@ -90,28 +102,58 @@ def _verdict(clip: Clip, source: str | None) -> str:
     return "right" if Path(source).name == clip.expected else "wrong"
 
 
-async def measure(args: argparse.Namespace) -> dict[tuple[int, tuple[str, str, str]], dict]:
+class _Uncounted:
+    """A store whose lookups do not say what their budget left out: the chance model then
+    sees only the hits the budget kept (`--uncounted`, for comparison)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def lookup(
+        self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
+    ) -> Hits:
+        hits = await self._store.lookup(hashes, max_postings, max_hits)
+        return replace(hits, left_out=LeftOut.nothing())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+#: One configuration measured: (budget, whether the chance model counts what it left out).
+Config = tuple[int, bool]
+
+
+async def measure(args: argparse.Namespace) -> dict[tuple[Config, tuple[str, str, str]], dict]:
     params = params_for_format(args.format)
     store = create_store(
         Settings(database_url=args.database, fingerprint_format=args.format), params.version
     )
     await store.open()
-    results: dict[tuple[int, tuple[str, str, str]], dict] = {}
+    configs = [(b, True) for b in args.budgets]
+    if args.uncounted:
+        configs += [(b, False) for b in args.uncounted]
+    stores = {True: store, False: _Uncounted(store)}
+    results: dict[tuple[Config, tuple[str, str, str]], dict] = {}
     tracemalloc.start()
     try:
-        for clip in clips(args.clips):
+        for clip in clips(args.clips, args.unknown_clips):
             audio = analyse_query(clip.path, params)
-            for budget in args.budgets:
+            # Once untimed under the largest budget, so that no configuration pays for
+            # reading the clip's postings into the database's cache.
+            warm = replace(MatchParams(), max_hits_per_lookup=max(args.budgets))
+            await identify_analysed(store, audio, warm, params)
+            for budget, counted in configs:
                 mp = replace(MatchParams(), max_hits_per_lookup=budget)
                 tracemalloc.reset_peak()
                 before = tracemalloc.get_traced_memory()[0]
                 started = time.perf_counter()
-                matches = await identify_analysed(store, audio, mp, params)
+                matches = await identify_analysed(stores[counted], audio, mp, params)
                 ms = (time.perf_counter() - started) * 1000.0
                 mb = (tracemalloc.get_traced_memory()[1] - before) / 1e6
                 verdict = _verdict(clip, matches[0].song.source or "" if matches else None)
                 row = results.setdefault(
-                    (budget, clip.case), {"right": 0, "none": 0, "wrong": 0, "ms": [], "mb": []}
+                    ((budget, counted), clip.case),
+                    {"right": 0, "none": 0, "wrong": 0, "ms": [], "mb": []},
                 )
                 row[verdict] += 1
                 row["ms"].append(ms)
@@ -129,18 +171,23 @@ def report(results: dict, args: argparse.Namespace) -> list[str]:
         f"Measured {time.strftime('%Y-%m-%d')}.",
         "",
         "**Lookup budget against recall, time and memory** (identify in this process, decode "
-        "excluded; each clip under every budget in turn; 'right' is the right song on top, "
+        "excluded; each clip once untimed, then under every budget in turn; 'right' is the "
+        "right song on top, "
         "for clips of unindexed tracks no match; traced MB: tracemalloc's peak during the "
         "identification):",
         "",
         "| budget (postings) | clips | n | right | no answer | wrong | p50 ms | max traced MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (budget, (condition, length, indexed)), row in sorted(results.items()):
+    # Counted before uncounted, each by budget; clips of indexed tracks before unindexed.
+    order = sorted(results, key=lambda k: (not k[0][1], k[0][0], k[1][2] == "0", k[1]))
+    for (budget, counted), (condition, length, indexed) in order:
+        row = results[((budget, counted), (condition, length, indexed))]
         n = row["right"] + row["none"] + row["wrong"]
         what = f"`{condition}` {length} s" + (" of unindexed tracks" if indexed == "0" else "")
+        how = f"{budget:,}" + ("" if counted else ", left out not counted")
         lines.append(
-            f"| {budget:,} | {what} | {n} | {row['right']} | {row['none']} | {row['wrong']} "
+            f"| {how} | {what} | {n} | {row['right']} | {row['none']} | {row['wrong']} "
             f"| {statistics.median(row['ms']):,.0f} | {max(row['mb']):,.0f} |"
         )
     return lines
@@ -155,13 +202,23 @@ def main() -> int:
         type=lambda s: [int(x) for x in s.split(",") if x],
         default=[1_000_000, 4_000_000],
     )
-    parser.add_argument("--clips", type=int, default=30, help="per condition and length")
+    parser.add_argument("--clips", type=int, default=30, help="per case of indexed tracks")
+    parser.add_argument(
+        "--unknown-clips", type=int, default=28, help="per case of unindexed tracks"
+    )
+    parser.add_argument(
+        "--uncounted",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[],
+        help="budgets also measured with what they left out not counted by the chance model",
+    )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     lines = report(asyncio.run(measure(args)), args)
     print("\n".join(lines))
     if args.write:
-        marker = f"lookup_budget_{args.format}"
+        # One block per catalogue (its database's name tells the format and the size).
+        marker = f"lookup_budget_{args.database.rsplit('/', 1)[-1]}"
         write_section(marker, SECTION, this_command("benchmarks.lookup_budget"), lines)
     return 0
 
