@@ -68,6 +68,16 @@ def run_starts(ordered: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def sorted_positions(
+    sorted_values: np.ndarray, wanted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each wanted value is in sorted_values, its index there where it is)."""
+    if not len(sorted_values):
+        return np.zeros(len(wanted), dtype=bool), np.zeros(len(wanted), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
+    return sorted_values[pos] == wanted, pos
+
+
 def narrowest(key: np.ndarray) -> np.ndarray:
     """A non-negative int key as int32 when its values fit (sorting int32 takes about half
     the time of int64), else as it is."""

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.arrays import sorted_positions
 from service.audio.hashes import Fingerprints
 
 #: Song fields a client may set (POST /songs form fields, PATCH /songs/{id} body).
@@ -109,10 +110,10 @@ class LeftOut:
 
     def postings_of(self, hashes: np.ndarray) -> np.ndarray:
         """Postings left out of each of `hashes` (0 for a hash not left out)."""
-        if not len(self.hashes) or not len(hashes):
+        found, at = sorted_positions(self.hashes, hashes)
+        if not found.any():
             return np.zeros(len(hashes), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
-        return np.where(self.hashes[at] == hashes, self.postings[at], 0)
+        return np.where(found, self.postings[at], 0)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service.arrays import run_starts, unique_values
+from service.arrays import run_starts, sorted_positions, unique_values
 from service.match import MatchParams
 from service.store import Hits, LeftOut, Store
 
@@ -58,7 +58,7 @@ class HitCache:
         cap = _cap(max_postings)
         budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
-        known, pos = _positions(self._asked, wanted)
+        known, pos = sorted_positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
         asked_budget = self._asked_budget[pos[known]]
         lower[known] = (
@@ -70,7 +70,7 @@ class HitCache:
             # Only when a looser cap or budget asks again (a later tier): which hashes came
             # back with postings, from the hits themselves.
             found = unique_values(np.concatenate([p.hashes for p in self._parts]))
-            lower &= ~_positions(found.astype(np.int32), wanted)[0]
+            lower &= ~sorted_positions(found.astype(np.int32), wanted)[0]
         new = wanted[~known | lower]
         if len(new):
             found = await self._store.lookup(
@@ -115,7 +115,7 @@ def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut
     lookup left `now` out: each hash as its latest lookup found it."""
     if not len(before):
         return now
-    stale = _positions(asked, before.hashes.astype(np.int32))[0]
+    stale = sorted_positions(asked, before.hashes)[0]
     hashes = np.concatenate([before.hashes[~stale], now.hashes])
     postings = np.concatenate([before.postings[~stale], now.postings])
     order = np.argsort(hashes, kind="stable")
@@ -125,14 +125,6 @@ def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut
 
 def _cap(limit: int | None) -> int:
     return _UNCAPPED if limit is None else limit
-
-
-def _positions(sorted_values: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(whether each wanted value is in sorted_values, its index there where it is)."""
-    if not len(sorted_values):
-        return np.zeros(len(wanted), dtype=bool), np.zeros(len(wanted), dtype=np.int64)
-    pos = np.minimum(np.searchsorted(sorted_values, wanted), len(sorted_values) - 1)
-    return sorted_values[pos] == wanted, pos
 
 
 #: No cap or budget, as an int that compares above every real one.
