@@ -180,26 +180,56 @@ def test_asking_again_refetches_what_a_shared_budget_left_out(store_url: str) ->
     asyncio.run(run())
 
 
-def test_a_budget_that_left_nothing_out_is_not_asked_again(store_url: str) -> None:
-    """A hash that came back empty under a budget with room to spare (room for a whole hash
-    at the cap) is not stored, or is over the cap: a larger budget, or asking again, would
-    return nothing new, so neither asks the store."""
+def test_only_the_hashes_a_budget_left_out_are_asked_again(store_url: str) -> None:
+    """A hash that came back empty is asked again under a larger budget, or with `again`,
+    only if the store said its budget left it out: one over the cap or not stored would
+    return nothing new, however tight the budget was."""
 
     async def run() -> None:
         async with opened(store_url) as store:
             await store.add_song(make_song(_twelve_six_two(), "g" * 64))
             counting = CountingStore(store)
             cache = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
-            roomy = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=40)
-            assert sorted(set(roomy.hashes.tolist())) == [2, 3]  # 1 over the cap, 4 absent
+            # 2 + 6 postings fit in 8, 8 more would not: a tight budget that left nothing out.
+            tight = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=8)
+            assert sorted(set(tight.hashes.tolist())) == [2, 3]  # 1 over the cap, 4 absent
+            assert _left_out(tight) == {}
             full = await cache.hits_for(np.array([1, 2, 3, 4], np.int32), 8)
             focused = await cache.hits_for(np.array([1, 4], np.int32), 8, again=True)
             assert len(counting.asked) == 1
-            assert _rows(full) == _rows(focused) == _rows(roomy)
-            # A tight budget (8 postings fit, 8 more would not) may have left hashes out.
-            tight = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
-            await tight.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=14)
-            await tight.hits_for(np.array([1, 2, 3, 4], np.int32), 8)
-            assert [a.tolist() for a in counting.asked[1:]] == [[1, 2, 3, 4], [1, 4]]
+            assert _rows(full) == _rows(focused) == _rows(tight)
+            # 2 postings fit in 5, 6 more would not: hash 2 alone is asked again.
+            left = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
+            small = await left.hits_for(np.array([1, 2, 3, 4], np.int32), 8, max_hits=5)
+            assert _left_out(small) == {2: 6}
+            await left.hits_for(np.array([1, 2, 3, 4], np.int32), 8)
+            assert [a.tolist() for a in counting.asked[1:]] == [[1, 2, 3, 4], [2]]
+
+    asyncio.run(run())
+
+
+def test_a_hash_is_judged_by_its_latest_lookup(store_url: str) -> None:
+    """A hash left out by a budget under a loose cap, then asked again under a tighter one
+    and found over it, was never fetched under the loose cap: that cap asks it again. And
+    one over a tight cap, then left out by a budget under a looser one, is asked again with
+    `again` even though its first lookup left nothing out."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "h" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
+            await cache.hits_for(np.array([1], np.int32), 20, max_hits=5)  # left out
+            await cache.hits_for(np.array([1], np.int32), 8, again=True)  # over the cap
+            loose = await cache.hits_for(np.array([1], np.int32), 20)
+            assert [a.tolist() for a in counting.asked] == [[1], [1], [1]]
+            assert len(loose) == 12
+            other = HitCache(counting, max_hits=1000)  # type: ignore[arg-type]
+            await other.hits_for(np.array([2], np.int32), 4)  # over the cap
+            left = await other.hits_for(np.array([2], np.int32), 8, max_hits=5)
+            assert _left_out(left) == {2: 6}
+            again = await other.hits_for(np.array([2], np.int32), 8, max_hits=6, again=True)
+            assert [a.tolist() for a in counting.asked[3:]] == [[2], [2], [2]]
+            assert len(again) == 6 and _left_out(again) == {}
 
     asyncio.run(run())

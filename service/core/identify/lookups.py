@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service.arrays import run_starts, sorted_positions, unique_values
+from service.arrays import sorted_positions, unique_values
 from service.match import MatchParams
 from service.store import Hits, LeftOut, Store
 
@@ -23,10 +23,12 @@ class HitCache:
         """Every lookup returns at most `max_hits` postings unless it asks for fewer."""
         self._store = store
         self._max_hits = max_hits
-        #: Every hash asked so far (sorted), and the highest cap and budget it was asked under.
+        #: Every hash asked so far (sorted), with the cap of its latest lookup and the budget
+        #: that lookup left it out under (_UNCAPPED: none did, a larger budget would bring
+        #: nothing new).
         self._asked = np.empty(0, dtype=np.int32)
         self._asked_cap = np.empty(0, dtype=np.int64)
-        self._asked_budget = np.empty(0, dtype=np.int64)
+        self._left_out_under = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
         #: What the budgets left out, as the latest lookup of each hash found it.
         self._left_out = LeftOut.nothing()
@@ -48,23 +50,20 @@ class HitCache:
         """Hits of every hash asked so far, `hashes` included (extra hits are harmless: the
         matcher only pairs the hashes of the variants it is given), each hash with at most
         `max_postings` postings, the lookup returning at most `max_hits` postings (default:
-        the cache's budget) of the new hashes. A hash that came back empty (left out as too
-        frequent or over the budget, or simply not stored) is asked again under a higher cap,
-        or under a larger budget unless the one it was asked under left nothing out
-        (`_binding`); one that came back with postings has them all, whatever cap it was
-        asked under. (Caps and budgets are compared separately, against the highest of each
-        a hash was asked under: the tiers only ever raise both.) `again` asks again every
-        empty hash a budget may have left out: fewer hashes share the same budget."""
+        the cache's budget) of the new hashes. A hash that came back with postings has them
+        all, whatever cap it was asked under. One that came back empty is asked again under a
+        higher cap than its latest lookup's (it may have been over that cap), or, when that
+        lookup's budget left it out (the store says which: Hits.left_out), under a larger
+        budget, or under the same one with `again`: fewer hashes then share it. One that
+        was under the cap and not left out is not stored: it is never asked again."""
         cap = _cap(max_postings)
         budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
         known, pos = sorted_positions(self._asked, wanted)
         lower = np.zeros(len(wanted), dtype=bool)
-        asked_budget = self._asked_budget[pos[known]]
-        lower[known] = (
-            (again & (asked_budget < _UNCAPPED))
-            | (self._asked_cap[pos[known]] < cap)
-            | (asked_budget < budget)
+        left_out_under = self._left_out_under[pos[known]]
+        lower[known] = (self._asked_cap[pos[known]] < cap) | (
+            (left_out_under < _UNCAPPED) & (again | (left_out_under < budget))
         )
         if lower.any():
             # Only when a looser cap or budget asks again (a later tier): which hashes came
@@ -78,36 +77,29 @@ class HitCache:
                 None if cap == _UNCAPPED else cap,
                 None if budget == _UNCAPPED else budget,
             )
-            self._remember(new, cap, _binding(budget, cap, len(found)), found)
+            self._remember(new, cap, budget, found)
             self._left_out = _still_left_out(self._left_out, new, found.left_out)
         # One part needs no copy (a clip that stops at the first tier).
         hits = self._parts[0] if len(self._parts) == 1 else Hits.concat(self._parts)
         return replace(hits, left_out=self._left_out)
 
     def _remember(self, asked: np.ndarray, cap: int, budget: int, hits: Hits) -> None:
-        hashes = np.concatenate([self._asked, asked])
-        caps = np.concatenate([self._asked_cap, np.full(len(asked), cap, dtype=np.int64)])
-        budgets = np.concatenate([self._asked_budget, np.full(len(asked), budget, dtype=np.int64)])
+        """Record the lookup of `asked` (sorted distinct): each hash's entry is its latest
+        lookup's, whatever an earlier one found."""
+        left = sorted_positions(hits.left_out.hashes.astype(np.int32), asked)[0]
+        stale = sorted_positions(asked, self._asked)[0]
+        hashes = np.concatenate([self._asked[~stale], asked])
+        caps = np.concatenate([self._asked_cap[~stale], np.full(len(asked), cap, np.int64)])
+        under = np.concatenate(
+            [self._left_out_under[~stale], np.where(left, budget, _UNCAPPED).astype(np.int64)]
+        )
         order = np.argsort(hashes, kind="stable")
-        hashes, caps, budgets = hashes[order], caps[order], budgets[order]
-        first = run_starts(hashes)
-        self._asked = hashes[first]
-        self._asked_cap = np.maximum.reduceat(caps, first)
-        self._asked_budget = np.maximum.reduceat(budgets, first)
+        self._asked, self._asked_cap, self._left_out_under = (
+            hashes[order],
+            caps[order],
+            under[order],
+        )
         self._parts.append(hits)
-
-
-def _binding(budget: int, cap: int, returned: int) -> int:
-    """The budget a lookup's hashes count as asked under: `budget`, unless it cannot have
-    left out any of them. The store keeps the rarest hashes first while their postings fit
-    the budget, and no hash under the cap has more than `cap` postings: when the `returned`
-    postings leave room for `cap` more, every hash under the cap was returned or has none,
-    and asking them again under a larger budget would return nothing new. (Postings of songs
-    deleted but not yet purged, or deleted while the lookup ran, count against the budget
-    without being returned, so such a lookup may be taken for one that left nothing out.)"""
-    if budget == _UNCAPPED or cap == _UNCAPPED or returned + cap > budget:
-        return budget
-    return _UNCAPPED
 
 
 def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut:
