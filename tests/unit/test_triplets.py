@@ -25,7 +25,7 @@ from service.core.identify.tiers import Ladder, TierQuery, triplet_tier
 from service.core.identify.triplet_votes import prefer_scaled, triplet_matches, triplets_needed
 from service.match import Match, MatchParams, scale_variants
 from service.match.votes import aligning_groups
-from service.store import Hits
+from service.store import Hits, LeftOut
 
 FP2 = params_for_format("fp2")
 TP = TripletParams()
@@ -249,7 +249,7 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
 class _RecordingStore:
     """The one Store method the triplet tier calls, over fixed hits; records each lookup's
     budget and, like the stores, leaves the hashes out when they would exceed it (all of
-    them here: the test's hashes are all equally rare)."""
+    them here: the test's hashes are all equally rare), and says so, as they do."""
 
     def __init__(self, hits: Hits) -> None:
         self.hits = hits
@@ -261,7 +261,9 @@ class _RecordingStore:
         self.budgets.append(max_hits)
         found = self.hits.select(np.isin(self.hits.hashes, hashes))
         if max_hits is not None and len(found) > max_hits:
-            return Hits.empty()
+            left, postings = np.unique(found.hashes, return_counts=True)
+            frames = int(self.hits.song_frames.max())  # a one-song catalogue
+            return replace(Hits.empty(), left_out=LeftOut(left, postings, frames))
         return found
 
 
