@@ -10,12 +10,16 @@ tracks plus synthetic songs, `--database`), in this process, under each budget i
 every clip (side by side, clip by clip), and reports right / no answer / wrong, the median time
 and the largest traced memory (tracemalloc: numpy's arrays included) per budget and condition.
 `--uncounted` also runs the budgets it lists with the chance model blind to what the budget
-left out (records.LeftOut), to show what counting it buys. Each clip is identified once,
-untimed, before the budgets are measured on it, so that none pays for the database's cold cache.
+left out (records.LeftOut), to show what counting it buys; `--triplet-budgets` runs each budget
+under each of the triplets' first budgets it lists (MatchParams.max_hits_triplets, "fp2"), and
+`--complete-candidates` under each number of candidates completed it lists
+(MatchParams.complete_candidates; 0: none).
+Each clip is identified once, untimed, before the budgets are measured on it, so that none pays
+for the database's cold cache.
 
     CORPUS_DIR=... python -m benchmarks.lookup_budget --database postgresql://…/sd_curve_fp2_10000
         --format fp2 [--budgets 1000000,4000000] [--clips 30] [--unknown-clips 28]
-        [--uncounted 1000000] [--write]
+        [--uncounted 1000000] [--triplet-budgets 150000,400000] [--write]
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from service.audio.params import params_for_format
 from service.core.identify.identify import identify_analysed
 from service.match import MatchParams
 from service.settings import Settings
-from service.store import Hits, LeftOut, Store
+from service.store import Hits, Store
 from service.store.factory import create_store
 
 SECTION = "## Lookup budget at a large catalogue (`benchmarks/lookup_budget.py`)"
@@ -103,8 +107,9 @@ def _verdict(clip: Clip, source: str | None) -> str:
 
 
 class _Uncounted:
-    """A store whose lookups do not say what their budget left out: the chance model then
-    sees only the hits the budget kept (`--uncounted`, for comparison)."""
+    """A store whose lookups say which hashes their budget left out (the hit cache asks them
+    again) but not that they hold any postings: the chance model then sees only the hits the
+    budget kept (`--uncounted`, for comparison)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -113,14 +118,41 @@ class _Uncounted:
         self, hashes: np.ndarray, max_postings: int | None = None, max_hits: int | None = None
     ) -> Hits:
         hits = await self._store.lookup(hashes, max_postings, max_hits)
-        return replace(hits, left_out=LeftOut.nothing())
+        left = hits.left_out
+        return replace(hits, left_out=replace(left, postings=np.zeros_like(left.postings)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
 
-#: One configuration measured: (budget, whether the chance model counts what it left out).
-Config = tuple[int, bool]
+@dataclass(frozen=True, order=True)
+class Config:
+    """One configuration measured."""
+
+    #: MatchParams.max_hits_per_lookup.
+    budget: int
+    #: Whether the chance model counts what the budgets left out.
+    counted: bool = True
+    #: MatchParams.max_hits_triplets (None: its default).
+    triplets: int | None = None
+    #: MatchParams.complete_candidates (None: its default).
+    complete: int | None = None
+
+    def match_params(self) -> MatchParams:
+        mp = replace(MatchParams(), max_hits_per_lookup=self.budget)
+        if self.triplets is not None:
+            mp = replace(mp, max_hits_triplets=self.triplets)
+        if self.complete is not None:
+            mp = replace(mp, complete_candidates=self.complete)
+        return mp
+
+    def label(self) -> str:
+        text = f"{self.budget:,}"
+        if self.triplets is not None:
+            text += f", triplets first {self.triplets:,}"
+        if self.complete is not None:
+            text += f", {self.complete} candidates completed"
+        return text + ("" if self.counted else ", left out not counted")
 
 
 async def measure(args: argparse.Namespace) -> dict[tuple[Config, tuple[str, str, str]], dict]:
@@ -129,9 +161,10 @@ async def measure(args: argparse.Namespace) -> dict[tuple[Config, tuple[str, str
         Settings(database_url=args.database, fingerprint_format=args.format), params.version
     )
     await store.open()
-    configs = [(b, True) for b in args.budgets]
-    if args.uncounted:
-        configs += [(b, False) for b in args.uncounted]
+    triplets = args.triplet_budgets or [None]
+    completes = args.complete_candidates or [None]
+    configs = [Config(b, True, t, c) for b in args.budgets for t in triplets for c in completes]
+    configs += [Config(b, False) for b in args.uncounted]
     stores = {True: store, False: _Uncounted(store)}
     results: dict[tuple[Config, tuple[str, str, str]], dict] = {}
     tracemalloc.start()
@@ -142,17 +175,17 @@ async def measure(args: argparse.Namespace) -> dict[tuple[Config, tuple[str, str
             # reading the clip's postings into the database's cache.
             warm = replace(MatchParams(), max_hits_per_lookup=max(args.budgets))
             await identify_analysed(store, audio, warm, params)
-            for budget, counted in configs:
-                mp = replace(MatchParams(), max_hits_per_lookup=budget)
+            for config in configs:
+                mp = config.match_params()
                 tracemalloc.reset_peak()
                 before = tracemalloc.get_traced_memory()[0]
                 started = time.perf_counter()
-                matches = await identify_analysed(stores[counted], audio, mp, params)
+                matches = await identify_analysed(stores[config.counted], audio, mp, params)
                 ms = (time.perf_counter() - started) * 1000.0
                 mb = (tracemalloc.get_traced_memory()[1] - before) / 1e6
                 verdict = _verdict(clip, matches[0].song.source or "" if matches else None)
                 row = results.setdefault(
-                    ((budget, counted), clip.case),
+                    (config, clip.case),
                     {"right": 0, "none": 0, "wrong": 0, "ms": [], "mb": []},
                 )
                 row[verdict] += 1
@@ -180,12 +213,22 @@ def report(results: dict, args: argparse.Namespace) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     # Counted before uncounted, each by budget; clips of indexed tracks before unindexed.
-    order = sorted(results, key=lambda k: (not k[0][1], k[0][0], k[1][2] == "0", k[1]))
-    for (budget, counted), (condition, length, indexed) in order:
-        row = results[((budget, counted), (condition, length, indexed))]
+    order = sorted(
+        results,
+        key=lambda k: (
+            not k[0].counted,
+            k[0].budget,
+            k[0].triplets or 0,
+            -1 if k[0].complete is None else k[0].complete,
+            k[1][2] == "0",
+            k[1],
+        ),
+    )
+    for config, (condition, length, indexed) in order:
+        row = results[(config, (condition, length, indexed))]
         n = row["right"] + row["none"] + row["wrong"]
         what = f"`{condition}` {length} s" + (" of unindexed tracks" if indexed == "0" else "")
-        how = f"{budget:,}" + ("" if counted else ", left out not counted")
+        how = config.label()
         lines.append(
             f"| {how} | {what} | {n} | {row['right']} | {row['none']} | {row['wrong']} "
             f"| {statistics.median(row['ms']):,.0f} | {max(row['mb']):,.0f} |"
@@ -211,6 +254,18 @@ def main() -> int:
         type=lambda s: [int(x) for x in s.split(",") if x],
         default=[],
         help="budgets also measured with what they left out not counted by the chance model",
+    )
+    parser.add_argument(
+        "--triplet-budgets",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[],
+        help="max_hits_triplets values, each run under every budget",
+    )
+    parser.add_argument(
+        "--complete-candidates",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[],
+        help="complete_candidates values, each run under every budget",
     )
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()

@@ -98,6 +98,14 @@ class MatchParams:
     #: that only the hashes it left out would settle, at catalogues where its second tier's
     #: dense landmarks meet many millions of postings. The MAX_HITS_PER_LOOKUP setting.
     max_hits_per_lookup: int = 4_000_000
+    #: When the second tier or the other hop phases, looked up under max_hits_per_lookup,
+    #: are inconclusive and their budget left hashes out, this many of their most improbable
+    #: candidate songs are completed: the left-out postings they hold are fetched (a budget
+    #: at a time, each part cut to those songs) and the search runs again, each completed
+    #: song scored on every posting of the query's hashes, as with no budget. A noisy clip
+    #: whose song the rarest hashes already rank among the few best is then found whatever
+    #: the budget kept, and every other song costs no more than the budget. 0: no such step.
+    complete_candidates: int = 8
     #: The budget of the first tier's lookup, per 10 s of clip. The caps are multiples of the
     #: catalogue's mean, so a clip's first-tier hits grow with the catalogue: ~96,000 at
     #: 10,000 songs and ~960,000 at 100,000, where looking them up and voting on them took
@@ -114,6 +122,11 @@ class MatchParams:
     #: asks the hashes left out again under max_hits_per_lookup, so the budget trades only
     #: latency, never answers.
     max_hits_triplets: int = 150_000
+    #: Whether the triplets' lookup asks the hashes max_hits_triplets left out when it is
+    #: still inconclusive once its candidates are completed (complete_candidates): a song
+    #: the rarest triplets do not rank among the few best is then still found, at the cost
+    #: of a lookup under max_hits_per_lookup for every clip they leave undecided.
+    triplets_ask_left_out: bool = True
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
     #: speed error of about a quarter of a percent, so the step is half a percent.

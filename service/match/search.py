@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from service.arrays import unique_values
+from service.arrays import sorted_positions, unique_values
 from service.audio.hashes import Fingerprints
 from service.audio.params import FingerprintParams
 from service.match.pairs import AllowedGroups
@@ -317,7 +317,12 @@ def _chance_log10(
     left_out = chance.left_out
     if len(left_out):
         unseen = np.array([_unseen_pairs(left_out, v) for v in variants], dtype=np.float64)
-        total += unseen[best.variant] * lengths / max(left_out.catalogue_frames, 1)
+        pairs = unseen[best.variant]
+        for songs, hashes in left_out.completed:
+            # Completed songs hold their share of those hashes' postings among their hits.
+            mine = np.array([_unseen_pairs(left_out, v, hashes) for v in variants], np.float64)
+            pairs = pairs - np.where(np.isin(best.songs, songs), mine[best.variant], 0.0)
+        total += pairs * lengths / max(left_out.catalogue_frames, 1)
     log_p = chance_log10_p(best.score, total, lengths, chance.query_frames, params.dispersion)
     log_p += np.log10(chance.hypotheses) + params.calibration_log10
     factors = np.array([v.factor for v in variants])[best.variant]
@@ -327,10 +332,12 @@ def _chance_log10(
     return log_p
 
 
-def _unseen_pairs(left_out: LeftOut, variant: QueryVariant) -> int:
-    """Pairs of the variant's hashes with postings the budget left out (those a variant's own
-    cap would drop anyway not counted)."""
+def _unseen_pairs(left_out: LeftOut, variant: QueryVariant, among: np.ndarray | None = None) -> int:
+    """Pairs of the variant's hashes (those in the sorted `among`, when given) with postings
+    the budget left out (those a variant's own cap would drop anyway not counted)."""
     postings = left_out.postings_of(variant.hashes)
+    if among is not None:
+        postings = np.where(sorted_positions(among, variant.hashes)[0], postings, 0)
     if variant.max_postings is not None:
         postings = np.where(postings <= variant.max_postings, postings, 0)
     return int(postings.sum())

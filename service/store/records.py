@@ -100,6 +100,10 @@ class LeftOut:
     postings: np.ndarray
     #: Frames of every song in the catalogue (0 when no lookup behind it left anything out).
     catalogue_frames: int = 0
+    #: (sorted song ids, sorted hashes): the postings of those hashes held by those songs
+    #: were fetched after all (a query completing its candidates): for them the hits hold
+    #: what was left out, and only for the hashes still left out does the table count.
+    completed: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     @classmethod
     def nothing(cls) -> LeftOut:

@@ -233,3 +233,36 @@ def test_a_hash_is_judged_by_its_latest_lookup(store_url: str) -> None:
             assert len(again) == 6 and _left_out(again) == {}
 
     asyncio.run(run())
+
+
+def test_completing_songs_fetches_their_left_out_postings_a_budget_at_a_time(
+    store_url: str,
+) -> None:
+    """The songs a query completes get every left-out posting of the hashes it names, the
+    other songs none; the left-out hashes are asked a budget of postings at a time, the
+    rarest first; the table says which songs hold which hashes whole; and a hash fetched
+    whole later brings no posting twice."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            a_id = (await store.add_song(make_song(_twelve_six_two(), "m" * 64)))[0].id
+            await store.add_song(make_song(_twelve_six_two(), "n" * 64))
+            counting = CountingStore(store)
+            cache = HitCache(counting, max_hits=13)  # type: ignore[arg-type]
+            # 4 postings of hash 3 fit in 13; hash 2 (12) and hash 1 (24) are left out.
+            small = await cache.hits_for(np.array([1, 2, 3], np.int32), 30)
+            assert _left_out(small) == {1: 24, 2: 12}
+            done = await cache.complete(np.array([1, 2, 3, 9]), np.array([a_id]))
+            assert [x.tolist() for x in counting.asked[1:]] == [[2], [1]]  # 12, then 24
+            mine = _rows(done) - _rows(small)
+            assert {(h, s) for h, s, _ in mine} == {(1, a_id), (2, a_id)}
+            assert len(done) == len(small) + 18
+            assert _left_out(done) == {1: 24, 2: 12}  # still left out for song b
+            ((songs, hashes),) = done.left_out.completed
+            assert songs.tolist() == [a_id] and hashes.tolist() == [1, 2]
+            # Asked whole under a larger budget: each posting once.
+            whole = await cache.hits_for(np.array([1, 2, 3], np.int32), 30, max_hits=100)
+            assert _rows(whole) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
+            assert len(whole) == 40 and _left_out(whole) == {}
+
+    asyncio.run(run())

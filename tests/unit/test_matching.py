@@ -629,3 +629,54 @@ def test_postings_a_budget_left_out_count_as_chance_votes() -> None:
         found = search_matches([variant], hits, P, mp, candidates=2).candidates
         figures.append(next(m.chance_log10 for m in found if m.song_id == 1))
     assert figures[1] >= figures[0] - 1.0
+
+
+def test_a_completed_song_is_judged_on_its_own_left_out_postings() -> None:
+    """A song whose left-out postings were fetched after all (a query completing its
+    candidates) holds them among its hits: the chance model counts those, not its share of
+    what the budget left out, so that its figure is the one every hit gives it, while the
+    songs not completed still get their share."""
+    song_frames, common = 5000, 1000
+    rare = np.arange(2000, 2066, dtype=np.int32)
+    q_rare = np.arange(66) * 4
+    q_common = np.arange(10) * 30
+    offsets = np.concatenate([q_rare, q_common])
+    variant = QueryVariant(
+        1.0, np.concatenate([rare, np.full(10, common, np.int32)]), offsets, offsets
+    )
+
+    def hits_of(song: int, hashes: np.ndarray, frames: np.ndarray) -> Hits:
+        n = len(hashes)
+        return Hits(hashes, np.full(n, song), frames, np.full(n, song_frames))
+
+    # Song 2 holds the clip (30 rare hashes aligned) and the common hash 200 times (its
+    # texture), songs 1 and 3 align 12 rare hashes by chance and hold the common hash 10
+    # times each; the budget left the common hash's 220 postings out.
+    rng = np.random.default_rng(5)
+    aligned = [
+        hits_of(song, rare[first : first + n], start + q_rare[first : first + n])
+        for song, first, n, start in ((1, 0, 12, 3000), (2, 12, 30, 1000), (3, 42, 12, 2000))
+    ]
+    commons = {
+        s: hits_of(s, np.full(n, common), rng.integers(0, song_frames, n))
+        for s, n in ((1, 10), (2, 200), (3, 10))
+    }
+    everything = Hits.concat([*aligned, *commons.values()])
+    left_out = LeftOut(np.array([common]), np.array([220]), catalogue_frames=3 * song_frames)
+    budgeted = replace(Hits.concat(aligned), left_out=left_out)
+    completed = replace(
+        Hits.concat([*aligned, commons[2]]),
+        left_out=replace(left_out, completed=((np.array([2]), np.array([common])),)),
+    )
+    mp = MatchParams()
+
+    def figures(hits: Hits) -> dict[int, float]:
+        found = search_matches([variant], hits, P, mp, candidates=3).candidates
+        return {m.song_id: m.chance_log10 for m in found}
+
+    full, partial, done = figures(everything), figures(budgeted), figures(completed)
+    assert done[2] == pytest.approx(full[2], abs=1e-9)
+    # Its share by length (a third of 2,200 pairs) is far from its own 2,000 pairs.
+    assert partial[2] < full[2] - 3.0
+    assert done[1] == pytest.approx(partial[1], abs=1e-9) and done[1] < -1.0
+    assert done[3] == pytest.approx(partial[3], abs=1e-9)

@@ -248,8 +248,8 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
 
 class _RecordingStore:
     """The one Store method the triplet tier calls, over fixed hits; records each lookup's
-    budget and, like the stores, leaves the hashes out when they would exceed it (all of
-    them here: the test's hashes are all equally rare), and says so, as they do."""
+    budget and, like the stores, keeps the rarest hashes while their postings fit it and says
+    which it left out."""
 
     def __init__(self, hits: Hits) -> None:
         self.hits = hits
@@ -260,23 +260,31 @@ class _RecordingStore:
     ) -> Hits:
         self.budgets.append(max_hits)
         found = self.hits.select(np.isin(self.hits.hashes, hashes))
-        if max_hits is not None and len(found) > max_hits:
-            left, postings = np.unique(found.hashes, return_counts=True)
-            frames = int(self.hits.song_frames.max())  # a one-song catalogue
-            return replace(Hits.empty(), left_out=LeftOut(left, postings, frames))
-        return found
+        if max_hits is None or len(found) <= max_hits:
+            return found
+        # The rarest hashes first while their postings fit, ties by hash, as the stores.
+        distinct, postings = np.unique(found.hashes, return_counts=True)
+        order = np.lexsort((distinct, postings))
+        fits = np.zeros(len(distinct), dtype=bool)
+        fits[order] = np.cumsum(postings[order]) <= max_hits
+        kept = found.select(np.isin(found.hashes, distinct[fits]))
+        frames = int(np.unique(self.hits.song_frames).sum())  # songs of distinct lengths
+        left_out = LeftOut(distinct[~fits], postings[~fits], frames)
+        return replace(kept, left_out=left_out)
 
 
 def _triplet_tier_of_a_clip(
-    max_hits_triplets: int, cache_budget: int | None
+    max_hits_triplets: int, cache_budget: int | None, others: int = 0, **match: object
 ) -> tuple[_RecordingStore, list[Match]]:
-    """The triplet tier of a 10-s clip of a one-song catalogue, under these budgets: the
-    store (with the budget of each lookup) and the matches."""
+    """The triplet tier of a 10-s clip of song 1 of a catalogue (that song and `others`
+    more), under these budgets and MatchParams: the store (with the budget of each lookup)
+    and the matches."""
     song = _random_song(4, seconds=60.0)
     inside = song.frames < 312
     clip = _peaks(song.frames[inside].tolist(), song.bins[inside].tolist())
-    store = _RecordingStore(_catalogue_hits([song]))
-    mp = MatchParams(max_hits_triplets=max_hits_triplets)
+    more = [_random_song(40 + i, seconds=50.0 + i) for i in range(others)]
+    store = _RecordingStore(_catalogue_hits([song, *more]))
+    mp = MatchParams(max_hits_triplets=max_hits_triplets, **match)  # type: ignore[arg-type]
     ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
     query = TierQuery(peaks=clip, second_tier=lambda: index_fingerprints(clip, FP2))
     cache = HitCache(store, max_hits=cache_budget)
@@ -290,6 +298,24 @@ def test_the_triplets_lookup_keeps_to_its_budget() -> None:
 
 
 def test_what_the_triplets_budget_left_out_is_asked_when_the_rest_decides_nothing() -> None:
-    store, matches = _triplet_tier_of_a_clip(10, 1_000_000)
-    assert store.budgets == [10, 1_000_000]
+    # Five postings make no candidate to complete.
+    store, matches = _triplet_tier_of_a_clip(5, 1_000_000, others=3)
+    assert store.budgets == [5, 1_000_000]
+    assert matches and matches[0].song_id == 1
+
+
+def test_the_triplets_candidates_are_completed_before_anything_else_is_asked() -> None:
+    """A clip whose rarest triplets only rank its song among the candidates: the postings the
+    budget left out are fetched for the candidates alone, and that settles the clip (no
+    lookup of every hash left out); the match is the one with no budget at all."""
+    store, matches = _triplet_tier_of_a_clip(20, 1_000_000, others=3)
+    assert store.budgets == [20, None]
+    assert matches and matches[0].song_id == 1
+    unbudgeted = _triplet_tier_of_a_clip(1_000_000, 1_000_000, others=3)[1]
+    assert matches[0].score == unbudgeted[0].score
+    # The same figure but for the songs counted as candidates (fewer met under the budget).
+    assert matches[0].chance_log10 == pytest.approx(unbudgeted[0].chance_log10, abs=1.0)
+    # Without completing, the hashes left out are asked whole.
+    store, matches = _triplet_tier_of_a_clip(20, 1_000_000, others=3, complete_candidates=0)
+    assert store.budgets == [20, 1_000_000]
     assert matches and matches[0].song_id == 1

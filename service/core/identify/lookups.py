@@ -30,6 +30,9 @@ class HitCache:
         self._asked_cap = np.empty(0, dtype=np.int64)
         self._left_out_under = np.empty(0, dtype=np.int64)
         self._parts: list[Hits] = []
+        #: Postings of left-out hashes held by the songs complete() was asked for, until a
+        #: lookup fetches those hashes whole.
+        self._completions: list[Hits] = []
         #: What the budgets left out, as the latest lookup of each hash found it.
         self._left_out = LeftOut.nothing()
 
@@ -79,8 +82,42 @@ class HitCache:
             )
             self._remember(new, cap, budget, found)
             self._left_out = _still_left_out(self._left_out, new, found.left_out)
+            if self._completions and len(found):
+                # Hashes fetched whole now: their completed postings are among them.
+                whole = unique_values(found.hashes)
+                self._completions = [
+                    c.select(~sorted_positions(whole, c.hashes)[0]) for c in self._completions
+                ]
+        return self._all_hits()
+
+    async def complete(self, hashes: np.ndarray, song_ids: np.ndarray) -> Hits:
+        """Every hash asked so far, as hits_for returns them, plus the postings of `hashes`
+        that the budgets left out and that `song_ids` hold: each of those songs is then
+        scored on every posting of those hashes under their caps, as with no budget, while
+        the other songs cost no more than the budget. The left-out hashes are fetched a
+        budget of postings at a time, the rarest first, each part cut to those songs before
+        the next, so that what a lookup holds stays under the budget. (The caller asks once
+        per cache: a song completed twice would have its completed postings discounted
+        twice by the chance model.)"""
+        left = self._left_out
+        songs = unique_values(np.asarray(song_ids, dtype=np.int64))
+        wanted = unique_values(np.asarray(hashes, dtype=np.int64))
+        mine = sorted_positions(wanted, left.hashes)[0]
+        if not mine.any() or not len(songs):
+            return self._all_hits()
+        missing, postings = left.hashes[mine], left.postings[mine]
+        order = np.argsort(postings, kind="stable")
+        part = np.cumsum(postings[order]) // max(_cap(self._max_hits), 1)
+        for chunk in np.split(order, np.flatnonzero(np.diff(part)) + 1):
+            hits = await self._store.lookup(missing[chunk].astype(np.int32))
+            self._completions.append(hits.select(sorted_positions(songs, hits.song_ids)[0]))
+        self._left_out = replace(left, completed=(*left.completed, (songs, missing)))
+        return self._all_hits()
+
+    def _all_hits(self) -> Hits:
+        parts = self._parts + self._completions
         # One part needs no copy (a clip that stops at the first tier).
-        hits = self._parts[0] if len(self._parts) == 1 else Hits.concat(self._parts)
+        hits = parts[0] if len(parts) == 1 else Hits.concat(parts)
         return replace(hits, left_out=self._left_out)
 
     def _remember(self, asked: np.ndarray, cap: int, budget: int, hits: Hits) -> None:
@@ -105,14 +142,14 @@ class HitCache:
 def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut:
     """What the budgets have left out once `asked` (sorted distinct) was asked again and the
     lookup left `now` out: each hash as its latest lookup found it."""
-    if not len(before):
+    if not len(before) and not before.completed:
         return now
     stale = sorted_positions(asked, before.hashes)[0]
     hashes = np.concatenate([before.hashes[~stale], now.hashes])
     postings = np.concatenate([before.postings[~stale], now.postings])
     order = np.argsort(hashes, kind="stable")
     frames = now.catalogue_frames or before.catalogue_frames
-    return LeftOut(hashes[order], postings[order], frames)
+    return LeftOut(hashes[order], postings[order], frames, before.completed)
 
 
 def _cap(limit: int | None) -> int:

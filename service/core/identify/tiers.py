@@ -62,7 +62,7 @@ from service.core.identify.lookups import (
     triplet_budget,
 )
 from service.core.identify.speed_search import after_speed_search
-from service.core.identify.triplet_votes import prefer_scaled, triplet_matches, triplets_needed
+from service.core.identify.triplet_votes import prefer_scaled, triplet_search, triplets_needed
 from service.match import (
     Match,
     MatchParams,
@@ -147,9 +147,11 @@ async def first_tier(
 async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> list[Match]:
     """A query's matches from the triplets of its index-density peaks (an "fp2" index), voted
     under every time scale of MatchParams.triplet_scales(): one lookup for every speed, under
-    the budget of MatchParams.max_hits_triplets; when what that finds is inconclusive, the
-    hashes the budget left out are asked too, under the cache's own budget, and voted with
-    the rest (the budget trades latency, never answers)."""
+    the budget of MatchParams.max_hits_triplets. When what that finds is inconclusive, its
+    most improbable candidates are completed (MatchParams.complete_candidates,
+    HitCache.complete) and voted again; when that is still inconclusive, the hashes the
+    budget left out are asked too, under the cache's own budget, and voted with the rest
+    (the budget trades latency, never answers)."""
     params, mp = ladder.params, ladder.match_params
     assert params.triplets is not None
     triplets = params.triplets
@@ -166,16 +168,21 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     # landmark tiers after this one neither pair against the triplets' hits nor keep them.
     cache = cache.sibling()
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
+    completing = mp.complete_candidates if len(hits.left_out) else 0
 
-    def vote(hits: Hits) -> list[Match]:
-        return triplet_matches(fingerprints, ladder.ordered(hits), params, mp)
+    def vote(hits: Hits) -> Search:
+        return triplet_search(fingerprints, ladder.ordered(hits), params, mp, completing)
 
-    matches = await asyncio.to_thread(vote, hits)
-    if inconclusive(matches, mp):
+    found = await asyncio.to_thread(vote, hits)
+    if completing and found.candidates and inconclusive(found.matches, mp):
+        songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
+        hits = await cache.complete(fingerprints.hashes, songs)
+        found = await asyncio.to_thread(vote, hits)
+    if inconclusive(found.matches, mp) and mp.triplets_ask_left_out:
         more = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
         if len(more) > len(hits):
-            matches = await asyncio.to_thread(vote, more)
-    return matches
+            found = await asyncio.to_thread(vote, more)
+    return found.matches
 
 
 async def deeper_tiers(
@@ -236,22 +243,30 @@ async def _search(
     ladder: Ladder,
 ) -> Search:
     """One lookup of `variants`' hashes under `cap`, and their matches and `candidates`
-    candidates (weak ones included, for the envelopes)."""
+    candidates (weak ones included, for the envelopes). When that is inconclusive and the
+    budget left hashes out, the most improbable candidates are completed
+    (MatchParams.complete_candidates, HitCache.complete) and searched again."""
+    mp = ladder.match_params
     hashes = np.concatenate([v.hashes for v in variants])
     hits = await cache.hits_for(hashes, cap)
+    completing = mp.complete_candidates if len(hits.left_out) else 0
 
-    def run() -> Search:
+    def run(hits: Hits) -> Search:
         return search_matches(
             variants,
             ladder.ordered(hits),
             ladder.params,
-            ladder.match_params,
+            mp,
             speeds_tried=1,
-            candidates=candidates,
+            candidates=max(candidates, completing),
             weak_candidates=True,
         )
 
-    return await asyncio.to_thread(run)
+    found = await asyncio.to_thread(run, hits)
+    if completing and found.candidates and inconclusive(found.matches, mp):
+        songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
+        found = await asyncio.to_thread(run, await cache.complete(hashes, songs))
+    return Search(found.matches, found.candidates[:candidates])
 
 
 def phase_variants(samples: np.ndarray, params: FingerprintParams) -> list[QueryVariant]:

@@ -14,7 +14,7 @@ from service.audio.params import FingerprintParams
 from service.match import (
     Match,
     MatchParams,
-    find_matches,
+    Search,
     merge_matches,
     scale_variants,
     search_matches,
@@ -52,6 +52,17 @@ def prefer_scaled(
 def triplet_matches(
     triplets: Fingerprints, hits: Hits, params: FingerprintParams, match_params: MatchParams
 ) -> list[Match]:
+    """triplet_search's matches."""
+    return triplet_search(triplets, hits, params, match_params).matches
+
+
+def triplet_search(
+    triplets: Fingerprints,
+    hits: Hits,
+    params: FingerprintParams,
+    match_params: MatchParams,
+    candidates: int = 0,
+) -> Search:
     """Matches of a query's triplet hashes voted under every time scale of
     MatchParams.triplet_scales(), each refined within a step of the scale grid; first, when
     MatchParams.triplet_coarse_scale_step is set, under the coarse grid (itself voted only
@@ -59,13 +70,14 @@ def triplet_matches(
     is voted only under the fine scales near a coarse one that could align it
     (votes.aligning_groups): every match of the fine grid alone, at a fraction of the voting
     (a song the passes leave out could at most have taken a place among those refined for a
-    time scale)."""
+    time scale), and its `candidates` most improbable songs of at least min_score votes
+    (search_matches) among those the passes kept."""
     mp = match_params
     fine = replace(mp, time_scale_range=mp.triplet_scale_step)
     scales = mp.triplet_scales()
     variants = scale_variants(triplets, scales)
     if mp.triplet_coarse_scale_step <= 0 or not len(hits) or not len(triplets):
-        return find_matches(variants, hits, params, fine)
+        return search_matches(variants, hits, params, fine, candidates=candidates)
     frames = int(triplets.offsets.max()) + 1
 
     # An alignment the fine grid finds drifts by up to what its refinement searches, plus
@@ -79,15 +91,15 @@ def triplet_matches(
 
     # The coarser grid first, then the coarse one on the songs it could align: each pass
     # leaves the next the hits of those songs only.
-    candidates, songs_met = hits, 0
+    kept, songs_met = hits, 0
     steps = (mp.triplet_coarser_scale_step, mp.triplet_coarse_scale_step)
     for step in (s for s in steps if s > 0):
         coarse = scale_variants(triplets, mp.triplet_coarse_scales(step))
-        aligning, met = aligning_groups(coarse, candidates, drift(step), mp.min_score)
+        aligning, met = aligning_groups(coarse, kept, drift(step), mp.min_score)
         songs_met = songs_met or met
         if len(aligning.songs) == 0:
-            return []
-        candidates = candidates.select(np.isin(candidates.song_ids, aligning.songs))
+            return Search([], [])
+        kept = kept.select(np.isin(kept.song_ids, aligning.songs))
     coarse_scales = mp.triplet_coarse_scales()
     # Fine scale j may vote for a song when a coarse scale within half a coarse step of it
     # could align that song.
@@ -97,9 +109,10 @@ def triplet_matches(
     allowed = (aligning.allowed.astype(np.int32) @ near.astype(np.int32)) > 0
     return search_matches(
         variants,
-        candidates,
+        kept,
         params,
         fine,
         songs_voted=songs_met,
         groups=AllowedGroups(aligning.songs, allowed),
-    ).matches
+        candidates=candidates,
+    )
