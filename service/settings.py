@@ -176,14 +176,15 @@ class Settings(BaseSettings):
         "the service refuses to open one of the other format (re-index to change it).",
     )
     max_hits_per_lookup: int = Field(
-        4_000_000,
+        1_000_000,
         ge=100_000,
         description="Most stored fingerprints one identification fetches and votes on in "
         "each tier past the first, the rarest hashes first: what bounds a request's memory "
         "and the time a clip of unknown music takes however large the catalogue grows. What "
-        "it leaves out still counts as chance votes, so a smaller budget lets about no more "
-        "chance alignments through; it is faster and lighter in a catalogue of many thousands of "
-        "songs, but may leave a noisy clip unanswered that a larger one settles "
+        "it leaves out still counts as chance votes, and the few best candidates of an "
+        "inconclusive search are completed with every posting they hold, so a smaller budget "
+        "lets about no more chance alignments through and misses few songs; a larger one "
+        "costs more time and memory in a catalogue of many thousands of songs "
         "(BENCHMARKS.md, lookup budget).",
     )
     envelope_check: bool = Field(

@@ -88,16 +88,13 @@ class MatchParams:
     #: the speed grid), so it bounds what a clip of music the catalogue lacks, which climbs
     #: them all, costs in memory and time. What a budget leaves out still counts in the
     #: chance model (records.LeftOut), so that the rarest hashes alone do not make chance
-    #: alignments look more improbable than all of them would: a smaller budget trades
-    #: answers the left-out hashes would have settled, about no more chance alignments. At
-    #: 10,000 songs (BENCHMARKS.md, lookup budget) a million took a quarter to three quarters
-    #: of the time of four million for a clip of music the catalogue lacks (half for a 10-s
-    #: clip) and a quarter to a half of its traced memory, with the same answers on every
-    #: clip measured (without counting what it left out, it let one clip of an unindexed
-    #: track through as a match under "fp1"). What a smaller budget may cost is a noisy clip
-    #: that only the hashes it left out would settle, at catalogues where its second tier's
-    #: dense landmarks meet many millions of postings. The MAX_HITS_PER_LOOKUP setting.
-    max_hits_per_lookup: int = 4_000_000
+    #: alignments look more improbable than all of them would, and the best candidates of an
+    #: inconclusive search are completed with every posting they hold (complete_candidates),
+    #: so that a noisy clip whose song the rarest hashes rank among the few best is found as
+    #: with no budget. At 10,000 and 30,000 songs (BENCHMARKS.md, lookup budget) a million
+    #: gave the answers of four million on every clip measured, in less time and a fraction
+    #: of the memory. The MAX_HITS_PER_LOOKUP setting.
+    max_hits_per_lookup: int = 1_000_000
     #: When the second tier or the other hop phases, looked up under max_hits_per_lookup,
     #: are inconclusive and their budget left hashes out, this many of their most improbable
     #: candidate songs are completed: the left-out postings they hold are fetched (a budget
