@@ -249,13 +249,17 @@ def report(results: dict, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database", required=True, help="a catalogue latency.py built")
     parser.add_argument("--format", default="fp2", choices=["fp1", "fp2"])
     parser.add_argument(
         "--budgets",
-        type=lambda s: [int(x) for x in s.split(",") if x],
+        type=_ints,
         default=[1_000_000, 4_000_000],
     )
     parser.add_argument("--clips", type=int, default=30, help="per case of indexed tracks")
@@ -264,19 +268,19 @@ def main() -> int:
     )
     parser.add_argument(
         "--uncounted",
-        type=lambda s: [int(x) for x in s.split(",") if x],
+        type=_ints,
         default=[],
         help="budgets also measured with what they left out not counted by the chance model",
     )
     parser.add_argument(
         "--triplet-budgets",
-        type=lambda s: [int(x) for x in s.split(",") if x],
+        type=_ints,
         default=[],
         help="max_hits_triplets values, each run under every budget",
     )
     parser.add_argument(
         "--complete-candidates",
-        type=lambda s: [int(x) for x in s.split(",") if x],
+        type=_ints,
         default=[],
         help="complete_candidates values, each run under every budget",
     )
