@@ -119,6 +119,11 @@ class MatchParams:
     #: asks the hashes left out again under max_hits_per_lookup, so the budget trades only
     #: latency, never answers.
     max_hits_triplets: int = 150_000
+    #: The budget of the speed grid's lookups ("fp1"), per 10 s of clip: its coarse search
+    #: shares it among every speed of the grid, so it binds sooner than a single speed's
+    #: lookup; at 30,000 songs a 5 %-slow clip that four million postings found went
+    #: unanswered under a million (BENCHMARKS.md, lookup budget).
+    max_hits_speed_grid: int = 4_000_000
     #: Whether the triplets' lookup asks the hashes max_hits_triplets left out when it is
     #: still inconclusive once its candidates are completed (complete_candidates): a song
     #: the rarest triplets do not rank among the few best is then still found, at the cost

@@ -247,7 +247,7 @@ def test_a_starved_speed_grid_still_finds_every_song_at_its_speed(catalogue, cli
     starves the query-density landmarks at every speed leaves the index-density ones and the
     speeds of the best candidates enough."""
     ids = catalogue[2]
-    starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    starved = MatchParams(max_hits_per_lookup=STARVED_GRID, max_hits_speed_grid=STARVED_GRID)
     for condition in SPEED_SEARCHED:
         for name in INDEXED:
             path = clips[(name, condition)]
@@ -265,8 +265,10 @@ def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_spe
     """The focus step: the query-density landmarks at and beside the speeds of the coarse
     step's best candidates, looked up with the whole budget, make weak matches strong."""
     ids = catalogue[2]
-    unfocused = MatchParams(max_hits_per_lookup=STARVED_GRID, speed_focus=0)
-    focused = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    unfocused = MatchParams(
+        max_hits_per_lookup=STARVED_GRID, max_hits_speed_grid=STARVED_GRID, speed_focus=0
+    )
+    focused = MatchParams(max_hits_per_lookup=STARVED_GRID, max_hits_speed_grid=STARVED_GRID)
     stronger = 0
     for condition in SPEED_SEARCHED:
         for name in INDEXED:
@@ -284,7 +286,7 @@ def test_a_starved_speed_grid_spends_its_budget_again_on_the_best_candidates_spe
 
 @pytest.mark.parametrize("name", UNINDEXED)
 def test_a_starved_speed_grid_answers_no_unindexed_music(catalogue, clips, name):
-    starved = MatchParams(max_hits_per_lookup=STARVED_GRID)
+    starved = MatchParams(max_hits_per_lookup=STARVED_GRID, max_hits_speed_grid=STARVED_GRID)
     for condition in ("speed_p5", "mp3_64k", "white_snrm5", "pitch_p1st"):
         path = clips[(name, condition)]
         assert _matches(catalogue, path, starved) == []

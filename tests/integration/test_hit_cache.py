@@ -228,9 +228,11 @@ def test_a_hash_is_judged_by_its_latest_lookup(store_url: str) -> None:
             await other.hits_for(np.array([2], np.int32), 4)  # over the cap
             left = await other.hits_for(np.array([2], np.int32), 8, max_hits=5)
             assert _left_out(left) == {2: 6}
-            again = await other.hits_for(np.array([2], np.int32), 8, max_hits=6, again=True)
+            await other.hits_for(np.array([2], np.int32), 8, max_hits=5)  # nothing new
+            assert [a.tolist() for a in counting.asked[3:]] == [[2], [2]]
+            again = await other.hits_for(np.array([2], np.int32), 8, max_hits=5, again=True)
             assert [a.tolist() for a in counting.asked[3:]] == [[2], [2], [2]]
-            assert len(again) == 6 and _left_out(again) == {}
+            assert _left_out(again) == {2: 6}
 
     asyncio.run(run())
 
@@ -253,6 +255,7 @@ def test_completing_songs_fetches_their_left_out_postings_a_budget_at_a_time(
             small = await cache.hits_for(np.array([1, 2, 3], np.int32), 30)
             assert _left_out(small) == {1: 24, 2: 12}
             done = await cache.complete(np.array([1, 2, 3, 9]), np.array([a_id]))
+            assert done is not None
             assert [x.tolist() for x in counting.asked[1:]] == [[2], [1]]  # 12, then 24
             mine = _rows(done) - _rows(small)
             assert {(h, s) for h, s, _ in mine} == {(1, a_id), (2, a_id)}
@@ -260,9 +263,32 @@ def test_completing_songs_fetches_their_left_out_postings_a_budget_at_a_time(
             assert _left_out(done) == {1: 24, 2: 12}  # still left out for song b
             ((songs, hashes),) = done.left_out.completed
             assert songs.tolist() == [a_id] and hashes.tolist() == [1, 2]
+            # Completed once: asked again, nothing is fetched and nothing counts twice.
+            assert await cache.complete(np.array([1, 2]), np.array([a_id])) is None
+            assert len(counting.asked) == 3
             # Asked whole under a larger budget: each posting once.
             whole = await cache.hits_for(np.array([1, 2, 3], np.int32), 30, max_hits=100)
             assert _rows(whole) == _rows(await store.lookup(np.array([1, 2, 3], np.int32)))
             assert len(whole) == 40 and _left_out(whole) == {}
+
+    asyncio.run(run())
+
+
+def test_dropped_completions_leave_the_budgeted_hits(store_url: str) -> None:
+    """Before lookups under a tighter cap (the speed grid), what complete() fetched is
+    forgotten: the hits and the table of what was left out are those of the budgeted lookups
+    alone, so no variant's cap is judged on a few songs' rows of a hash."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            a_id = (await store.add_song(make_song(_twelve_six_two(), "p" * 64)))[0].id
+            await store.add_song(make_song(_twelve_six_two(), "q" * 64))
+            cache = HitCache(store, max_hits=13)
+            small = await cache.hits_for(np.array([1, 2, 3], np.int32), 30)
+            assert await cache.complete(np.array([1, 2]), np.array([a_id])) is not None
+            cache.drop_completions()
+            after = await cache.hits_for(np.array([1, 2, 3], np.int32), 30)
+            assert _rows(after) == _rows(small) and len(after) == len(small)
+            assert after.left_out.completed == () and _left_out(after) == {1: 24, 2: 12}
 
     asyncio.run(run())

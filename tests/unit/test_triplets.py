@@ -307,7 +307,8 @@ def test_what_the_triplets_budget_left_out_is_asked_when_the_rest_decides_nothin
 def test_the_triplets_candidates_are_completed_before_anything_else_is_asked() -> None:
     """A clip whose rarest triplets only rank its song among the candidates: the postings the
     budget left out are fetched for the candidates alone, and that settles the clip (no
-    lookup of every hash left out); the match is the one with no budget at all."""
+    lookup of every hash left out); the match has the votes it has with no budget at all, and
+    its figure differs only by the songs the family-wise correction counts (fewer met)."""
     store, matches = _triplet_tier_of_a_clip(20, 1_000_000, others=3)
     assert store.budgets == [20, None]
     assert matches and matches[0].song_id == 1

@@ -58,7 +58,7 @@ class HitCache:
         higher cap than its latest lookup's (it may have been over that cap), or, when that
         lookup's budget left it out (the store says which: Hits.left_out), under a larger
         budget, or under the same one with `again`: fewer hashes then share it. One that
-        was under the cap and not left out is not stored: it is never asked again."""
+        was under the cap and not left out is not stored: only a higher cap asks it again."""
         cap = _cap(max_postings)
         budget = _cap(self._max_hits if max_hits is None else max_hits)
         wanted = unique_values(np.asarray(hashes, dtype=np.int32))
@@ -90,21 +90,24 @@ class HitCache:
                 ]
         return self._all_hits()
 
-    async def complete(self, hashes: np.ndarray, song_ids: np.ndarray) -> Hits:
+    async def complete(self, hashes: np.ndarray, song_ids: np.ndarray) -> Hits | None:
         """Every hash asked so far, as hits_for returns them, plus the postings of `hashes`
         that the budgets left out and that `song_ids` hold: each of those songs is then
         scored on every posting of those hashes under their caps, as with no budget, while
         the other songs cost no more than the budget. The left-out hashes are fetched a
         budget of postings at a time, the rarest first, each part cut to those songs before
-        the next, so that what a lookup holds stays under the budget. (The caller asks once
-        per cache: a song completed twice would have its completed postings discounted
-        twice by the chance model.)"""
+        the next, so that what a lookup holds stays under the budget. A song is completed once
+        per cache (asked again, it is left as it is: its postings would count twice). None
+        when there is nothing to fetch (no such hash left out, or no new song)."""
         left = self._left_out
         songs = unique_values(np.asarray(song_ids, dtype=np.int64))
+        done = [s for s, _ in left.completed]
+        if done:
+            songs = songs[~np.isin(songs, np.concatenate(done))]
         wanted = unique_values(np.asarray(hashes, dtype=np.int64))
         mine = sorted_positions(wanted, left.hashes)[0]
         if not mine.any() or not len(songs):
-            return self._all_hits()
+            return None
         missing, postings = left.hashes[mine], left.postings[mine]
         order = np.argsort(postings, kind="stable")
         part = np.cumsum(postings[order]) // max(_cap(self._max_hits), 1)
@@ -113,6 +116,13 @@ class HitCache:
             self._completions.append(hits.select(sorted_positions(songs, hits.song_ids)[0]))
         self._left_out = replace(left, completed=(*left.completed, (songs, missing)))
         return self._all_hits()
+
+    def drop_completions(self) -> None:
+        """Forget what complete() fetched, before lookups under a tighter cap than the one the
+        completed hashes were left out under: a variant's cap is judged by the rows of each
+        hash among the hits, and a completed hash's rows are those of a few songs only."""
+        self._completions = []
+        self._left_out = replace(self._left_out, completed=())
 
     def _all_hits(self) -> Hits:
         parts = self._parts + self._completions
@@ -207,6 +217,11 @@ def first_tier_budget(match_params: MatchParams, seconds: float) -> int:
 def triplet_budget(match_params: MatchParams, seconds: float) -> int:
     """MatchParams.max_hits_triplets for a clip of `seconds`, per 10 s as hits_budget."""
     return _per_clip(match_params.max_hits_triplets, seconds)
+
+
+def speed_grid_budget(match_params: MatchParams, seconds: float) -> int:
+    """MatchParams.max_hits_speed_grid for a clip of `seconds`, per 10 s as hits_budget."""
+    return _per_clip(match_params.max_hits_speed_grid, seconds)
 
 
 def _per_clip(budget_per_clip: int, seconds: float) -> int:

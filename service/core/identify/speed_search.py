@@ -40,7 +40,7 @@ import numpy as np
 
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, thin_peaks
-from service.core.identify.lookups import HitCache
+from service.core.identify.lookups import HitCache, speed_grid_budget
 from service.match import (
     Match,
     MatchParams,
@@ -88,11 +88,14 @@ async def search_speeds(
             of, twins, fp, cap, pitch_only=True
         )
 
+    seconds = (int(peaks.frames.max(initial=0)) + 1) * params.frame_s
+    budget = speed_grid_budget(match_params, seconds)
+
     async def search(
         chosen: list[QueryVariant], again: bool = False, candidates: int = 0
     ) -> Search:
         hashes = np.concatenate([v.hashes for v in chosen])
-        hits = await cache.hits_for(hashes, cap, again=again)
+        hits = await cache.hits_for(hashes, cap, budget, again=again)
 
         def run() -> Search:
             ordered = order_hits(hits) if order_hits is not None else hits

@@ -168,7 +168,7 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     # landmark tiers after this one neither pair against the triplets' hits nor keep them.
     cache = cache.sibling()
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
-    completing = mp.complete_candidates if len(hits.left_out) else 0
+    completing = mp.complete_candidates if len(hits.left_out) else 0  # a cache of its own
 
     def vote(hits: Hits) -> Search:
         return triplet_search(fingerprints, ladder.ordered(hits), params, mp, completing)
@@ -176,8 +176,10 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     found = await asyncio.to_thread(vote, hits)
     if completing and found.candidates and inconclusive(found.matches, mp):
         songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
-        hits = await cache.complete(fingerprints.hashes, songs)
-        found = await asyncio.to_thread(vote, hits)
+        completed = await cache.complete(fingerprints.hashes, songs)
+        if completed is not None:
+            hits = completed
+            found = await asyncio.to_thread(vote, hits)
     if inconclusive(found.matches, mp) and mp.triplets_ask_left_out:
         more = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
         if len(more) > len(hits):
@@ -215,6 +217,10 @@ async def deeper_tiers(
             matches = merge_matches(matches, found.matches, mp.max_matches)
             phase_candidates = found.candidates
     if params.triplets is None:
+        # The grid looks up under a tighter cap, and a variant's cap is judged by the rows of
+        # each hash in the hits: a completed hash's few rows would pass it for the completed
+        # songs alone.
+        cache.drop_completions()
         matches = await after_speed_search(
             cache, matches, query.peaks, ladder.caps.speed, params, mp, ladder.order_hits
         )
@@ -249,7 +255,7 @@ async def _search(
     mp = ladder.match_params
     hashes = np.concatenate([v.hashes for v in variants])
     hits = await cache.hits_for(hashes, cap)
-    completing = mp.complete_candidates if len(hits.left_out) else 0
+    completing = mp.complete_candidates if hits.left_out.postings_of(hashes).any() else 0
 
     def run(hits: Hits) -> Search:
         return search_matches(
@@ -265,7 +271,9 @@ async def _search(
     found = await asyncio.to_thread(run, hits)
     if completing and found.candidates and inconclusive(found.matches, mp):
         songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
-        found = await asyncio.to_thread(run, await cache.complete(hashes, songs))
+        completed = await cache.complete(hashes, songs)
+        if completed is not None:
+            found = await asyncio.to_thread(run, completed)
     return Search(found.matches, found.candidates[:candidates])
 
 
