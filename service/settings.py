@@ -179,7 +179,8 @@ class Settings(BaseSettings):
         1_000_000,
         ge=100_000,
         description="Most stored fingerprints one identification fetches and votes on in "
-        "each tier past the first, the rarest hashes first: what bounds a request's memory "
+        "each tier past the first (fp1's speed grid has a budget of its own), the rarest "
+        "hashes first: what bounds a request's memory "
         "and the time a clip of unknown music takes however large the catalogue grows. What "
         "it leaves out still counts as chance votes, and the few best candidates of an "
         "inconclusive search are completed with every posting they hold, so a smaller budget "

@@ -84,19 +84,21 @@ class MatchParams:
     #: kept first. The caps are multiples of the catalogue's mean, so without a budget a
     #: clip's hits grow with the catalogue without bound (at 100,000 songs one speed-grid
     #: identification held 15 GB). Every tier past the first fetches under it (the triplets
-    #: when their own budget leaves them undecided, the second tier, the other hop phases,
-    #: the speed grid), so it bounds what a clip of music the catalogue lacks, which climbs
-    #: them all, costs in memory and time. What a budget leaves out still counts in the
-    #: chance model (records.LeftOut), so that the rarest hashes alone do not make chance
-    #: alignments look more improbable than all of them would, and the best candidates of an
-    #: inconclusive search are completed with every posting they hold (complete_candidates),
-    #: so that a noisy clip whose song the rarest hashes rank among the few best is found as
-    #: with no budget. At 10,000 and 30,000 songs (BENCHMARKS.md, lookup budget) a million
-    #: gave the answers of four million on every clip measured, in less time and a fraction
-    #: of the memory. The MAX_HITS_PER_LOOKUP setting.
+    #: when their own budget leaves them undecided, the second tier, the other hop phases;
+    #: the speed grid has max_hits_speed_grid), so it bounds what a clip of music the
+    #: catalogue lacks, which climbs them all, costs in memory and time. What a budget
+    #: leaves out still counts in the chance model (records.LeftOut), so that the rarest
+    #: hashes alone do not make chance alignments look more improbable than all of them
+    #: would, and the best candidates of an inconclusive search are completed with every
+    #: posting they hold (complete_candidates), so that a noisy clip whose song the rarest
+    #: hashes rank among the few best is found as with no budget. At 10,000 songs
+    #: (BENCHMARKS.md, lookup budget) a million gave the answers of four million on every
+    #: clip measured, in less time and a fraction of the memory; at 30,000 it left one or two
+    #: of 40 noisy clips unanswered that two million answered. The MAX_HITS_PER_LOOKUP
+    #: setting.
     max_hits_per_lookup: int = 1_000_000
-    #: When the second tier or the other hop phases, looked up under max_hits_per_lookup,
-    #: are inconclusive and their budget left hashes out, this many of their most improbable
+    #: When the triplets, the second tier or the other hop phases are inconclusive and
+    #: their budget left some of their hashes out, this many of their most improbable
     #: candidate songs are completed: the left-out postings they hold are fetched (a budget
     #: at a time, each part cut to those songs) and the search runs again, each completed
     #: song scored on every posting of the query's hashes, as with no budget. A noisy clip
