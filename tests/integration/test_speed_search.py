@@ -14,6 +14,7 @@ from service.audio.peaks import thin_peaks
 from service.core.identify.lookups import HitCache
 from service.core.identify.speed_search import search_speeds
 from service.match import MatchParams, find_matches, inconclusive, speed_variants
+from service.store import Hits
 from tests.integration.test_store import make_song, opened
 from tests.unit.test_matching import _played_at, _random_peaks
 
@@ -44,5 +45,38 @@ def test_a_match_at_another_speed_pays_for_every_search_of_the_grid(sqlite_url: 
             assert np.isfinite(once.chance_log10)
             assert found[0].score == once.score
             assert found[0].chance_log10 == pytest.approx(once.chance_log10 + math.log10(3))
+
+    asyncio.run(run())
+
+
+def test_the_grid_keeps_a_budget_of_its_own(sqlite_url: str) -> None:
+    """Every speed of the grid shares its lookup, so the grid looks up under
+    MatchParams.max_hits_speed_grid (per 10 s of clip), not the cache's budget for one
+    speed's lookup."""
+
+    async def run() -> None:
+        song = _random_peaks(9, 40)
+        async with opened(sqlite_url) as store:
+            fp = landmark_hashes(song, P)
+            await store.add_song(make_song(fp, "b" * 64, n_frames=int(song.frames.max()) + 1))
+            clip = _played_at(song, 1.03, frames=40)
+            budgets: list[int | None] = []
+
+            class Recording:
+                async def lookup(
+                    self,
+                    hashes: np.ndarray,
+                    max_postings: int | None = None,
+                    max_hits: int | None = None,
+                ) -> Hits:
+                    budgets.append(max_hits)
+                    return await store.lookup(hashes, max_postings, max_hits)
+
+            mp = MatchParams(max_hits_per_lookup=1_000, max_hits_speed_grid=3_000_000)
+            cache = HitCache(Recording(), max_hits=1_000)  # type: ignore[arg-type]
+            found = await search_speeds(cache, clip, None, P, mp)
+            assert found and found[0].grid_speed == pytest.approx(1.03)
+            # A 1.3-s clip gets a 10-s clip's budget (never less).
+            assert budgets and set(budgets) == {3_000_000}
 
     asyncio.run(run())
