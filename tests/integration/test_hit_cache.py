@@ -292,3 +292,22 @@ def test_dropped_completions_leave_the_budgeted_hits(store_url: str) -> None:
             assert after.left_out.completed == () and _left_out(after) == {1: 24, 2: 12}
 
     asyncio.run(run())
+
+
+def test_a_hash_over_a_tighter_cap_stays_left_out_under_the_looser_one(store_url: str) -> None:
+    """The speed grid asks under a tighter cap, and a larger budget, hashes the second tier
+    left out under its looser cap: one now over the tighter cap was neither fetched nor left
+    out by that lookup, so it is still left out under the looser cap, and the variants of
+    that cap still count its postings as chance votes."""
+
+    async def run() -> None:
+        async with opened(store_url) as store:
+            await store.add_song(make_song(_twelve_six_two(), "r" * 64))
+            cache = HitCache(store, max_hits=1000)
+            deep = await cache.hits_for(np.array([1, 2], np.int32), 20, max_hits=5)
+            assert _left_out(deep) == {1: 12, 2: 6}
+            tight = await cache.hits_for(np.array([1, 2], np.int32), 8, max_hits=100)
+            assert sorted(set(tight.hashes.tolist())) == [2]  # fetched: no longer left out
+            assert _left_out(tight) == {1: 12}  # over 8, still left out under 20
+
+    asyncio.run(run())

@@ -81,10 +81,14 @@ class HitCache:
                 None if budget == _UNCAPPED else budget,
             )
             self._remember(new, cap, budget, found)
-            self._left_out = _still_left_out(self._left_out, new, found.left_out)
+            whole = unique_values(found.hashes).astype(np.int64)
+            # Only a hash fetched or left out again is settled anew: one now over a tighter
+            # cap (the speed grid's) is still left out under the looser cap it was asked
+            # under before, and variants of that cap still count its postings.
+            settled = unique_values(np.concatenate([whole, found.left_out.hashes]))
+            self._left_out = _still_left_out(self._left_out, settled, found.left_out)
             if self._completions and len(found):
                 # Hashes fetched whole now: their completed postings are among them.
-                whole = unique_values(found.hashes)
                 self._completions = [
                     c.select(~sorted_positions(whole, c.hashes)[0]) for c in self._completions
                 ]
@@ -149,12 +153,13 @@ class HitCache:
         self._parts.append(hits)
 
 
-def _still_left_out(before: LeftOut, asked: np.ndarray, now: LeftOut) -> LeftOut:
-    """What the budgets have left out once `asked` (sorted distinct) was asked again and the
-    lookup left `now` out: each hash as its latest lookup found it."""
+def _still_left_out(before: LeftOut, settled: np.ndarray, now: LeftOut) -> LeftOut:
+    """What the budgets have left out once a lookup fetched or left out `settled` (sorted
+    distinct) and left `now` out: each of those hashes as that lookup found it, the others
+    as before."""
     if not len(before) and not before.completed:
         return now
-    stale = sorted_positions(asked, before.hashes)[0]
+    stale = sorted_positions(settled, before.hashes)[0]
     hashes = np.concatenate([before.hashes[~stale], now.hashes])
     postings = np.concatenate([before.postings[~stale], now.postings])
     order = np.argsort(hashes, kind="stable")
