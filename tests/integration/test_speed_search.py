@@ -10,15 +10,24 @@ import pytest
 
 from service.audio.hashes import landmark_hashes
 from service.audio.params import DEFAULT_PARAMS
-from service.audio.peaks import thin_peaks
+from service.audio.peaks import Peaks, thin_peaks
 from service.core.identify.lookups import HitCache
 from service.core.identify.speed_search import search_speeds
 from service.match import MatchParams, find_matches, inconclusive, speed_variants
-from service.store import Hits
+from service.store import Hits, Store
 from tests.integration.test_store import make_song, opened
 from tests.unit.test_matching import _played_at, _random_peaks
 
 P = DEFAULT_PARAMS
+
+
+async def _a_song_and_its_clip_3_percent_fast(store: Store) -> Peaks:
+    """Index one random song; a clip of it played 3 % fast, short enough (1.3 s) that its
+    chance probability stays finite."""
+    song = _random_peaks(9, 40)
+    fp = landmark_hashes(song, P)
+    await store.add_song(make_song(fp, "a" * 64, n_frames=int(song.frames.max()) + 1))
+    return _played_at(song, 1.03, frames=40)
 
 
 def test_a_match_at_another_speed_pays_for_every_search_of_the_grid(sqlite_url: str) -> None:
@@ -27,12 +36,8 @@ def test_a_match_at_another_speed_pays_for_every_search_of_the_grid(sqlite_url: 
     search of the same variants and hits would charge)."""
 
     async def run() -> None:
-        song = _random_peaks(9, 40)
         async with opened(sqlite_url) as store:
-            fp = landmark_hashes(song, P)
-            await store.add_song(make_song(fp, "a" * 64, n_frames=int(song.frames.max()) + 1))
-            # A clip short enough (1.3 s) that its chance probability stays finite.
-            clip = _played_at(song, 1.03, frames=40)
+            clip = await _a_song_and_its_clip_3_percent_fast(store)
             mp = MatchParams()
             found = await search_speeds(HitCache(store), clip, None, P, mp)
             assert found and found[0].grid_speed == pytest.approx(1.03)
@@ -55,11 +60,8 @@ def test_the_grid_keeps_a_budget_of_its_own(sqlite_url: str) -> None:
     speed's lookup."""
 
     async def run() -> None:
-        song = _random_peaks(9, 40)
         async with opened(sqlite_url) as store:
-            fp = landmark_hashes(song, P)
-            await store.add_song(make_song(fp, "b" * 64, n_frames=int(song.frames.max()) + 1))
-            clip = _played_at(song, 1.03, frames=40)
+            clip = await _a_song_and_its_clip_3_percent_fast(store)
             budgets: list[int | None] = []
 
             class Recording:
