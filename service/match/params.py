@@ -126,11 +126,6 @@ class MatchParams:
     #: lookup; at 30,000 songs a 5 %-slow clip that four million postings found went
     #: unanswered under a million (BENCHMARKS.md, lookup budget).
     max_hits_speed_grid: int = 4_000_000
-    #: Whether the triplets' lookup asks the hashes max_hits_triplets left out when it is
-    #: still inconclusive once its candidates are completed (complete_candidates): a song
-    #: the rarest triplets do not rank among the few best is then still found, at the cost
-    #: of a lookup under max_hits_per_lookup for every clip they leave undecided.
-    triplets_ask_left_out: bool = True
     #: Candidate speeds searched when the clip does not match at its own speed: from
     #: 1 - speed_range to 1 + speed_range in steps of speed_step. A hash survives a residual
     #: speed error of about a quarter of a percent, so the step is half a percent.

@@ -22,7 +22,7 @@ from service.audio.triplets import (
 )
 from service.core.identify.lookups import HitCache, PostingsCaps
 from service.core.identify.tiers import Ladder, TierQuery, triplet_tier
-from service.core.identify.triplet_votes import prefer_scaled, triplet_matches, triplets_needed
+from service.core.identify.triplet_votes import prefer_scaled, triplet_search, triplets_needed
 from service.match import Match, MatchParams, scale_variants
 from service.match.votes import aligning_groups
 from service.store import Hits, LeftOut
@@ -164,7 +164,7 @@ def test_the_vote_recovers_a_clips_time_scale_and_offset(time_scale: float) -> N
         np.concatenate([mine.song_frames, others.song_frames]),
     )
     query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
-    matches = triplet_matches(query, hits, FP2, MatchParams())
+    matches = triplet_search(query, hits, FP2, MatchParams()).matches
     assert matches and matches[0].song_id == 1
     assert matches[0].speed == pytest.approx(time_scale, abs=0.006)
     assert matches[0].song_offset_s == pytest.approx(start * FP2.frame_s, abs=2 * FP2.frame_s)
@@ -222,9 +222,9 @@ def test_the_coarse_pass_changes_no_match(time_scale: float) -> None:
     )
     hits = _catalogue_hits(songs)
     query = triplet_hashes(clip, TP, FP2.min_bin, query=True)
-    with_pass = triplet_matches(query, hits, FP2, MatchParams())
-    one_pass = triplet_matches(query, hits, FP2, MatchParams(triplet_coarser_scale_step=0.0))
-    without = triplet_matches(query, hits, FP2, MatchParams(triplet_coarse_scale_step=0.0))
+    with_pass = triplet_search(query, hits, FP2, MatchParams()).matches
+    one_pass = triplet_search(query, hits, FP2, MatchParams(triplet_coarser_scale_step=0.0)).matches
+    without = triplet_search(query, hits, FP2, MatchParams(triplet_coarse_scale_step=0.0)).matches
     assert with_pass and with_pass[0].song_id == 4
     assert with_pass == one_pass == without
 
@@ -243,7 +243,7 @@ def test_the_coarse_pass_leaves_out_the_songs_no_scale_aligns() -> None:
     assert met > 0
     assert len(aligning.songs) < met
     assert aligning.allowed.shape == (len(aligning.songs), len(coarse))
-    assert triplet_matches(query, hits, FP2, mp) == []
+    assert triplet_search(query, hits, FP2, mp).matches == []
 
 
 class _RecordingStore:

@@ -168,19 +168,15 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     # landmark tiers after this one neither pair against the triplets' hits nor keep them.
     cache = cache.sibling()
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
-    completing = mp.complete_candidates if len(hits.left_out) else 0  # a cache of its own
+    completing = _completing(hits, fingerprints.hashes, mp)
 
     def vote(hits: Hits) -> Search:
         return triplet_search(fingerprints, ladder.ordered(hits), params, mp, completing)
 
     found = await asyncio.to_thread(vote, hits)
-    if completing and found.candidates and inconclusive(found.matches, mp):
-        songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
-        completed = await cache.complete(fingerprints.hashes, songs)
-        if completed is not None:
-            hits = completed
-            found = await asyncio.to_thread(vote, hits)
-    if inconclusive(found.matches, mp) and mp.triplets_ask_left_out:
+    found, completed = await _completed(cache, fingerprints.hashes, found, completing, vote, mp)
+    hits = completed if completed is not None else hits
+    if inconclusive(found.matches, mp):
         more = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
         if len(more) > len(hits):
             found = await asyncio.to_thread(vote, more)
@@ -255,7 +251,7 @@ async def _search(
     mp = ladder.match_params
     hashes = np.concatenate([v.hashes for v in variants])
     hits = await cache.hits_for(hashes, cap)
-    completing = mp.complete_candidates if hits.left_out.postings_of(hashes).any() else 0
+    completing = _completing(hits, hashes, mp)
 
     def run(hits: Hits) -> Search:
         return search_matches(
@@ -269,12 +265,34 @@ async def _search(
         )
 
     found = await asyncio.to_thread(run, hits)
-    if completing and found.candidates and inconclusive(found.matches, mp):
-        songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
-        completed = await cache.complete(hashes, songs)
-        if completed is not None:
-            found = await asyncio.to_thread(run, completed)
+    found, _ = await _completed(cache, hashes, found, completing, run, mp)
     return Search(found.matches, found.candidates[:candidates])
+
+
+def _completing(hits: Hits, hashes: np.ndarray, mp: MatchParams) -> int:
+    """How many candidates a search of `hashes` completes: MatchParams.complete_candidates
+    when the budgets left some of those hashes out, else none."""
+    return mp.complete_candidates if hits.left_out.postings_of(hashes).any() else 0
+
+
+async def _completed(
+    cache: HitCache,
+    hashes: np.ndarray,
+    found: Search,
+    completing: int,
+    search: Callable[[Hits], Search],
+    mp: MatchParams,
+) -> tuple[Search, Hits | None]:
+    """`found`, or when it is inconclusive, its first `completing` candidates completed
+    (HitCache.complete) and `search` run again on the hits that gives, with those hits
+    (None: nothing was completed)."""
+    if not completing or not found.candidates or not inconclusive(found.matches, mp):
+        return found, None
+    songs = np.array([c.song_id for c in found.candidates[:completing]], dtype=np.int64)
+    completed = await cache.complete(hashes, songs)
+    if completed is None:
+        return found, None
+    return await asyncio.to_thread(search, completed), completed
 
 
 def phase_variants(samples: np.ndarray, params: FingerprintParams) -> list[QueryVariant]:

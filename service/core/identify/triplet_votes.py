@@ -49,13 +49,6 @@ def prefer_scaled(
     return merge_matches(kept, scaled, match_params.max_matches)
 
 
-def triplet_matches(
-    triplets: Fingerprints, hits: Hits, params: FingerprintParams, match_params: MatchParams
-) -> list[Match]:
-    """triplet_search's matches."""
-    return triplet_search(triplets, hits, params, match_params).matches
-
-
 def triplet_search(
     triplets: Fingerprints,
     hits: Hits,
