@@ -93,6 +93,9 @@ class Search(NamedTuple):
     #: The most improbable songs whether or not they beat chance, most improbable first:
     #: where to look closer when nothing is conclusive.
     candidates: list[Match]
+    #: The distinct songs the chance model counted as candidates (search_matches'
+    #: `songs_voted` for a search of some of those songs again).
+    songs: int = 0
 
 
 def find_matches(
@@ -153,7 +156,8 @@ def search_matches(
         return Search([], [])
     scales = _time_scales(params, query_frames)
     _refine(votes, best, scales, params.refine_top)
-    hypotheses = max(votes.n_songs, songs_voted, 1) * max(len(variants), speeds_tried) * len(scales)
+    songs = max(votes.n_songs, songs_voted, 1)
+    hypotheses = songs * max(len(variants), speeds_tried) * len(scales)
     log_p = _chance_log10(
         votes, best, variants, params, _Chance(query_frames, hypotheses, hits.left_out)
     )
@@ -173,6 +177,7 @@ def search_matches(
     return Search(
         [match(c) for c in eligible[: params.max_matches]],
         [match(c) for c in likely[:candidates]],
+        songs,
     )
 
 

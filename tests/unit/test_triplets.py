@@ -11,7 +11,7 @@ import pytest
 
 from service.audio.hashes import HASH_SPACE
 from service.audio.params import DEFAULT_PARAMS, TripletParams, params_for_format
-from service.audio.peaks import Peaks
+from service.audio.peaks import Peaks, thin_peaks
 from service.audio.triplets import (
     TRIPLET_HASH_SPACE,
     TRIPLET_TAG,
@@ -320,3 +320,32 @@ def test_the_triplets_candidates_are_completed_before_anything_else_is_asked() -
     store, matches = _triplet_tier_of_a_clip(20, 1_000_000, others=3, complete_candidates=0)
     assert store.budgets == [20, 1_000_000]
     assert matches and matches[0].song_id == 1
+
+
+def test_only_the_completed_songs_are_voted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Completion changes no other song's votes or chance: the search after it votes the
+    completed songs' hits alone, counting the songs the first search met, and finds the
+    match a vote of every hit would."""
+    from service.core.identify import tiers
+
+    searches: list[tuple[Hits, int]] = []
+
+    def recording(fingerprints, hits, params, mp, candidates=0, songs_voted=0):  # type: ignore[no-untyped-def]
+        searches.append((hits, songs_voted))
+        return triplet_search(fingerprints, hits, params, mp, candidates, songs_voted)
+
+    monkeypatch.setattr(tiers, "triplet_search", recording)
+    store, matches = _triplet_tier_of_a_clip(20, 1_000_000, others=3)
+    assert store.budgets == [20, None]
+    (first, _), (again, counted) = searches
+    met = set(np.unique(first.song_ids).tolist())
+    completed = set(np.unique(again.song_ids).tolist())
+    assert completed == {1} and len(met) > 1
+    assert counted == len(met)
+    everything = Hits.concat([first.select(~np.isin(first.song_ids, list(completed))), again])
+    song = _random_song(4, seconds=60.0)
+    clip = _peaks(song.frames[song.frames < 312].tolist(), song.bins[song.frames < 312].tolist())
+    query = triplet_hashes(thin_peaks(clip, FP2), TP, FP2.min_bin, query=True)
+    mp = MatchParams(max_hits_triplets=20)
+    whole = triplet_search(query, replace(everything, left_out=again.left_out), FP2, mp, 8)
+    assert matches[0] == whole.matches[0]

@@ -55,6 +55,7 @@ def triplet_search(
     params: FingerprintParams,
     match_params: MatchParams,
     candidates: int = 0,
+    songs_voted: int = 0,
 ) -> Search:
     """Matches of a query's triplet hashes voted under every time scale of
     MatchParams.triplet_scales(), each refined within a step of the scale grid; first, when
@@ -64,13 +65,16 @@ def triplet_search(
     (votes.aligning_groups): every match of the fine grid alone, at a fraction of the voting
     (a song the passes leave out could at most have taken a place among those refined for a
     time scale), and its `candidates` most improbable songs of at least min_score votes
-    (search_matches) among those the passes kept."""
+    (search_matches) among those the passes kept. `songs_voted`: as search_matches', when
+    `hits` holds the postings of only some of the songs the query's triplets met."""
     mp = match_params
     fine = replace(mp, time_scale_range=mp.triplet_scale_step)
     scales = mp.triplet_scales()
     variants = scale_variants(triplets, scales)
     if mp.triplet_coarse_scale_step <= 0 or not len(hits) or not len(triplets):
-        return search_matches(variants, hits, params, fine, candidates=candidates)
+        return search_matches(
+            variants, hits, params, fine, candidates=candidates, songs_voted=songs_voted
+        )
     frames = int(triplets.offsets.max()) + 1
 
     # An alignment the fine grid finds drifts by up to what its refinement searches, plus
@@ -84,12 +88,12 @@ def triplet_search(
 
     # The coarser grid first, then the coarse one on the songs it could align: each pass
     # leaves the next the hits of those songs only.
-    kept, songs_met = hits, 0
+    kept, songs_met = hits, songs_voted
     steps = (mp.triplet_coarser_scale_step, mp.triplet_coarse_scale_step)
     for step in (s for s in steps if s > 0):
         coarse = scale_variants(triplets, mp.triplet_coarse_scales(step))
         aligning, met = aligning_groups(coarse, kept, drift(step), mp.min_score)
-        songs_met = songs_met or met
+        songs_met = max(songs_met, met)
         if len(aligning.songs) == 0:
             return Search([], [])
         kept = kept.select(np.isin(kept.song_ids, aligning.songs))
