@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from service.audio.hashes import HASH_SPACE
+from service.audio.hashes import HASH_SPACE, landmark_hashes
 from service.audio.params import DEFAULT_PARAMS, TripletParams, params_for_format
 from service.audio.peaks import Peaks, thin_peaks
 from service.audio.triplets import (
@@ -21,7 +21,7 @@ from service.audio.triplets import (
     unpack_triplet_hashes,
 )
 from service.core.identify.lookups import HitCache, PostingsCaps
-from service.core.identify.tiers import Ladder, TierQuery, triplet_tier
+from service.core.identify.tiers import Ladder, TierQuery, deeper_tiers, triplet_tier
 from service.core.identify.triplet_votes import prefer_scaled, triplet_search, triplets_needed
 from service.match import Match, MatchParams, scale_variants
 from service.match.votes import aligning_groups
@@ -349,3 +349,25 @@ def test_only_the_completed_songs_are_voted_again(monkeypatch: pytest.MonkeyPatc
     mp = MatchParams(max_hits_triplets=20)
     whole = triplet_search(query, replace(everything, left_out=again.left_out), FP2, mp, 8)
     assert matches[0] == whole.matches[0]
+
+
+def test_the_triplets_match_outlives_the_second_tier() -> None:
+    """A clip played 6 % fast whose triplets find its song, not beyond doubt: the second
+    tier's landmarks, which do not search that time scale, find nothing, and the triplets'
+    match is still the answer."""
+    songs = [_random_song(seed, seconds=60.0) for seed in (4, 40, 41, 42)]
+    song, time_scale, start = songs[0], 1.06, 500
+    inside = (song.frames >= start) & (song.frames < start + round(312 * time_scale))
+    clip = _peaks(
+        np.round((song.frames[inside] - start) / time_scale).astype(int).tolist(),
+        np.round(song.bins[inside] * time_scale).astype(int).tolist(),
+    )
+    store = _RecordingStore(_catalogue_hits(songs))
+    # Nothing is final, so that every tier runs.
+    mp = MatchParams(accept_without_speed_search_log10=-1e9)
+    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
+    query = TierQuery(peaks=clip, second_tier=lambda: landmark_hashes(clip, FP2.for_queries()))
+    matches = asyncio.run(deeper_tiers(store, HitCache(store), query, [], ladder))  # type: ignore[arg-type]
+    assert len(store.budgets) > 1  # the second tier did look up
+    assert matches and matches[0].song_id == 1
+    assert matches[0].speed == pytest.approx(time_scale, abs=0.01)

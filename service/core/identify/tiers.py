@@ -200,12 +200,17 @@ async def deeper_tiers(
     kept = check.candidates if check is not None and query.envelope is not None else 0
     candidates: list[Match] = []
     phase_candidates: list[Match] = []
+    scaled: list[Match] = []
     if params.triplets is not None and triplets_needed(matches, mp):
-        matches = prefer_scaled(matches, await triplet_tier(cache, query, ladder), mp)
+        scaled = await triplet_tier(cache, query, ladder)
+        matches = prefer_scaled(matches, scaled, mp)
     if inconclusive(matches, mp):
         dense = [variant_of(await asyncio.to_thread(query.second_tier))]
         found = await _search(cache, dense, ladder.caps.deep, kept, ladder)
-        matches, candidates = found.matches, found.candidates
+        # The second tier's landmarks hold the first tier's, so its matches replace those;
+        # not the triplets', found at time scales the landmarks do not search.
+        matches = merge_matches(found.matches, scaled, mp.max_matches)
+        candidates = found.candidates
     if inconclusive(matches, mp) and query.samples is not None:
         phases = await asyncio.to_thread(phase_variants, query.samples, params)
         if phases:
