@@ -49,11 +49,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.arrays import sorted_positions, unique_values
 from service.audio.hashes import Fingerprints, landmark_hashes
 from service.audio.params import FingerprintParams
 from service.audio.peaks import Peaks, sustained_peaks_at_phases, thin_peaks
 from service.audio.triplets import triplet_hashes
+from service.core.identify.completion import candidates_to_complete, completed_search
 from service.core.identify.envelope_confirm import confirm_by_envelope, drop_contradicted
 from service.core.identify.lookups import (
     HitCache,
@@ -169,7 +169,7 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     # landmark tiers after this one neither pair against the triplets' hits nor keep them.
     cache = cache.sibling()
     hits = await cache.hits_for(fingerprints.hashes, ladder.caps.first, budget)
-    completing = _completing(hits, fingerprints.hashes, mp)
+    completing = candidates_to_complete(hits, fingerprints.hashes, mp)
 
     def vote(hits: Hits, songs_voted: int = 0) -> Search:
         return triplet_search(
@@ -177,7 +177,9 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
         )
 
     found = await asyncio.to_thread(vote, hits)
-    found, completed = await _completed(cache, fingerprints.hashes, found, completing, vote, mp)
+    found, completed = await completed_search(
+        cache, fingerprints.hashes, found, completing, vote, mp
+    )
     hits = completed if completed is not None else hits
     if inconclusive(found.matches, mp):
         more = await cache.hits_for(fingerprints.hashes, ladder.caps.first)
@@ -259,7 +261,7 @@ async def _search(
     mp = ladder.match_params
     hashes = np.concatenate([v.hashes for v in variants])
     hits = await cache.hits_for(hashes, cap)
-    completing = _completing(hits, hashes, mp)
+    completing = candidates_to_complete(hits, hashes, mp)
 
     def run(hits: Hits, songs_voted: int = 0) -> Search:
         return search_matches(
@@ -274,56 +276,8 @@ async def _search(
         )
 
     found = await asyncio.to_thread(run, hits)
-    found, _ = await _completed(cache, hashes, found, completing, run, mp)
+    found, _ = await completed_search(cache, hashes, found, completing, run, mp)
     return Search(found.matches, found.candidates[:candidates], found.songs)
-
-
-def _completing(hits: Hits, hashes: np.ndarray, mp: MatchParams) -> int:
-    """How many candidates a search of `hashes` completes: MatchParams.complete_candidates
-    when the budgets left some of those hashes out, else none."""
-    return mp.complete_candidates if hits.left_out.postings_of(hashes).any() else 0
-
-
-async def _completed(
-    cache: HitCache,
-    hashes: np.ndarray,
-    found: Search,
-    completing: int,
-    search: Callable[[Hits, int], Search],
-    mp: MatchParams,
-) -> tuple[Search, Hits | None]:
-    """`found`, or when it is inconclusive, its first `completing` candidates completed
-    (HitCache.complete) and searched again, with the hits that gives (None: nothing was
-    completed). Only the completed songs are searched again (`search` with the songs the
-    first search counted, so that the chance model counts every candidate song as before):
-    completion changes nothing of the other songs' votes nor of their chance, and voting
-    every hit again would cost as much as the first search."""
-    if not completing or not found.candidates or not inconclusive(found.matches, mp):
-        return found, None
-    songs = unique_values(np.array([c.song_id for c in found.candidates[:completing]], np.int64))
-    completed = await cache.complete(hashes, songs)
-    if completed is None:
-        return found, None
-
-    def again() -> Search:
-        theirs = completed.select(sorted_positions(songs, completed.song_ids)[0])
-        return _joined(found, search(theirs, found.songs), songs, mp)
-
-    return await asyncio.to_thread(again), completed
-
-
-def _joined(found: Search, again: Search, songs: np.ndarray, mp: MatchParams) -> Search:
-    """`found` with the matches and candidates of `songs` replaced by those of `again` (a
-    search of those songs only), each list in the order search_matches gives it."""
-    done = set(songs.tolist())
-    others = [m for m in found.matches if m.song_id not in done]
-    candidates = [c for c in found.candidates if c.song_id not in done] + again.candidates
-    candidates.sort(key=lambda c: (c.score < mp.min_score, c.chance_log10))
-    return Search(
-        merge_matches(others, again.matches, mp.max_matches),
-        candidates[: len(found.candidates)],
-        found.songs,
-    )
 
 
 def phase_variants(samples: np.ndarray, params: FingerprintParams) -> list[QueryVariant]:
