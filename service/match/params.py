@@ -100,8 +100,9 @@ class MatchParams:
     #: When the triplets, the second tier or the other hop phases are inconclusive and
     #: their budget left some of their hashes out, this many of their most improbable
     #: candidate songs are completed: the left-out postings they hold are fetched (a budget
-    #: at a time, each part cut to those songs) and the search runs again, each completed
-    #: song scored on every posting of the query's hashes, as with no budget. A noisy clip
+    #: at a time, each part cut to those songs) and those songs alone are searched again
+    #: (no other song's votes or chance change), each scored on every posting of the
+    #: query's hashes, as with no budget. A noisy clip
     #: whose song the rarest hashes already rank among the few best is then found whatever
     #: the budget kept, and every other song costs no more than the budget. 0: no such step.
     complete_candidates: int = 8

@@ -23,7 +23,7 @@ from service.audio.triplets import (
 from service.core.identify.lookups import HitCache, PostingsCaps
 from service.core.identify.tiers import Ladder, TierQuery, deeper_tiers, triplet_tier
 from service.core.identify.triplet_votes import prefer_scaled, triplet_search, triplets_needed
-from service.match import Match, MatchParams, scale_variants
+from service.match import Match, MatchParams, Search, scale_variants
 from service.match.votes import aligning_groups
 from service.store import Hits, LeftOut
 
@@ -325,7 +325,8 @@ def test_the_triplets_candidates_are_completed_before_anything_else_is_asked() -
 def test_only_the_completed_songs_are_voted_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """Completion changes no other song's votes or chance: the search after it votes the
     completed songs' hits alone, counting the songs the first search met, and finds the
-    match a vote of every hit would."""
+    matches a vote of every hit finds here (fewer songs than MatchParams.refine_top are
+    promising, so both refine the same ones)."""
     from service.core.identify import tiers
 
     searches: list[tuple[Hits, int]] = []
@@ -348,7 +349,7 @@ def test_only_the_completed_songs_are_voted_again(monkeypatch: pytest.MonkeyPatc
     query = triplet_hashes(thin_peaks(clip, FP2), TP, FP2.min_bin, query=True)
     mp = MatchParams(max_hits_triplets=20)
     whole = triplet_search(query, replace(everything, left_out=again.left_out), FP2, mp, 8)
-    assert matches[0] == whole.matches[0]
+    assert matches == whole.matches
 
 
 def test_the_triplets_match_outlives_the_second_tier() -> None:
@@ -367,7 +368,45 @@ def test_the_triplets_match_outlives_the_second_tier() -> None:
     mp = MatchParams(accept_without_speed_search_log10=-1e9)
     ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
     query = TierQuery(peaks=clip, second_tier=lambda: landmark_hashes(clip, FP2.for_queries()))
+    asked: list[np.ndarray] = []
+    lookup = store.lookup
+
+    async def recording(hashes: np.ndarray, *args: int | None) -> Hits:
+        asked.append(np.asarray(hashes))
+        return await lookup(hashes, *args)
+
+    store.lookup = recording  # type: ignore[method-assign]
     matches = asyncio.run(deeper_tiers(store, HitCache(store), query, [], ladder))  # type: ignore[arg-type]
-    assert len(store.budgets) > 1  # the second tier did look up
+    # The second tier did look its landmarks up (hashes without the triplets' tag).
+    assert any(((a & TRIPLET_TAG) == 0).any() for a in asked)
     assert matches and matches[0].song_id == 1
     assert matches[0].speed == pytest.approx(time_scale, abs=0.01)
+
+
+def test_a_second_tier_that_settles_the_clip_outweighs_the_triplets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Triplet votes and landmark votes are not counted alike: when the second tier settles
+    the clip, its match is the answer, whatever the triplets' inconclusive match scored;
+    when it settles nothing, the triplets' match stays."""
+    from service.core.identify import tiers
+
+    mp = MatchParams()
+    triplets = [_match(7, 1.0, -4.0, score=30)]
+    monkeypatch.setattr(tiers, "triplet_tier", lambda *_: _returning(triplets))
+    ladder = Ladder(PostingsCaps(None, None, None), mp, FP2)
+    clip = _random_song(4, seconds=10.0)
+    query = TierQuery(peaks=clip, second_tier=lambda: landmark_hashes(clip, FP2.for_queries()))
+
+    def second_tier_finds(found: list[Match]) -> list[Match]:
+        monkeypatch.setattr(tiers, "_search", lambda *_: _returning(Search(found, [], 10)))
+        return asyncio.run(deeper_tiers(None, None, query, [], ladder))  # type: ignore[arg-type]
+
+    settled = second_tier_finds([_match(3, 1.0, -12.0, score=12)])
+    assert [m.song_id for m in settled] == [3]
+    weak = second_tier_finds([_match(3, 1.0, -3.0, score=6)])
+    assert [m.song_id for m in weak] == [7, 3]
+
+
+async def _returning(value: object) -> object:
+    return value

@@ -33,9 +33,9 @@ async def completed_search(
     """`found`, or when it is inconclusive, its first `completing` candidates completed
     (HitCache.complete) and searched again, with the hits that gives (None: nothing was
     completed). Only the completed songs are searched again (`search` with the songs the
-    first search counted, so that the chance model counts every candidate song as before):
-    completion changes nothing of the other songs' votes nor of their chance, and voting
-    every hit again would cost as much as the first search."""
+    first search counted, so that the chance model counts every candidate song as the
+    first search did): completion changes nothing of the other songs' votes nor of their
+    chance, and voting every hit again would cost as much as the first search."""
     if not completing or not found.candidates or not inconclusive(found.matches, mp):
         return found, None
     songs = unique_values(np.array([c.song_id for c in found.candidates[:completing]], np.int64))

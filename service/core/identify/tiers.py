@@ -209,9 +209,13 @@ async def deeper_tiers(
     if inconclusive(matches, mp):
         dense = [variant_of(await asyncio.to_thread(query.second_tier))]
         found = await _search(cache, dense, ladder.caps.deep, kept, ladder)
-        # The second tier's landmarks hold the first tier's, so its matches replace those;
-        # not the triplets', found at time scales the landmarks do not search.
-        matches = merge_matches(found.matches, scaled, mp.max_matches)
+        # The second tier's landmarks hold the first tier's, so its matches replace those.
+        # Not the triplets' unless it settles the clip: they search the time scales and
+        # pitch shifts the landmarks do not, so what the landmarks miss is no evidence
+        # against them.
+        matches = found.matches
+        if inconclusive(matches, mp):
+            matches = prefer_scaled(matches, scaled, mp)
         candidates = found.candidates
     if inconclusive(matches, mp) and query.samples is not None:
         phases = await asyncio.to_thread(phase_variants, query.samples, params)
