@@ -119,8 +119,8 @@ class MatchParams:
     #: to the catalogue (some 20,000 at 123 songs, two million at 10,000), and every hit is
     #: voted under every coarse time scale. The rarest of them decide most clips played at
     #: another speed; a clip they leave inconclusive (music the catalogue lacks among them)
-    #: asks the hashes left out again under max_hits_per_lookup, so the budget trades only
-    #: latency, never answers.
+    #: asks the hashes left out again under max_hits_per_lookup, so this budget trades only
+    #: latency, never answers (max_hits_per_lookup is the limit).
     max_hits_triplets: int = 150_000
     #: The budget of the speed grid's lookups ("fp1"), per 10 s of clip: its coarse search
     #: shares it among every speed of the grid, so it binds sooner than a single speed's

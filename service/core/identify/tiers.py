@@ -152,7 +152,7 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     most improbable candidates are completed (MatchParams.complete_candidates,
     HitCache.complete) and voted again; when that is still inconclusive, the hashes the
     budget left out are asked too, under the cache's own budget, and voted with the rest
-    (the budget trades latency, never answers)."""
+    (max_hits_triplets trades latency, never answers; the cache's budget is the limit)."""
     params, mp = ladder.params, ladder.match_params
     assert params.triplets is not None
     triplets = params.triplets
