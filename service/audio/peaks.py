@@ -27,6 +27,11 @@ class Peaks:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def span_s(self, frame_s: float) -> float:
+        """Seconds from frame 0 to the end of the last frame holding a peak (one frame when
+        there is none): the length the per-10-s lookup budgets scale with."""
+        return (int(self.frames.max(initial=0)) + 1) * frame_s
+
 
 def _keep_strongest_nearby(
     frames: np.ndarray,

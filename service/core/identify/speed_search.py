@@ -88,8 +88,7 @@ async def search_speeds(
             of, twins, fp, cap, pitch_only=True
         )
 
-    seconds = (int(peaks.frames.max(initial=0)) + 1) * params.frame_s
-    budget = speed_grid_budget(match_params, seconds)
+    budget = speed_grid_budget(match_params, peaks.span_s(params.frame_s))
 
     async def search(
         chosen: list[QueryVariant], again: bool = False, candidates: int = 0

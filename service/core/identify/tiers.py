@@ -163,8 +163,7 @@ async def triplet_tier(cache: HitCache, query: TierQuery, ladder: Ladder) -> lis
     fingerprints = await asyncio.to_thread(hashes)
     if not len(fingerprints):
         return []
-    seconds = (int(query.peaks.frames.max()) + 1) * params.frame_s
-    budget = triplet_budget(mp, seconds)
+    budget = triplet_budget(mp, query.peaks.span_s(params.frame_s))
     # Triplet hashes (TRIPLET_TAG) are never a landmark's: a cache of their own, so that the
     # landmark tiers after this one neither pair against the triplets' hits nor keep them.
     cache = cache.sibling()
