@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from benchmarks.hash_space import (
     LANDMARK_SPACE,
     hash_position,
+    held_out,
     position_hash,
     stored_distribution,
 )
@@ -47,7 +49,8 @@ REAL_SCAN_HASHES = 250_000
 
 async def catalogue_hash_distribution(url: str) -> np.ndarray:
     """p over hash positions (benchmarks/hash_space.py) from the fingerprints the
-    catalogue's real (non-synthetic) songs stored, landmarks and triplets alike."""
+    catalogue's real (non-synthetic) songs stored, landmarks and triplets alike, leaving out
+    the songs hash_space.held_out names (by the file each was indexed from)."""
     conn = await asyncpg.connect(url)
     try:
         synthetic = await conn.fetchval(
@@ -55,15 +58,22 @@ async def catalogue_hash_distribution(url: str) -> np.ndarray:
         )
         if synthetic:
             raise RuntimeError("the distribution must come from a catalogue of real songs only")
-        rows = await conn.fetch(
-            "SELECT hash, length(postings) / 6 AS n FROM fp_postings"
-            " UNION ALL SELECT hash, count(*) FROM fingerprints GROUP BY hash"
+        songs = await conn.fetch("SELECT id, source FROM songs")
+        counted = np.array(
+            [r["id"] for r in songs if not r["source"] or not held_out(Path(r["source"]).name)],
+            dtype=np.int64,
+        )
+        if len(counted) == len(songs):
+            raise RuntimeError("no real song is held out (songs indexed without a source file?)")
+        hashes, song_ids, _ = await _real_postings(conn)
+        delta = await conn.fetch(
+            "SELECT hash FROM fingerprints WHERE song_id = ANY($1::int[])", counted.tolist()
         )
     finally:
         await conn.close()
-    hashes = np.array([r["hash"] for r in rows], dtype=np.int64)
-    counts = np.array([r["n"] for r in rows], dtype=np.int64)
-    return stored_distribution(np.repeat(hashes, counts))
+    kept = hashes[np.isin(song_ids, counted)]
+    delta_hashes = np.array([r["hash"] for r in delta], dtype=np.int64)
+    return stored_distribution(np.concatenate([kept, delta_hashes]))
 
 
 async def grow(

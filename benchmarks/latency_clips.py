@@ -5,7 +5,9 @@ Clips are 10-s clips of the development query set in four kinds: known clips of 
 tracks that settle at their own speed (`mp3_64k`: MP3 64 kbit/s, `clean`: WAV); unknown clips,
 the same conditions of the corpus's unindexed tracks (`indexed=0`: music the catalogue lacks,
 which the service must answer with no match); speed-changed clips (`speed_m5`: 5 % slow); and
-noisy ones (`white_snrm5`: white noise at -5 dB SNR).
+noisy ones (`white_snrm5`: white noise at -5 dB SNR). Clips of indexed tracks come from the
+songs the synthetic songs' distribution holds out (benchmarks/hash_space.held_out), as a real
+catalogue's other songs would not repeat their rare hashes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncpg
 import httpx
 
 from benchmarks.accuracy import corpus_dir
+from benchmarks.hash_space import held_out
 from benchmarks.process_memory import PeakProbe, pool_children
 from service.audio.decode import decode_audio
 from service.audio.params import DEFAULT_PARAMS
@@ -66,14 +69,21 @@ def queries_dir() -> Path:
 def dev_clips(
     conditions: tuple[str, ...], per_condition: int, seed: int, indexed: bool = True
 ) -> list[Clip]:
-    """10-s clips from the development query set, `per_condition` each: of indexed tracks, or
-    with `indexed=False` of the unindexed ones (the "unknown" kind)."""
+    """10-s clips from the development query set, `per_condition` each: of indexed tracks
+    held out of the synthetic songs' distribution (benchmarks/hash_space.held_out), or with
+    `indexed=False` of the unindexed ones (the "unknown" kind)."""
     root = queries_dir()
     flag = "1" if indexed else "0"
-    with (root / "queries.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["indexed"] == flag and r["clip_len_s"] == "10"]
     with (root / "index_tracks.csv").open() as f:
         paths = {r["track_id"]: r["path"] for r in csv.DictReader(f)}
+    with (root / "queries.csv").open() as f:
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["indexed"] == flag
+            and r["clip_len_s"] == "10"
+            and (not indexed or held_out(str(indexed_name(paths[r["track_id"]]))))
+        ]
     rng = random.Random(seed)
     clips = []
     for condition in conditions:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.benchmarks_md import this_command, write_section
+from benchmarks.hash_space import held_out
 from benchmarks.latency_clips import indexed_name, queries_dir
 from service.audio.analysis import analyse_query
 from service.audio.params import params_for_format
@@ -76,8 +77,9 @@ class Clip:
 
 
 def clips(per_case: int, unknown_per_case: int, seed: int = 7) -> list[Clip]:
-    """`per_case` clips of each case of indexed tracks and `unknown_per_case` of each case of
-    unindexed ones, drawn at random (seeded) from the query set."""
+    """`per_case` clips of each case of indexed tracks (of the songs held out of the synthetic
+    songs' distribution: benchmarks/hash_space.held_out) and `unknown_per_case` of each case
+    of unindexed ones, drawn at random (seeded) from the query set."""
     root = queries_dir()
     with (root / "index_tracks.csv").open() as f:
         paths = {r["track_id"]: r["path"] for r in csv.DictReader(f)}
@@ -90,6 +92,7 @@ def clips(per_case: int, unknown_per_case: int, seed: int = 7) -> list[Clip]:
             r
             for r in rows
             if (r["condition"], r["clip_len_s"], r["indexed"]) == (condition, length, indexed)
+            and (indexed == "0" or held_out(str(indexed_name(paths[r["track_id"]]))))
         ]
         wanted = per_case if indexed == "1" else unknown_per_case
         picked = random.Random(seed).sample(matching, min(wanted, len(matching)))
