@@ -243,6 +243,8 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
             )
             services.append(Service(fmt, base, pid))
         try:
+            for service in services:
+                formats[service.format]["started"] = idle_memory(service.pid)
             # What a serving process holds whatever it is asked (imports, pools, caches the
             # first requests fill) is no request's: the processes' size at rest is read after
             # the warm-up requests, known clips that need only the first tier.

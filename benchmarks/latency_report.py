@@ -58,16 +58,22 @@ def peaks_mb(measured: dict, fmt: str) -> tuple[float, float] | None:
 
 def request_mb_bound(measured: dict, fmt: str) -> float:
     """The most resident memory any one request of `fmt` can have needed: the pool worker's
-    and the service process's peaks over the run, above their size at rest after the warm-up
-    (requests go one at a time, and both processes keep freed memory for reuse, so a peak
-    stays the working set of the request that reached it)."""
+    and the service process's peaks over the run, above their size at rest (requests go one
+    at a time, and both processes keep freed memory for reuse, so a peak stays the working
+    set of the request that reached it). At rest is after the warm-up for the pool worker,
+    which decodes every clip alike; for the service, before it when that was read
+    (`started`): a warm-up clip that climbs the tiers leaves the service as large as a
+    request that does, and the bound above it would say nothing."""
     peaks = peaks_mb(measured, fmt)
     if peaks is None:
         return float("nan")
     idle = measured["formats"][fmt].get("idle", {})
+    rest = idle.get("service_rss_mb", 0.0)
+    started = measured["formats"][fmt].get("started", {}).get("service_rss_mb")
+    if started is not None:
+        rest = min(rest, started)
     pool = peaks[0] - idle.get("pool_rss_mb", 0.0)
-    service = peaks[1] - idle.get("service_rss_mb", 0.0)
-    return max(0.0, pool) + max(0.0, service)
+    return max(0.0, pool) + max(0.0, peaks[1] - rest)
 
 
 def measured_formats(sizes: list[dict], formats: list[str]) -> Iterator[tuple[dict, str]]:
@@ -148,17 +154,19 @@ def memory_table(sizes: list[dict], formats: list[str]) -> list[str]:
     lines = kind_table(sizes, formats, head, cells)
     lines += [
         "",
-        "| songs | format | postings MB | pool worker RSS MB before / peak | service RSS MB "
-        "before / peak | most one request can have needed, MB |",
+        "| songs | format | postings MB | pool worker RSS MB at rest / peak | service RSS MB "
+        "started / at rest / peak | most one request can have needed, MB |",
         "|---|---|---|---|---|---|",
     ]
     for r, f in measured_formats(sizes, formats):
         idle = r["formats"][f].get("idle", {})
+        started = r["formats"][f].get("started", {}).get("service_rss_mb")
         pool, service = peaks_mb(r, f) or (0.0, 0.0)
         lines.append(
             f"| {_songs(r):,} | {f} | "
             f"{r['formats'][f]['size'].get('postings_bytes', 0) / 1e6:,.0f} | "
             f"{idle.get('pool_rss_mb', 0):,.0f} / {pool:,.0f} | "
+            f"{'-' if started is None else f'{started:,.0f}'} / "
             f"{idle.get('service_rss_mb', 0):,.0f} / {service:,.0f} | "
             f"{request_mb_bound(r, f):,.0f} |"
         )
@@ -316,7 +324,9 @@ def report(results: dict[str, dict]) -> list[str]:
         "side** (`elapsed_ms`: decode to answer; 10-s clips of the indexed corpus tracks, and "
         "unknown clips of its unindexed tracks, music the catalogue lacks; the catalogue is the "
         "indexed tracks plus synthetic 4-min songs with as many fingerprints per second, of "
-        "each kind, as those tracks store under the format; 'p50 / known' is the kind's p50 "
+        "each kind, as those tracks store under the format, their hashes drawn from half of "
+        "the indexed tracks' and the known clips taken from the other half, whose rare hashes "
+        "the synthetic songs therefore do not repeat; 'p50 / known' is the kind's p50 "
         "over the known clips' p50 of the same format and size; 'right' is the right song on "
         "top, for unknown clips no match):",
         "",
@@ -328,9 +338,10 @@ def report(results: dict[str, dict]) -> list[str]:
         "before; the same for the service's own process, which looks up and votes. Both keep "
         "freed memory for reuse (service/memory.py), so a request adds only what earlier ones "
         "did not already leave mapped; the second table bounds what any one request needed by "
-        "each process's peak over the run above its size at rest, read after three warm-up "
-        "requests of known clips, which leave what any serving process holds: imports, pools, "
-        "caches):",
+        "each process's peak over the run above its size at rest: the pool worker's read after "
+        "three warm-up requests of known clips, which leave what any serving process holds "
+        "(imports, pools, caches), the service's before them, as started, since a warm-up "
+        "clip may climb the tiers and leave the service as large as any request):",
         "",
         *memory_table(sizes, formats),
         "",

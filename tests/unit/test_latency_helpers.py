@@ -60,6 +60,15 @@ def test_memory_bound_is_both_processes_peaks_above_idle() -> None:
     assert request_mb_bound(MEASURED, "fp1") == pytest.approx(70 + 200)
 
 
+def test_the_service_bound_counts_from_its_size_before_the_warm_up() -> None:
+    # A warm-up clip that climbed the tiers left the service at 380 MB: above that, the
+    # unknown clip's 400 MB peak would bound a request at 20 MB.
+    formats = {"fp1": {**MEASURED["formats"]["fp1"]}}
+    formats["fp1"]["idle"] = {"pool_rss_mb": 100, "service_rss_mb": 380}
+    formats["fp1"]["started"] = {"pool_rss_mb": 0, "service_rss_mb": 150}
+    assert request_mb_bound({**MEASURED, "formats": formats}, "fp1") == pytest.approx(70 + 250)
+
+
 def test_targets_say_which_are_met() -> None:
     text = "\n".join(targets_table([MEASURED], ["fp1"]))
     assert "| unknown clip p50 <= 2x a known clip's | 10,000 | 3.0x, **not met** |" in text
