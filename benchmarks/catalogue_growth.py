@@ -59,12 +59,14 @@ async def catalogue_hash_distribution(url: str) -> np.ndarray:
         if synthetic:
             raise RuntimeError("the distribution must come from a catalogue of real songs only")
         songs = await conn.fetch("SELECT id, source FROM songs")
+        if not songs or any(not r["source"] for r in songs):
+            # A song without its source file cannot be told held out or not.
+            raise RuntimeError("every real song must have been indexed from a source file")
         counted = np.array(
-            [r["id"] for r in songs if not r["source"] or not held_out(Path(r["source"]).name)],
-            dtype=np.int64,
+            [r["id"] for r in songs if not held_out(Path(r["source"]).name)], dtype=np.int64
         )
-        if len(counted) == len(songs):
-            raise RuntimeError("no real song is held out (songs indexed without a source file?)")
+        if len(counted) in (0, len(songs)):
+            raise RuntimeError("the real songs are not split: none or all of them are held out")
         hashes, song_ids, _ = await _real_postings(conn)
         delta = await conn.fetch(
             "SELECT hash FROM fingerprints WHERE song_id = ANY($1::int[])", counted.tolist()

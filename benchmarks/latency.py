@@ -161,7 +161,7 @@ async def catalogue_of_size(
     ):
         return url, (known or {"how": "as is"})
     real = await real_catalogue(args, fingerprint_format)
-    cache = Path(args.results).with_suffix(f".{fingerprint_format}.p.npy")
+    cache = Path(args.results).with_suffix(f".{fingerprint_format}.held-out.p.npy")
     if cache.exists():
         p = np.load(cache)
     else:
@@ -247,7 +247,8 @@ async def measure_size(urls: dict[str, str], args: argparse.Namespace) -> dict[s
                 formats[service.format]["started"] = idle_memory(service.pid)
             # What a serving process holds whatever it is asked (imports, pools, caches the
             # first requests fill) is no request's: the processes' size at rest is read after
-            # the warm-up requests, known clips that need only the first tier.
+            # the warm-up requests, known clips, as well as before them (the service's bound
+            # counts from there: a warm-up clip may climb the tiers; latency_report).
             await interleaved(services, fast[:WARM_UP_CLIPS], warm=0)
             for service in services:
                 formats[service.format]["idle"] = idle_memory(service.pid)

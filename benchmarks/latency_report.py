@@ -68,12 +68,12 @@ def request_mb_bound(measured: dict, fmt: str) -> float:
     if peaks is None:
         return float("nan")
     idle = measured["formats"][fmt].get("idle", {})
-    rest = idle.get("service_rss_mb", 0.0)
     started = measured["formats"][fmt].get("started", {}).get("service_rss_mb")
+    rest_mb = idle.get("service_rss_mb", started if started is not None else 0.0)
     if started is not None:
-        rest = min(rest, started)
-    pool = peaks[0] - idle.get("pool_rss_mb", 0.0)
-    return max(0.0, pool) + max(0.0, peaks[1] - rest)
+        rest_mb = min(rest_mb, started)
+    pool_mb = peaks[0] - idle.get("pool_rss_mb", 0.0)
+    return max(0.0, pool_mb) + max(0.0, peaks[1] - rest_mb)
 
 
 def measured_formats(sizes: list[dict], formats: list[str]) -> Iterator[tuple[dict, str]]:

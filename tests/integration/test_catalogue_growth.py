@@ -27,7 +27,10 @@ def _names() -> tuple[str, str]:
     return counted, kept_out
 
 
-async def _catalogue(url: str, sources: list[str | None]) -> None:
+async def _catalogue(url: str, sources: list[str | None], delta: bool = False) -> None:
+    """Songs of these sources; the first two hold COUNTED_HASH and HELD_OUT_HASH, three
+    postings each, in the postings table (or with `delta`, the held-out song's in the
+    delta table, as an index not yet compacted leaves them)."""
     conn = await asyncpg.connect(url)
     try:
         ids = []
@@ -41,8 +44,15 @@ async def _catalogue(url: str, sources: list[str | None]) -> None:
                     source,
                 )
             )
+        frames = np.array([10, 200, 900])
         for song_id, hash_value in zip(ids, (COUNTED_HASH, HELD_OUT_HASH), strict=False):
-            postings = encode_postings(np.full(3, song_id), np.array([10, 200, 900]))
+            if delta and hash_value == HELD_OUT_HASH:
+                await conn.executemany(
+                    "INSERT INTO fingerprints (hash, song_id, frame) VALUES ($1, $2, $3)",
+                    [(hash_value, song_id, int(f)) for f in frames],
+                )
+                continue
+            postings = encode_postings(np.full(3, song_id), frames)
             await conn.execute(
                 "INSERT INTO fp_postings (hash, postings) VALUES ($1, $2)", hash_value, postings
             )
@@ -50,9 +60,10 @@ async def _catalogue(url: str, sources: list[str | None]) -> None:
         await conn.close()
 
 
-def test_a_held_out_song_adds_nothing_to_the_distribution(pg_url: str) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["postings", "delta"])
+def test_a_held_out_song_adds_nothing_to_the_distribution(pg_url: str, delta: bool) -> None:
     counted, kept_out = _names()
-    asyncio.run(_catalogue(pg_url, [f"/music/{counted}", f"/music/{kept_out}"]))
+    asyncio.run(_catalogue(pg_url, [f"/music/{counted}", f"/music/{kept_out}"], delta))
     p = asyncio.run(catalogue_hash_distribution(pg_url))
     at = hash_position(np.array([COUNTED_HASH, HELD_OUT_HASH]))
     assert np.isclose(p.sum(), 1.0)
@@ -62,8 +73,15 @@ def test_a_held_out_song_adds_nothing_to_the_distribution(pg_url: str) -> None:
     assert p[at[1]] < 1e-3 * p[at[0]]
 
 
-def test_a_catalogue_that_holds_no_song_out_is_refused(pg_url: str) -> None:
+def test_a_catalogue_that_is_not_split_is_refused(pg_url: str) -> None:
     counted, _ = _names()
-    asyncio.run(_catalogue(pg_url, [f"/music/{counted}", None]))
+    asyncio.run(_catalogue(pg_url, [f"/music/{counted}", f"/other/{counted}"]))
     with pytest.raises(RuntimeError, match="held out"):
+        asyncio.run(catalogue_hash_distribution(pg_url))
+
+
+def test_a_song_without_its_source_file_is_refused(pg_url: str) -> None:
+    _, kept_out = _names()
+    asyncio.run(_catalogue(pg_url, [None, f"/music/{kept_out}"]))
+    with pytest.raises(RuntimeError, match="source file"):
         asyncio.run(catalogue_hash_distribution(pg_url))
