@@ -35,9 +35,9 @@ import numpy as np
 
 from benchmarks.accuracy import corpus_dir
 from benchmarks.benchmarks_md import this_command, write_section
-from benchmarks.hash_space import hash_position, held_out, stored_distribution
+from benchmarks.hash_space import hash_position, stored_distribution
 from benchmarks.indexing import SYNTHETIC_SONG_S
-from benchmarks.latency_clips import indexed_name, queries_dir
+from benchmarks.latency_clips import held_out_track, queries_dir
 from service.audio.analysis import analyse_file, analyse_query
 from service.audio.hashes import landmark_hashes
 from service.audio.params import params_for_format
@@ -166,7 +166,7 @@ def main() -> int:
         indexed = pool.map(_index_track, [str(root / p) for p in tracks.values()])
     songs = {t: (h, o) for t, (h, o, _) in zip(tracks, indexed, strict=True)}
     seconds = sum(d for _, _, d in indexed)
-    counted = [t for t, p in tracks.items() if not held_out(str(indexed_name(p)))]
+    counted = [t for t, p in tracks.items() if not held_out_track(p)]
     per_song = sum(len(h) for h, _, _ in indexed) / seconds * SYNTHETIC_SONG_S
     with (queries_dir() / "queries.csv").open() as f:
         rows = [
@@ -175,7 +175,7 @@ def main() -> int:
             if r["indexed"] == "1"
             and r["clip_len_s"] == "10"
             and r["condition"] in args.conditions.split(",")
-            and held_out(str(indexed_name(tracks[r["track_id"]])))
+            and held_out_track(tracks[r["track_id"]])
         ]
     rng = random.Random(5)
     picked = []

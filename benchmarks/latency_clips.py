@@ -82,7 +82,7 @@ def dev_clips(
             for r in csv.DictReader(f)
             if r["indexed"] == flag
             and r["clip_len_s"] == "10"
-            and (not indexed or held_out(str(indexed_name(paths[r["track_id"]]))))
+            and (not indexed or held_out_track(paths[r["track_id"]]))
         ]
     rng = random.Random(seed)
     clips = []
@@ -110,6 +110,12 @@ def _title(corpus_path: str) -> str:
 def indexed_name(corpus_path: str) -> Path:
     """The file name a corpus track is indexed under (its path, flattened)."""
     return Path(corpus_path.replace("/", "_"))
+
+
+def held_out_track(corpus_path: str) -> bool:
+    """Whether the corpus track is held out of the synthetic songs' distribution
+    (benchmarks/hash_space.held_out of the name it is indexed under)."""
+    return held_out(str(indexed_name(corpus_path)))
 
 
 # --- requests ---------------------------------------------------------------------------------

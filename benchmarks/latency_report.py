@@ -69,9 +69,9 @@ def request_mb_bound(measured: dict, fmt: str) -> float:
         return float("nan")
     idle = measured["formats"][fmt].get("idle", {})
     started = measured["formats"][fmt].get("started", {}).get("service_rss_mb")
-    rest_mb = idle.get("service_rss_mb", started if started is not None else 0.0)
-    if started is not None:
-        rest_mb = min(rest_mb, started)
+    rest_mb = min(
+        (mb for mb in (idle.get("service_rss_mb"), started) if mb is not None), default=0.0
+    )
     pool_mb = peaks[0] - idle.get("pool_rss_mb", 0.0)
     return max(0.0, pool_mb) + max(0.0, peaks[1] - rest_mb)
 

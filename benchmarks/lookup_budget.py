@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.benchmarks_md import this_command, write_section
-from benchmarks.hash_space import held_out
-from benchmarks.latency_clips import indexed_name, queries_dir
+from benchmarks.latency_clips import held_out_track, indexed_name, queries_dir
 from service.audio.analysis import analyse_query
 from service.audio.params import params_for_format
 from service.core.identify.identify import identify_analysed
@@ -92,7 +91,7 @@ def clips(per_case: int, unknown_per_case: int, seed: int = 7) -> list[Clip]:
             r
             for r in rows
             if (r["condition"], r["clip_len_s"], r["indexed"]) == (condition, length, indexed)
-            and (indexed == "0" or held_out(str(indexed_name(paths[r["track_id"]]))))
+            and (indexed == "0" or held_out_track(paths[r["track_id"]]))
         ]
         wanted = per_case if indexed == "1" else unknown_per_case
         picked = random.Random(seed).sample(matching, min(wanted, len(matching)))
