@@ -19,7 +19,12 @@ import hashlib
 import numpy as np
 
 from benchmarks.indexing import hash_distribution
-from service.audio.triplets import TRIPLET_HASH_SPACE, TRIPLET_TAG, unpack_triplet_hashes
+from service.audio.triplets import (
+    TRIPLET_FIELD_BITS,
+    TRIPLET_HASH_SPACE,
+    TRIPLET_TAG,
+    unpack_triplet_hashes,
+)
 
 #: Landmark hash values lie below this (service/audio/hashes.py's 23-bit layout).
 LANDMARK_SPACE = 1 << 23
@@ -56,18 +61,16 @@ def triplet_distribution(hashes: np.ndarray) -> np.ndarray:
     """p(triplet) over the TRIPLET_HASH_SPACE values, as hash_distribution does for landmarks:
     the stored triplets' own frequencies, and the Good-Turing share of values they never took
     (the share of triplets whose value occurs once) spread as the product of the marginals of
-    the layout's fields (ratio cell, the two intervals, the anchor's band)."""
+    the layout's fields (ratio cell, span cell, the two intervals, the anchor's band)."""
     h = np.asarray(hashes, dtype=np.int64) & (TRIPLET_TAG - 1)
     counts = np.bincount(h, minlength=TRIPLET_HASH_SPACE).astype(np.float64)
-    ratio, d_b, d_c, band = unpack_triplet_hashes(h | TRIPLET_TAG)
-    marginal = [
-        np.bincount(field, minlength=size) / len(h)
-        for field, size in ((band, 16), (d_c, 256), (d_b, 256), (ratio, 32))
-    ]
-    # Index band << 21 | d_c << 13 | d_b << 5 | ratio: the layout of triplets._pack.
-    product = np.multiply.outer(
-        np.multiply.outer(marginal[0], marginal[1]), np.multiply.outer(marginal[2], marginal[3])
-    ).reshape(-1)
+    ratio, span, d_b, d_c, band = unpack_triplet_hashes(h | TRIPLET_TAG)
+    # Most significant first, as triplets._pack lays them out.
+    fields = (band, d_c, d_b, span, ratio)
+    product = np.ones(1)
+    for field, width in zip(fields, TRIPLET_FIELD_BITS, strict=True):
+        product = np.multiply.outer(product, np.bincount(field, minlength=1 << width) / len(h))
+    product = product.reshape(-1)
     unseen = float(np.count_nonzero(counts == 1)) / len(h)
     p = (1.0 - unseen) * counts / counts.sum() + unseen * product / product.sum()
     return p / p.sum()

@@ -44,6 +44,12 @@ class TripletParams:
     ratio_cells: int = 32
     #: Width of the anchor's pitch band (semitones).
     band_semitones: float = 6.0
+    #: Cells of the triplet's span t_c - t_a, on a log axis from min_span_frames to
+    #: max_span_frames (4: each 1.64x wider than the last). A time scale multiplies the span,
+    #: so it is no invariant, but a change of up to query_scale_tolerance moves it by less
+    #: than a cell, and the query probes the cells it could have been stored in: a fraction of
+    #: the speed invariance traded for hashes four times as specific.
+    span_cells: int = 4
     #: Bumped by hand when the meaning of the hash layout changes without a field changing.
     layout_revision: int = 1
 

@@ -8,7 +8,10 @@ only quantities that a change of playback speed, tempo or pitch leaves alone:
   or a speed change multiplies every frequency, which is a shift on that axis;
 - the anchor's coarse pitch band (`band_semitones` wide): a change of up to +-10 % moves a
   pitch by at most 1.65 semitones, into the neighbouring band at worst, which the query
-  probes.
+  probes;
+- the span t_c - t_a in a few cells of a log axis (`span_cells`): a time scale of up to
+  +-11 % moves it by a fraction of a cell, into the neighbouring cell at worst, which the
+  query probes too.
 
 So one lookup serves every speed: the time scale of a match follows from the positions of the
 matched anchors (service/match/variants.py, scale_variants), not from re-hashing the query
@@ -29,10 +32,14 @@ from service.audio.params import FingerprintParams, TripletParams
 from service.audio.peaks import Peaks
 
 _RATIO_BITS = 5
-_INTERVAL_BITS = 8
+_SPAN_BITS = 2
+_INTERVAL_BITS = 7
 _BAND_BITS = 4
+#: Bits of the hash's fields, most significant first: band, interval of c, interval of b,
+#: span cell, ratio cell (_pack).
+TRIPLET_FIELD_BITS = (_BAND_BITS, _INTERVAL_BITS, _INTERVAL_BITS, _SPAN_BITS, _RATIO_BITS)
 #: Number of distinct triplet hash values.
-TRIPLET_HASH_SPACE = 1 << (_RATIO_BITS + 2 * _INTERVAL_BITS + _BAND_BITS)
+TRIPLET_HASH_SPACE = 1 << (_RATIO_BITS + _SPAN_BITS + 2 * _INTERVAL_BITS + _BAND_BITS)
 #: Set in every triplet hash: triplets and landmarks (below 2^23) share the index's hash
 #: column without ever sharing a value.
 TRIPLET_TAG = 1 << 30
@@ -41,7 +48,11 @@ TRIPLET_TAG = 1 << 30
 def check_layout(tp: TripletParams) -> None:
     """Raise ValueError when the quantised values would not fit the hash layout."""
     half = round(tp.max_interval_semitones / tp.interval_step_semitones)
-    if 2 * half + 1 > 1 << _INTERVAL_BITS or tp.ratio_cells > 1 << _RATIO_BITS:
+    if (
+        2 * half + 1 > 1 << _INTERVAL_BITS
+        or tp.ratio_cells > 1 << _RATIO_BITS
+        or not 1 <= tp.span_cells <= 1 << _SPAN_BITS
+    ):
         raise ValueError("triplet parameters exceed the hash layout")
 
 
@@ -165,6 +176,8 @@ def triplet_hashes(
         _cells(d_b + half + 0.5, edge),
         _cells(d_c + half + 0.5, edge),
     ]
+    span = frames[c] - frames[a]
+    fields.append(_span_cells(span, tp, query))
     band = np.floor(band_pos).astype(np.int64)
     if query:
         # The bands a pitch change of up to the tolerance could move the anchor into.
@@ -191,28 +204,56 @@ def triplet_hashes(
     return Fingerprints(h[order], o[order])
 
 
+def _span_cells(span: np.ndarray, tp: TripletParams, query: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The span cells of triplets `span` frames long: (cell, cell) on the index side; on a
+    query's, the lowest and highest cell its song's triplet could have been stored in, played
+    up to query_scale_tolerance faster or slower, a frame of rounding either way."""
+    per_cell = np.log(tp.max_span_frames / tp.min_span_frames) / tp.span_cells
+    top = tp.span_cells - 1e-9
+
+    def cell(frames: np.ndarray) -> np.ndarray:
+        position = np.log(np.maximum(frames, 1.0) / tp.min_span_frames) / per_cell
+        return np.floor(np.clip(position, 0.0, top)).astype(np.int64)
+
+    if not query:
+        stored = cell(span)
+        return stored, stored
+    widen = 1.0 + tp.query_scale_tolerance
+    return cell((span - 1.0) / widen), cell((span + 1.0) * widen)
+
+
 def _pack(
-    ratio: np.ndarray, d_b: np.ndarray, d_c: np.ndarray, band: np.ndarray, tp: TripletParams
+    ratio: np.ndarray,
+    d_b: np.ndarray,
+    d_c: np.ndarray,
+    span: np.ndarray,
+    band: np.ndarray,
+    tp: TripletParams,
 ) -> np.ndarray:
-    """(ratio cell, interval cells, band) -> int32. A probed neighbour past either end of its
-    field is clipped into it (a duplicate hash, harmless), so the layout never overflows."""
+    """(ratio cell, interval cells, span cell, band) -> int32. A probed neighbour past either
+    end of its field is clipped into it (a duplicate hash, harmless), so the layout never
+    overflows."""
     ratio = np.clip(ratio, 0, tp.ratio_cells - 1)
     d_b = np.clip(d_b, 0, (1 << _INTERVAL_BITS) - 1)
     d_c = np.clip(d_c, 0, (1 << _INTERVAL_BITS) - 1)
     band = np.clip(band, 0, (1 << _BAND_BITS) - 1)
-    h = (((band << _INTERVAL_BITS | d_c) << _INTERVAL_BITS | d_b) << _RATIO_BITS) | ratio
+    h = (band << _INTERVAL_BITS | d_c) << _INTERVAL_BITS | d_b
+    h = ((h << _SPAN_BITS | span) << _RATIO_BITS) | ratio
     return (h | TRIPLET_TAG).astype(np.int32)
 
 
 def unpack_triplet_hashes(
     hashes: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of the packing: (ratio cell, interval cell of b, of c, band), int64."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of the packing: (ratio cell, span cell, interval cell of b, of c, band),
+    int64."""
     h = hashes.astype(np.int64) & (TRIPLET_TAG - 1)
     ratio = h & ((1 << _RATIO_BITS) - 1)
     h >>= _RATIO_BITS
+    span = h & ((1 << _SPAN_BITS) - 1)
+    h >>= _SPAN_BITS
     d_b = h & ((1 << _INTERVAL_BITS) - 1)
     h >>= _INTERVAL_BITS
     d_c = h & ((1 << _INTERVAL_BITS) - 1)
     band = h >> _INTERVAL_BITS
-    return ratio, d_b, d_c, band
+    return ratio, span, d_b, d_c, band

@@ -80,7 +80,7 @@ def test_pack_and_unpack_round_trip() -> None:
     fp = triplet_hashes(peaks, TP, FP2.min_bin)
     assert len(fp) > 1000
     assert fp.hashes.dtype == np.int32 and fp.offsets.dtype == np.int32
-    ratio, d_b, d_c, band = unpack_triplet_hashes(fp.hashes)
+    ratio, span, d_b, d_c, band = unpack_triplet_hashes(fp.hashes)
     a, b, c = form_triplets(peaks, TP)
     pitch = 12.0 * np.log2(peaks.bins.astype(np.float64))
     half = round(TP.max_interval_semitones / TP.interval_step_semitones)
@@ -99,6 +99,12 @@ def test_pack_and_unpack_round_trip() -> None:
         d_c, np.floor((pitch[c] - pitch[a]) / TP.interval_step_semitones + half + 0.5)
     )
     assert band.min() >= 0 and band.max() < 16
+    per_cell = np.log(TP.max_span_frames / TP.min_span_frames) / TP.span_cells
+    expected_span = np.floor(
+        np.clip(np.log((f[c] - f[a]) / TP.min_span_frames) / per_cell, 0, TP.span_cells - 1e-9)
+    )
+    np.testing.assert_array_equal(span, expected_span.astype(np.int64))
+    assert span.min() >= 0 and span.max() < TP.span_cells
     np.testing.assert_array_equal(fp.offsets, peaks.frames[a])
 
 
