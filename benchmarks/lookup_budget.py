@@ -213,7 +213,8 @@ def report(results: dict, args: argparse.Namespace) -> list[str]:
     lines = [
         f"Machine: {os.uname().machine}, {os.cpu_count()} cores shared with other work, "
         "PostgreSQL on the same host. Catalogue: "
-        f"`{args.database.rsplit('/', 1)[-1]}` (index format {args.format}). "
+        f"`{args.database.rsplit('/', 1)[-1]}` (fingerprints "
+        f"{params_for_format(args.format).version}). "
         f"Measured {time.strftime('%Y-%m-%d')}.",
         "",
         "**Lookup budget against recall, time and memory** (identify in this process, decode "

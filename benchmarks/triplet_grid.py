@@ -109,7 +109,8 @@ def report(results: dict[Steps, dict], args: argparse.Namespace) -> list[str]:
     mp = MatchParams()
     lines = [
         f"Machine: {os.uname().machine}, {os.cpu_count()} cores shared with other work, "
-        f"PostgreSQL on the same host. Catalogue: `{args.database.rsplit('/', 1)[-1]}`. "
+        "PostgreSQL on the same host. Catalogue: "
+        f"`{args.database.rsplit('/', 1)[-1]}` (fingerprints {params_for_format('fp2').version}). "
         f"Measured {time.strftime('%Y-%m-%d')}.",
         "",
         "**The triplets' vote under each pair of grid steps, on the same hits** (`triplet_search`"
