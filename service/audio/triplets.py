@@ -54,6 +54,16 @@ def check_layout(tp: TripletParams) -> None:
         or not 1 <= tp.span_cells <= 1 << _SPAN_BITS
     ):
         raise ValueError("triplet parameters exceed the hash layout")
+    # A query probes two cells of a field at most: its span window must not cover three.
+    widen = 1.0 + tp.query_scale_tolerance
+    spans = np.arange(
+        max(1, int(np.floor(tp.min_span_frames / widen))),
+        int(np.ceil(tp.max_span_frames * widen)) + 1,
+        dtype=np.float64,
+    )
+    low, high = _span_cells(spans, tp, query=True)
+    if (high - low > 1).any():
+        raise ValueError("a query's span window covers more than two span cells")
 
 
 def index_fingerprints(peaks: Peaks, params: FingerprintParams) -> Fingerprints:
@@ -176,8 +186,7 @@ def triplet_hashes(
         _cells(d_b + half + 0.5, edge),
         _cells(d_c + half + 0.5, edge),
     ]
-    span = frames[c] - frames[a]
-    fields.append(_span_cells(span, tp, query))
+    fields.append(_span_cells(frames[c] - frames[a], tp, query))
     band = np.floor(band_pos).astype(np.int64)
     if query:
         # The bands a pitch change of up to the tolerance could move the anchor into.
@@ -204,22 +213,31 @@ def triplet_hashes(
     return Fingerprints(h[order], o[order])
 
 
-def _span_cells(span: np.ndarray, tp: TripletParams, query: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The span cells of triplets `span` frames long: (cell, cell) on the index side; on a
-    query's, the lowest and highest cell its song's triplet could have been stored in, played
-    up to query_scale_tolerance faster or slower, a frame of rounding either way."""
-    per_cell = np.log(tp.max_span_frames / tp.min_span_frames) / tp.span_cells
-    top = tp.span_cells - 1e-9
-
-    def cell(frames: np.ndarray) -> np.ndarray:
-        position = np.log(np.maximum(frames, 1.0) / tp.min_span_frames) / per_cell
-        return np.floor(np.clip(position, 0.0, top)).astype(np.int64)
-
+def _span_cells(
+    span_frames: np.ndarray, tp: TripletParams, query: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The span cells of triplets `span_frames` long: (cell, cell) on the index side; on a
+    query's, the lowest and highest cell its song's triplet could have been stored in. The
+    stored span is within a frame of the song's true span (each peak rounds to a frame), and
+    the query's within a frame of that span scaled by up to query_scale_tolerance, so the
+    stored one lies within (query - 1) / (1 + tolerance) - 1 .. (query + 1) * (1 + tolerance) + 1
+    frames. check_layout makes sure that never covers more than two cells."""
     if not query:
-        stored = cell(span)
+        stored = span_cell(span_frames, tp)
         return stored, stored
     widen = 1.0 + tp.query_scale_tolerance
-    return cell((span - 1.0) / widen), cell((span + 1.0) * widen)
+    return (
+        span_cell((span_frames - 1.0) / widen - 1.0, tp),
+        span_cell((span_frames + 1.0) * widen + 1.0, tp),
+    )
+
+
+def span_cell(span_frames: np.ndarray, tp: TripletParams) -> np.ndarray:
+    """The cell of a span (frames) on the log axis of span_cells cells from min_span_frames to
+    max_span_frames; spans outside it fall into the end cells."""
+    per_cell = np.log(tp.max_span_frames / tp.min_span_frames) / tp.span_cells
+    position = np.log(np.maximum(span_frames, 1.0) / tp.min_span_frames) / per_cell
+    return np.floor(np.clip(position, 0.0, tp.span_cells - 1e-9)).astype(np.int64)
 
 
 def _pack(
@@ -236,6 +254,7 @@ def _pack(
     ratio = np.clip(ratio, 0, tp.ratio_cells - 1)
     d_b = np.clip(d_b, 0, (1 << _INTERVAL_BITS) - 1)
     d_c = np.clip(d_c, 0, (1 << _INTERVAL_BITS) - 1)
+    span = np.clip(span, 0, tp.span_cells - 1)
     band = np.clip(band, 0, (1 << _BAND_BITS) - 1)
     h = (band << _INTERVAL_BITS | d_c) << _INTERVAL_BITS | d_b
     h = ((h << _SPAN_BITS | span) << _RATIO_BITS) | ratio

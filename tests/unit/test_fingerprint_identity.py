@@ -29,9 +29,10 @@ from scipy.ndimage import maximum_filter
 
 from service.audio.decode import decode_audio
 from service.audio.hashes import landmark_hashes
-from service.audio.params import DEFAULT_PARAMS
+from service.audio.params import DEFAULT_PARAMS, params_for_format
 from service.audio.peaks import find_peaks
 from service.audio.running import running_max
+from service.audio.triplets import triplet_hashes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -254,6 +255,36 @@ def test_default_parameters_give_their_golden_peaks_and_hashes(
     assert DEFAULT_PARAMS.version == DEFAULT_VERSION
     params = DEFAULT_PARAMS if kind == "index" else DEFAULT_PARAMS.for_queries()
     _check(params, name, n_peaks, peaks_sha256, prominence_sum, n_hashes, hashes_sha256)
+
+
+#: The "fp2" index format's version, and per file the triplets its index peaks store: count
+#: and sha256 of (hashes, offsets). The hash layout is code, not only parameters: a change of
+#: it must change these and, with a TripletParams field or layout_revision, the version.
+FP2_VERSION = "fp2-57476f6b809f"
+GOLDEN_FP2_TRIPLETS = [
+    (
+        "music/armygeddon.ogg",
+        1582,
+        "a53b199ec8babc3613563dcbc764ab626404619c360f48bef1f5184e7052eee8",
+    ),
+    (
+        "music/coherence.ogg",
+        1444,
+        "bd1ce0b45deb0f335005b110e2d7e35b5f5c1938f100dc48c815dac249f01850",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "n_triplets", "triplets_sha256"), GOLDEN_FP2_TRIPLETS)
+def test_fp2_stores_its_golden_triplets(name, n_triplets, triplets_sha256):
+    params = params_for_format("fp2")
+    assert params.version == FP2_VERSION
+    assert params.triplets is not None
+    samples = decode_audio(DATA / name, params.sample_rate_hz).samples
+    triplets = triplet_hashes(find_peaks(samples, params), params.triplets, params.min_bin)
+    assert len(triplets) == n_triplets
+    blob = triplets.hashes.tobytes() + triplets.offsets.tobytes()
+    assert hashlib.sha256(blob).hexdigest() == triplets_sha256
 
 
 @pytest.mark.parametrize(

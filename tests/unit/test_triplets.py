@@ -15,8 +15,11 @@ from service.audio.peaks import Peaks, thin_peaks
 from service.audio.triplets import (
     TRIPLET_HASH_SPACE,
     TRIPLET_TAG,
+    _span_cells,
+    check_layout,
     form_triplets,
     index_fingerprints,
+    span_cell,
     triplet_hashes,
     unpack_triplet_hashes,
 )
@@ -72,7 +75,42 @@ def test_the_hash_sees_the_shape_of_a_triplet() -> None:
     other_ratio = triplet_hashes(_peaks([0, 20, 30], [100, 150, 200]), TP, FP2.min_bin).hashes
     other_interval = triplet_hashes(_peaks([0, 10, 30], [100, 120, 200]), TP, FP2.min_bin).hashes
     other_band = triplet_hashes(_peaks([0, 10, 30], [50, 75, 100]), TP, FP2.min_bin).hashes
-    assert len({base[0], other_ratio[0], other_interval[0], other_band[0]}) == 4
+    # The same gap ratio and intervals, twice as long: another span cell.
+    other_span = triplet_hashes(_peaks([0, 20, 60], [100, 150, 200]), TP, FP2.min_bin).hashes
+    found = {base[0], other_ratio[0], other_interval[0], other_band[0], other_span[0]}
+    assert len(found) == 5
+
+
+def test_a_query_probes_the_span_cell_its_triplet_was_stored_in() -> None:
+    """Both recordings round each peak to a frame, so a stored span lies within a frame of the
+    song's true span and a query's within a frame of that span scaled: at every time scale
+    within +-10 %, every stored span's cell must be among the cells the query probes."""
+    true_span = np.arange(TP.min_span_frames - 1.0, TP.max_span_frames + 1.0, 0.02)
+    scale = np.linspace(0.9, 1.1, 41)[:, None, None, None]
+    nudge = np.arange(-2, 3)
+    stored = np.floor(true_span)[None, :, None, None] + nudge[None, None, :, None]
+    queried = np.floor(scale * true_span[None, :, None, None]) + nudge[None, None, None, :]
+    reachable = (
+        (np.abs(stored - true_span[None, :, None, None]) <= 1.0)
+        & (np.abs(queried - scale * true_span[None, :, None, None]) <= 1.0)
+        & (stored >= TP.min_span_frames)
+        & (stored <= TP.max_span_frames)
+    )
+    stored, queried = np.broadcast_arrays(stored, queried)
+    stored, queried = stored[reachable], queried[reachable]
+    low, high = _span_cells(queried, TP, query=True)
+    cell = span_cell(stored, TP)
+    assert len(cell) > 100_000
+    assert ((low <= cell) & (cell <= high)).all()
+    assert (high - low <= 1).all()
+    # Stored 27 frames, a query 10 % fast rounded the other way: 23.
+    low, high = _span_cells(np.array([23.0]), TP, query=True)
+    assert low[0] <= span_cell(np.array([27.0]), TP)[0] <= high[0]
+
+
+def test_the_layout_refuses_a_span_window_wider_than_two_cells() -> None:
+    with pytest.raises(ValueError, match="span"):
+        check_layout(replace(TP, query_scale_tolerance=0.5))
 
 
 def test_pack_and_unpack_round_trip() -> None:
