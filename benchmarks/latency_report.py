@@ -16,6 +16,7 @@ import numpy as np
 
 from benchmarks.latency_clips import KINDS, kind_of
 from benchmarks.latency_profile import REFERENCE, STAGES
+from service.audio.params import params_for_format
 
 #: The targets: server-side p50 ms at this many songs, the ratio of an unknown or
 #: speed-changed clip's p50 to a known clip's at every size, and MB per request.
@@ -312,7 +313,9 @@ def report(results: dict[str, dict]) -> list[str]:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work, "
         f"PostgreSQL on the same host; Python {platform.python_version()}. One service per "
         "index format (`song-detection serve`, `FINGERPRINT_FORMAT` of its catalogue, "
-        "`CPU_WORKERS=1`), both running at each size; requests one at a time, alternating "
+        "`CPU_WORKERS=1`; fingerprints "
+        + ", ".join(params_for_format(f).version for f in formats)
+        + "), both running at each size; requests one at a time, alternating "
         "between the formats clip by clip. PostgreSQL shared_buffers "
         f"{_buffers_gb(sizes)}; before each size both postings tables and their indexes are "
         "read with `pg_prewarm` (into shared_buffers as far as they fit, the rest stays in the "

@@ -91,11 +91,11 @@ class MatchParams:
     #: hashes alone do not make chance alignments look more improbable than all of them
     #: would, and the best candidates of an inconclusive search are completed with every
     #: posting they hold (complete_candidates), so that a noisy clip whose song the rarest
-    #: hashes rank among the few best is found as with no budget. At 10,000 and 30,000 songs
-    #: (BENCHMARKS.md, lookup budget) a million gave the answers of four million on every
-    #: clip measured, in less time and a fraction of the memory; at 30,000 half a million
-    #: and a quarter of a million left 3 of 20 5-s babble clips unanswered that a million
-    #: answered. The MAX_HITS_PER_LOOKUP setting.
+    #: hashes rank among the few best is found as with no budget. Under fp2 at 10,000 and
+    #: 30,000 songs (BENCHMARKS.md, lookup budget) a million gave the answers of four
+    #: million on every clip measured, in less time and a fraction of the memory; at
+    #: 30,000 half a million and a quarter of a million left 3 of 20 5-s babble clips
+    #: unanswered that a million answered. The MAX_HITS_PER_LOOKUP setting.
     max_hits_per_lookup: int = 1_000_000
     #: When the triplets, the second tier or the other hop phases are inconclusive and
     #: their budget left some of their hashes out, this many of their most improbable
