@@ -6,6 +6,7 @@ its section, next to tables other benchmarks maintain there.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -39,3 +40,15 @@ def write_section(marker: str, heading: str, command: str, lines: list[str]) -> 
     else:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{body}\n"
     BENCHMARKS_MD.write_text(text)
+
+
+def publish_catalogue_table(
+    lines: list[str], args: argparse.Namespace, name: str, heading: str
+) -> None:
+    """Print the table benchmarks.`name` measured on the catalogue `args.database` and, with
+    `args.write`, put it in that catalogue's block of the `heading` section of BENCHMARKS.md
+    (one block per catalogue: its database's name tells the format and the size)."""
+    print("\n".join(lines))
+    if args.write:
+        marker = f"{name}_{args.database.rsplit('/', 1)[-1]}"
+        write_section(marker, heading, this_command(f"benchmarks.{name}"), lines)

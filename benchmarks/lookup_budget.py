@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.benchmarks_md import this_command, write_section
+from benchmarks.benchmarks_md import publish_catalogue_table
 from benchmarks.latency_clips import held_out_track, indexed_name, queries_dir
 from service.audio.analysis import analyse_query
 from service.audio.params import params_for_format
@@ -296,11 +296,7 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     lines = report(asyncio.run(measure(args)), args)
-    print("\n".join(lines))
-    if args.write:
-        # One block per catalogue (its database's name tells the format and the size).
-        marker = f"lookup_budget_{args.database.rsplit('/', 1)[-1]}"
-        write_section(marker, SECTION, this_command("benchmarks.lookup_budget"), lines)
+    publish_catalogue_table(lines, args, "lookup_budget", SECTION)
     return 0
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import replace
 
-from benchmarks.benchmarks_md import this_command, write_section
+from benchmarks.benchmarks_md import publish_catalogue_table
 from benchmarks.lookup_budget import clips
 from service.audio.analysis import analyse_query
 from service.audio.hashes import Fingerprints
@@ -162,10 +162,7 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     lines = report(asyncio.run(measure(args)), args)
-    print("\n".join(lines))
-    if args.write:
-        marker = f"triplet_grid_{args.database.rsplit('/', 1)[-1]}"
-        write_section(marker, SECTION, this_command("benchmarks.triplet_grid"), lines)
+    publish_catalogue_table(lines, args, "triplet_grid", SECTION)
     return 0
 
 
