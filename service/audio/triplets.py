@@ -25,6 +25,8 @@ Peaks come from service/audio/peaks.py (integer frames and FFT bins, sorted by f
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from service.audio.hashes import Fingerprints, landmark_hashes
@@ -39,14 +41,16 @@ _BAND_BITS = 4
 #: span cell, ratio cell (_pack).
 TRIPLET_FIELD_BITS = (_BAND_BITS, _INTERVAL_BITS, _INTERVAL_BITS, _SPAN_BITS, _RATIO_BITS)
 #: Number of distinct triplet hash values.
-TRIPLET_HASH_SPACE = 1 << (_RATIO_BITS + _SPAN_BITS + 2 * _INTERVAL_BITS + _BAND_BITS)
+TRIPLET_HASH_SPACE = 1 << sum(TRIPLET_FIELD_BITS)
 #: Set in every triplet hash: triplets and landmarks (below 2^23) share the index's hash
 #: column without ever sharing a value.
 TRIPLET_TAG = 1 << 30
 
 
+@cache
 def check_layout(tp: TripletParams) -> None:
-    """Raise ValueError when the quantised values would not fit the hash layout."""
+    """Raise ValueError when the quantised values would not fit the hash layout (checked once
+    per parameter set: every fingerprinting call asks)."""
     half = round(tp.max_interval_semitones / tp.interval_step_semitones)
     if (
         2 * half + 1 > 1 << _INTERVAL_BITS
@@ -256,8 +260,9 @@ def _pack(
     d_c = np.clip(d_c, 0, (1 << _INTERVAL_BITS) - 1)
     span = np.clip(span, 0, tp.span_cells - 1)
     band = np.clip(band, 0, (1 << _BAND_BITS) - 1)
-    h = (band << _INTERVAL_BITS | d_c) << _INTERVAL_BITS | d_b
-    h = ((h << _SPAN_BITS | span) << _RATIO_BITS) | ratio
+    h = np.zeros(len(ratio), dtype=np.int64)
+    for field, width in zip((band, d_c, d_b, span, ratio), TRIPLET_FIELD_BITS, strict=True):
+        h = h << width | field
     return (h | TRIPLET_TAG).astype(np.int32)
 
 
@@ -267,12 +272,9 @@ def unpack_triplet_hashes(
     """Inverse of the packing: (ratio cell, span cell, interval cell of b, of c, band),
     int64."""
     h = hashes.astype(np.int64) & (TRIPLET_TAG - 1)
-    ratio = h & ((1 << _RATIO_BITS) - 1)
-    h >>= _RATIO_BITS
-    span = h & ((1 << _SPAN_BITS) - 1)
-    h >>= _SPAN_BITS
-    d_b = h & ((1 << _INTERVAL_BITS) - 1)
-    h >>= _INTERVAL_BITS
-    d_c = h & ((1 << _INTERVAL_BITS) - 1)
-    band = h >> _INTERVAL_BITS
+    fields = []
+    for width in reversed(TRIPLET_FIELD_BITS):
+        fields.append(h & ((1 << width) - 1))
+        h = h >> width
+    ratio, span, d_b, d_c, band = fields
     return ratio, span, d_b, d_c, band
