@@ -6,11 +6,12 @@ then under a coarse one (triplet_coarse_scale_step) on the songs the coarser one
 align, then under the fine grid on the songs the coarse one could align. A pass rules out
 only songs that could not reach min_score under any scale within half its step, so the steps
 trade time, never answers. This asks clips of the development query set against a catalogue
-`benchmarks/latency.py` built (`--database`), fetches each clip's triplet hits as the tier
-does (under the triplets' first budget, then under MAX_HITS_PER_LOOKUP, as its second lookup
-does), and votes the same hits under each pair of steps in turn (side by side, clip by clip,
-the order rotated from clip to clip), checking that every pair returns the matches and
-candidates of the first.
+`benchmarks/latency.py` built (`--database`), fetches each clip's triplet hits twice, the
+rarest first, under the triplets' first budget and, afresh, under MAX_HITS_PER_LOOKUP (the
+tier's second lookup adds that budget to what the first kept, so its hits are a few more),
+and votes the same hits under each pair of steps in turn (side by side, clip by clip, the
+order rotated from clip to clip, with the tier's number of completed candidates kept),
+checking that every pair returns the matches and candidates of the first.
 
     CORPUS_DIR=... python -m benchmarks.triplet_grid --database postgresql://…/sd_curve_fp2_10000
         [--steps 0.06:0.02,0.075:0.02] [--clips 6] [--write]
